@@ -1,0 +1,174 @@
+"""Entity and row catalogs: the items a page is made of, with the metadata the product needs.
+
+A catalog is what a user exports from production (or what the simulator writes): every entity with
+its type, genres and a fixed content vector (for semantic embedding fusion), and every row with its
+kind. It is stored as one JSON file so it is easy to inspect and to diff between days.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+ENTITY_TYPES = ("movie", "show", "game", "live")
+
+
+def _check_id(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
+        raise ValueError(f"{what} must be a non-empty string without whitespace, got {value!r}")
+    return value
+
+
+@dataclass
+class CatalogEntity:
+    """One recommendable entity (title, game, live event)."""
+
+    id: str
+    title: str = ""
+    type: str = "movie"
+    genres: list[str] = field(default_factory=list)
+    release_day: int = 0
+    content: Optional[list[float]] = None
+
+    def __post_init__(self) -> None:
+        _check_id(self.id, "entity id")
+        if self.type not in ENTITY_TYPES:
+            raise ValueError(f"entity {self.id!r}: type must be one of {ENTITY_TYPES}, got {self.type!r}")
+        if not isinstance(self.genres, (list, tuple)) or not all(isinstance(g, str) for g in self.genres):
+            raise ValueError(f"entity {self.id!r}: genres must be a list of strings, got {self.genres!r}")
+        self.genres = list(self.genres)
+        if self.content is not None:
+            vec = [float(x) for x in self.content]
+            if not all(math.isfinite(x) for x in vec):
+                raise ValueError(f"entity {self.id!r}: content vector has non-finite values")
+            self.content = vec
+
+
+@dataclass
+class CatalogRow:
+    """One row kind (a genre row, Continue Watching, Trending, ...)."""
+
+    id: str
+    title: str = ""
+    kind: str = "genre"
+    genre: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        _check_id(self.id, "row id")
+
+
+@dataclass
+class Catalog:
+    """Entities and rows, in a stable order (the order their tokens are created in)."""
+
+    entities: list[CatalogEntity]
+    rows: list[CatalogRow]
+
+    def __post_init__(self) -> None:
+        for kind, items in (("entity", self.entities), ("row", self.rows)):
+            seen: set[str] = set()
+            for item in items:
+                if item.id in seen:
+                    raise ValueError(f"duplicate {kind} id {item.id!r} in catalog")
+                seen.add(item.id)
+        dims = {len(e.content) for e in self.entities if e.content is not None}
+        if len(dims) > 1:
+            raise ValueError(f"content vectors have different lengths in catalog: {sorted(dims)}")
+
+    @property
+    def entity_ids(self) -> list[str]:
+        return [e.id for e in self.entities]
+
+    @property
+    def row_ids(self) -> list[str]:
+        return [r.id for r in self.rows]
+
+    @property
+    def content_dim(self) -> int:
+        """Length of the content vectors (0 when no entity has one)."""
+        for e in self.entities:
+            if e.content is not None:
+                return len(e.content)
+        return 0
+
+    def content_matrix(self, ids: Optional[Sequence[str]] = None) -> np.ndarray:
+        """Content vectors as a float32 matrix (zeros for entities without one)."""
+        ids = self.entity_ids if ids is None else list(ids)
+        by_id = {e.id: e for e in self.entities}
+        out = np.zeros((len(ids), self.content_dim), dtype=np.float32)
+        for i, eid in enumerate(ids):
+            if eid not in by_id:
+                raise KeyError(f"entity {eid!r} is not in the catalog")
+            if by_id[eid].content is not None:
+                out[i] = by_id[eid].content
+        return out
+
+    def extend(self, entities: Iterable[CatalogEntity] = (), rows: Iterable[CatalogRow] = ()) -> "Catalog":
+        """A new catalog with items appended (existing order kept, so token ids stay stable)."""
+        return Catalog(self.entities + list(entities), self.rows + list(rows))
+
+    def to_dict(self) -> dict:
+        return {"entities": [asdict(e) for e in self.entities], "rows": [asdict(r) for r in self.rows]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Catalog":
+        if not isinstance(data, dict):
+            raise ValueError(f"catalog must be a JSON object, got {type(data).__name__}")
+        for key in ("entities", "rows"):
+            if key not in data:
+                raise ValueError(f"catalog is missing the key {key!r}")
+        unknown = set(data) - {"entities", "rows"}
+        if unknown:
+            raise ValueError(f"catalog has unknown keys {sorted(unknown)}")
+        try:
+            return cls([CatalogEntity(**e) for e in data["entities"]], [CatalogRow(**r) for r in data["rows"]])
+        except TypeError as err:  # unknown / missing fields of an item
+            raise ValueError(f"malformed catalog item: {err}") from err
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Catalog":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+
+DEFAULT_GENRES = (
+    "action", "comedy", "drama", "thriller", "romance", "scifi",
+    "documentary", "animation", "horror", "family", "crime", "fantasy",
+)
+
+
+def default_catalog(num_entities: int = 300, content_dim: int = 32, seed: int = 0) -> Catalog:
+    """A small deterministic catalog for `genpage init` when the user brings none.
+
+    Content vectors are a random genre embedding averaged over the entity's genres plus noise, so
+    entities of the same genre are close (what a synopsis/genre encoder would give).
+    """
+    if num_entities <= 0:
+        raise ValueError(f"num_entities must be positive, got {num_entities}")
+    rng = np.random.default_rng(seed)
+    genre_vecs = rng.normal(size=(len(DEFAULT_GENRES), content_dim)).astype(np.float32)
+    types = rng.choice(len(ENTITY_TYPES), size=num_entities, p=[0.55, 0.35, 0.05, 0.05])
+    entities = []
+    for i in range(num_entities):
+        genres = sorted(rng.choice(len(DEFAULT_GENRES), size=int(rng.integers(1, 3)), replace=False).tolist())
+        vec = genre_vecs[genres].mean(axis=0) + 0.3 * rng.normal(size=content_dim)
+        entities.append(CatalogEntity(
+            id=f"m{i}", title=f"Title {i}", type=ENTITY_TYPES[types[i]],
+            genres=[DEFAULT_GENRES[g] for g in genres], release_day=int(rng.integers(-365, 1)),
+            content=np.round(vec, 5).tolist(),
+        ))
+    rows = [CatalogRow(id=f"genre_{g}", title=g.capitalize(), kind="genre", genre=g) for g in DEFAULT_GENRES]
+    rows += [CatalogRow(id=r, title=t, kind=r) for r, t in (
+        ("continue_watching", "Continue Watching"), ("trending", "Trending Now"), ("new_releases", "New Releases"),
+        ("top10", "Top 10"), ("because_you_watched", "Because You Watched"), ("games", "Games"), ("live_now", "Live Now"),
+    )]
+    return Catalog(entities, rows)

@@ -1,0 +1,451 @@
+"""GenPage domain tokenizer: one token per entity, row and bucketized context value.
+
+The vocabulary is built from a tokenizer spec (segment markers, action types, bucket boundaries,
+profile/request fields, page layout, fallback tokens) plus an entity and a row catalog. The backend is
+a `tokenizers` WordLevel model with whitespace splitting, so `__call__` works on strings of domain
+tokens (as TRL and pipelines expect), while `encode_context` / `encode_page` / `decode_page` work on
+structured records.
+
+This file travels with checkpoints (`trust_remote_code`): it imports only the standard library,
+torch, tokenizers and transformers.
+"""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import math
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import torch
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import WhitespaceSplit
+from transformers import PreTrainedTokenizerFast
+
+_ACTION_KEYS = ("entity", "action", "timestamp", "duration")
+
+
+def spec_base_tokens(spec: Mapping[str, Any]) -> list[str]:
+    """All non-catalog tokens of a spec, in vocabulary order (special, segments, fallbacks, values).
+
+    Sections are walked in sorted key order, so the order does not depend on how the spec was
+    serialized (YAML keeps file order, tokenizer_config.json sorts keys).
+    """
+    tokens = [spec["special"][k] for k in ("pad", "unk", "bos", "eos")]
+    tokens += [spec["segments"][k] for k in sorted(spec["segments"])]
+    tokens += [spec["fallback"]["entity"], spec["fallback"]["row"]]
+    acts = spec["action_types"]
+    tokens += [acts["prefix"] + v for v in acts["values"]]
+    for name in sorted(spec["buckets"]):
+        bucket = spec["buckets"][name]
+        tokens += [f"{bucket['prefix']}{i}" for i in range(len(bucket["boundaries"]) + 1)]
+    for section in ("profile", "request"):
+        for name in sorted(spec[section]):
+            field = spec[section][name]
+            tokens += [field["prefix"] + v for v in field["values"]]
+    tokens += [spec["inject"]["prefix"] + v for v in spec["inject"]["values"]]
+    return tokens
+
+
+def _backend(vocab: Mapping[str, int], unk_token: str) -> Tokenizer:
+    backend = Tokenizer(WordLevel(vocab=dict(vocab), unk_token=unk_token))
+    backend.pre_tokenizer = WhitespaceSplit()
+    return backend
+
+
+class GenPageTokenizer(PreTrainedTokenizerFast):
+    """Fast tokenizer for GenPage sequences: structured context/page records <-> token ids.
+
+    Entities are `E:<id>` tokens and rows `R:<id>` tokens (prefixes from the spec). Unknown entities
+    and rows map to the spec's per-type fallback tokens, never to the generic unk token.
+    """
+
+    vocab_files_names = {"tokenizer_file": "tokenizer.json"}
+    model_input_names = ["input_ids", "attention_mask"]
+    padding_side = "left"
+
+    def __init__(
+        self,
+        vocab: Optional[Mapping[str, int]] = None,
+        tokenizer_file: Optional[str] = None,
+        spec: Optional[Mapping[str, Any]] = None,
+        **kwargs: Any,
+    ) -> None:
+        if spec is None:
+            raise ValueError("GenPageTokenizer needs its `spec` (saved in tokenizer_config.json); got none")
+        kwargs.pop("tokenizer_object", None)
+        if vocab is None and tokenizer_file is not None:
+            vocab = Tokenizer.from_file(tokenizer_file).get_vocab()
+        if not vocab:
+            raise ValueError("GenPageTokenizer needs a vocabulary: use GenPageTokenizer.from_spec(spec, entities, rows)")
+        special = spec["special"]
+        kwargs.setdefault("pad_token", special["pad"])
+        kwargs.setdefault("unk_token", special["unk"])
+        kwargs.setdefault("bos_token", special["bos"])
+        kwargs.setdefault("eos_token", special["eos"])
+        kwargs.setdefault("extra_special_tokens", list(spec["segments"].values()))
+        kwargs.setdefault("model_max_length", self._max_sequence_length(spec))
+        # The per-type fallback mapping runs while the base class registers special tokens.
+        self.spec = copy.deepcopy(dict(spec))
+        self._index_vocab(vocab)
+        super().__init__(tokenizer_object=_backend(vocab, special["unk"]), spec=copy.deepcopy(dict(spec)), **kwargs)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_spec(
+        cls, spec: Mapping[str, Any], entities: Iterable[str], rows: Iterable[str], **kwargs: Any
+    ) -> "GenPageTokenizer":
+        """Build the vocabulary: spec tokens, then rows, then entities (new ones are appended later)."""
+        tokens = spec_base_tokens(spec)
+        tokens += [spec["prefixes"]["row"] + cls._check_id(r, "row") for r in rows]
+        tokens += [spec["prefixes"]["entity"] + cls._check_id(e, "entity") for e in entities]
+        vocab: dict[str, int] = {}
+        for tok in tokens:
+            if tok in vocab:
+                raise ValueError(f"duplicate token {tok!r} in the vocabulary (a duplicate id in the catalog?)")
+            vocab[tok] = len(vocab)
+        return cls(vocab=vocab, spec=spec, **kwargs)
+
+    @staticmethod
+    def _check_id(value: Any, kind: str) -> str:
+        if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
+            raise ValueError(f"{kind} id must be a non-empty string without whitespace, got {value!r}")
+        return value
+
+    @staticmethod
+    def _max_sequence_length(spec: Mapping[str, Any]) -> int:
+        ctx, page = spec["context"], spec["page"]
+        context_len = (
+            2 + len(spec["profile"]) + 1 + len(spec["request"])
+            + 1 + 4 * ctx["max_history"] + 1 + 2 * ctx["max_impressions"] + 1 + 2 * ctx["max_inject"]
+        )
+        page_len = page["rows_per_page"] * (1 + page["entities_per_row"])
+        # room for a paginated continuation: earlier page + session actions + next page
+        return context_len + 2 * (page_len + 2) + 1 + 4 * ctx["max_history"]
+
+    def _index_vocab(self, vocab: Mapping[str, int]) -> None:
+        """Cache which ids are entities / rows (as tensors, for masks and losses)."""
+        vocab = dict(vocab)
+        size = len(vocab)
+        e_prefix, r_prefix = self.spec["prefixes"]["entity"], self.spec["prefixes"]["row"]
+        self._entity_mask = torch.zeros(size, dtype=torch.bool)
+        self._row_mask = torch.zeros(size, dtype=torch.bool)
+        for tok, idx in vocab.items():
+            if tok.startswith(e_prefix):
+                self._entity_mask[idx] = True
+            elif tok.startswith(r_prefix):
+                self._row_mask[idx] = True
+        self._vocab = vocab
+        self._id_to_token = {i: t for t, i in vocab.items()}
+
+    # ------------------------------------------------------------------ vocabulary facts
+    @property
+    def entity_mask(self) -> torch.Tensor:
+        """Bool tensor over the vocabulary: True for catalog entity tokens (fallback excluded)."""
+        return self._entity_mask
+
+    @property
+    def row_mask(self) -> torch.Tensor:
+        """Bool tensor over the vocabulary: True for catalog row tokens (fallback excluded)."""
+        return self._row_mask
+
+    @property
+    def entity_token_ids(self) -> torch.Tensor:
+        return self._entity_mask.nonzero().squeeze(-1)
+
+    @property
+    def row_token_ids(self) -> torch.Tensor:
+        return self._row_mask.nonzero().squeeze(-1)
+
+    @property
+    def entity_fallback_id(self) -> int:
+        return self._vocab[self.spec["fallback"]["entity"]]
+
+    @property
+    def row_fallback_id(self) -> int:
+        return self._vocab[self.spec["fallback"]["row"]]
+
+    @property
+    def page_token_id(self) -> int:
+        return self._vocab[self.spec["segments"]["page"]]
+
+    @property
+    def session_token_id(self) -> int:
+        return self._vocab[self.spec["segments"]["session"]]
+
+    @property
+    def rows_per_page(self) -> int:
+        return int(self.spec["page"]["rows_per_page"])
+
+    @property
+    def entities_per_row(self) -> int:
+        return int(self.spec["page"]["entities_per_row"])
+
+    def entity_token(self, entity_id: str) -> str:
+        return self.spec["prefixes"]["entity"] + entity_id
+
+    def row_token(self, row_id: str) -> str:
+        return self.spec["prefixes"]["row"] + row_id
+
+    def entity_to_id(self, entity_id: str) -> int:
+        """Token id of an entity, or the entity fallback id when it is not in the vocabulary."""
+        return self._vocab.get(self.entity_token(self._check_id(entity_id, "entity")), self.entity_fallback_id)
+
+    def row_to_id(self, row_id: str) -> int:
+        """Token id of a row, or the row fallback id when it is not in the vocabulary."""
+        return self._vocab.get(self.row_token(self._check_id(row_id, "row")), self.row_fallback_id)
+
+    def id_to_entity(self, token_id: int) -> Optional[str]:
+        """Entity id of a token id (None when the id is not a catalog entity)."""
+        if not 0 <= token_id < len(self._entity_mask) or not self._entity_mask[token_id]:
+            return None
+        return self._id_to_token[token_id][len(self.spec["prefixes"]["entity"]):]
+
+    def id_to_row(self, token_id: int) -> Optional[str]:
+        """Row id of a token id (None when the id is not a catalog row)."""
+        if not 0 <= token_id < len(self._row_mask) or not self._row_mask[token_id]:
+            return None
+        return self._id_to_token[token_id][len(self.spec["prefixes"]["row"]):]
+
+    # ------------------------------------------------------------------ vocabulary growth
+    def add_entities(self, entity_ids: Iterable[str]) -> list[int]:
+        """Append new entity tokens (existing ids unchanged); returns the ids of the new tokens."""
+        return self._grow([self.entity_token(self._check_id(e, "entity")) for e in entity_ids])
+
+    def add_rows(self, row_ids: Iterable[str]) -> list[int]:
+        """Append new row tokens (existing ids unchanged); returns the ids of the new tokens."""
+        return self._grow([self.row_token(self._check_id(r, "row")) for r in row_ids])
+
+    def _grow(self, tokens: list[str]) -> list[int]:
+        # `add_tokens` would match added tokens by substring before splitting (E:1000 -> E:100 + ...),
+        # so the WordLevel vocabulary itself is rebuilt with the new ids appended.
+        vocab = dict(self._tokenizer.get_vocab())
+        new_ids = []
+        for tok in tokens:
+            if tok in vocab:
+                raise ValueError(f"token {tok!r} is already in the vocabulary (id {vocab[tok]})")
+            vocab[tok] = len(vocab)
+            new_ids.append(vocab[tok])
+        backend = _backend(vocab, self.spec["special"]["unk"])
+        backend.add_special_tokens(list(self.added_tokens_decoder.values()))
+        self._tokenizer = backend
+        self._index_vocab(vocab)
+        return new_ids
+
+    def __len__(self) -> int:
+        return len(self._vocab)
+
+    # ------------------------------------------------------------------ strings of domain tokens
+    def _map_unknown(self, token: str) -> str:
+        """Unknown `E:`/`R:` tokens become the per-type fallback (WordLevel only knows one unk)."""
+        if token in self._vocab:
+            return token
+        if token.startswith(self.spec["prefixes"]["entity"]):
+            return self.spec["fallback"]["entity"]
+        if token.startswith(self.spec["prefixes"]["row"]):
+            return self.spec["fallback"]["row"]
+        return token
+
+    def _map_text(self, text: Any) -> Any:
+        if isinstance(text, str):
+            return " ".join(self._map_unknown(t) for t in text.split())
+        if isinstance(text, (list, tuple)):
+            return [self._map_text(t) for t in text]
+        return text
+
+    def _encode_plus(self, text: Any, text_pair: Any = None, *args: Any, **kwargs: Any):
+        return super()._encode_plus(self._map_text(text), self._map_text(text_pair), *args, **kwargs)
+
+    def _convert_token_to_id_with_added_voc(self, token: str) -> int:
+        return super()._convert_token_to_id_with_added_voc(self._map_unknown(token))
+
+    # ------------------------------------------------------------------ structured records
+    def _bucket(self, name: str, value: Any, where: str) -> str:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        bucket = self.spec["buckets"][name]
+        return f"{bucket['prefix']}{bisect.bisect_right(bucket['boundaries'], value)}"
+
+    def _field_token(self, section: str, name: str, value: Any, where: str) -> str:
+        field = self.spec[section][name]
+        if value not in field["values"]:
+            raise ValueError(f"{where}: unknown value {value!r}; the spec allows {field['values']}")
+        return field["prefix"] + value
+
+    def _action_tokens(self, action: Any, now: float, where: str) -> list[str]:
+        if not isinstance(action, Mapping):
+            raise ValueError(f"{where}: an action must be a mapping with keys {_ACTION_KEYS}, got {type(action).__name__}")
+        missing = [k for k in _ACTION_KEYS if k not in action]
+        if missing:
+            raise ValueError(f"{where}: action is missing {missing}")
+        act = action["action"]
+        if act not in self.spec["action_types"]["values"]:
+            raise ValueError(f"{where}.action: unknown action type {act!r}; the spec allows {self.spec['action_types']['values']}")
+        age = now - self._number(action["timestamp"], f"{where}.timestamp")
+        if age < 0:
+            raise ValueError(f"{where}.timestamp: action is {-age:.0f}s after the request time")
+        return [
+            self._vocab_token(self.entity_token(self._check_id(action["entity"], "entity"))),
+            self.spec["action_types"]["prefix"] + act,
+            self._bucket("age", age, f"{where}.timestamp"),
+            self._bucket("duration", self._number(action["duration"], f"{where}.duration"), f"{where}.duration"),
+        ]
+
+    @staticmethod
+    def _number(value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{where}: expected a finite number, got {value!r}")
+        return float(value)
+
+    def _vocab_token(self, token: str) -> str:
+        return self._map_unknown(token)
+
+    def context_tokens(self, context: Mapping[str, Any], max_history: Optional[int] = None) -> list[str]:
+        """Token strings of a context record, ending with the `[PAGE]` marker.
+
+        History longer than `max_history` (default: the spec's `context.max_history`) keeps the most
+        recent actions; impression summaries and injected entities are capped the same way.
+        """
+        if not isinstance(context, Mapping):
+            raise ValueError(f"context must be a mapping (a Context record's to_dict()), got {type(context).__name__}")
+        for key in ("profile", "request", "timestamp", "history"):
+            if key not in context:
+                raise ValueError(f"context is missing the key {key!r}")
+        seg, limits = self.spec["segments"], self.spec["context"]
+        now = self._number(context["timestamp"], "context.timestamp")
+        tokens = [self.spec["special"]["bos"]]
+        for section in ("profile", "request"):
+            values = context[section]
+            if not isinstance(values, Mapping):
+                raise ValueError(f"context.{section} must be a mapping, got {type(values).__name__}")
+            tokens.append(seg[section])
+            for name in sorted(self.spec[section]):
+                if name not in values:
+                    raise ValueError(f"context.{section} is missing the field {name!r}")
+                tokens.append(self._field_token(section, name, values[name], f"context.{section}.{name}"))
+        history = context["history"]
+        if not isinstance(history, Sequence) or isinstance(history, str):
+            raise ValueError(f"context.history must be a list of actions, got {type(history).__name__}")
+        keep = limits["max_history"] if max_history is None else max_history
+        start = max(0, len(history) - keep)
+        tokens.append(seg["history"])
+        for i in range(start, len(history)):
+            tokens += self._action_tokens(history[i], now, f"context.history[{i}]")
+        impressions = context.get("impressions") or []
+        if impressions:
+            tokens.append(seg["impressions"])
+            for i, item in enumerate(impressions[-limits["max_impressions"]:]):
+                where = f"context.impressions[{i}]"
+                if not isinstance(item, Mapping) or "entity" not in item or "count" not in item:
+                    raise ValueError(f"{where}: expected a mapping with 'entity' and 'count', got {item!r}")
+                tokens.append(self._vocab_token(self.entity_token(self._check_id(item["entity"], "entity"))))
+                tokens.append(self._bucket("impression_count", item["count"], f"{where}.count"))
+        inject = context.get("inject") or []
+        if inject:
+            tokens.append(seg["inject"])
+            for i, item in enumerate(inject[-limits["max_inject"]:]):
+                where = f"context.inject[{i}]"
+                if not isinstance(item, Mapping) or "entity" not in item or "kind" not in item:
+                    raise ValueError(f"{where}: expected a mapping with 'entity' and 'kind', got {item!r}")
+                if item["kind"] not in self.spec["inject"]["values"]:
+                    raise ValueError(f"{where}.kind: unknown kind {item['kind']!r}; the spec allows {self.spec['inject']['values']}")
+                tokens.append(self._vocab_token(self.entity_token(self._check_id(item["entity"], "entity"))))
+                tokens.append(self.spec["inject"]["prefix"] + item["kind"])
+        tokens.append(seg["page"])
+        return tokens
+
+    def page_tokens(self, page: Mapping[str, Any], add_eos: bool = True) -> list[str]:
+        """Token strings of a page record in layout order (row token, then its entities)."""
+        if not isinstance(page, Mapping) or "rows" not in page:
+            raise ValueError(f"page must be a mapping with a 'rows' list, got {page!r}")
+        rows = page["rows"]
+        if not isinstance(rows, Sequence) or isinstance(rows, str) or not rows:
+            raise ValueError("page.rows must be a non-empty list of rows")
+        tokens = []
+        for r, row in enumerate(rows):
+            if not isinstance(row, Mapping) or "row" not in row or "entities" not in row:
+                raise ValueError(f"page.rows[{r}] must be a mapping with 'row' and 'entities', got {row!r}")
+            entities = row["entities"]
+            if not isinstance(entities, Sequence) or isinstance(entities, str) or not entities:
+                raise ValueError(f"page.rows[{r}].entities must be a non-empty list of entity ids")
+            tokens.append(self._vocab_token(self.row_token(self._check_id(row["row"], f"page.rows[{r}].row"))))
+            tokens += [self._vocab_token(self.entity_token(self._check_id(e, f"page.rows[{r}].entities"))) for e in entities]
+        if add_eos:
+            tokens.append(self.spec["special"]["eos"])
+        return tokens
+
+    def session_tokens(self, session: Sequence[Mapping[str, Any]], now: float) -> list[str]:
+        """`[SESSION]` followed by in-session engagements (4 tokens each), for pagination."""
+        tokens = [self.spec["segments"]["session"]]
+        for i, action in enumerate(session):
+            tokens += self._action_tokens(action, now, f"session[{i}]")
+        return tokens
+
+    def _ids(self, tokens: list[str]) -> list[int]:
+        return [self._vocab[t] for t in tokens]
+
+    def encode_context(self, context: Mapping[str, Any], max_history: Optional[int] = None) -> list[int]:
+        """Token ids of a context (the prompt), ending with `[PAGE]`."""
+        return self._ids(self.context_tokens(context, max_history))
+
+    def encode_page(self, page: Mapping[str, Any], add_eos: bool = True) -> list[int]:
+        """Token ids of a page (the response), in layout order, ending with `[EOS]`."""
+        return self._ids(self.page_tokens(page, add_eos))
+
+    def encode_continuation(
+        self,
+        context: Mapping[str, Any],
+        previous_rows: Sequence[Mapping[str, Any]],
+        session: Sequence[Mapping[str, Any]] = (),
+        max_history: Optional[int] = None,
+    ) -> list[int]:
+        """Prompt for the next page of a paginated request: context, earlier rows, session, `[PAGE]`."""
+        tokens = self.context_tokens(context, max_history)
+        if previous_rows:
+            tokens += self.page_tokens({"rows": list(previous_rows)}, add_eos=False)
+        tokens += self.session_tokens(session, self._number(context["timestamp"], "context.timestamp"))
+        tokens.append(self.spec["segments"]["page"])
+        return self._ids(tokens)
+
+    def decode_page(self, ids: Sequence[int] | torch.Tensor, strict: bool = True) -> dict[str, Any]:
+        """Structured page from generated ids: the tokens after the last `[PAGE]`, up to `[EOS]`.
+
+        Fallback tokens decode to the fallback token string (e.g. `"[E_FALLBACK]"`) in place of an id.
+
+        With `strict`, a token that breaks the page grammar (an entity before any row, a context
+        token, an unknown id) raises a ValueError naming its position; otherwise such tokens are
+        listed under `"invalid"` as (position, token) pairs and skipped.
+        """
+        if isinstance(ids, torch.Tensor):
+            if ids.dim() != 1:
+                raise ValueError(f"decode_page takes one sequence of ids, got a tensor of shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        ids = [int(i) for i in ids]
+        page_id, eos_id, pad_id = self.page_token_id, self.eos_token_id, self.pad_token_id
+        start = max((i + 1 for i, t in enumerate(ids) if t == page_id), default=0)
+        rows: list[dict[str, Any]] = []
+        invalid: list[tuple[int, str]] = []
+        for pos in range(start, len(ids)):
+            tid = ids[pos]
+            if tid == eos_id or tid == pad_id:
+                break
+            row, entity = self.id_to_row(tid), self.id_to_entity(tid)
+            # Fallback tokens decode to themselves: the slot held an entity/row unknown to the vocabulary.
+            if tid == self.row_fallback_id:
+                row = self.spec["fallback"]["row"]
+            elif tid == self.entity_fallback_id:
+                entity = self.spec["fallback"]["entity"]
+            if row is not None:
+                rows.append({"row": row, "entities": []})
+            elif entity is not None and rows:
+                rows[-1]["entities"].append(entity)
+            else:
+                token = self._id_to_token.get(tid, f"<id {tid}>")
+                if strict:
+                    raise ValueError(f"token {token!r} at position {pos} does not fit the page grammar")
+                invalid.append((pos, token))
+        page: dict[str, Any] = {"rows": rows}
+        if not strict:
+            page["invalid"] = invalid
+        return page

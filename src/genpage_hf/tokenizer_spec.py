@@ -1,0 +1,143 @@
+"""Load and validate tokenizer specs (`tokenizer_specs/*.yaml`).
+
+A spec fixes every non-catalog token of the vocabulary and the page layout. Mistakes in it silently
+change what the model sees, so validation is strict: unknown keys, missing sections, unsorted bucket
+boundaries and duplicate tokens are errors that name the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from .tokenization_genpage import spec_base_tokens
+
+
+class SpecError(ValueError):
+    """A tokenizer spec is malformed; the message names the offending key."""
+
+
+_FIXED_SECTIONS: dict[str, tuple[str, ...]] = {
+    "special": ("pad", "unk", "bos", "eos"),
+    "segments": ("profile", "request", "history", "impressions", "inject", "session", "page"),
+    "fallback": ("entity", "row"),
+    "prefixes": ("entity", "row"),
+    "action_types": ("prefix", "values"),
+    "buckets": ("age", "duration", "impression_count"),
+    "inject": ("prefix", "values"),
+    "page": ("rows_per_page", "entities_per_row"),
+    "context": ("max_history", "max_impressions", "max_inject"),
+}
+_FIELD_SECTIONS = ("profile", "request")  # free field names, each {prefix, values}
+_TOP_KEYS = ("version",) + tuple(_FIXED_SECTIONS) + _FIELD_SECTIONS
+
+
+def default_spec_path() -> str:
+    """Path of the packaged default spec (`tokenizer_specs/default.yaml`)."""
+    return str(resources.files("genpage_hf").joinpath("tokenizer_specs", "default.yaml"))
+
+
+def _token(value: Any, key: str) -> str:
+    if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
+        raise SpecError(f"{key}: a token must be a non-empty string without whitespace, got {value!r}")
+    return value
+
+
+def _keys(section: Any, key: str, required: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(section, Mapping):
+        raise SpecError(f"{key}: expected a mapping, got {type(section).__name__}")
+    for name in section:
+        if name not in required:
+            raise SpecError(f"{key}.{name}: unknown key (allowed: {', '.join(required)})")
+    for name in required:
+        if name not in section:
+            raise SpecError(f"{key}.{name}: missing")
+    return section
+
+
+def _values(section: Any, key: str) -> None:
+    _keys(section, key, ("prefix", "values"))
+    _token(section["prefix"], f"{key}.prefix")
+    values = section["values"]
+    if not isinstance(values, list) or not values:
+        raise SpecError(f"{key}.values: expected a non-empty list")
+    for i, v in enumerate(values):
+        _token(v, f"{key}.values[{i}]")
+    if len(set(values)) != len(values):
+        raise SpecError(f"{key}.values: duplicate values {sorted({v for v in values if values.count(v) > 1})}")
+
+
+def _positive_int(value: Any, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SpecError(f"{key}: expected a positive integer, got {value!r}")
+
+
+def validate_spec(spec: Any) -> dict[str, Any]:
+    """Check a spec (a parsed YAML mapping) and return it; raises SpecError naming the bad key."""
+    if not isinstance(spec, Mapping):
+        raise SpecError(f"spec: expected a mapping at the top level, got {type(spec).__name__}")
+    for name in spec:
+        if name not in _TOP_KEYS:
+            raise SpecError(f"{name}: unknown top-level key (allowed: {', '.join(_TOP_KEYS)})")
+    for name in _TOP_KEYS:
+        if name != "version" and name not in spec:
+            raise SpecError(f"{name}: missing section")
+    for name in ("special", "segments", "fallback", "prefixes"):
+        section = _keys(spec[name], name, _FIXED_SECTIONS[name])
+        for k, v in section.items():
+            _token(v, f"{name}.{k}")
+    if spec["prefixes"]["entity"] == spec["prefixes"]["row"]:
+        raise SpecError("prefixes.row: must differ from prefixes.entity")
+    _values(spec["action_types"], "action_types")
+    _values(spec["inject"], "inject")
+    buckets = _keys(spec["buckets"], "buckets", _FIXED_SECTIONS["buckets"])
+    for name, bucket in buckets.items():
+        key = f"buckets.{name}"
+        _keys(bucket, key, ("prefix", "boundaries"))
+        _token(bucket["prefix"], f"{key}.prefix")
+        bounds = bucket["boundaries"]
+        if not isinstance(bounds, list) or not bounds:
+            raise SpecError(f"{key}.boundaries: expected a non-empty list of numbers")
+        for i, b in enumerate(bounds):
+            if isinstance(b, bool) or not isinstance(b, (int, float)):
+                raise SpecError(f"{key}.boundaries[{i}]: expected a number, got {b!r}")
+        for i in range(1, len(bounds)):
+            if bounds[i] <= bounds[i - 1]:
+                raise SpecError(f"{key}.boundaries: not strictly increasing at index {i} ({bounds[i - 1]} then {bounds[i]})")
+    for section in _FIELD_SECTIONS:
+        fields = spec[section]
+        if not isinstance(fields, Mapping) or not fields:
+            raise SpecError(f"{section}: expected a non-empty mapping of fields")
+        for name, field in fields.items():
+            _values(field, f"{section}.{name}")
+    for section in ("page", "context"):
+        values = _keys(spec[section], section, _FIXED_SECTIONS[section])
+        for k, v in values.items():
+            _positive_int(v, f"{section}.{k}")
+    tokens = spec_base_tokens(spec)
+    seen: dict[str, int] = {}
+    for tok in tokens:
+        seen[tok] = seen.get(tok, 0) + 1
+    dupes = sorted(t for t, n in seen.items() if n > 1)
+    if dupes:
+        raise SpecError(f"duplicate tokens in the spec: {dupes}")
+    for prefix_key in ("entity", "row"):
+        prefix = spec["prefixes"][prefix_key]
+        clash = [t for t in tokens if t.startswith(prefix)]
+        if clash:
+            raise SpecError(f"prefixes.{prefix_key}: spec tokens {clash} start with the {prefix_key} prefix {prefix!r}")
+    return dict(spec)
+
+
+def load_spec(path: Optional[str | os.PathLike] = None) -> dict[str, Any]:
+    """Read and validate a spec file (the packaged default when `path` is None)."""
+    path = default_spec_path() if path is None else path
+    with open(path, encoding="utf-8") as f:
+        try:
+            spec = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise SpecError(f"{path}: not valid YAML: {err}") from err
+    return validate_spec(spec)
