@@ -1,0 +1,47 @@
+"""Shared tiny fixtures: the default spec, a small catalog, its tokenizer and a tiny model."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from genpage_hf import load_spec  # noqa: E402
+from genpage_hf.builder import build_genpage  # noqa: E402
+from genpage_hf.catalog import default_catalog  # noqa: E402
+
+torch.set_num_threads(1)
+
+TINY_MODEL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+
+
+@pytest.fixture(scope="session")
+def spec():
+    return load_spec()
+
+
+@pytest.fixture(scope="session")
+def catalog():
+    return default_catalog(num_entities=40, content_dim=8, seed=0)
+
+
+@pytest.fixture()
+def model_and_tokenizer(catalog, spec):
+    return build_genpage(catalog, spec, seed=0, **TINY_MODEL)
+
+
+@pytest.fixture()
+def context():
+    return {
+        "user_id": "u1",
+        "timestamp": 1_000_000.0,
+        "profile": {"language": "en", "profile_type": "adult"},
+        "request": {"time_of_day": "evening", "day_of_week": "sat", "device": "tv"},
+        "history": [
+            {"entity": "m1", "action": "play", "timestamp": 990_000.0, "duration": 2700.0},
+            {"entity": "unknown_title", "action": "trailer", "timestamp": 999_000.0, "duration": 60.0},
+            {"entity": "m3", "action": "thumbs_up", "timestamp": 999_500.0, "duration": 0.0},
+        ],
+    }
