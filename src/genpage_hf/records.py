@@ -1,0 +1,399 @@
+"""Impression-log records: the (Context, Page, Feedback) triple every GenPage example is made of.
+
+A record is what one homepage request produced: the `Context` the recommender saw (profile, request,
+action history, optional impression summary, injected new/live metadata, in-session engagements),
+the `Page` it served (rows in layout order, each a row id and its entity ids left to right) and the
+`Feedback` the user gave, one value per page slot in layout order (row-major). Only Context and
+Page are tokenized; Feedback becomes rewards (`genpage_hf.rewards`). The plain-dict shape produced
+by `to_dict()` is the interface: the tokenizer reads it without importing this module.
+
+Storage: a list of `Impression` converts to/from `datasets.Dataset` (three struct columns
+`context`, `page`, `feedback`), Parquet and JSONL. Validation raises `ValueError` naming the
+offending key, id or position; nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+LANGUAGES = ("en", "es", "fr", "de", "pt", "ja", "ko")
+PROFILE_TYPES = ("adult", "kids")
+TIMES_OF_DAY = ("morning", "afternoon", "evening", "night")
+DAYS_OF_WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DEVICES = ("tv", "mobile", "web", "tablet")
+ACTION_TYPES = ("play", "trailer", "thumbs_up", "thumbs_down", "add_to_list", "search_click")
+INJECT_KINDS = ("new", "live")
+SPECIAL_ROWS = ("continue_watching", "trending", "new_releases", "top10", "because_you_watched", "games", "live_now")
+GENRE_ROW_PREFIX = "genre_"
+
+
+def _where(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _get(d: Any, key: str, where: str, optional: bool = False, default: Any = None) -> Any:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where or 'record'} must be a dict, got {type(d).__name__}")
+    if key not in d or d[key] is None:
+        if optional:
+            return default
+        raise ValueError(f"{_where(where, key)} is missing")
+    return d[key]
+
+
+def _no_unknown(d: Any, allowed: Sequence[str], where: str) -> None:
+    if not isinstance(d, dict):
+        raise ValueError(f"{where or 'record'} must be a dict, got {type(d).__name__}")
+    unknown = set(d) - set(allowed)
+    if unknown:
+        raise ValueError(f"{where or 'record'} has unknown keys {sorted(unknown)}")
+
+
+def _id(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
+        raise ValueError(f"{where} must be a non-empty string without whitespace, got {value!r}")
+    return value
+
+
+def _choice(value: Any, allowed: Sequence[str], where: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{where} must be one of {list(allowed)}, got {value!r}")
+    return value
+
+
+def _number(value: Any, where: str, minimum: Optional[float] = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{where} must be >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _list(value: Any, where: str) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{where} must be a list, got {type(value).__name__}")
+    return list(value)
+
+
+@dataclass
+class Action:
+    """One user action on an entity (history or in-session): what, when, and for how long."""
+
+    entity: str
+    action: str
+    timestamp: float
+    duration: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"entity": self.entity, "action": self.action, "timestamp": self.timestamp, "duration": self.duration}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "action") -> "Action":
+        _no_unknown(d, ("entity", "action", "timestamp", "duration"), where)
+        return cls(
+            entity=_id(_get(d, "entity", where), _where(where, "entity")),
+            action=_choice(_get(d, "action", where), ACTION_TYPES, _where(where, "action")),
+            timestamp=_number(_get(d, "timestamp", where), _where(where, "timestamp")),
+            duration=_number(_get(d, "duration", where, optional=True, default=0.0), _where(where, "duration"), 0.0),
+        )
+
+
+@dataclass
+class Context:
+    """Everything the recommender knows at request time; the prompt GenPage reads."""
+
+    user_id: str
+    timestamp: float
+    language: str = "en"
+    profile_type: str = "adult"
+    time_of_day: str = "evening"
+    day_of_week: str = "mon"
+    device: str = "tv"
+    history: list[Action] = field(default_factory=list)
+    impressions: list[tuple[str, int]] = field(default_factory=list)
+    inject: list[tuple[str, str]] = field(default_factory=list)
+    session: list[Action] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "user_id": self.user_id,
+            "timestamp": self.timestamp,
+            "profile": {"language": self.language, "profile_type": self.profile_type},
+            "request": {"time_of_day": self.time_of_day, "day_of_week": self.day_of_week, "device": self.device},
+            "history": [a.to_dict() for a in self.history],
+            "impressions": [{"entity": e, "count": c} for e, c in self.impressions],
+            "inject": [{"entity": e, "kind": k} for e, k in self.inject],
+            "session": [a.to_dict() for a in self.session],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "context") -> "Context":
+        keys = ("user_id", "timestamp", "profile", "request", "history", "impressions", "inject", "session")
+        _no_unknown(d, keys, where)
+        profile = _get(d, "profile", where)
+        request = _get(d, "request", where)
+        pw, rw = _where(where, "profile"), _where(where, "request")
+        _no_unknown(profile, ("language", "profile_type"), pw)
+        _no_unknown(request, ("time_of_day", "day_of_week", "device"), rw)
+        impressions = []
+        for i, item in enumerate(_list(_get(d, "impressions", where, True, []), _where(where, "impressions"))):
+            iw = f"{where}.impressions[{i}]"
+            _no_unknown(item, ("entity", "count"), iw)
+            count = _get(item, "count", iw)
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{iw}.count must be a positive integer, got {count!r}")
+            impressions.append((_id(_get(item, "entity", iw), f"{iw}.entity"), count))
+        inject = []
+        for i, item in enumerate(_list(_get(d, "inject", where, True, []), _where(where, "inject"))):
+            iw = f"{where}.inject[{i}]"
+            _no_unknown(item, ("entity", "kind"), iw)
+            inject.append((_id(_get(item, "entity", iw), f"{iw}.entity"), _choice(_get(item, "kind", iw), INJECT_KINDS, f"{iw}.kind")))
+        return cls(
+            user_id=_id(_get(d, "user_id", where), _where(where, "user_id")),
+            timestamp=_number(_get(d, "timestamp", where), _where(where, "timestamp")),
+            language=_choice(_get(profile, "language", pw), LANGUAGES, _where(pw, "language")),
+            profile_type=_choice(_get(profile, "profile_type", pw), PROFILE_TYPES, _where(pw, "profile_type")),
+            time_of_day=_choice(_get(request, "time_of_day", rw), TIMES_OF_DAY, _where(rw, "time_of_day")),
+            day_of_week=_choice(_get(request, "day_of_week", rw), DAYS_OF_WEEK, _where(rw, "day_of_week")),
+            device=_choice(_get(request, "device", rw), DEVICES, _where(rw, "device")),
+            history=_actions(_get(d, "history", where, True, []), _where(where, "history")),
+            impressions=impressions,
+            inject=inject,
+            session=_actions(_get(d, "session", where, True, []), _where(where, "session")),
+        )
+
+
+def _actions(items: Any, where: str) -> list[Action]:
+    actions = [Action.from_dict(a, f"{where}[{i}]") for i, a in enumerate(_list(items, where))]
+    for i in range(1, len(actions)):
+        if actions[i].timestamp < actions[i - 1].timestamp:
+            raise ValueError(f"{where}[{i}].timestamp is earlier than {where}[{i - 1}]: actions must be oldest first")
+    return actions
+
+
+def is_genre_row(row_id: str) -> bool:
+    """True for genre rows (`genre_<genre>`), whose entities must all carry that genre."""
+    return row_id.startswith(GENRE_ROW_PREFIX) and len(row_id) > len(GENRE_ROW_PREFIX)
+
+
+@dataclass
+class Page:
+    """A served homepage: rows in layout order (top to bottom), entities left to right."""
+
+    rows: list[tuple[str, list[str]]]
+
+    @property
+    def slots(self) -> list[tuple[int, int, str]]:
+        """(row position, column, entity id) for every slot, in layout order."""
+        return [(r, c, e) for r, (_, ents) in enumerate(self.rows) for c, e in enumerate(ents)]
+
+    @property
+    def num_slots(self) -> int:
+        return sum(len(ents) for _, ents in self.rows)
+
+    @property
+    def row_lengths(self) -> list[int]:
+        return [len(ents) for _, ents in self.rows]
+
+    def to_dict(self) -> dict:
+        return {"rows": [{"row": r, "entities": list(ents)} for r, ents in self.rows]}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "page") -> "Page":
+        _no_unknown(d, ("rows",), where)
+        rows, seen_rows, seen_entities = [], {}, {}
+        for r, row in enumerate(_list(_get(d, "rows", where), _where(where, "rows"))):
+            rw = f"{where}.rows[{r}]"
+            _no_unknown(row, ("row", "entities"), rw)
+            row_id = _id(_get(row, "row", rw), f"{rw}.row")
+            if row_id in seen_rows:
+                raise ValueError(f"{rw}.row: row {row_id!r} already appears at {where}.rows[{seen_rows[row_id]}]")
+            seen_rows[row_id] = r
+            entities = _list(_get(row, "entities", rw), f"{rw}.entities")
+            if not entities:
+                raise ValueError(f"{rw}.entities is empty: a row must show at least one entity")
+            for c, e in enumerate(entities):
+                _id(e, f"{rw}.entities[{c}]")
+                if e in seen_entities:
+                    raise ValueError(f"{rw}.entities[{c}]: entity {e!r} already shown at {seen_entities[e]}")
+                seen_entities[e] = f"{rw}.entities[{c}]"
+            rows.append((row_id, list(entities)))
+        if not rows:
+            raise ValueError(f"{where}.rows is empty: a page must have at least one row")
+        return cls(rows)
+
+
+FEEDBACK_FIELDS = ("impressed", "played", "play_duration", "thumbs", "abandoned")
+
+
+@dataclass
+class Feedback:
+    """Per-slot user response, aligned with the page's slots in layout order (row-major).
+
+    A slot the user never scrolled to has impressed=False and all other fields zero/False;
+    abandoned means impressed and not played.
+    """
+
+    impressed: list[bool]
+    played: list[bool]
+    play_duration: list[float]
+    thumbs: list[int]
+    abandoned: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.impressed)
+
+    def to_dict(self) -> dict:
+        return {k: list(getattr(self, k)) for k in FEEDBACK_FIELDS}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "feedback") -> "Feedback":
+        _no_unknown(d, FEEDBACK_FIELDS, where)
+        cols = {k: _list(_get(d, k, where), _where(where, k)) for k in FEEDBACK_FIELDS}
+        n = len(cols["impressed"])
+        for k, v in cols.items():
+            if len(v) != n:
+                raise ValueError(f"{_where(where, k)} has {len(v)} slots but {where}.impressed has {n}")
+        for i in range(n):
+            imp, pl, dur, th, ab = (cols[k][i] for k in FEEDBACK_FIELDS)
+            at = f"{where} slot {i}"
+            for k, v in (("impressed", imp), ("played", pl), ("abandoned", ab)):
+                if not isinstance(v, bool):
+                    raise ValueError(f"{at}: {k} must be a bool, got {v!r}")
+            _number(dur, f"{at}: play_duration", 0.0)
+            if th not in (-1, 0, 1) or isinstance(th, bool):
+                raise ValueError(f"{at}: thumbs must be -1, 0 or 1, got {th!r}")
+            if not imp and (pl or ab or dur or th):
+                raise ValueError(f"{at}: not impressed but has played/abandoned/duration/thumbs set")
+            if imp and ab == pl:
+                raise ValueError(f"{at}: an impressed slot is either played or abandoned (played={pl}, abandoned={ab})")
+            if not pl and dur:
+                raise ValueError(f"{at}: play_duration {dur} on a slot that was not played")
+        cols["play_duration"] = [float(x) for x in cols["play_duration"]]
+        return cls(**cols)
+
+
+@dataclass
+class Impression:
+    """One logged homepage request: context, served page and per-slot feedback."""
+
+    context: Context
+    page: Page
+    feedback: Feedback
+
+    def to_dict(self) -> dict:
+        return {"context": self.context.to_dict(), "page": self.page.to_dict(), "feedback": self.feedback.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "record") -> "Impression":
+        _no_unknown(d, ("context", "page", "feedback"), where)
+        page = Page.from_dict(_get(d, "page", where), _where(where, "page"))
+        feedback = Feedback.from_dict(_get(d, "feedback", where), _where(where, "feedback"))
+        if len(feedback) != page.num_slots:
+            raise ValueError(f"{where}.feedback has {len(feedback)} slots but {where}.page has {page.num_slots}")
+        return cls(Context.from_dict(_get(d, "context", where), _where(where, "context")), page, feedback)
+
+
+_ACTION_TYPE = pa.struct([("entity", pa.string()), ("action", pa.string()), ("timestamp", pa.float64()), ("duration", pa.float64())])
+ARROW_SCHEMA = pa.schema([
+    ("context", pa.struct([
+        ("user_id", pa.string()),
+        ("timestamp", pa.float64()),
+        ("profile", pa.struct([("language", pa.string()), ("profile_type", pa.string())])),
+        ("request", pa.struct([("time_of_day", pa.string()), ("day_of_week", pa.string()), ("device", pa.string())])),
+        ("history", pa.list_(_ACTION_TYPE)),
+        ("impressions", pa.list_(pa.struct([("entity", pa.string()), ("count", pa.int64())]))),
+        ("inject", pa.list_(pa.struct([("entity", pa.string()), ("kind", pa.string())]))),
+        ("session", pa.list_(_ACTION_TYPE)),
+    ])),
+    ("page", pa.struct([("rows", pa.list_(pa.struct([("row", pa.string()), ("entities", pa.list_(pa.string()))])))])),
+    ("feedback", pa.struct([
+        ("impressed", pa.list_(pa.bool_())),
+        ("played", pa.list_(pa.bool_())),
+        ("play_duration", pa.list_(pa.float64())),
+        ("thumbs", pa.list_(pa.int64())),
+        ("abandoned", pa.list_(pa.bool_())),
+    ])),
+])
+"""Arrow schema of a log table: one row per impression, three struct columns."""
+
+
+def _as_dicts(records: Iterable[Impression | dict], validate: bool) -> list[dict]:
+    out = []
+    for i, r in enumerate(records):
+        if isinstance(r, Impression):
+            out.append(r.to_dict())
+        elif validate:
+            out.append(Impression.from_dict(r, f"record[{i}]").to_dict())
+        else:
+            out.append(r)
+    return out
+
+
+def to_arrow(records: Iterable[Impression | dict], validate: bool = True) -> pa.Table:
+    """Records (objects or dicts) as an Arrow table with `ARROW_SCHEMA` (dicts are validated first)."""
+    return pa.Table.from_pylist(_as_dicts(records, validate), schema=ARROW_SCHEMA)
+
+
+def save_parquet(records: Iterable[Impression | dict], path: str | os.PathLike, validate: bool = True) -> None:
+    """Write records to one Parquet file (loadable with `datasets.load_dataset("parquet", ...)`)."""
+    pq.write_table(to_arrow(records, validate), str(path))
+
+
+def load_parquet(path: str | os.PathLike) -> list[Impression]:
+    """Read and validate the records of one Parquet file."""
+    return from_rows(pq.read_table(str(path)).to_pylist(), where=str(path))
+
+
+def from_rows(rows: Iterable[dict], where: str = "record") -> list[Impression]:
+    """Validate plain record dicts (from Arrow, datasets or JSON) into `Impression` objects."""
+    return [Impression.from_dict(_clean(r), f"{where}[{i}]") for i, r in enumerate(rows)]
+
+
+def _clean(d: dict) -> dict:
+    # Arrow fills absent optional struct fields with None; the schema treats them as "not given".
+    ctx = d.get("context")
+    if isinstance(ctx, dict):
+        d = dict(d, context={k: v for k, v in ctx.items() if v is not None})
+    return d
+
+
+def to_dataset(records: Iterable[Impression | dict], validate: bool = True):
+    """Records as a `datasets.Dataset` with columns context, page, feedback."""
+    import datasets
+
+    return datasets.Dataset(to_arrow(records, validate))
+
+
+def from_dataset(dataset) -> list[Impression]:
+    """Validate every row of a `datasets.Dataset` (or any iterable of record dicts) into records."""
+    return from_rows((dict(row) for row in dataset), where="dataset")
+
+
+def save_jsonl(records: Iterable[Impression | dict], path: str | os.PathLike, validate: bool = True) -> None:
+    """Write records as JSON lines, one impression per line."""
+    with open(path, "w", encoding="utf-8") as f:
+        for d in _as_dicts(records, validate):
+            f.write(json.dumps(d) + "\n")
+
+
+def load_jsonl(path: str | os.PathLike) -> list[Impression]:
+    """Read and validate the records of a JSONL file; errors name the line number."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{n}: not valid JSON ({err})") from err
+            out.append(Impression.from_dict(d, f"{path}:{n}"))
+    return out

@@ -1,0 +1,98 @@
+"""Serving a batch of requests end to end, and advancing the world by one simulated day.
+
+`serve` is the hot path the benchmark times: the policy builds the pages, the judge validates them,
+the user model browses them, and the reward system scores them, all vectorized over the batch.
+`run_day` samples one request per active user, serves them and writes what happened into the
+users' histories and impression summaries, so tomorrow's contexts reflect today.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..rewards import batch_entity_rewards, batch_page_rewards
+from .behavior import Noise, PageViews, simulate_page_views
+from .pages import PageBatch, validate_pages
+from .policies import Policy
+from .users import PLAY, THUMBS_DOWN, THUMBS_UP, TRAILER, RequestBatch, UserPopulation
+from .world import World
+
+
+@dataclass
+class Served:
+    """Pages served to a batch, what the users did, and the rewards."""
+
+    requests: RequestBatch
+    pages: PageBatch
+    views: PageViews
+    entity_reward: np.ndarray  # (B, R, W), 0 where not impressed
+    page_reward: np.ndarray  # (B,)
+
+    def records(self) -> list[dict]:
+        """Record-schema impression dicts (context, page, feedback) in request order."""
+        world = self.requests.world
+        contexts, pages = self.requests.contexts(), self.pages.to_dicts(world)
+        v, shown = self.views, self.pages.entities >= 0
+        out = []
+        for b in range(len(pages)):
+            m = shown[b]
+            feedback = {"impressed": v.impressed[b][m].tolist(), "played": v.played[b][m].tolist(),
+                        "play_duration": v.play_duration[b][m].astype(float).tolist(),
+                        "thumbs": v.thumbs[b][m].tolist(), "abandoned": v.abandoned[b][m].tolist()}
+            out.append({"context": contexts[b], "page": pages[b], "feedback": feedback})
+        return out
+
+
+def serve(world: World, users: UserPopulation, requests: RequestBatch, policy: Policy, noise: Noise,
+          validate: bool = True) -> Served:
+    """Serve one batch: policy pages → grammar check → simulated browsing → rewards."""
+    pages = policy.pages(requests)
+    if validate or not isinstance(pages, PageBatch):
+        pages = validate_pages(requests, pages)
+    views = simulate_page_views(world, users, requests, pages.entities, pages.rows, noise)
+    reward = batch_entity_rewards(views.impressed, views.played, views.play_duration, views.thumbs, world.config.rewards)
+    return Served(requests, pages, views, reward, batch_page_rewards(reward, views.impressed))
+
+
+def record_outcomes(users: UserPopulation, served: Served) -> None:
+    """Write in-session actions and page outcomes (trailers, plays, thumbs) into the users' histories."""
+    req, v = served.requests, served.views
+    B = len(req)
+    ent = served.pages.entities.reshape(B, -1)
+    slot_ts = req.timestamp[:, None] + 30.0 * np.arange(ent.shape[1])[None, :]
+    first = np.where(v.played, PLAY, np.where(v.trailer, TRAILER, -1)).reshape(B, -1)
+    thumbs = v.thumbs.reshape(B, -1)
+    second = np.where(thumbs > 0, THUMBS_UP, np.where(thumbs < 0, THUMBS_DOWN, -1))
+    # events in time order: session actions, then per slot the play/trailer and its thumbs one second later
+    act = np.concatenate([np.where(req.sess_entity >= 0, req.sess_action, -1),
+                          np.stack([first, second], 2).reshape(B, -1)], axis=1)
+    e = np.concatenate([req.sess_entity, np.repeat(ent, 2, axis=1)], axis=1)
+    ts = np.concatenate([req.sess_ts, np.stack([slot_ts, slot_ts + 1.0], 2).reshape(B, -1)], axis=1)
+    dur = np.concatenate([req.sess_duration, np.stack([v.play_duration.reshape(B, -1), np.zeros_like(slot_ts)], 2)
+                          .reshape(B, -1)], axis=1)
+    has = act >= 0
+    k = max(int(has.sum(1).max(initial=0)), 1)
+    order = np.argsort(~has, axis=1, kind="stable")[:, :k]
+    keep = np.take_along_axis(has, order, 1)
+    pick = lambda a, fill: np.where(keep, np.take_along_axis(a, order, 1), fill)  # noqa: E731
+    users.append_history(req.user, pick(e, -1), pick(act, 0), pick(ts, 0.0), pick(dur, 0.0))
+    users.update_impressions(req.user, np.where(v.abandoned, served.pages.entities, -1).reshape(B, -1))
+
+
+def run_day(world: World, users: UserPopulation, policy: Policy, seed: int, batch_size: int = 4096) -> list[Served]:
+    """Simulate one day for every active user (one homepage request each) and advance the population."""
+    day = users.next_day
+    rng = np.random.default_rng([world.config.seed, seed, 100, day + 10_000])
+    requests = users.sample_requests(day, rng)
+    cfg = world.config
+    out = []
+    for start in range(0, len(requests), batch_size):
+        req = requests.subset(np.arange(start, min(start + batch_size, len(requests))))
+        noise = Noise.draw(rng, len(req), cfg.rows_per_page, cfg.entities_per_row)
+        served = serve(world, users, req, policy, noise)
+        record_outcomes(users, served)
+        out.append(served)
+    users.next_day = day + 1
+    return out

@@ -1,0 +1,55 @@
+"""A GenPage model as a simulator policy: constrained decoding over each request's eligibility.
+
+Like the paper's online test (§8), GenPage decodes over the production candidate sets: each request's
+`RuleSet` comes from `rows.eligibility` (row -> eligible entities: category consistency, kids
+eligibility, availability, Continue Watching from the user's started titles), with the world's
+layout. Rows with fewer eligible entities than the row width get that smaller width (as the judge's
+grammar allows), and a page may end early when no further row can be filled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from ..generation import PageGenerator, PageRequest, RuleSet
+from .rows import eligibility
+from .users import RequestBatch
+from .world import World
+
+
+class GenPagePolicy:
+    """Serves pages from a GenPage model through `PageGenerator` (greedy or sampled, full or hybrid rows)."""
+
+    def __init__(
+        self, world: World, model: Any, tokenizer: Any, name: str = "genpage",
+        autoregressive_entities: Optional[int] = None, do_sample: bool = False, seed: int = 0,
+        batch_size: int = 32, max_history: Optional[int] = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.world, self.name, self.batch_size = world, name, batch_size
+        self.generator = PageGenerator(model, tokenizer, autoregressive_entities, do_sample=do_sample, seed=seed,
+                                       max_history=max_history)
+
+    def rules(self, requests: RequestBatch, index: int) -> RuleSet:
+        """The RuleSet of request `index`: the world's layout and that request's eligibility mapping."""
+        cfg = self.world.config
+        elig = eligibility(self.world, requests, index)
+        return RuleSet(
+            rows_per_page=cfg.rows_per_page, entities_per_row=cfg.entities_per_row,
+            row_widths={r: len(e) for r, e in elig.items() if len(e) < cfg.entities_per_row},
+            row_candidates=list(elig), row_eligibility=elig, allow_short_page=True,
+        )
+
+    def pages(self, requests: RequestBatch) -> list[dict]:
+        """One record-schema page per request, in request order, decoded in batches."""
+        contexts = requests.contexts()
+        out: list[dict] = []
+        for start in range(0, len(contexts), self.batch_size):
+            batch = [PageRequest(contexts[i], self.rules(requests, i))
+                     for i in range(start, min(start + self.batch_size, len(contexts)))]
+            out += [page.to_dict() for page in self.generator.generate(batch)]
+        return out
+
+
+__all__ = ["GenPagePolicy"]

@@ -1,0 +1,94 @@
+"""Impression logs on disk: simulate days with the production policy and write them as a user would.
+
+Layout of a log directory (what `genpage simulate` writes and what training reads):
+- `impressions/day-XXXX.parquet`: one row per homepage request, columns context/page/feedback in the
+  record schema (`genpage_hf.records.ARROW_SCHEMA`); load with
+  `datasets.load_dataset("parquet", data_files=f"{DIR}/impressions/*.parquet")` or `load_logs`;
+- `catalog.json`: every entity released up to the last logged day, and the rows (`genpage_hf.catalog`);
+- `rows.json`: the row catalog alone; `world_config.json`: world config, users, days, seed, policy.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Optional
+
+import pyarrow.parquet as pq
+
+from ..catalog import Catalog
+from ..records import Impression, from_rows, to_arrow
+from .engine import run_day
+from .policies import Policy, ProductionPolicy
+from .users import UserPopulation
+from .world import World, WorldConfig
+
+
+def warm_up(world: World, users: UserPopulation, seed: int, policy: Optional[Policy] = None) -> None:
+    """Simulate the unlogged warm-up days (from -warmup_days to day 0) so histories exist at day 0."""
+    policy = policy or ProductionPolicy(world, seed)
+    while users.next_day < 0:
+        run_day(world, users, policy, seed)
+
+
+def write_logs(world: World, users: UserPopulation, days: int, seed: int, out_dir: str | os.PathLike,
+               policy: Optional[Policy] = None) -> dict:
+    """Simulate `days` logged days with the production policy (after warm-up) and write the log directory."""
+    if days < 1:
+        raise ValueError(f"days must be positive, got {days}")
+    policy = policy or ProductionPolicy(world, seed)
+    warm_up(world, users, seed, policy)
+    os.makedirs(os.path.join(out_dir, "impressions"), exist_ok=True)
+    first = users.next_day
+    n_records = 0
+    for _ in range(days):
+        day = users.next_day
+        served = run_day(world, users, policy, seed)
+        records = [r for s in served for r in s.records()]
+        pq.write_table(to_arrow(records, validate=False), os.path.join(out_dir, "impressions", f"day-{day:04d}.parquet"))
+        n_records += len(records)
+    last = users.next_day - 1
+    world.catalog(up_to_day=last).save(os.path.join(out_dir, "catalog.json"))
+    with open(os.path.join(out_dir, "rows.json"), "w", encoding="utf-8") as f:
+        json.dump([r.__dict__ for r in world.rows()], f, indent=1)
+    meta = {"world": world.config.to_dict(), "n_users": users.n, "users_seed": users.seed, "seed": seed,
+            "first_day": first, "days": days, "policy": getattr(policy, "name", type(policy).__name__),
+            "records": n_records}
+    with open(os.path.join(out_dir, "world_config.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=1)
+    return meta
+
+
+def impression_files(log_dir: str | os.PathLike) -> list[str]:
+    """The Parquet files of a log directory, in day order."""
+    files = sorted(glob.glob(os.path.join(log_dir, "impressions", "*.parquet")))
+    if not files:
+        raise FileNotFoundError(f"no impressions/*.parquet under {log_dir}")
+    return files
+
+
+def load_logs(log_dir: str | os.PathLike) -> tuple[list[Impression], Catalog, dict]:
+    """Validated records, the catalog and the metadata of a log directory."""
+    records = []
+    for path in impression_files(log_dir):
+        records.extend(from_rows(pq.read_table(path).to_pylist(), where=os.path.basename(path)))
+    catalog = Catalog.load(os.path.join(log_dir, "catalog.json"))
+    with open(os.path.join(log_dir, "world_config.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    return records, catalog, meta
+
+
+def load_log_dataset(log_dir: str | os.PathLike):
+    """The impressions of a log directory as one `datasets.Dataset` (via the parquet builder)."""
+    import datasets
+
+    return datasets.load_dataset("parquet", data_files=impression_files(log_dir), split="train")
+
+
+def world_from_logs(log_dir: str | os.PathLike) -> tuple[World, UserPopulation]:
+    """Rebuild the world and a fresh user population (state at warm-up start) from world_config.json."""
+    with open(os.path.join(log_dir, "world_config.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    world = World(WorldConfig.from_dict(meta["world"]))
+    return world, UserPopulation(world, meta["n_users"], meta["users_seed"])
