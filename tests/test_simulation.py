@@ -226,3 +226,17 @@ def test_serve_rejects_policy_output_of_wrong_length(warm):
 
     with pytest.raises(PageGrammarError, match="4 pages for 5 requests"):
         serve(world, users, req, Short(), Noise.draw(rng, 5, 10, 10))
+
+
+def test_foundation_tokenizer_encodes_every_logged_record(logs):
+    from genpage_hf.tokenization_genpage import GenPageTokenizer
+    from genpage_hf.tokenizer_spec import load_spec
+
+    records, catalog, _ = load_logs(logs)
+    tok = GenPageTokenizer.from_spec(load_spec(), catalog.entity_ids, catalog.row_ids)
+    fallback = {tok.entity_fallback_id, tok.row_fallback_id}
+    for rec in records:
+        d = rec.to_dict()
+        ctx, page = tok.encode_context(d["context"]), tok.encode_page(d["page"])
+        assert ctx and not fallback & set(page)  # every logged entity and row has its own token
+        assert tok.decode_page(page) == d["page"]

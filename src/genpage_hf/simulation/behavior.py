@@ -92,13 +92,13 @@ def simulate_page_views(world: World, users: UserPopulation, req: RequestBatch, 
     if aff is None:
         aff = affinity(world, users, req, entities.reshape(B, R * W)).reshape(B, R, W)
     valid = entities >= 0
-    content = world.content[np.maximum(entities, 0)] * valid[..., None]  # (B, R, W, D)
+    safe = np.maximum(entities, 0)
     u_col, u_play, u_stop, u_dur, u_ep, u_extra = noise.slot[:, :B, :R, :W]
     col_seen = np.ones((B, R, W), dtype=bool)
     if W > cfg.visible_columns:
         col_seen[:, :, cfg.visible_columns:] = np.cumprod(u_col[:, :, cfg.visible_columns:] < cfg.column_continue, axis=2)
     stop_p = np.where(rows == CONTINUE_WATCHING, cfg.stop_after_continue, cfg.stop_after_play)
-    seen_sum = np.zeros((B, content.shape[-1]), dtype=np.float32)
+    seen_sum = np.zeros((B, world.content.shape[1]), dtype=np.float32)
     alive = rows[:, 0] >= 0
     reached = np.zeros(B, dtype=np.int64)
     impressed = np.zeros((B, R, W), dtype=bool)
@@ -107,9 +107,10 @@ def simulate_page_views(world: World, users: UserPopulation, req: RequestBatch, 
         alive &= rows[:, r] >= 0
         reached += alive
         exam = alive[:, None] & col_seen[:, r] & valid[:, r]
-        c = content[:, r] * exam[..., None]
+        content = world.content[safe[:, r]]  # (B, W, D)
+        c = content * exam[..., None]
         before = np.cumsum(c, axis=1) - c + seen_sum[:, None, :]
-        sat = np.maximum(np.einsum("bwd,bwd->bw", before, content[:, r]), 0.0)
+        sat = np.maximum(np.einsum("bwd,bwd->bw", before, content), 0.0)
         play = exam & (u_play[:, r] < _sigmoid(cfg.play_bias + aff[:, r] - cfg.satiation * sat))
         stop = play & (u_stop[:, r] < stop_p[:, r, None])
         stopped_before = (np.cumsum(stop, axis=1) - stop) > 0
@@ -117,8 +118,7 @@ def simulate_page_views(world: World, users: UserPopulation, req: RequestBatch, 
         impressed[:, r], played[:, r] = imp, play & imp
         seen_sum += (c * imp[..., None]).sum(1)
         alive &= ~(stop & imp).any(1) & (noise.row[:B, r] < cfg.row_continue)
-    e = np.maximum(entities, 0)
-    etype, runtime = world.etype[e], world.runtime[e]
+    etype, runtime = world.etype[safe], world.runtime[safe]
     binge = users.binge[req.user][:, None, None]
     long_p = _sigmoid(aff - 0.5 + binge * (etype == SHOW) + 1.0 * (rows == CONTINUE_WATCHING)[..., None])
     episodes = 1 + np.floor(u_ep * np.where(binge > 0, 4, 2))

@@ -80,15 +80,21 @@ class RequestBatch:
         np.maximum.at(last, inv, self.hist_ts[b, h])
         return uniq // self.world.n, uniq % self.world.n, total, last
 
+    @cached_property
+    def _scratch(self) -> np.ndarray:
+        return np.zeros((len(self), self.world.n), dtype=np.float32)
+
     def lookup(self, rows: np.ndarray, ents: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
         """Vectorized dictionary: value at (request rows[j], entity ents[j]) for every query (B, ...) entity; else 0."""
         B, n = len(self), self.world.n
         q = np.maximum(query, 0)
         b = np.arange(B).reshape((B,) + (1,) * (query.ndim - 1))
         if B * n <= DENSE_LOOKUP_LIMIT:
-            table = np.zeros((B, n), dtype=np.float32)
+            table = self._scratch  # kept all-zero between calls: only the written cells are reset
             table[rows, ents] = values
-            return np.where(query >= 0, table[b, q], 0.0)
+            out = np.where(query >= 0, table[b, q], 0.0)
+            table[rows, ents] = 0.0
+            return out
         keys = rows * n + ents
         order = np.argsort(keys, kind="stable")
         keys, values = keys[order], np.asarray(values)[order]
