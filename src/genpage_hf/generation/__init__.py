@@ -1,0 +1,15 @@
+"""Serving: business-rule constrained decoding, hybrid row decoding and pagination (paper §2.3, §6.3, §6.4)."""
+
+from .generator import GeneratedPage, GeneratedRow, PageGenerator, PageRequest
+from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageState, RuleSet
+
+__all__ = [
+    "GenPageLogitsProcessor",
+    "GeneratedPage",
+    "GeneratedRow",
+    "InfeasibleRulesError",
+    "PageGenerator",
+    "PageRequest",
+    "PageState",
+    "RuleSet",
+]
