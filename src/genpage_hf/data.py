@@ -1,0 +1,284 @@
+"""Training examples from impression records: NTP (pretraining) and WBC (post-training), plus collators.
+
+Both builders run `datasets.Dataset.map` with batching over a records dataset (columns `context`,
+`page`, `feedback`, as written by `records.to_dataset`) and the model's tokenizer.
+
+NTP (paper §5.1): only positively engaged pages are kept (page reward > `min_page_reward`, default 0:
+the pages whose impressed entities earned more than they lost). `input_ids` = context tokens, page
+tokens, [EOS]; `labels` copy the page tokens and [EOS] and are -100 on every context position, so
+the context is never a loss target.
+
+WBC (paper §5.2): one target per impressed entity and per impressed row, at its page position.
+label = 1 if reward > 0 else 0, weight = |reward| (rows: reward aggregated from their impressed
+entities by `rewards.row_rewards`). Impressed targets whose reward is exactly 0 carry no label and
+no weight under this rule and are dropped (no weight floor: a floor would invent a negative label).
+Each target gets `num_negatives` random tokens of its own type (entity or row), never equal to the
+target, label 0 and weight `negative_weight`. Unimpressed slots carry no target but stay in the
+prefix; tokens after the last target are cut, since a causal model's targets never see them.
+
+Context truncation: histories longer than `max_history` (default: the spec's limit) keep the most
+recent actions (`GenPageTokenizer.encode_context`).
+
+Cold start: with `fallback_prob` > 0 every entity/row token (context and page) is replaced by its
+type's fallback token with that probability (seeded, per example); WBC targets then score the
+fallback token.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from .records import Feedback, Impression, Page, load_jsonl, to_dataset
+from .rewards import RewardConfig, entity_rewards, page_reward, row_impressed, row_rewards
+
+IGNORE_INDEX = -100
+
+
+def records_dataset(records: Any):
+    """A records `datasets.Dataset` from a Dataset, a list of Impression/dicts, a .parquet/.jsonl file or a log folder."""
+    import datasets
+
+    if isinstance(records, datasets.Dataset):
+        missing = {"context", "page", "feedback"} - set(records.column_names)
+        if missing:
+            raise ValueError(f"records dataset is missing the columns {sorted(missing)}")
+        return records
+    if isinstance(records, (str, os.PathLike)):
+        path = str(records)
+        if os.path.isdir(path):  # a folder of .parquet files, or a log directory (impressions/*.parquet)
+            files = sorted(glob.glob(os.path.join(path, "*.parquet")) or glob.glob(os.path.join(path, "impressions", "*.parquet")))
+            if not files:
+                raise FileNotFoundError(f"no .parquet files in {path!r} or {os.path.join(path, 'impressions')!r}")
+            return records_dataset(datasets.load_dataset("parquet", data_files=files, split="train"))
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"records file {path!r} does not exist")
+        if path.endswith(".parquet"):
+            return records_dataset(datasets.load_dataset("parquet", data_files=path, split="train"))
+        if path.endswith(".jsonl"):
+            return to_dataset(load_jsonl(path), validate=False)
+        raise ValueError(f"records file {path!r}: expected .parquet, .jsonl or a folder of .parquet files")
+    return to_dataset(list(records))
+
+
+class _FallbackReplacer:
+    """Replaces entity/row ids by their type's fallback id with probability `prob` (cold-start training)."""
+
+    def __init__(self, tokenizer: Any, prob: float) -> None:
+        if not 0.0 <= prob < 1.0:
+            raise ValueError(f"fallback_prob must be in [0, 1), got {prob}")
+        self.prob = prob
+        self.entity = tokenizer.entity_mask.numpy()
+        self.row = tokenizer.row_mask.numpy()
+        self.entity_fallback, self.row_fallback = tokenizer.entity_fallback_id, tokenizer.row_fallback_id
+
+    def __call__(self, ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.prob == 0.0:
+            return ids
+        hit = rng.random(len(ids)) < self.prob
+        out = np.where(hit & self.entity[ids], self.entity_fallback, ids)
+        return np.where(hit & self.row[ids], self.row_fallback, out)
+
+
+def _rng(seed: int, index: int) -> np.random.Generator:
+    # One generator per example: results do not depend on map batch size or num_proc.
+    return np.random.default_rng([seed, index])
+
+
+def build_ntp_dataset(
+    records: Any,
+    tokenizer: Any,
+    *,
+    max_history: Optional[int] = None,
+    min_page_reward: float = 0.0,
+    reward_config: Optional[RewardConfig] = None,
+    fallback_prob: float = 0.0,
+    seed: int = 0,
+    num_proc: Optional[int] = None,
+):
+    """NTP examples (`input_ids`, `labels`, `length`) of the positively engaged pages of `records`."""
+    replace = _FallbackReplacer(tokenizer, fallback_prob)
+    eos = tokenizer.eos_token_id
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        out: dict[str, list] = {"input_ids": [], "labels": [], "length": []}
+        for i, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
+            if page_reward(fb, reward_config) <= min_page_reward:
+                continue
+            context_ids = tokenizer.encode_context(ctx, max_history)
+            ids = replace(np.array(context_ids + tokenizer.encode_page(page, add_eos=False) + [eos]), _rng(seed, i))
+            labels = ids.copy()
+            labels[: len(context_ids)] = IGNORE_INDEX
+            out["input_ids"].append(ids.tolist())
+            out["labels"].append(labels.tolist())
+            out["length"].append(len(ids))
+        return out
+
+    ds = records_dataset(records)
+    return ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names, num_proc=num_proc,
+                  desc="NTP examples")
+
+
+def page_targets(page: dict, feedback: dict, reward_config: Optional[RewardConfig] = None) -> list[tuple[int, float, bool]]:
+    """WBC targets of one record: (offset of the token in the page's tokens, reward, is_row), layout order.
+
+    Impressed entities and impressed rows only; zero-reward targets are dropped (see module docstring).
+    """
+    fb, pg = Feedback.from_dict(feedback), Page.from_dict(page)  # validated once, reused below
+    ent_reward = entity_rewards(fb, reward_config)
+    rw_reward = row_rewards(fb, pg, reward_config)
+    rw_impressed = row_impressed(fb, pg)
+    impressed = fb.impressed
+    targets, offset, slot = [], 0, 0
+    for r, row in enumerate(page["rows"]):
+        if rw_impressed[r] and rw_reward[r] != 0:
+            targets.append((offset, float(rw_reward[r]), True))
+        offset += 1
+        for _ in row["entities"]:
+            if impressed[slot] and ent_reward[slot] != 0:
+                targets.append((offset, float(ent_reward[slot]), False))
+            offset += 1
+            slot += 1
+    return targets
+
+
+def _negatives(pool: np.ndarray, targets: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(len(targets), k) ids drawn uniformly from the sorted `pool`, never equal to their target."""
+    idx = np.searchsorted(pool, targets)
+    in_pool = (idx < len(pool)) & (pool[np.minimum(idx, len(pool) - 1)] == targets)
+    size = len(pool) - in_pool.astype(np.int64)
+    if (size < 1).any():
+        raise ValueError("cannot draw negatives: the vocabulary has no other token of the target's type")
+    draw = (rng.random((len(targets), k)) * size[:, None]).astype(np.int64)
+    draw += (draw >= idx[:, None]) & in_pool[:, None]  # skip the target's own slot
+    return pool[draw]
+
+
+def build_wbc_dataset(
+    records: Any,
+    tokenizer: Any,
+    *,
+    num_negatives: int = 4,
+    negative_weight: float = 0.05,
+    max_history: Optional[int] = None,
+    reward_config: Optional[RewardConfig] = None,
+    fallback_prob: float = 0.0,
+    seed: int = 0,
+    num_proc: Optional[int] = None,
+):
+    """WBC examples of `records` (see module docstring); records without any target are skipped.
+
+    Columns: `input_ids`; per target `target_pos` (position whose hidden state scores the target),
+    `target_label`, `target_weight`, `target_is_row`, `cand_ids` ([target id] + negative ids);
+    `negative_weight`; `length`.
+    """
+    if num_negatives < 0:
+        raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
+    if negative_weight < 0:
+        raise ValueError(f"negative_weight must be >= 0, got {negative_weight}")
+    replace = _FallbackReplacer(tokenizer, fallback_prob)
+    entity_pool = tokenizer.entity_token_ids.numpy()
+    row_pool = tokenizer.row_token_ids.numpy()
+    cols = ("input_ids", "target_pos", "target_label", "target_weight", "target_is_row", "cand_ids",
+            "negative_weight", "length")
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        out: dict[str, list] = {c: [] for c in cols}
+        for i, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
+            targets = page_targets(page, fb, reward_config)
+            if not targets:
+                continue
+            rng = _rng(seed, i)
+            context_ids = tokenizer.encode_context(ctx, max_history)
+            ids = replace(np.array(context_ids + tokenizer.encode_page(page, add_eos=False)), rng)
+            pos = np.array([len(context_ids) + t[0] for t in targets])
+            reward = np.array([t[1] for t in targets], dtype=np.float32)
+            is_row = np.array([t[2] for t in targets])
+            target_ids = ids[pos]
+            cand = np.empty((len(targets), 1 + num_negatives), dtype=np.int64)
+            cand[:, 0] = target_ids
+            for mask, pool in ((is_row, row_pool), (~is_row, entity_pool)):
+                if mask.any():
+                    cand[mask, 1:] = _negatives(pool, target_ids[mask], num_negatives, rng)
+            out["input_ids"].append(ids[: pos.max()].tolist())  # later tokens cannot influence any target
+            out["target_pos"].append((pos - 1).tolist())
+            out["target_label"].append((reward > 0).astype(np.float32).tolist())
+            out["target_weight"].append(np.abs(reward).tolist())
+            out["target_is_row"].append(is_row.astype(np.int64).tolist())
+            out["cand_ids"].append(cand.tolist())
+            out["negative_weight"].append(float(negative_weight))
+            out["length"].append(int(pos.max()))
+        return out
+
+    ds = records_dataset(records)
+    return ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names, num_proc=num_proc,
+                  desc="WBC examples")
+
+
+def _pad(seqs: Sequence[Any], value: float, dtype: torch.dtype) -> torch.Tensor:
+    return pad_sequence([torch.as_tensor(s, dtype=dtype) for s in seqs], batch_first=True, padding_value=value)
+
+
+@dataclass
+class NTPCollator:
+    """Right-pads `input_ids` (with the pad id) and `labels` (with -100).
+
+    No attention mask is emitted: with right padding, a causal model's real positions never attend
+    to the padding after them, and leaving the mask out lets SDPA use its fused causal kernel.
+    """
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, torch.long),
+            "labels": _pad([f["labels"] for f in features], IGNORE_INDEX, torch.long),
+        }
+
+
+@dataclass
+class WBCCollator:
+    """Right-pads sequences (no attention mask, as in `NTPCollator`) and targets to the batch maximum.
+
+    Candidate tensors are (batch, targets, 1 + negatives): column 0 the logged target, the rest its
+    negatives. Padded targets have weight 0 and `target_is_row` -1.
+    """
+
+    pad_token_id: int
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        cand = _pad([f["cand_ids"] for f in features], self.pad_token_id, torch.long)
+        label = _pad([f["target_label"] for f in features], 0.0, torch.float32)
+        weight = _pad([f["target_weight"] for f in features], 0.0, torch.float32)
+        valid = _pad([[1.0] * len(f["target_pos"]) for f in features], 0.0, torch.float32)
+        neg_weight = torch.tensor([f["negative_weight"] for f in features], dtype=torch.float32)
+        cand_labels = torch.zeros(cand.shape, dtype=torch.float32)
+        cand_labels[..., 0] = label
+        cand_weights = (valid * neg_weight[:, None])[..., None].expand(cand.shape).clone()
+        cand_weights[..., 0] = weight
+        return {
+            "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, torch.long),
+            "target_pos": _pad([f["target_pos"] for f in features], 0, torch.long),
+            "target_is_row": _pad([f["target_is_row"] for f in features], -1, torch.long),
+            "cand_ids": cand,
+            "cand_labels": cand_labels,
+            "cand_weights": cand_weights,
+        }
+
+
+def split_records(records: Iterable[Impression | dict] | Any, eval_fraction: float, seed: int = 0):
+    """(train, eval) records datasets, split by user so no user's requests are in both."""
+    ds = records_dataset(records)
+    if not 0.0 < eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
+    users = np.array([c["user_id"] for c in ds["context"]])
+    uniq = np.unique(users)
+    held = set(np.random.default_rng(seed).permutation(uniq)[: max(1, int(round(eval_fraction * len(uniq))))])
+    is_eval = np.fromiter((u in held for u in users), dtype=bool, count=len(users))
+    return ds.select(np.flatnonzero(~is_eval)), ds.select(np.flatnonzero(is_eval))

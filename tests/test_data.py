@@ -1,0 +1,113 @@
+"""NTP/WBC example builders and collators: labels/weights from rewards, negatives, masking, padding."""
+
+import numpy as np
+import pytest
+import torch
+
+from genpage_hf.data import (IGNORE_INDEX, NTPCollator, WBCCollator, build_ntp_dataset, build_wbc_dataset,
+                             split_records)
+from genpage_hf.rewards import page_reward
+
+
+def _feedback(slots):
+    """Feedback dict from (impressed, played, duration, thumbs) tuples."""
+    return {
+        "impressed": [s[0] for s in slots], "played": [s[1] for s in slots],
+        "play_duration": [float(s[2]) for s in slots], "thumbs": [s[3] for s in slots],
+        "abandoned": [s[0] and not s[1] for s in slots],
+    }
+
+
+@pytest.fixture()
+def record(context):
+    page = {"rows": [{"row": "genre_comedy", "entities": ["m1", "m2", "m3"]},
+                     {"row": "trending", "entities": ["m4", "m5", "m6"]}]}
+    feedback = _feedback([
+        (True, True, 2000, 0),   # long play: 1.0
+        (True, False, 0, 0),     # abandoned: -0.05
+        (False, False, 0, 0),    # not impressed: no target
+        (True, True, 6000, 1),   # binge + thumbs up: 1.5 + 0.25
+        (True, True, 100, -1),   # short play + thumbs down: 0.5 - 0.5 = 0 -> dropped
+        (True, False, 0, 0),     # abandoned: -0.05
+    ])
+    return {"context": {**context, "impressions": [], "inject": [], "session": []}, "page": page, "feedback": feedback}
+
+
+def test_wbc_labels_and_weights_hand_checked(record, model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    ex = build_wbc_dataset([record], tok, num_negatives=3, negative_weight=0.2)[0]
+    c = len(tok.encode_context(record["context"]))
+    # page offsets: row0=0, m1..m3=1..3, row1=4, m4..m6=5..7; m3 unimpressed, m5 has reward exactly 0
+    offsets = [0, 1, 2, 4, 5, 7]
+    assert ex["target_pos"] == [c + o - 1 for o in offsets]
+    assert ex["target_is_row"] == [1, 0, 0, 1, 0, 0]
+    assert ex["target_label"] == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
+    expected = [(1.0 - 0.05) / 2, 1.0, 0.05, (1.75 + 0.0 - 0.05) / 3, 1.75, 0.05]
+    np.testing.assert_allclose(ex["target_weight"], expected, rtol=1e-6)
+    full = tok.encode_context(record["context"]) + tok.encode_page(record["page"], add_eos=False)
+    assert [ids[0] for ids in ex["cand_ids"]] == [full[c + o] for o in offsets]
+    assert ex["input_ids"] == full[: c + 7]  # unimpressed tail after the last target is cut, m3 stays in the prefix
+    assert ex["negative_weight"] == pytest.approx(0.2)
+
+
+def test_negatives_never_equal_target_and_match_its_type(record, model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    ds = build_wbc_dataset([record] * 20, tok, num_negatives=40, fallback_prob=0.3, seed=3)
+    ent, row = tok.entity_mask, tok.row_mask
+    for ex in ds:
+        cand = torch.tensor(ex["cand_ids"])
+        is_row = torch.tensor(ex["target_is_row"], dtype=torch.bool)
+        assert (cand[:, 1:] != cand[:, :1]).all()
+        assert row[cand[is_row, 1:]].all() and ent[cand[~is_row, 1:]].all()
+        targets = cand[:, 0]
+        assert (row[targets] | (targets == tok.row_fallback_id))[is_row].all()
+        assert (ent[targets] | (targets == tok.entity_fallback_id))[~is_row].all()
+    fallbacks = sum(ex["cand_ids"][i][0] in (tok.entity_fallback_id, tok.row_fallback_id)
+                    for ex in ds for i in range(len(ex["cand_ids"])))
+    assert 0 < fallbacks < sum(len(ex["cand_ids"]) for ex in ds)
+
+
+def test_ntp_context_never_a_target_and_negative_pages_dropped(record, model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    bad = dict(record, feedback=_feedback([(True, False, 0, 0)] * 2 + [(False, False, 0, 0)] * 4))
+    assert page_reward(bad["feedback"]) < 0 < page_reward(record["feedback"])
+    ds = build_ntp_dataset([record, bad, record], tok)
+    assert len(ds) == 2
+    ex = ds[0]
+    c = len(tok.encode_context(record["context"]))
+    page = tok.encode_page(record["page"])
+    assert ex["input_ids"] == tok.encode_context(record["context"]) + page
+    assert ex["labels"] == [IGNORE_INDEX] * c + page
+
+
+def test_collators_pad_right_and_padding_changes_no_real_logit(record, model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    short = dict(record, context=dict(record["context"], history=record["context"]["history"][:1]))
+    wbc = build_wbc_dataset([record, short], tok, num_negatives=2)
+    batch = WBCCollator(tok.pad_token_id)([wbc[0], wbc[1]])
+    assert batch["cand_ids"].shape == (2, 6, 3)
+    assert batch["cand_weights"][:, :, 1:].eq(0.05).all()
+    ntp = build_ntp_dataset([record, short], tok)
+    nb = NTPCollator(tok.pad_token_id)([ntp[0], ntp[1]])
+    n1 = len(ntp[1]["input_ids"])
+    assert (nb["input_ids"][1, n1:] == tok.pad_token_id).all() and (nb["labels"][1, n1:] == IGNORE_INDEX).all()
+    model.eval()
+    with torch.no_grad():
+        padded = model(nb["input_ids"]).logits[1, :n1]
+        alone = model(torch.tensor([ntp[1]["input_ids"]])).logits[0]
+    torch.testing.assert_close(padded, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_split_by_user_keeps_users_apart(record):
+    recs = [dict(record, context=dict(record["context"], user_id=f"u{i % 10}")) for i in range(40)]
+    train, held = split_records(recs, 0.3)
+    users = lambda ds: {c["user_id"] for c in ds["context"]}  # noqa: E731
+    assert len(train) + len(held) == 40 and not users(train) & users(held) and len(users(held)) == 3
+
+
+def test_bad_options_name_the_key(record, model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    with pytest.raises(ValueError, match="fallback_prob"):
+        build_wbc_dataset([record], tok, fallback_prob=1.5)
+    with pytest.raises(ValueError, match="num_negatives"):
+        build_wbc_dataset([record], tok, num_negatives=-1)
