@@ -108,18 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _feature_modules() -> list:
-    """Modules that add subcommands (imported lazily; each keeps its heavy imports inside commands)."""
-    import importlib
+    """Modules that add subcommands (each keeps its heavy imports inside its commands)."""
+    from . import quickstart
+    from .simulation import cli as simulation_cli
+    from .training import cli as training_cli
 
-    names = ("genpage_hf.simulation.cli", "genpage_hf.training.cli", "genpage_hf.quickstart")
-    modules = []
-    for name in names:
-        try:
-            modules.append(importlib.import_module(name))
-        except ModuleNotFoundError as err:
-            if not name.startswith(str(err.name)):  # a real missing dependency inside an existing module
-                raise
-    return modules
+    return [simulation_cli, training_cli, quickstart]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:

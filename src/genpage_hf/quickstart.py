@@ -1,0 +1,335 @@
+"""`genpage quickstart`: the whole GenPage idea end to end on the embedded simulated world.
+
+Stages: simulate impression logs -> build the tokenizer and model from the logged catalog -> NTP
+pretraining -> WBC post-training -> offline metrics on a held-out day -> simulated A/B (random,
+production, GenPage under business rules, oracle) -> latency by decoding mode -> a Hub-style
+checkpoint with a filled model card, `report.md` with plots, and `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import string
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .builder import build_genpage, page_generation_config, save_genpage
+from .report import fmt, write_report
+
+
+@dataclass
+class QuickstartConfig:
+    """Sizes of one quickstart run; the defaults finish in about ten minutes on a 2-core CPU."""
+
+    users: int = field(default=1500, metadata={"help": "simulated users"})
+    days: int = field(default=8, metadata={"help": "logged days (the last one is held out for offline metrics)"})
+    seed: int = field(default=0, metadata={"help": "seed of the world, the logs, the model and the A/B"})
+    entities: int = field(default=1500, metadata={"help": "back-catalog size of the simulated world"})
+    hidden_size: int = field(default=256, metadata={"help": "model width"})
+    layers: int = field(default=4, metadata={"help": "decoder layers"})
+    heads: int = field(default=4, metadata={"help": "attention heads"})
+    max_history: int = field(default=50, metadata={"help": "history actions kept per context"})
+    batch_size: int = field(default=16, metadata={"help": "training batch size"})
+    ntp_steps: int = field(default=300, metadata={"help": "NTP pretraining steps"})
+    wbc_steps: int = field(default=300, metadata={"help": "WBC post-training steps"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate of both stages"})
+    ab_requests: int = field(default=2000, metadata={"help": "simulated A/B requests per arm"})
+    autoregressive_entities: Optional[int] = field(
+        default=None, metadata={"help": "GenPage arm's entities decoded one by one per row (None: all; hybrid otherwise)"})
+    latency_pages: int = field(default=8, metadata={"help": "pages timed per decoding mode"})
+    examples: int = field(default=3, metadata={"help": "example pages rendered in the report"})
+
+    @classmethod
+    def tiny(cls, seed: int = 0) -> "QuickstartConfig":
+        """A sub-minute run for tests and smoke checks (numbers are not meaningful)."""
+        return cls(users=80, days=2, seed=seed, entities=150, hidden_size=32, layers=1, heads=2, max_history=10,
+                   batch_size=8, ntp_steps=6, wbc_steps=6, ab_requests=32, latency_pages=2, examples=2)
+
+
+def _stage(bar: tqdm, name: str) -> None:
+    bar.set_description(f"quickstart: {name}")
+
+
+def _summary(name: str, text: str, seconds: float) -> None:
+    tqdm.write(f"[{name}] {text} ({seconds:.1f}s)")
+
+
+def _curve(log_history: list[dict]) -> list[list[float]]:
+    return [[int(e["step"]), float(e["loss"])] for e in log_history if "loss" in e and "step" in e]
+
+
+def _count_forward_passes(model: torch.nn.Module) -> tuple[list[int], Any]:
+    counter = [0]
+
+    def hook(*_: Any) -> None:
+        counter[0] += 1
+
+    return counter, model.register_forward_hook(hook)
+
+
+def measure_latency(model: Any, tokenizer: Any, contexts: list[dict], rules: list[Any], width: int) -> dict:
+    """Batch-1 latency per page of each decoding mode over the same requests (real wall-clock)."""
+    from transformers import LogitsProcessorList
+
+    from .generation import GenPageLogitsProcessor, PageGenerator, PageRequest
+
+    modes: dict[str, Any] = {"generate_full": None, "generator_full": None}
+    for a in (1, 2, 3):
+        if a < width:
+            modes[f"hybrid_{a}"] = a
+    out = {}
+    counter, handle = _count_forward_passes(model)
+    try:
+        for mode, a in modes.items():
+            times, passes = [], []
+            generator = PageGenerator(model, tokenizer, autoregressive_entities=a)
+            for context, rule in zip(contexts, rules):
+                counter[0] = 0
+                start = time.perf_counter()
+                if mode == "generate_full":
+                    prompt = torch.tensor([generator.prompt_ids(PageRequest(context, rule))])
+                    with torch.no_grad():
+                        model.generate(prompt, attention_mask=torch.ones_like(prompt),
+                                       logits_processor=LogitsProcessorList([GenPageLogitsProcessor(rule, tokenizer)]))
+                else:
+                    generator.generate([PageRequest(context, rule)])
+                times.append((time.perf_counter() - start) * 1000)
+                passes.append(counter[0])
+            out[mode] = {"p50_ms": float(np.percentile(times, 50)), "p95_ms": float(np.percentile(times, 95)),
+                         "forward_passes": float(np.mean(passes))}
+    finally:
+        handle.remove()
+    return out
+
+
+def _example(page: dict, catalog: Any, title: str) -> dict:
+    ents = {e.id: e for e in catalog.entities}
+    rows = {r.id: r for r in catalog.rows}
+    return {"title": title, "rows": [
+        {"row": row["row"], "title": rows[row["row"]].title if row["row"] in rows else row["row"],
+         "entities": [{"id": e, "title": ents[e].title if e in ents else e,
+                       "genres": list(ents[e].genres) if e in ents else []} for e in row["entities"]]}
+        for row in page["rows"]]}
+
+
+def _model_card(metrics: dict, template_path: str) -> str:
+    off, ab, lat, data = metrics["offline"], metrics["ab"], metrics["latency"]["modes"], metrics["data"]
+    lift = ab["lift_vs_production"]
+    values = {
+        "model_name": "GenPage (genpage_hf quickstart)",
+        "data_summary": (f"{fmt(data['impressions'])} simulated homepage impressions ({fmt(data['users'])} users, "
+                         f"{fmt(data['days'])} days, seed {fmt(data['seed'])}) logged by the simulator's production "
+                         f"policy; {fmt(data['entities'])} entities and {fmt(data['rows'])} row types. The last day "
+                         f"({fmt(data['eval_impressions'])} impressions) is held out for offline metrics."),
+        "recipe": (f"Next-token pretraining on positively engaged pages ({fmt(metrics['training']['ntp']['steps'])} steps, "
+                   f"final loss {fmt(metrics['training']['ntp']['final_loss'])}), then weighted-binary-classification "
+                   f"post-training ({fmt(metrics['training']['wbc']['steps'])} steps, final loss "
+                   f"{fmt(metrics['training']['wbc']['final_loss'])}); batch {fmt(metrics['config']['batch_size'])}, "
+                   f"learning rate {fmt(metrics['config']['learning_rate'])}, fp32 on CPU. Model: "
+                   f"{fmt(metrics['model']['parameters'])} parameters, {fmt(metrics['model']['layers'])} layers, "
+                   f"width {fmt(metrics['model']['hidden_size'])}."),
+        "offline_table": "\n".join(["| metric | value |", "|---|---|"] + [f"| {k} | {fmt(v)} |" for k, v in off.items()]),
+        "ab_requests": fmt(ab["requests"]),
+        "ab_table": "\n".join(["| arm | mean page reward | 95% CI |", "|---|---|---|"] + [
+            f"| {name} | {fmt(a['mean_page_reward'])} | [{fmt(a['ci95'][0])}, {fmt(a['ci95'][1])}] |"
+            for name, a in ab["arms"].items()]),
+        "lift": f"{fmt(lift['mean'])} page reward ({fmt(100 * lift['relative'], 3)}%)",
+        "lift_ci": f"[{fmt(lift['ci95'][0])}, {fmt(lift['ci95'][1])}]",
+        "verdict": ("The CI excludes zero." if lift["ci95"][0] > 0 else
+                    "The CI does not exclude zero: on these settings GenPage does not beat production."),
+        "latency_table": "\n".join(["| mode | p50 ms | p95 ms | forward passes |", "|---|---|---|---|"] + [
+            f"| {m} | {fmt(v['p50_ms'])} | {fmt(v['p95_ms'])} | {fmt(v['forward_passes'])} |" for m, v in lat.items()]),
+    }
+    with open(template_path, encoding="utf-8") as f:
+        return string.Template(f.read()).substitute(values)
+
+
+def run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
+    """Run every stage, write checkpoint/, report.md, metrics.json into out_dir; returns the metrics."""
+    from importlib import resources
+
+    from .generation import PageRequest
+    from .simulation import (OraclePolicy, ProductionPolicy, RandomPolicy, UserPopulation, World, WorldConfig,
+                             load_logs, run_ab, write_logs)
+    from .simulation.genpage_policy import GenPagePolicy
+    from .tokenizer_spec import load_spec
+    from .training import DataArguments, evaluate, posttrain_wbc, pretrain, training_arguments
+
+    os.makedirs(out_dir, exist_ok=True)
+    torch.manual_seed(config.seed)
+    seconds: dict[str, float] = {}
+    t_all = time.perf_counter()
+    bar = tqdm(total=7, unit="stage", desc="quickstart")
+
+    # 1. simulate logs
+    _stage(bar, "simulate")
+    t = time.perf_counter()
+    world = World(WorldConfig(seed=config.seed, n_entities=config.entities))
+    users = UserPopulation(world, n_users=config.users, seed=config.seed)
+    log_dir = os.path.join(out_dir, "logs")
+    meta = write_logs(world, users, days=config.days, seed=config.seed, out_dir=log_dir)
+    records, catalog, _ = load_logs(log_dir)
+    last_day = meta["first_day"] + meta["days"] - 1
+    held_out = world.day_of(np.array([r.context.timestamp for r in records])) == last_day
+    train_records = [r for r, h in zip(records, held_out) if not h]
+    eval_records = [r for r, h in zip(records, held_out) if h]
+    seconds["simulate"] = time.perf_counter() - t
+    _summary("simulate", f"{len(records)} impressions over {config.days} days "
+             f"({len(train_records)} train, {len(eval_records)} held out), {len(catalog.entities)} entities", seconds["simulate"])
+    bar.update()
+
+    # 2. tokenizer + model
+    spec = load_spec()
+    spec["page"] = {"rows_per_page": world.config.rows_per_page, "entities_per_row": world.config.entities_per_row}
+    model, tokenizer = build_genpage(catalog, spec, seed=config.seed, hidden_size=config.hidden_size,
+                                     intermediate_size=3 * config.hidden_size, num_hidden_layers=config.layers,
+                                     num_attention_heads=config.heads)
+    n_params = sum(p.numel() for p in model.parameters())
+    data_args = DataArguments(max_history=config.max_history)
+
+    def args(stage: str, steps: int):
+        return training_arguments(os.path.join(out_dir, "runs", stage), max_steps=steps,
+                                  per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+                                  warmup_steps=max(1, steps // 10), logging_steps=max(1, steps // 30),
+                                  disable_tqdm=False, seed=config.seed)
+
+    # 3. NTP pretraining
+    _stage(bar, "pretrain (NTP)")
+    t = time.perf_counter()
+    ntp = pretrain(model, tokenizer, train_records, args("ntp", config.ntp_steps), data_args)
+    seconds["ntp"] = time.perf_counter() - t
+    ntp_eval = evaluate(model, tokenizer, eval_records, kind="ntp", data_args=data_args,
+                        output_dir=os.path.join(out_dir, "runs", "ntp-eval"))
+    ntp_curve = _curve(ntp.log_history)
+    _summary("pretrain", f"{config.ntp_steps} NTP steps on {len(ntp.trainer.train_dataset)} pages, final loss "
+             f"{ntp_curve[-1][1]:.4f}, held-out loss {ntp_eval['eval_loss']:.4f}", seconds["ntp"])
+    bar.update()
+
+    # 4. WBC post-training
+    _stage(bar, "post-train (WBC)")
+    t = time.perf_counter()
+    wbc = posttrain_wbc(model, tokenizer, train_records, args("wbc", config.wbc_steps), data_args)
+    seconds["wbc"] = time.perf_counter() - t
+    wbc_curve = _curve(wbc.log_history)
+    _summary("wbc", f"{config.wbc_steps} WBC steps on {len(wbc.trainer.train_dataset)} pages, final loss "
+             f"{wbc_curve[-1][1]:.4f}", seconds["wbc"])
+    bar.update()
+
+    # 5. offline metrics on the held-out day
+    _stage(bar, "offline metrics")
+    t = time.perf_counter()
+    model.eval()
+    wbc_eval = evaluate(model, tokenizer, eval_records, kind="wbc", data_args=data_args,
+                        output_dir=os.path.join(out_dir, "runs", "wbc-eval"))
+    offline = {"wbc_loss": wbc_eval["eval_loss"], "row_auc": wbc_eval["eval_row_auc"],
+               "entity_auc": wbc_eval["eval_entity_auc"], "ntp_loss": ntp_eval["eval_loss"]}
+    offline.update({k[len("eval_"):]: v for k, v in ntp_eval.items() if k.startswith("eval_recall")})
+    offline = {k: float(v) for k, v in offline.items()}
+    seconds["offline"] = time.perf_counter() - t
+    _summary("offline", ", ".join(f"{k} {v:.4f}" for k, v in offline.items()), seconds["offline"])
+    bar.update()
+
+    # 6. simulated A/B
+    _stage(bar, "simulated A/B")
+    t = time.perf_counter()
+    genpage = GenPagePolicy(world, model, tokenizer, autoregressive_entities=config.autoregressive_entities,
+                            max_history=config.max_history)
+    report = run_ab(world, users, [RandomPolicy(world, config.seed), ProductionPolicy(world, config.seed), genpage,
+                                   OraclePolicy(world, users)], n_requests=config.ab_requests, seed=config.seed)
+    arms = {a.policy: {"mean_page_reward": a.page_reward, "ci95": list(a.page_reward_ci),
+                       "plays_per_page": a.plays_per_page, "diversity": a.diversity, "coverage": a.coverage,
+                       "rows_reached": a.rows_reached} for a in report.arms}
+    g = report.arm("genpage")
+    lift = {"mean": g.lift, "ci95": list(g.lift_ci), "relative": g.lift_pct / 100}
+    seconds["ab"] = time.perf_counter() - t
+    _summary("ab", f"GenPage {g.page_reward:.3f} vs production {report.arm('production').page_reward:.3f}: lift "
+             f"{g.lift:+.3f} [{g.lift_ci[0]:+.3f}, {g.lift_ci[1]:+.3f}]", seconds["ab"])
+    bar.update()
+
+    # 7. latency by decoding mode + example pages (fresh requests of the day after the logs)
+    _stage(bar, "latency and examples")
+    t = time.perf_counter()
+    requests = users.sample_requests(users.next_day, np.random.default_rng([config.seed, 7]))
+    n = max(config.latency_pages, config.examples)
+    contexts = requests.contexts()[:n]
+    rules = [genpage.rules(requests, i) for i in range(len(contexts))]
+    latency = measure_latency(model, tokenizer, contexts[:config.latency_pages], rules[:config.latency_pages],
+                              world.config.entities_per_row)
+    pages = genpage.generator.generate([PageRequest(c, r) for c, r in zip(contexts[:config.examples], rules[:config.examples])])
+    examples = [_example(p.to_dict(), catalog, f"Example page {i + 1}: user {c['user_id']}, "
+                         f"{c['profile']['profile_type']} profile, {c['request']['device']}, {c['request']['time_of_day']}")
+                for i, (p, c) in enumerate(zip(pages, contexts))]
+    seconds["latency"] = time.perf_counter() - t
+    _summary("latency", ", ".join(f"{m} p50 {v['p50_ms']:.0f}ms" for m, v in latency.items()), seconds["latency"])
+    bar.update()
+    bar.close()
+
+    seconds["total"] = time.perf_counter() - t_all
+    metrics = {
+        "config": asdict(config),
+        "data": {"users": config.users, "days": config.days, "seed": config.seed, "impressions": len(records),
+                 "train_impressions": len(train_records), "eval_impressions": len(eval_records),
+                 "entities": len(catalog.entities), "rows": len(catalog.rows)},
+        "model": {"parameters": n_params, "layers": config.layers, "hidden_size": config.hidden_size,
+                  "vocab_size": len(tokenizer)},
+        "training": {
+            "ntp": {"examples": len(ntp.trainer.train_dataset), "steps": config.ntp_steps,
+                    "final_loss": ntp_curve[-1][1], "seconds": seconds["ntp"], "curve": ntp_curve},
+            "wbc": {"examples": len(wbc.trainer.train_dataset), "steps": config.wbc_steps,
+                    "final_loss": wbc_curve[-1][1], "seconds": seconds["wbc"], "curve": wbc_curve},
+        },
+        "offline": offline,
+        "ab": {"requests": config.ab_requests, "arms": arms, "lift_vs_production": lift,
+               "genpage_decoding": ("greedy, fully autoregressive" if config.autoregressive_entities is None
+                                    else f"greedy, hybrid ({config.autoregressive_entities} autoregressive entities per row)")},
+        "latency": {"description": (f"Batch-1 wall-clock per page over {config.latency_pages} requests on this machine "
+                                    f"({torch.get_num_threads()} torch threads), same rules in every mode."),
+                    "modes": latency},
+        "examples": examples,
+        "seconds": seconds,
+    }
+
+    ckpt = os.path.join(out_dir, "checkpoint")
+    model.generation_config = page_generation_config(tokenizer)
+    save_genpage(model, tokenizer, ckpt, catalog)
+    template = str(resources.files("genpage_hf").joinpath("model_cards", "template.md"))
+    with open(os.path.join(ckpt, "README.md"), "w", encoding="utf-8") as f:
+        f.write(_model_card(metrics, template))
+    with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(metrics, f, indent=1)
+    write_report(metrics, out_dir)
+    shutil.rmtree(os.path.join(out_dir, "runs"), ignore_errors=True)  # trainer scratch folders (save_strategy="no")
+    verdict = "beats" if lift["ci95"][0] > 0 else "does NOT beat"
+    tqdm.write(f"[done] GenPage {verdict} production: lift {lift['mean']:+.3f} (95% CI {lift['ci95'][0]:+.3f}, "
+               f"{lift['ci95'][1]:+.3f}); wrote {out_dir}/checkpoint, report.md, metrics.json in {seconds['total']:.0f}s")
+    return metrics
+
+
+def _command(args: argparse.Namespace) -> None:
+    config = QuickstartConfig.tiny(args.seed) if args.tiny else QuickstartConfig(seed=args.seed)
+    for name in ("users", "days", "ntp_steps", "wbc_steps", "ab_requests"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, name, value)
+    run_quickstart(args.out, config)
+
+
+def register(subparsers: Any) -> None:
+    """Add the `quickstart` subcommand."""
+    p = subparsers.add_parser(
+        "quickstart", help="simulate, pretrain, post-train, generate under rules, A/B, report (the main job)",
+        description="Run GenPage end to end on the simulated world and write checkpoint/, report.md, metrics.json.")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--tiny", action="store_true", help="a sub-minute smoke run (numbers not meaningful)")
+    p.add_argument("--seed", type=int, default=0)
+    for name, kind in (("users", int), ("days", int), ("ntp-steps", int), ("wbc-steps", int), ("ab-requests", int)):
+        p.add_argument(f"--{name}", type=kind, default=None, help=f"override the run's {name.replace('-', ' ')}")
+    p.set_defaults(func=_command)
