@@ -15,11 +15,21 @@ from .tokenization_genpage import GenPageTokenizer
 
 
 def page_generation_config(tokenizer: GenPageTokenizer, **overrides: Any) -> GenerationConfig:
-    """Generation defaults for one page: greedy, long enough for every row of the spec's layout."""
+    """Generation defaults for one page: greedy, long enough for the spec's layout, page tokens only.
+
+    `suppress_tokens` (context tokens, fallbacks, specials) and `begin_suppress_tokens` (entities,
+    `[EOS]`: a page starts with a row) are transformers' own processors, so a plain `generate()` —
+    even where genpage_hf is not installed — writes rows of entities. Full business rules (row width,
+    de-duplication, eligibility) need `genpage_hf.generation.GenPageLogitsProcessor`.
+    """
+    page_token = tokenizer.entity_mask | tokenizer.row_mask
+    page_token[tokenizer.eos_token_id] = True
     page_len = tokenizer.rows_per_page * (1 + tokenizer.entities_per_row) + 1
     values = dict(
         max_new_tokens=page_len, do_sample=False, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        suppress_tokens=(~page_token).nonzero().squeeze(-1).tolist(),
+        begin_suppress_tokens=tokenizer.entity_token_ids.tolist() + [tokenizer.eos_token_id],
     )
     values.update(overrides)
     return GenerationConfig(**values)

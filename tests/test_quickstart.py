@@ -1,0 +1,94 @@
+"""End to end: the tiny quickstart, its checkpoint in a fresh process, its report, and the README."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from genpage_hf.cli import main
+from genpage_hf.report import render_report
+
+pytestmark = pytest.mark.slow
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A folder holding runs/quickstart from `genpage quickstart --tiny` (the README's paths)."""
+    root = tmp_path_factory.mktemp("qs")
+    main(["quickstart", "--tiny", "--out", str(root / "runs" / "quickstart")])
+    return root
+
+
+def test_quickstart_writes_checkpoint_report_and_metrics(workdir):
+    out = workdir / "runs" / "quickstart"
+    ckpt = out / "checkpoint"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
+                 "modeling_genpage.py", "configuration_genpage.py", "tokenization_genpage.py", "README.md"):
+        assert (ckpt / name).exists(), name
+    assert "AutoModelForCausalLM" in json.loads((ckpt / "config.json").read_text())["auto_map"]
+    card = (ckpt / "README.md").read_text()
+    assert card.startswith("---\nlibrary_name: transformers\n") and "\ntags:\n" in card and "license: apache-2.0" in card
+    assert "$" not in re.sub(r"```.*?```", "", card, flags=re.S)  # every template field was filled
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["ab"]["arms"]) == {"random", "production", "genpage", "oracle"}
+    assert f"{metrics['offline']['row_auc']:.4g}" in card
+    for png in ("training_curves.png", "ab_comparison.png", "latency.png", "example_page_0.png", "example_page_1.png"):
+        assert (out / png).stat().st_size > 1000, png
+    assert len(metrics["training"]["ntp"]["curve"]) > 0 and len(metrics["training"]["wbc"]["curve"]) > 0
+
+
+def test_report_numbers_are_metrics_json(workdir):
+    out = workdir / "runs" / "quickstart"
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = (out / "report.md").read_text()
+    assert report == render_report(metrics)  # the report is a function of metrics.json alone
+    assert f"{metrics['ab']['arms']['genpage']['mean_page_reward']:.4g}" in report
+    assert f"{metrics['offline']['entity_auc']:.4g}" in report
+    verdict = "does NOT beat" if metrics["ab"]["lift_vs_production"]["ci95"][0] <= 0 else "beats the production"
+    assert verdict in report
+
+
+FRESH = textwrap.dedent(
+    """
+    import sys
+    sys.modules["genpage_hf"] = None  # genpage_hf is not importable here
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    folder = sys.argv[1]
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    prompt = torch.tensor([tok("[BOS] [PROFILE] LANG:en PTYPE:adult [REQUEST] DOW:sat DEV:tv TOD:evening [HISTORY] [PAGE]")["input_ids"]])
+    out = model.generate(prompt, attention_mask=torch.ones_like(prompt))
+    page = tok.decode_page(out[0, prompt.shape[1]:])
+    print(len(page["rows"]), sum(len(r["entities"]) for r in page["rows"]))
+    """
+)
+
+
+def test_checkpoint_loads_and_generates_without_genpage_hf(workdir, tmp_path):
+    ckpt = workdir / "runs" / "quickstart" / "checkpoint"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", FRESH, str(ckpt)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows, entities = map(int, proc.stdout.split()[-2:])
+    assert rows >= 1 and entities >= 1
+
+
+def _python_blocks(path):
+    text = open(path, encoding="utf-8").read()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_readme_python_blocks_run_as_written(workdir):
+    blocks = _python_blocks(os.path.join(ROOT, "README.md"))
+    assert len(blocks) >= 4
+    script = "\n".join(blocks)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=workdir,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
