@@ -76,9 +76,15 @@ class RuleSet:
             value = getattr(self, name)
             if value is not None and (isinstance(value, str) or not isinstance(value, (list, tuple, set))):
                 raise ValueError(f"RuleSet.{name} must be a list of ids, got {type(value).__name__}")
+            if value is not None:
+                setattr(self, name, list(value))  # lists keep the rule set JSON-serializable
         if not isinstance(self.row_eligibility, dict):
             raise ValueError(f"RuleSet.row_eligibility must be a dict of row id -> entity ids, got "
                              f"{type(self.row_eligibility).__name__}")
+        for row, entities in self.row_eligibility.items():
+            if isinstance(entities, str) or not isinstance(entities, (list, tuple, set)):
+                raise ValueError(f"RuleSet.row_eligibility[{row!r}] must be a list of entity ids, got {entities!r}")
+        self.row_eligibility = {row: list(entities) for row, entities in self.row_eligibility.items()}
         positions: dict[int, str] = {}
         for row, pos in self.pinned_rows.items():
             if pos in positions:

@@ -1,0 +1,231 @@
+"""Serving latency and quality of GenPage decoding modes (not a timed test).
+
+For the default small model (GenPageConfig defaults) over the default simulated world's catalog, a
+10-row x 10-entity page and a 200-action history, under each request's business rules (the world's
+eligibility: category consistency, kids, availability), it measures per mode:
+
+- `generate_full`: `model.generate()` with `GenPageLogitsProcessor`, fully autoregressive;
+- `generator_full`: `PageGenerator`, fully autoregressive; `hybrid_k`: k autoregressive entities per row;
+
+p50/p95 latency per page at batch 1, pages/s at batch 32, forward passes per page, and the mean
+page reward in the simulator's A/B judge (same requests, common random numbers). Also the rule-mask
+overhead (share of `generate()` decode time spent building masks) and the production policy's
+p50 latency per page at batch 1.
+
+    PYTHONPATH=src python benchmarks/serving.py [--model DIR] [--quick] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, LogitsProcessorList
+
+import genpage_hf  # noqa: F401  (registers the Auto classes)
+from genpage_hf import load_spec
+from genpage_hf.builder import build_genpage
+from genpage_hf.generation import GenPageLogitsProcessor, PageGenerator, PageRequest
+from genpage_hf.simulation import ProductionPolicy, UserPopulation, World, WorldConfig, run_ab, warm_up
+from genpage_hf.simulation.genpage_policy import GenPagePolicy
+
+MODES = {"generator_full": None, "hybrid_1": 1, "hybrid_2": 2, "hybrid_3": 3}
+
+
+class TimedProcessor(LogitsProcessor):
+    """Wraps a processor and accumulates the seconds spent inside it."""
+
+    def __init__(self, inner: LogitsProcessor) -> None:
+        self.inner, self.seconds = inner, 0.0
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        t0 = time.perf_counter()
+        out = self.inner(input_ids, scores)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
+def long_history_contexts(world: World, users: UserPopulation, n: int, history: int, seed: int) -> tuple[list, Any]:
+    """Simulated request contexts whose history is extended with older plays to `history` actions."""
+    rng = np.random.default_rng(seed)
+    req = users.sample_requests(users.next_day, rng, users=rng.integers(0, users.n, n))
+    contexts = req.contexts()
+    available = np.flatnonzero(world.day_state(req.day).available & (world.etype <= 1))
+    for ctx in contexts:
+        missing = history - len(ctx["history"])
+        oldest = ctx["history"][0]["timestamp"] if ctx["history"] else ctx["timestamp"]
+        older = [{"entity": str(world.ids[e]), "action": "play", "timestamp": oldest - 3600.0 * (missing - i),
+                  "duration": 1800.0} for i, e in enumerate(rng.choice(available, missing))]
+        ctx["history"] = older + ctx["history"]
+    return contexts, req
+
+
+def count_forwards(model: torch.nn.Module, fn: Callable[[], Any]) -> int:
+    """Model forward calls made by fn()."""
+    calls = [0]
+    handle = model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return calls[0]
+
+
+def run_generate(model, tok, requests: list[PageRequest], processor_wrapper=None, rules: bool = True):
+    """Greedy pages through model.generate() with (or without) the rule processor."""
+    batch = tok.pad({"input_ids": [tok.encode_context(r.context) for r in requests]}, return_tensors="pt")
+    processor = GenPageLogitsProcessor([r.rules for r in requests], tok)
+    kwargs: dict = dict(max_new_tokens=processor.max_new_tokens, do_sample=False)
+    if rules:
+        kwargs["logits_processor"] = LogitsProcessorList([processor_wrapper(processor) if processor_wrapper else processor])
+    else:  # same number of steps without any rule: never stop early
+        kwargs["min_new_tokens"] = processor.max_new_tokens
+    with torch.no_grad():
+        return model.generate(**batch, **kwargs)
+
+
+def timed_call(fn: Callable[[], Any]) -> float:
+    """Seconds of one call."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def latency(fn: Callable[[int], Any], n: int) -> list[float]:
+    """Seconds of fn(i) for i in 0..n-1, after one untimed warm-up call."""
+    fn(0)
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(i)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def stats(seconds: list[float]) -> dict:
+    ms = np.array(seconds) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="trained model folder (default: a randomly initialized default small model)")
+    parser.add_argument("--quick", action="store_true", help="smoke mode: few pages, small A/B")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine has 2 shared cores)")
+    parser.add_argument("--ab-requests", type=int, default=None, help="requests judged per arm")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "serving.json"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    n_pages, n_batch32, ab_n = (3, 1, 64) if args.quick else (10, 1, 256)
+    ab_n = args.ab_requests or ab_n
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
+
+    world = World(WorldConfig(seed=0))
+    users = UserPopulation(world, n_users=1000, seed=0)
+    warm_up(world, users, 0)
+    if args.model:
+        model = AutoModelForCausalLM.from_pretrained(args.model)
+        tok = AutoTokenizer.from_pretrained(args.model)
+        model_desc = f"trained checkpoint {args.model}"
+    else:
+        model, tok = build_genpage(world.catalog(), load_spec(), seed=0)
+        model_desc = "randomly initialized default small model (GenPageConfig defaults; no trained checkpoint given)"
+    model.eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    policy = GenPagePolicy(world, model, tok)
+
+    contexts, req = long_history_contexts(world, users, max(n_pages + 1, 32 * n_batch32), 200, seed=1)
+    requests = [PageRequest(c, policy.rules(req, i)) for i, c in enumerate(contexts)]
+    prompt_len = int(np.mean([len(PageGenerator(model, tok).prompt_ids(r)) for r in requests[:8]]))
+    one = lambda i: [requests[i]]  # noqa: E731
+    b32 = lambda i: requests[32 * i:32 * (i + 1)]  # noqa: E731
+    results: dict[str, Any] = {}
+
+    # (a) generate() with the processor, fully autoregressive; (b, c) PageGenerator, full and hybrid.
+    # Modes are timed round-robin (page i of every mode, then page i+1) so load swings on the shared
+    # machine hit all modes alike.
+    decoders: dict[str, Callable[[list[PageRequest]], Any]] = {"generate_full": lambda r: run_generate(model, tok, r)}
+    for name, a in MODES.items():
+        decoders[name] = PageGenerator(model, tok, autoregressive_entities=a).generate
+    for fn in decoders.values():
+        fn(one(0))  # warm-up
+    batch1: dict[str, list[float]] = {name: [] for name in decoders}
+    batch32: dict[str, list[float]] = {name: [] for name in decoders}
+    for i in range(n_pages):
+        for name, fn in decoders.items():
+            batch1[name].append(timed_call(lambda: fn(one(i + 1))))
+    for i in range(n_batch32):
+        for name, fn in decoders.items():
+            batch32[name].append(timed_call(lambda: fn(b32(i))))
+    for name, fn in decoders.items():
+        results[name] = {**stats(batch1[name]), "pages_per_s_batch32": round(32 / float(np.mean(batch32[name])), 1),
+                         "forward_passes": count_forwards(model, lambda: fn(one(0)))}
+
+    # rule-mask overhead: time inside the processor / generate() time, and with vs without rules
+    timed: list[TimedProcessor] = []
+    wrap = lambda p: timed.append(TimedProcessor(p)) or timed[-1]  # noqa: E731
+    with_rules = latency(lambda i: run_generate(model, tok, one(i), processor_wrapper=wrap), n_pages)
+    mask_s = sum(t.seconds for t in timed[1:])  # the warm-up call is not timed
+    without = latency(lambda i: run_generate(model, tok, one(i), rules=False), n_pages)
+    rule_overhead = mask_s / sum(with_rules)
+    results["rule_mask_overhead"] = round(rule_overhead, 4)
+
+    # production policy latency per page at batch 1 (its candidate generation, ranking and row filling)
+    production = ProductionPolicy(world, 0)
+    results["production_policy_p50_ms"] = stats(latency(lambda i: production.pages(req.subset(np.array([i]))),
+                                                        n_pages))["p50_ms"]
+
+    # A/B page value of each mode on the same simulated requests (default world contexts)
+    arms = [production] + [GenPagePolicy(world, model, tok, name=name, autoregressive_entities=a)
+                           for name, a in MODES.items()]
+    report = run_ab(world, users, arms, ab_n, seed=0)
+    for name in MODES:
+        results[name]["ab_page_reward"] = round(report.arm(name).page_reward, 4)
+    # generate() with the processor and PageGenerator produce the same greedy pages (tests/test_generator.py)
+    results["generate_full"]["ab_page_reward"] = results["generator_full"]["ab_page_reward"]
+
+    full = results["generate_full"]["p50_ms"]
+    results["model"] = model_desc
+    results["targets"] = {
+        "hybrid_3_speedup_vs_generate_full": round(full / results["hybrid_3"]["p50_ms"], 2),
+        "hybrid_3_speedup_met (>=2x)": full / results["hybrid_3"]["p50_ms"] >= 2.0,
+        "rule_mask_overhead_met (<=10%)": rule_overhead <= 0.10,
+        "hybrid_ab_value_vs_full_pct": {name: round(100 * (results[name]["ab_page_reward"]
+                                                            / results["generator_full"]["ab_page_reward"] - 1), 2)
+                                        for name in ("hybrid_1", "hybrid_2", "hybrid_3")},
+    }
+    results["details"] = {
+        "ab": {"requests_per_arm": ab_n, "production_page_reward": round(report.arm("production").page_reward, 4),
+               **{f"{a.policy}_ci": [round(x, 4) for x in a.page_reward_ci] for a in report.arms},
+               **{f"{a.policy}_paired_lift_vs_production_ci": [round(x, 4) for x in a.lift_ci] for a in report.arms
+                  if a.policy != "production"},
+               "generate_full": "same greedy pages as generator_full (asserted token for token in tests), not re-run"},
+        "rule_mask": {"generate_with_rules_p50_ms": stats(with_rules)["p50_ms"],
+                      "generate_without_rules_p50_ms": stats(without)["p50_ms"],
+                      "overhead_by_difference": round(1 - float(np.median(without)) / float(np.median(with_rules)), 4),
+                      "definition": "seconds inside GenPageLogitsProcessor / seconds of generate(), batch 1"},
+        "setup": {"params_m": round(n_params / 1e6, 2), "vocab": len(tok), "mean_prompt_tokens": prompt_len,
+                  "history_actions": 200, "page": "10x10 under the world's eligibility rules",
+                  "pages_timed_batch1": n_pages, "batches32_timed": n_batch32, "torch_threads": args.threads,
+                  "quick": args.quick, "torch": torch.__version__, "python": platform.python_version(),
+                  "cpu_count": os.cpu_count(), "load_avg_before": [round(x, 2) for x in load_before],
+                  "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+                  "wall_s": round(time.perf_counter() - t_start, 1),
+                  "note": "2 CPU cores shared with other concurrent jobs; load averages above show contention"},
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=1)
+    print(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
