@@ -6,7 +6,7 @@ import textwrap
 
 import torch
 from safetensors import safe_open
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationConfig
 
 from genpage_hf import GenPageConfig, GenPageForPageGeneration, GenPageFusedEmbedding, GenPageModel
 from genpage_hf.builder import save_genpage
@@ -71,14 +71,27 @@ def test_greedy_generate_with_cache_equals_stepwise_no_cache(model_and_tokenizer
     prompt = _prompt(tokenizer, context)
     steps = 15
     with torch.no_grad():
-        cached = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=steps,
-                                min_new_tokens=steps, do_sample=False, use_cache=True)
+        # plain greedy (the saved config's page-token suppression would otherwise be merged in)
+        model.generation_config = GenerationConfig(max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
+                                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        cached = model.generate(prompt, attention_mask=torch.ones_like(prompt), use_cache=True)
         seq = prompt
         for _ in range(steps):
             logits = model(seq, use_cache=False).logits[:, -1]
             logits[:, tokenizer.eos_token_id] = float("-inf")  # as min_new_tokens does
             seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], dim=1)
     assert torch.equal(cached, seq)
+
+
+def test_saved_generation_config_keeps_plain_generate_on_page_tokens(model_and_tokenizer, context):
+    model, tokenizer = model_and_tokenizer
+    prompt = _prompt(tokenizer, context)
+    with torch.no_grad():
+        out = model.generate(prompt, attention_mask=torch.ones_like(prompt))[0, prompt.shape[1]:].tolist()
+    assert tokenizer.row_mask[out[0]]  # a page starts with a row
+    allowed = tokenizer.entity_mask | tokenizer.row_mask
+    assert all(allowed[t] or t == tokenizer.eos_token_id for t in out)
+    assert tokenizer.decode_page(out)["rows"]
 
 
 def test_resize_pads_content_buffer(model_and_tokenizer):
