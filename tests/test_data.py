@@ -111,3 +111,16 @@ def test_bad_options_name_the_key(record, model_and_tokenizer):
         build_wbc_dataset([record], tok, fallback_prob=1.5)
     with pytest.raises(ValueError, match="num_negatives"):
         build_wbc_dataset([record], tok, num_negatives=-1)
+
+
+def test_prompt_matches_serving_when_the_request_has_session_actions(record, model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    session = [{"entity": "m7", "action": "trailer", "timestamp": 999_900.0, "duration": 60.0}]
+    rec = dict(record, context=dict(record["context"], session=session))
+    prompt = tok.encode_continuation(rec["context"], [], session)
+    assert prompt != tok.encode_context(rec["context"])
+    ex = build_ntp_dataset([rec], tok)[0]
+    assert ex["input_ids"][: len(prompt)] == prompt
+    assert ex["labels"][: len(prompt)] == [IGNORE_INDEX] * len(prompt)
+    wbc = build_wbc_dataset([rec], tok)[0]
+    assert wbc["target_pos"][0] == len(prompt) - 1  # the first row token follows the prompt

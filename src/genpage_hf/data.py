@@ -16,7 +16,8 @@ Each target gets `num_negatives` random tokens of its own type (entity or row), 
 target, label 0 and weight `negative_weight`. Unimpressed slots carry no target but stay in the
 prefix; tokens after the last target are cut, since a causal model's targets never see them.
 
-Context truncation: histories longer than `max_history` (default: the spec's limit) keep the most
+Prompts are built as serving builds them (`prompt_ids`): in-session engagements, when a request has
+any, follow the context after `[SESSION]`. Context truncation: histories longer than `max_history` (default: the spec's limit) keep the most
 recent actions (`GenPageTokenizer.encode_context`).
 
 Cold start: with `fallback_prob` > 0 every entity/row token (context and page) is replaced by its
@@ -86,6 +87,15 @@ class _FallbackReplacer:
         return np.where(hit & self.row[ids], self.row_fallback, out)
 
 
+def prompt_ids(tokenizer: Any, context: dict, max_history: Optional[int] = None) -> list[int]:
+    """A first page's prompt exactly as serving builds it (`PageGenerator.prompt_ids`): the context,
+    continued by `[SESSION]` and the in-session engagements when the request has any."""
+    session = context.get("session") or ()
+    if session:
+        return tokenizer.encode_continuation(context, [], list(session), max_history)
+    return tokenizer.encode_context(context, max_history)
+
+
 def _rng(seed: int, index: int) -> np.random.Generator:
     # One generator per example: results do not depend on map batch size or num_proc.
     return np.random.default_rng([seed, index])
@@ -111,7 +121,7 @@ def build_ntp_dataset(
         for i, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
             if page_reward(fb, reward_config) <= min_page_reward:
                 continue
-            context_ids = tokenizer.encode_context(ctx, max_history)
+            context_ids = prompt_ids(tokenizer, ctx, max_history)
             ids = replace(np.array(context_ids + tokenizer.encode_page(page, add_eos=False) + [eos]), _rng(seed, i))
             labels = ids.copy()
             labels[: len(context_ids)] = IGNORE_INDEX
@@ -195,7 +205,7 @@ def build_wbc_dataset(
             if not targets:
                 continue
             rng = _rng(seed, i)
-            context_ids = tokenizer.encode_context(ctx, max_history)
+            context_ids = prompt_ids(tokenizer, ctx, max_history)
             ids = replace(np.array(context_ids + tokenizer.encode_page(page, add_eos=False)), rng)
             pos = np.array([len(context_ids) + t[0] for t in targets])
             reward = np.array([t[1] for t in targets], dtype=np.float32)

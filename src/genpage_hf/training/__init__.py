@@ -1,7 +1,7 @@
 """GenPage training: NTP pretraining and WBC post-training on `transformers.Trainer` (paper §5.1-5.2)."""
 
 from .args import DataArguments, ModelArguments
-from .recipes import (TrainingRun, build_examples, evaluate, load_or_build, posttrain_wbc, pretrain,
+from .recipes import (TrainingRun, build_examples, evaluate, load_or_build, make_trainer, posttrain_wbc, pretrain,
                       training_arguments)
 from .trainers import NTPTrainer, WBCTrainer
 
@@ -14,6 +14,7 @@ __all__ = [
     "build_examples",
     "evaluate",
     "load_or_build",
+    "make_trainer",
     "posttrain_wbc",
     "pretrain",
     "training_arguments",

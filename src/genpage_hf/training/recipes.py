@@ -32,7 +32,7 @@ WBC_LABELS = ["cand_labels", "cand_weights", "target_is_row"]
 def training_arguments(output_dir: str, **overrides: Any) -> TrainingArguments:
     """TrainingArguments with this package's defaults (CPU fp32 unless CUDA is present, no trackers)."""
     values: dict[str, Any] = dict(
-        output_dir=output_dir, use_cpu=not torch.cuda.is_available(), report_to=[], per_device_train_batch_size=16,
+        output_dir=output_dir, use_cpu=not torch.cuda.is_available(), report_to=[], per_device_train_batch_size=32,
         per_device_eval_batch_size=32, learning_rate=1e-3, warmup_steps=20, weight_decay=0.01,
         lr_scheduler_type="cosine", logging_steps=10, save_strategy="no", train_sampling_strategy="group_by_length",
         dataloader_num_workers=0, disable_tqdm=True,
@@ -97,7 +97,8 @@ def _datasets(kind: str, tokenizer: Any, records: Any, eval_records: Any, data_a
     return train, build_examples(kind, tokenizer, eval_records, data_args, data_args.data_seed_examples + 1)
 
 
-def _trainer(kind: str, model: Any, tokenizer: Any, args: TrainingArguments, train: Any, eval_ds: Any):
+def make_trainer(kind: str, model: Any, tokenizer: Any, args: TrainingArguments, train: Any, eval_ds: Any):
+    """An NTPTrainer ("ntp") or WBCTrainer ("wbc") with its collator, metrics and required argument settings."""
     if kind == "ntp":
         return NTPTrainer(model=model, args=_checked(args, NTP_LABELS), train_dataset=train, eval_dataset=eval_ds,
                           data_collator=NTPCollator(tokenizer.pad_token_id), processing_class=tokenizer,
@@ -114,7 +115,7 @@ def _train(kind: str, model: Any, tokenizer: Any, records: Any, args: Optional[T
     train, eval_ds = _datasets(kind, tokenizer, records, eval_records, data_args)
     if len(train) == 0:
         raise ValueError(f"no {kind.upper()} training examples in the records (no positively engaged page / target)")
-    trainer = _trainer(kind, model, tokenizer, args, train, eval_ds)
+    trainer = make_trainer(kind, model, tokenizer, args, train, eval_ds)
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     eval_metrics = trainer.evaluate() if eval_ds is not None else {}
     return TrainingRun(trainer, dict(result.metrics), eval_metrics)
@@ -140,7 +141,7 @@ def evaluate(model: Any, tokenizer: Any, records: Any, kind: str = "wbc", data_a
     data_args = data_args or DataArguments()
     eval_ds = build_examples(kind, tokenizer, records, data_args, data_args.data_seed_examples + 1)
     args = training_arguments(output_dir, per_device_eval_batch_size=batch_size)
-    return _trainer(kind, model, tokenizer, args, None, eval_ds).evaluate()
+    return make_trainer(kind, model, tokenizer, args, None, eval_ds).evaluate()
 
 
 def load_or_build(model_args: ModelArguments) -> tuple[Any, Any, Any]:
