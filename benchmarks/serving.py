@@ -12,7 +12,7 @@ page reward in the simulator's A/B judge (same requests, common random numbers).
 overhead (share of `generate()` decode time spent building masks) and the production policy's
 p50 latency per page at batch 1.
 
-    PYTHONPATH=src python benchmarks/serving.py [--model DIR] [--quick] [--threads 1]
+    PYTHONPATH=src python benchmarks/serving.py [--model DIR] [--ab-model DIR] [--quick] [--threads 1]
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ def stats(seconds: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="trained model folder (default: a randomly initialized default small model)")
+    parser.add_argument("--ab-model", help="trained model folder for the A/B page values (default: --model's model); "
+                                           "latency stays on --model, since it depends on the architecture, not the weights")
     parser.add_argument("--quick", action="store_true", help="smoke mode: few pages, small A/B")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine has 2 shared cores)")
     parser.add_argument("--ab-requests", type=int, default=None, help="requests judged per arm")
@@ -184,7 +186,13 @@ def main() -> None:
                                                         n_pages))["p50_ms"]
 
     # A/B page value of each mode on the same simulated requests (default world contexts)
-    arms = [production] + [GenPagePolicy(world, model, tok, name=name, autoregressive_entities=a)
+    ab_model, ab_tok, ab_desc = model, tok, model_desc
+    if args.ab_model:
+        ab_model = AutoModelForCausalLM.from_pretrained(args.ab_model).eval()
+        ab_tok = AutoTokenizer.from_pretrained(args.ab_model)
+        ab_desc = (f"trained checkpoint {args.ab_model} ({sum(p.numel() for p in ab_model.parameters()) / 1e6:.2f}M "
+                   f"parameters, {ab_model.config.num_hidden_layers} layers, width {ab_model.config.hidden_size})")
+    arms = [production] + [GenPagePolicy(world, ab_model, ab_tok, name=name, autoregressive_entities=a)
                            for name, a in MODES.items()]
     report = run_ab(world, users, arms, ab_n, seed=0)
     for name in MODES:
@@ -194,6 +202,7 @@ def main() -> None:
 
     full = results["generate_full"]["p50_ms"]
     results["model"] = model_desc
+    results["ab_model"] = ab_desc
     results["targets"] = {
         "hybrid_3_speedup_vs_generate_full": round(full / results["hybrid_3"]["p50_ms"], 2),
         "hybrid_3_speedup_met (>=2x)": full / results["hybrid_3"]["p50_ms"] >= 2.0,

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -42,6 +43,24 @@ def test_init_writes_loadable_folder_and_generate_prints_a_page(tmp_path, capsys
     assert len(page["rows"]) == 10
     assert all(row["row"] in row_ids for row in page["rows"])
     assert all(len(row["entities"]) == 10 and set(row["entities"]) <= entity_ids for row in page["rows"])
+
+
+def test_init_folder_loads_without_genpage_hf(tmp_path):
+    """`genpage init`, then a process where genpage_hf cannot be imported loads and generates."""
+    from safetensors import safe_open
+
+    from test_model import FRESH_PROCESS
+
+    out = tmp_path / "model"
+    main(["init", "--out", str(out), "--hidden-size", "32", "--layers", "1"])
+    with safe_open(out / "model.safetensors", "pt") as f:
+        assert "model.embed_tokens.content" in f.keys() and "lm_head.weight" in f.keys()
+        assert f.get_tensor("model.embed_tokens.content").abs().sum() > 0
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    proc = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(out)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-4] == "OK"
 
 
 def test_init_with_bad_catalog_is_a_clear_error(tmp_path, capsys):
