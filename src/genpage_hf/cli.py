@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _feature_modules() -> list:
     """Modules that add subcommands (each keeps its heavy imports inside its commands)."""
-    from . import quickstart
     from .simulation import cli as simulation_cli
+    from .studies import quickstart
     from .training import cli as training_cli
 
     return [simulation_cli, training_cli, quickstart]

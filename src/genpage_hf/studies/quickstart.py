@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .builder import build_genpage, page_generation_config, save_genpage
-from .report import fmt, write_report
+from ..builder import build_genpage, page_generation_config, save_genpage
+from ..generation import GenPageLogitsProcessor, PageGenerator, PageRequest
+from ..report import fmt, write_report
 
 
 @dataclass
@@ -79,7 +80,6 @@ def measure_latency(model: Any, tokenizer: Any, contexts: list[dict], rules: lis
     """Batch-1 latency per page of each decoding mode over the same requests (real wall-clock)."""
     from transformers import LogitsProcessorList
 
-    from .generation import GenPageLogitsProcessor, PageGenerator, PageRequest
 
     modes: dict[str, Any] = {"generate_full": None, "generator_full": None}
     for a in (1, 2, 3):
@@ -156,12 +156,11 @@ def run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
     """Run every stage, write checkpoint/, report.md, metrics.json into out_dir; returns the metrics."""
     from importlib import resources
 
-    from .generation import PageRequest
-    from .simulation import (OraclePolicy, ProductionPolicy, RandomPolicy, UserPopulation, World, WorldConfig,
+    from ..simulation import (OraclePolicy, ProductionPolicy, RandomPolicy, UserPopulation, World, WorldConfig,
                              load_logs, run_ab, write_logs)
-    from .simulation.genpage_policy import GenPagePolicy
-    from .tokenizer_spec import load_spec
-    from .training import DataArguments, evaluate, posttrain_wbc, pretrain, training_arguments
+    from ..simulation.genpage_policy import GenPagePolicy
+    from ..tokenizer_spec import load_spec
+    from ..training import DataArguments, evaluate, posttrain_wbc, pretrain, training_arguments
 
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(config.seed)
