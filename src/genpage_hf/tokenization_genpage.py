@@ -286,7 +286,7 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
         if age < 0:
             raise ValueError(f"{where}.timestamp: action is {-age:.0f}s after the request time")
         return [
-            self._vocab_token(self.entity_token(self._check_id(action["entity"], "entity"))),
+            self._map_unknown(self.entity_token(self._check_id(action["entity"], "entity"))),
             self.spec["action_types"]["prefix"] + act,
             self._bucket("age", age, f"{where}.timestamp"),
             self._bucket("duration", self._number(action["duration"], f"{where}.duration"), f"{where}.duration"),
@@ -297,9 +297,6 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
-
-    def _vocab_token(self, token: str) -> str:
-        return self._map_unknown(token)
 
     def context_tokens(self, context: Mapping[str, Any], max_history: Optional[int] = None) -> list[str]:
         """Token strings of a context record, ending with the `[PAGE]` marker.
@@ -339,7 +336,7 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
                 where = f"context.impressions[{i}]"
                 if not isinstance(item, Mapping) or "entity" not in item or "count" not in item:
                     raise ValueError(f"{where}: expected a mapping with 'entity' and 'count', got {item!r}")
-                tokens.append(self._vocab_token(self.entity_token(self._check_id(item["entity"], "entity"))))
+                tokens.append(self._map_unknown(self.entity_token(self._check_id(item["entity"], "entity"))))
                 tokens.append(self._bucket("impression_count", item["count"], f"{where}.count"))
         inject = context.get("inject") or []
         if inject:
@@ -350,7 +347,7 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
                     raise ValueError(f"{where}: expected a mapping with 'entity' and 'kind', got {item!r}")
                 if item["kind"] not in self.spec["inject"]["values"]:
                     raise ValueError(f"{where}.kind: unknown kind {item['kind']!r}; the spec allows {self.spec['inject']['values']}")
-                tokens.append(self._vocab_token(self.entity_token(self._check_id(item["entity"], "entity"))))
+                tokens.append(self._map_unknown(self.entity_token(self._check_id(item["entity"], "entity"))))
                 tokens.append(self.spec["inject"]["prefix"] + item["kind"])
         tokens.append(seg["page"])
         return tokens
@@ -369,8 +366,8 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
             entities = row["entities"]
             if not isinstance(entities, Sequence) or isinstance(entities, str) or not entities:
                 raise ValueError(f"page.rows[{r}].entities must be a non-empty list of entity ids")
-            tokens.append(self._vocab_token(self.row_token(self._check_id(row["row"], f"page.rows[{r}].row"))))
-            tokens += [self._vocab_token(self.entity_token(self._check_id(e, f"page.rows[{r}].entities"))) for e in entities]
+            tokens.append(self._map_unknown(self.row_token(self._check_id(row["row"], f"page.rows[{r}].row"))))
+            tokens += [self._map_unknown(self.entity_token(self._check_id(e, f"page.rows[{r}].entities"))) for e in entities]
         if add_eos:
             tokens.append(self.spec["special"]["eos"])
         return tokens
