@@ -200,26 +200,30 @@ def run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
                                   warmup_steps=max(1, steps // 10), logging_steps=max(1, steps // 30),
                                   disable_tqdm=False, seed=config.seed)
 
+    def train_stage(kind: str, train_fn: Any, steps: int) -> dict:
+        """Run one training stage; its summary for metrics.json (examples, steps, loss curve, seconds)."""
+        start = time.perf_counter()
+        run = train_fn(model, tokenizer, train_records, args(kind, steps), data_args)
+        curve = _curve(run.log_history)
+        return {"examples": len(run.trainer.train_dataset), "steps": steps, "final_loss": curve[-1][1],
+                "seconds": time.perf_counter() - start, "curve": curve}
+
     # 3. NTP pretraining
     _stage(bar, "pretrain (NTP)")
-    t = time.perf_counter()
-    ntp = pretrain(model, tokenizer, train_records, args("ntp", config.ntp_steps), data_args)
-    seconds["ntp"] = time.perf_counter() - t
+    ntp = train_stage("ntp", pretrain, config.ntp_steps)
+    seconds["ntp"] = ntp["seconds"]
     ntp_eval = evaluate(model, tokenizer, eval_records, kind="ntp", data_args=data_args,
                         output_dir=os.path.join(out_dir, "runs", "ntp-eval"))
-    ntp_curve = _curve(ntp.log_history)
-    _summary("pretrain", f"{config.ntp_steps} NTP steps on {len(ntp.trainer.train_dataset)} pages, final loss "
-             f"{ntp_curve[-1][1]:.4f}, held-out loss {ntp_eval['eval_loss']:.4f}", seconds["ntp"])
+    _summary("pretrain", f"{ntp['steps']} NTP steps on {ntp['examples']} pages, final loss {ntp['final_loss']:.4f}, "
+             f"held-out loss {ntp_eval['eval_loss']:.4f}", seconds["ntp"])
     bar.update()
 
     # 4. WBC post-training
     _stage(bar, "post-train (WBC)")
-    t = time.perf_counter()
-    wbc = posttrain_wbc(model, tokenizer, train_records, args("wbc", config.wbc_steps), data_args)
-    seconds["wbc"] = time.perf_counter() - t
-    wbc_curve = _curve(wbc.log_history)
-    _summary("wbc", f"{config.wbc_steps} WBC steps on {len(wbc.trainer.train_dataset)} pages, final loss "
-             f"{wbc_curve[-1][1]:.4f}", seconds["wbc"])
+    wbc = train_stage("wbc", posttrain_wbc, config.wbc_steps)
+    seconds["wbc"] = wbc["seconds"]
+    _summary("wbc", f"{wbc['steps']} WBC steps on {wbc['examples']} pages, final loss {wbc['final_loss']:.4f}",
+             seconds["wbc"])
     bar.update()
 
     # 5. offline metrics on the held-out day
@@ -279,12 +283,7 @@ def run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
                  "entities": len(catalog.entities), "rows": len(catalog.rows)},
         "model": {"parameters": n_params, "layers": config.layers, "hidden_size": config.hidden_size,
                   "vocab_size": len(tokenizer)},
-        "training": {
-            "ntp": {"examples": len(ntp.trainer.train_dataset), "steps": config.ntp_steps,
-                    "final_loss": ntp_curve[-1][1], "seconds": seconds["ntp"], "curve": ntp_curve},
-            "wbc": {"examples": len(wbc.trainer.train_dataset), "steps": config.wbc_steps,
-                    "final_loss": wbc_curve[-1][1], "seconds": seconds["wbc"], "curve": wbc_curve},
-        },
+        "training": {"ntp": ntp, "wbc": wbc},
         "offline": offline,
         "ab": {"requests": config.ab_requests, "arms": arms, "lift_vs_production": lift,
                "genpage_decoding": ("greedy, fully autoregressive" if config.autoregressive_entities is None
