@@ -1,0 +1,1 @@
+"""Adapters from public data sets to GenPage records and catalogs."""

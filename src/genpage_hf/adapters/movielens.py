@@ -1,0 +1,281 @@
+"""MovieLens -> GenPage: read an official archive, split it as RecBole 1.2.1 does, write records and a catalog.
+
+Reads the CSV releases of GroupLens (`ml-latest-small`, `ml-latest`, `ml-20m`, `ml-25m`, `ml-32m`: a
+zip, or its extracted folder, holding `ratings.csv` and `movies.csv`).
+
+The split reproduces RecBole 1.2.1's sequential pipeline with `eval_args = {split: {LS:
+valid_and_test}, order: TO, group_by: user, mode: full}`, `normalize_all: True` and
+`MAX_ITEM_LIST_LENGTH: 50`, step by step:
+
+1. ids are remapped by first appearance in the file (`pd.factorize`), which fixes the user order;
+2. timestamps are min-max scaled in float64, then stored as float32 (`torch.FloatTensor`), so
+   ratings a few tens of seconds apart become ties;
+3. interactions are stably sorted by (user, scaled timestamp): ties keep file order;
+4. every interaction but a user's first becomes a case "history -> next item", the history being the
+   at most 50 previous items (data augmentation);
+5. per user, the last case is test, the one before it validation, the rest training (leave-one-out;
+   a user with only two cases gets a test case and no validation case, with one none at all).
+
+RecBole evaluates sequential models (SASRec) by full ranking with no item masked but padding, and
+general models (Pop) by full ranking with the user's earlier items masked (train items for
+validation, train and validation items for test); `evaluation_mask` gives both.
+
+Records (one per case): the context holds the user's history before the target (oldest first), each
+rating an action: rating >= 4 is `thumbs_up`, rating <= 2 is `thumbs_down`, anything between is
+`play` (duration 0: MovieLens has none); the request time is the target's timestamp (time of day and
+day of week from it, UTC); profile and device are fixed (`en`, `adult`, `web`). The page is one row,
+`because_you_watched`, holding the target title; its feedback is a long play (2400 s) with the
+rating's thumbs, so every page is positively engaged and NTP keeps it. Titles are entities (id
+`m<movieId>`), genres are rows (`genre_<slug>`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from ..catalog import Catalog, CatalogEntity, CatalogRow
+
+RATINGS_HEADER = ["userId", "movieId", "rating", "timestamp"]
+MOVIES_HEADER = ["movieId", "title", "genres"]
+PAGE_ROW = "because_you_watched"
+MAX_HISTORY = 50  # RecBole's MAX_ITEM_LIST_LENGTH default
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass
+class MovieLens:
+    """Ratings in file order and the movie table of one MovieLens release."""
+
+    users: np.ndarray       # (n,) str: userId tokens
+    items: np.ndarray       # (n,) str: movieId tokens
+    ratings: np.ndarray     # (n,) float64
+    timestamps: np.ndarray  # (n,) int64, seconds since the epoch
+    movies: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # movieId -> (title, genres)
+    name: str = "movielens"
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+def _member(names: Sequence[str], filename: str, source: str) -> str:
+    hits = [n for n in names if n == filename or n.endswith("/" + filename)]
+    if not hits:
+        raise FileNotFoundError(
+            f"{source}: no {filename} found; expected a MovieLens CSV release (ml-latest-small, ml-25m, ...) "
+            f"holding ratings.csv and movies.csv, found {sorted(names)[:10]}"
+        )
+    return min(hits, key=len)
+
+
+def _read_text(path: str, filename: str) -> tuple[str, str]:
+    """(text of `filename`, release name) from a MovieLens zip or extracted folder."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"MovieLens archive {path!r} does not exist")
+    if os.path.isdir(path):
+        names = [os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs]
+        member = _member(names, filename, path)
+        with open(os.path.join(path, member), encoding="utf-8") as f:
+            return f.read(), os.path.basename(os.path.normpath(path))
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"MovieLens archive {path!r} is not a zip file (give the .zip from GroupLens or its extracted folder)")
+    with zipfile.ZipFile(path) as z:
+        member = _member(z.namelist(), filename, path)
+        name = member.split("/")[0] if "/" in member else os.path.splitext(os.path.basename(path))[0]
+        return z.read(member).decode("utf-8"), name
+
+
+def _rows(text: str, header: list[str], source: str) -> Iterator[list[str]]:
+    reader = csv.reader(io.StringIO(text))
+    got = next(reader, None)
+    if got != header:
+        raise ValueError(f"{source}: header must be {','.join(header)}, got {got!r}")
+    for line, row in enumerate(reader, start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{source} line {line}: expected {len(header)} fields, got {row!r}")
+        yield row
+
+
+def load_movielens(path: str | os.PathLike) -> MovieLens:
+    """Ratings (file order) and movies of a MovieLens CSV release, from its zip or extracted folder."""
+    path = os.fspath(path)
+    text, name = _read_text(path, "ratings.csv")
+    cols = list(zip(*_rows(text, RATINGS_HEADER, f"{path}:ratings.csv")))
+    if not cols:
+        raise ValueError(f"{path}:ratings.csv has no ratings")
+    users, items = np.array(cols[0]), np.array(cols[1])
+    try:
+        ratings = np.array(cols[2], dtype=np.float64)
+        timestamps = np.array(cols[3], dtype=np.int64)
+    except ValueError as err:
+        raise ValueError(f"{path}:ratings.csv: rating and timestamp must be numbers ({err})") from err
+    movies = {}
+    text, _ = _read_text(path, "movies.csv")
+    for movie_id, title, genres in _rows(text, MOVIES_HEADER, f"{path}:movies.csv"):
+        movies[movie_id] = (title, [] if genres == "(no genres listed)" else genres.split("|"))
+    missing = sorted(set(items.tolist()) - set(movies), key=lambda s: (len(s), s))
+    if missing:
+        raise ValueError(f"{path}: ratings.csv rates movieIds missing from movies.csv: {missing[:5]}")
+    return MovieLens(users, items, ratings, timestamps, movies, name)
+
+
+# ---------------------------------------------------------------------------------------- the split
+@dataclass
+class Case:
+    """One next-item case: a user, the target's index in the ratings and up to 50 previous indices."""
+
+    user: str
+    target: int           # index into the ratings (file order)
+    history: list[int]    # indices into the ratings, oldest first
+
+
+@dataclass
+class LeaveOneOutSplit:
+    """RecBole's chronological leave-one-out split: cases per split, each user's ordered ratings."""
+
+    train: list[Case]
+    valid: list[Case]
+    test: list[Case]
+    sequences: dict[str, list[int]]  # user -> rating indices in RecBole's order
+
+    def seen_before(self, case: Case) -> list[int]:
+        """Rating indices RecBole's general-model evaluation masks for `case`: all the user's earlier ones."""
+        seq = self.sequences[case.user]
+        return seq[: seq.index(case.target)]
+
+
+def recbole_timestamps(timestamps: np.ndarray) -> np.ndarray:
+    """Timestamps as RecBole stores them with `normalize_all`: min-max scaled in float64, then float32."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    lo, hi = ts.min(), ts.max()
+    scaled = np.ones_like(ts) if hi == lo else (ts - lo) / (hi - lo)
+    return scaled.astype(np.float32)
+
+
+def recbole_split(users: np.ndarray, timestamps: np.ndarray, max_history: int = MAX_HISTORY) -> LeaveOneOutSplit:
+    """RecBole 1.2.1's sequential leave-one-out split of ratings in file order (see the module docstring)."""
+    users = np.asarray(users)
+    if len(users) != len(timestamps):
+        raise ValueError(f"users ({len(users)}) and timestamps ({len(timestamps)}) differ in length")
+    if max_history < 1:
+        raise ValueError(f"max_history must be >= 1, got {max_history}")
+    _, first = np.unique(users, return_index=True)
+    uid = np.empty(len(users), dtype=np.int64)  # ids by first appearance, as pd.factorize gives
+    for rank, (_, idx) in enumerate(sorted(zip(first, np.unique(users)))):
+        uid[users == idx] = rank
+    time32 = recbole_timestamps(timestamps)
+    order = np.argsort(time32, kind="stable")          # Interaction.sort: the last key first ...
+    order = order[np.argsort(uid[order], kind="stable")]  # ... then the user, both stable
+    splits: dict[str, list[Case]] = {"train": [], "valid": [], "test": []}
+    sequences: dict[str, list[int]] = {}
+    bounds = np.flatnonzero(np.diff(uid[order])) + 1
+    for block in np.split(order, bounds):
+        seq = block.tolist()
+        user = str(users[seq[0]])
+        sequences[user] = seq
+        cases = [Case(user, seq[i], seq[max(0, i - max_history):i]) for i in range(1, len(seq))]
+        held = min(2, len(cases) - 1) if cases else 0
+        splits["train"] += cases[: len(cases) - held]
+        if held == 2:
+            splits["valid"].append(cases[-2])
+        if held >= 1:
+            splits["test"].append(cases[-1])
+    # RecBole's leave-one-out walks users in the order of their first case after the global time sort;
+    # per-user results do not depend on it, so cases are kept grouped by user id order.
+    return LeaveOneOutSplit(splits["train"], splits["valid"], splits["test"], sequences)
+
+
+def split_movielens(data: MovieLens, max_history: int = MAX_HISTORY) -> LeaveOneOutSplit:
+    """RecBole's split of a loaded release."""
+    return recbole_split(data.users, data.timestamps, max_history)
+
+
+def write_recbole_atomic(data: MovieLens, out_dir: str | os.PathLike, dataset: str) -> str:
+    """RecBole atomic file `<out_dir>/<dataset>/<dataset>.inter` with the ratings in file order; returns its path."""
+    if dataset == "ml-100k":
+        raise ValueError("dataset name 'ml-100k' is reserved: RecBole 1.2.1 overrides data_path for it")
+    folder = os.path.join(os.fspath(out_dir), dataset)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"{dataset}.inter")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("user_id:token\titem_id:token\trating:float\ttimestamp:float\n")
+        for u, i, r, t in zip(data.users, data.items, data.ratings, data.timestamps):
+            f.write(f"{u}\t{i}\t{r:g}\t{t}\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------- records
+def entity_id(movie_id: str) -> str:
+    """The GenPage entity id of a movieId."""
+    return f"m{movie_id}"
+
+
+def genre_row(genre: str) -> str:
+    """The row id of a MovieLens genre (`Sci-Fi` -> `genre_sci_fi`)."""
+    return "genre_" + re.sub(r"[^a-z0-9]+", "_", genre.lower()).strip("_")
+
+
+def rating_action(rating: float) -> str:
+    """The action type of a rating: >= 4 thumbs_up, <= 2 thumbs_down, otherwise play."""
+    return "thumbs_up" if rating >= 4 else "thumbs_down" if rating <= 2 else "play"
+
+
+def _request(timestamp: int) -> dict:
+    when = datetime.fromtimestamp(int(timestamp), tz=timezone.utc)
+    tod = "night" if when.hour < 6 else "morning" if when.hour < 12 else "afternoon" if when.hour < 18 else "evening"
+    return {"time_of_day": tod, "day_of_week": _DAYS[when.weekday()], "device": "web"}
+
+
+def case_record(data: MovieLens, case: Case, max_history: Optional[int] = None) -> dict:
+    """The record of one case: the context before the target, a one-title page and its feedback."""
+    hist = case.history if max_history is None else case.history[len(case.history) - min(max_history, len(case.history)):]
+    now = int(data.timestamps[case.target])
+    rating = float(data.ratings[case.target])
+    thumbs = 1 if rating >= 4 else -1 if rating <= 2 else 0
+    return {
+        "context": {
+            "user_id": f"u{case.user}", "timestamp": float(now),
+            "profile": {"language": "en", "profile_type": "adult"}, "request": _request(now),
+            # RecBole orders ties by file order, which may put a later second first: clamp so no action is "in the future".
+            "history": [{"entity": entity_id(data.items[i]), "action": rating_action(float(data.ratings[i])),
+                         "timestamp": float(min(int(data.timestamps[i]), now)), "duration": 0.0} for i in hist],
+            "impressions": [], "inject": [], "session": [],
+        },
+        "page": {"rows": [{"row": PAGE_ROW, "entities": [entity_id(data.items[case.target])]}]},
+        "feedback": {"impressed": [True], "played": [True], "play_duration": [2400.0], "thumbs": [thumbs],
+                     "abandoned": [False]},
+    }
+
+
+def movielens_catalog(data: MovieLens, content: Optional[np.ndarray] = None) -> Catalog:
+    """Rated titles (movies.csv order) as entities, genres as rows plus the page row; optional content vectors."""
+    rated = set(data.items.tolist())
+    ids = [m for m in data.movies if m in rated]
+    if content is not None and len(content) != len(ids):
+        raise ValueError(f"content has {len(content)} vectors for {len(ids)} rated titles")
+    entities, genres = [], {}
+    for k, m in enumerate(ids):
+        title, gs = data.movies[m]
+        for g in gs:
+            genres.setdefault(genre_row(g), g)
+        entities.append(CatalogEntity(
+            id=entity_id(m), title=title, type="movie", genres=[genre_row(g)[len("genre_"):] for g in gs],
+            content=None if content is None else np.round(content[k], 6).tolist(),
+        ))
+    rows = [CatalogRow(id=r, title=g, kind="genre", genre=r[len("genre_"):]) for r, g in sorted(genres.items())]
+    rows.append(CatalogRow(id=PAGE_ROW, title="Because You Watched", kind=PAGE_ROW))
+    return Catalog(entities, rows)
+
+
+def rated_titles(data: MovieLens) -> list[str]:
+    """movieIds of the rated titles, in movies.csv order (the catalog's entity order)."""
+    rated = set(data.items.tolist())
+    return [m for m in data.movies if m in rated]
