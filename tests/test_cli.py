@@ -1,25 +1,79 @@
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 
-from genpage_hf.cli import build_parser, main
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from genpage_hf.cli import commands, main, parse_command
+
+HF_SPELLINGS = ("--output_dir", "--model_name_or_path", "--num_hidden_layers", "--max_steps")
 
 
-def _commands():
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.dest == "command")
-    return sorted(sub.choices)
-
-
-@pytest.mark.parametrize("command", _commands())
+@pytest.mark.parametrize("command", sorted(commands()))
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
     assert exc.value.code == 0
     assert "usage: genpage " + command in capsys.readouterr().out
+
+
+def test_one_cli_convention_hf_spellings_only(capsys):
+    """Every option of every command is an HF-style snake_case flag; no dashed spellings survive."""
+    for name in commands():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = capsys.readouterr().out
+        flags = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*", text))
+        assert not [f for f in flags if "-" in f[2:]], (name, sorted(f for f in flags if "-" in f[2:]))
+
+
+def test_pretrain_help_lists_ntp_config_fields_with_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = capsys.readouterr().out
+    for flag, words in (("--max_history", "most recent history actions"), ("--fallback_prob", "fallback token"),
+                        ("--min_page_reward", "positively engaged"), ("--dtype", "bf16"), ("--use_peft", "LoRA"),
+                        ("--learning_rate", "peak learning rate"), ("--num_hidden_layers", "layers")):
+        assert flag in text and words in text, flag
+
+
+def test_cli_script_and_python_api_build_equal_arguments():
+    """`genpage wbc`, training_scripts/posttrain_wbc.py and WBCConfig(...) give identical arguments for the same flags."""
+    import runpy
+
+    from genpage_hf.training import WBCConfig
+    from genpage_hf.training.cli import COMMANDS
+
+    flags = ["--output_dir", "out", "--max_steps", "7", "--num_negatives", "3", "--max_history", "20",
+             "--learning_rate", "0.002", "--dtype", "fp32", "--train_file", "logs"]
+    _, data_args, cli_args = parse_command("wbc", COMMANDS["wbc"], flags)
+    api_args = WBCConfig(output_dir="out", max_steps=7, num_negatives=3, max_history=20, learning_rate=0.002,
+                         dtype="fp32")
+    assert cli_args.to_dict() == api_args.to_dict()
+    assert (cli_args.lr_scheduler_type, cli_args.learning_rate, cli_args.num_negatives) == ("cosine", 0.002, 3)
+    assert data_args.train_file == "logs"
+    script = runpy.run_path(os.path.join(ROOT, "training_scripts", "posttrain_wbc.py"), run_name="not_main")
+    _, _, script_args = script["parse_command"]("wbc", script["COMMANDS"]["wbc"], flags)
+    assert script_args.to_dict() == api_args.to_dict()
+    # and the defaults themselves agree (no second set of defaults on the CLI)
+    assert parse_command("wbc", COMMANDS["wbc"], ["--output_dir", "out"])[2].to_dict() == WBCConfig(output_dir="out").to_dict()
+
+
+def test_unknown_command_and_bad_values_exit_2_with_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["nope"])
+    assert exc.value.code == 2 and "unknown command 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["init", "--output_dir", str(tmp_path / "m"), "--hidden_size", "30", "--num_attention_heads", "4"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "not divisible by --num_attention_heads 4" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--model_name_or_path", str(tmp_path / "missing")])
+    assert exc.value.code == 2 and "does not exist" in capsys.readouterr().err
 
 
 def test_console_script_help():
@@ -29,13 +83,13 @@ def test_console_script_help():
 
 def test_init_writes_loadable_folder_and_generate_prints_a_page(tmp_path, capsys):
     out = tmp_path / "model"
-    main(["init", "--out", str(out), "--hidden-size", "32", "--layers", "1"])
+    main(["init", "--output_dir", str(out), "--hidden_size", "32", "--num_hidden_layers", "1"])
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                  "generation_config.json", "modeling_genpage.py", "configuration_genpage.py",
                  "tokenization_genpage.py", "catalog.json"):
         assert (out / name).exists(), name
     capsys.readouterr()
-    main(["generate", "--model", str(out), "--json"])
+    main(["generate", "--model_name_or_path", str(out), "--json"])
     page = json.loads(capsys.readouterr().out)
     catalog = json.loads((out / "catalog.json").read_text())
     entity_ids = {e["id"] for e in catalog["entities"]}
@@ -52,7 +106,7 @@ def test_init_folder_loads_without_genpage_hf(tmp_path):
     from test_model import FRESH_PROCESS
 
     out = tmp_path / "model"
-    main(["init", "--out", str(out), "--hidden-size", "32", "--layers", "1"])
+    main(["init", "--output_dir", str(out), "--hidden_size", "32", "--num_hidden_layers", "1"])
     with safe_open(out / "model.safetensors", "pt") as f:
         assert "model.embed_tokens.content" in f.keys() and "lm_head.weight" in f.keys()
         assert f.get_tensor("model.embed_tokens.content").abs().sum() > 0
@@ -67,6 +121,6 @@ def test_init_with_bad_catalog_is_a_clear_error(tmp_path, capsys):
     bad = tmp_path / "catalog.json"
     bad.write_text(json.dumps({"entities": [{"id": "a b"}], "rows": []}))
     with pytest.raises(SystemExit) as exc:
-        main(["init", "--out", str(tmp_path / "m"), "--catalog", str(bad)])
+        main(["init", "--output_dir", str(tmp_path / "m"), "--catalog", str(bad)])
     assert exc.value.code == 2
     assert "entity id must be a non-empty string without whitespace" in capsys.readouterr().err

@@ -5,15 +5,15 @@
     accelerate launch --config_file training_scripts/accelerate_cpu_2proc.yaml \
         training_scripts/posttrain_wbc.py ...same options...
 
-Start from a pretrained folder (--model_name_or_path) or from scratch (--catalog). Options: every
-field of genpage_hf.training.ModelArguments, DataArguments and transformers.TrainingArguments.
+Start from a pretrained folder (--model_name_or_path) or from scratch (--catalog); `--use_peft`
+trains a LoRA adapter. Options: exactly those of `genpage wbc` (ModelArguments, DataArguments,
+WBCConfig), parsed by the same code.
 """
 
-from transformers import HfArgumentParser, TrainingArguments
+import sys
 
-from genpage_hf.training import DataArguments, ModelArguments
-from genpage_hf.training.cli import run_stage
+from genpage_hf.cli import parse_command
+from genpage_hf.training.cli import COMMANDS, run_stage
 
 if __name__ == "__main__":
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    run_stage("wbc", *parser.parse_args_into_dataclasses())
+    run_stage(*parse_command("wbc", COMMANDS["wbc"], sys.argv[1:]))

@@ -5,15 +5,15 @@
     accelerate launch --config_file training_scripts/accelerate_cpu_2proc.yaml \
         training_scripts/pretrain.py ...same options...
 
-Options: every field of genpage_hf.training.ModelArguments, DataArguments and
-transformers.TrainingArguments (`--help` lists them). All logic lives in genpage_hf.training.
+Options: exactly those of `genpage pretrain` (ModelArguments, DataArguments, NTPConfig; `--help`
+lists them), parsed by the same code, so the same flags give the same arguments. All logic lives in
+genpage_hf.training.
 """
 
-from transformers import HfArgumentParser, TrainingArguments
+import sys
 
-from genpage_hf.training import DataArguments, ModelArguments
-from genpage_hf.training.cli import run_stage
+from genpage_hf.cli import parse_command
+from genpage_hf.training.cli import COMMANDS, run_stage
 
 if __name__ == "__main__":
-    parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
-    run_stage("ntp", *parser.parse_args_into_dataclasses())
+    run_stage(*parse_command("pretrain", COMMANDS["pretrain"], sys.argv[1:]))

@@ -1,30 +1,67 @@
-"""`genpage` console script: one subcommand per job (init, generate, simulate, ab, train, ...).
+"""`genpage` console script: one subcommand per job, one convention for all of them.
 
-Each feature module contributes its subcommands through a `register(subparsers)` function; heavy
-imports happen inside the command functions so `genpage --help` stays fast.
+Every subcommand's options are the fields of its argument dataclasses, parsed by
+`transformers.HfArgumentParser` with Hugging Face spellings (`--output_dir`, `--model_name_or_path`,
+`--num_hidden_layers`, `--max_steps`, ...), so `genpage <command> --help` documents every option from
+the fields' `metadata["help"]`. Feature modules contribute `COMMANDS` (name -> `Command`); heavy
+imports happen inside the command functions so `genpage --help` stays fast. User errors print one
+line and exit with status 2, never a traceback.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from typing import Any, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from transformers import HfArgumentParser
+
+from .training.configs import ModelArguments
 
 
-def _init(args: argparse.Namespace) -> None:
-    from .builder import build_genpage, save_genpage
-    from .catalog import Catalog, default_catalog
-    from .tokenizer_spec import load_spec
+@dataclass
+class Command:
+    """A subcommand: its help line, the dataclasses its options come from, and the function they go to."""
 
-    spec = load_spec(args.spec)
-    catalog = Catalog.load(args.catalog) if args.catalog else default_catalog(seed=args.seed)
-    overrides = {k: v for k, v in (("hidden_size", args.hidden_size), ("num_hidden_layers", args.layers)) if v}
-    model, tokenizer = build_genpage(catalog, spec, seed=args.seed, **overrides)
-    save_genpage(model, tokenizer, args.out, catalog)
+    help: str
+    arguments: tuple[type, ...]
+    run: Callable[..., Any]
+
+
+def parse_command(name: str, command: Command, argv: Sequence[str]) -> tuple[Any, ...]:
+    """The argument dataclasses of `genpage <name> argv` (also used by training_scripts/ and tests)."""
+    parser = HfArgumentParser(command.arguments, prog=f"genpage {name}", description=command.help)
+    return tuple(parser.parse_args_into_dataclasses(args=list(argv)))
+
+
+@dataclass
+class InitArguments:
+    """Where `genpage init` writes the fresh model folder."""
+
+    output_dir: str = field(metadata={"help": "folder to write (a new or empty folder; an existing genpage folder is replaced)"})
+
+
+def _init(init_args: InitArguments, model_args: ModelArguments) -> None:
+    from .checkpoint import build_from_arguments, save_genpage
+
+    if model_args.model_name_or_path:
+        raise ValueError("genpage init builds a fresh model: give --catalog/--spec and sizes, not --model_name_or_path")
+    model, tokenizer, catalog = build_from_arguments(model_args)
+    save_genpage(model, tokenizer, init_args.output_dir, catalog)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"wrote {args.out}: GenPage model ({n_params / 1e6:.2f}M parameters), vocabulary of {len(tokenizer)} tokens "
-          f"({len(catalog.entities)} entities, {len(catalog.rows)} rows)")
+    print(f"wrote {init_args.output_dir}: GenPage model ({n_params / 1e6:.2f}M parameters), vocabulary of "
+          f"{len(tokenizer)} tokens ({len(catalog.entities)} entities, {len(catalog.rows)} rows)")
+
+
+@dataclass
+class GenerateArguments:
+    """Which model `genpage generate` decodes with, and for which context."""
+
+    model_name_or_path: str = field(metadata={"help": "model folder (genpage init / training) or PEFT adapter folder"})
+    context: Optional[str] = field(default=None, metadata={"help": "context record JSON (default: a demo context)"})
+    json: bool = field(default=False, metadata={"help": "print the page as JSON"})
+    seed: int = field(default=0, metadata={"help": "seed of the demo context"})
 
 
 def demo_context(tokenizer: Any, num_actions: int = 8, seed: int = 0) -> dict:
@@ -45,19 +82,19 @@ def demo_context(tokenizer: Any, num_actions: int = 8, seed: int = 0) -> dict:
     return {"user_id": "demo", "timestamp": now, "history": history, **pick}
 
 
-def _generate(args: argparse.Namespace) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _generate(args: GenerateArguments) -> None:
+    from .checkpoint import load_genpage
 
-    from . import GenPageTokenizer  # noqa: F401  (registers the Auto classes)
-
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    model, tokenizer, _ = load_genpage(args.model_name_or_path)
     if args.context:
-        with open(args.context, encoding="utf-8") as f:
-            context = json.load(f)
+        try:
+            with open(args.context, encoding="utf-8") as f:
+                context = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"--context {args.context!r}: not a readable JSON file ({err})") from err
     else:
         context = demo_context(tokenizer, seed=args.seed)
-    page = generate_page(model, tokenizer, context)
+    page = generate_page(model.eval(), tokenizer, context)
     if args.json:
         print(json.dumps(page))
         return
@@ -67,61 +104,50 @@ def _generate(args: argparse.Namespace) -> None:
 
 def generate_page(model: Any, tokenizer: Any, context: dict) -> dict:
     """One greedy page under the page grammar, decoded into rows and entities."""
-    import torch
+    from .generation import PageGenerator
 
-    from .generation.rules import GenPageLogitsProcessor, RuleSet
-    from transformers import LogitsProcessorList
-
-    prompt = torch.tensor([tokenizer.encode_context(context)])
-    processor = GenPageLogitsProcessor(RuleSet(), tokenizer)
-    with torch.no_grad():
-        out = model.generate(prompt, attention_mask=torch.ones_like(prompt),
-                             logits_processor=LogitsProcessorList([processor]))
-    return tokenizer.decode_page(out[0, prompt.shape[1]:])
+    return PageGenerator(model, tokenizer).generate_page(context).to_dict()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genpage", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def commands() -> dict[str, Command]:
+    """Every subcommand, from this module and the feature modules."""
+    from .simulation.cli import COMMANDS as simulation_commands
+    from .studies.quickstart import COMMANDS as quickstart_commands
+    from .training.cli import COMMANDS as training_commands
 
-    p = sub.add_parser("init", help="write a freshly initialized GenPage model + tokenizer folder",
-                       description="Write a Hub-style folder with a new small GenPage model and its tokenizer.")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--spec", help="tokenizer spec YAML (default: the packaged tokenizer_specs/default.yaml)")
-    p.add_argument("--catalog", help="catalog JSON (default: a small built-in catalog)")
-    p.add_argument("--hidden-size", type=int, default=None, help="override the model width")
-    p.add_argument("--layers", type=int, default=None, help="override the number of decoder layers")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_init)
-
-    p = sub.add_parser("generate", help="generate one page from a model folder and print it",
-                       description="Greedy-decode one page (rows of entities) under the page grammar.")
-    p.add_argument("--model", required=True, help="model folder (from genpage init / training)")
-    p.add_argument("--context", help="context record JSON (default: a demo context from the vocabulary)")
-    p.add_argument("--json", action="store_true", help="print the page as JSON")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_generate)
-
-    for module in _feature_modules():
-        module.register(sub)
-    return parser
+    return {
+        "init": Command("write a freshly initialized GenPage model + tokenizer folder", (InitArguments, ModelArguments),
+                        _init),
+        "generate": Command("greedy-decode one page (rows of entities) under the page grammar and print it",
+                            (GenerateArguments,), _generate),
+        **simulation_commands, **training_commands, **quickstart_commands,
+    }
 
 
-def _feature_modules() -> list:
-    """Modules that add subcommands (each keeps its heavy imports inside its commands)."""
-    from .simulation import cli as simulation_cli
-    from .studies import quickstart
-    from .training import cli as training_cli
-
-    return [simulation_cli, training_cli, quickstart]
+def _usage(table: dict[str, Command]) -> str:
+    width = max(len(n) for n in table)
+    lines = ["usage: genpage COMMAND [options]   (genpage COMMAND --help lists a command's options)", "",
+             "GenPage generative whole-page recommendation as a Hugging Face Transformers plugin.", "", "commands:"]
+    lines += [f"  {name:<{width}}  {cmd.help}" for name, cmd in table.items()]
+    return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    table = commands()
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage(table))
+        return
+    name, rest = argv[0], argv[1:]
+    if name not in table:
+        print(f"genpage: error: unknown command {name!r}; choose from {', '.join(table)}", file=sys.stderr)
+        raise SystemExit(2)
+    command = table[name]
     try:
-        args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        print(f"genpage {args.command}: error: {err}", file=sys.stderr)
+        command.run(*parse_command(name, command, rest))
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"genpage {name}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from err
 
 

@@ -16,9 +16,9 @@ Each target gets `num_negatives` random tokens of its own type (entity or row), 
 target, label 0 and weight `negative_weight`. Unimpressed slots carry no target but stay in the
 prefix; tokens after the last target are cut, since a causal model's targets never see them.
 
-Prompts are built as serving builds them (`prompt_ids`): in-session engagements, when a request has
-any, follow the context after `[SESSION]`. Context truncation: histories longer than `max_history` (default: the spec's limit) keep the most
-recent actions (`GenPageTokenizer.encode_context`).
+Prompts come from the one prompt builder of training and serving, `GenPageTokenizer.encode_prompt`:
+in-session engagements, when a request has any, follow the context after `[SESSION]`. Context
+truncation: histories longer than `max_history` (default: the spec's limit) keep the most recent actions.
 
 Cold start: with `fallback_prob` > 0 every entity/row token (context and page) is replaced by its
 type's fallback token with that probability (seeded, per example); WBC targets then score the
@@ -42,30 +42,67 @@ from .rewards import RewardConfig, entity_rewards, page_reward, row_impressed, r
 IGNORE_INDEX = -100
 
 
-def records_dataset(records: Any):
-    """A records `datasets.Dataset` from a Dataset, a list of Impression/dicts, a .parquet/.jsonl file or a log folder."""
+RECORD_COLUMNS = ("context", "page", "feedback")
+
+
+def is_records(data: Any) -> bool:
+    """Whether `data` is impression records (a records Dataset/IterableDataset, a record list, a path), not examples."""
     import datasets
 
-    if isinstance(records, datasets.Dataset):
-        missing = {"context", "page", "feedback"} - set(records.column_names)
+    if isinstance(data, (datasets.Dataset, datasets.IterableDataset)):
+        return data.column_names is not None and set(RECORD_COLUMNS) <= set(data.column_names)
+    if isinstance(data, (str, os.PathLike)):
+        return True
+    return isinstance(data, (list, tuple)) and bool(data) and isinstance(data[0], (dict, Impression))
+
+
+def _parquet_files(path: str) -> list[str]:
+    """A .parquet file, or the .parquet files of a folder or of its impressions/ subfolder (a log directory)."""
+    if os.path.isdir(path):
+        files = sorted(glob.glob(os.path.join(path, "*.parquet")) or glob.glob(os.path.join(path, "impressions", "*.parquet")))
+        if not files:
+            raise FileNotFoundError(f"no .parquet files in {path!r} or {os.path.join(path, 'impressions')!r}")
+        return files
+    return [path]
+
+
+def records_dataset(records: Any, streaming: bool = False):
+    """A records `datasets.Dataset` from a Dataset, a list of Impression/dicts, a .parquet/.jsonl file or a log folder.
+
+    With `streaming`, Parquet logs are read as a `datasets.IterableDataset` (logs larger than memory).
+    """
+    import datasets
+
+    if isinstance(records, (datasets.Dataset, datasets.IterableDataset)):
+        missing = set(RECORD_COLUMNS) - set(records.column_names or ())
         if missing:
             raise ValueError(f"records dataset is missing the columns {sorted(missing)}")
         return records
     if isinstance(records, (str, os.PathLike)):
         path = str(records)
-        if os.path.isdir(path):  # a folder of .parquet files, or a log directory (impressions/*.parquet)
-            files = sorted(glob.glob(os.path.join(path, "*.parquet")) or glob.glob(os.path.join(path, "impressions", "*.parquet")))
-            if not files:
-                raise FileNotFoundError(f"no .parquet files in {path!r} or {os.path.join(path, 'impressions')!r}")
-            return records_dataset(datasets.load_dataset("parquet", data_files=files, split="train"))
         if not os.path.exists(path):
             raise FileNotFoundError(f"records file {path!r} does not exist")
-        if path.endswith(".parquet"):
-            return records_dataset(datasets.load_dataset("parquet", data_files=path, split="train"))
+        if os.path.isdir(path) or path.endswith(".parquet"):
+            files = _parquet_files(path)
+            return records_dataset(datasets.load_dataset("parquet", data_files=files, split="train", streaming=streaming))
+        if streaming:
+            raise ValueError(f"streaming reads Parquet logs; {path!r} is not a .parquet file or folder")
         if path.endswith(".jsonl"):
             return to_dataset(load_jsonl(path), validate=False)
         raise ValueError(f"records file {path!r}: expected .parquet, .jsonl or a folder of .parquet files")
+    if streaming:
+        raise ValueError("streaming reads Parquet logs from a path; got in-memory records")
     return to_dataset(list(records))
+
+
+def _map_examples(ds: Any, encode: Any, num_proc: Optional[int], desc: str) -> Any:
+    """`ds.map(encode)` batched with indices, dropping the record columns; IterableDatasets map lazily."""
+    import datasets
+
+    kwargs = dict(batched=True, with_indices=True, remove_columns=list(ds.column_names))
+    if isinstance(ds, datasets.IterableDataset):
+        return ds.map(encode, **kwargs)
+    return ds.map(encode, num_proc=num_proc, desc=desc, **kwargs)
 
 
 class _FallbackReplacer:
@@ -85,15 +122,6 @@ class _FallbackReplacer:
         hit = rng.random(len(ids)) < self.prob
         out = np.where(hit & self.entity[ids], self.entity_fallback, ids)
         return np.where(hit & self.row[ids], self.row_fallback, out)
-
-
-def prompt_ids(tokenizer: Any, context: dict, max_history: Optional[int] = None) -> list[int]:
-    """A first page's prompt exactly as serving builds it (`PageGenerator.prompt_ids`): the context,
-    continued by `[SESSION]` and the in-session engagements when the request has any."""
-    session = context.get("session") or ()
-    if session:
-        return tokenizer.encode_continuation(context, [], list(session), max_history)
-    return tokenizer.encode_context(context, max_history)
 
 
 def _rng(seed: int, index: int) -> np.random.Generator:
@@ -121,7 +149,7 @@ def build_ntp_dataset(
         for i, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
             if page_reward(fb, reward_config) <= min_page_reward:
                 continue
-            context_ids = prompt_ids(tokenizer, ctx, max_history)
+            context_ids = tokenizer.encode_prompt(ctx, max_history=max_history)
             ids = replace(np.array(context_ids + tokenizer.encode_page(page, add_eos=False) + [eos]), _rng(seed, i))
             labels = ids.copy()
             labels[: len(context_ids)] = IGNORE_INDEX
@@ -130,9 +158,7 @@ def build_ntp_dataset(
             out["length"].append(len(ids))
         return out
 
-    ds = records_dataset(records)
-    return ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names, num_proc=num_proc,
-                  desc="NTP examples")
+    return _map_examples(records_dataset(records), encode, num_proc, "NTP examples")
 
 
 def page_targets(page: dict, feedback: dict, reward_config: Optional[RewardConfig] = None) -> list[tuple[int, float, bool]]:
@@ -205,7 +231,7 @@ def build_wbc_dataset(
             if not targets:
                 continue
             rng = _rng(seed, i)
-            context_ids = prompt_ids(tokenizer, ctx, max_history)
+            context_ids = tokenizer.encode_prompt(ctx, max_history=max_history)
             ids = replace(np.array(context_ids + tokenizer.encode_page(page, add_eos=False)), rng)
             pos = np.array([len(context_ids) + t[0] for t in targets])
             reward = np.array([t[1] for t in targets], dtype=np.float32)
@@ -226,9 +252,7 @@ def build_wbc_dataset(
             out["length"].append(int(pos.max()))
         return out
 
-    ds = records_dataset(records)
-    return ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names, num_proc=num_proc,
-                  desc="WBC examples")
+    return _map_examples(records_dataset(records), encode, num_proc, "WBC examples")
 
 
 def _pad(seqs: Sequence[Any], value: float, dtype: torch.dtype) -> torch.Tensor:

@@ -3,7 +3,7 @@
 The vocabulary is built from a tokenizer spec (segment markers, action types, bucket boundaries,
 profile/request fields, page layout, fallback tokens) plus an entity and a row catalog. The backend is
 a `tokenizers` WordLevel model with whitespace splitting, so `__call__` works on strings of domain
-tokens (as TRL and pipelines expect), while `encode_context` / `encode_page` / `decode_page` work on
+tokens (as TRL and pipelines expect), while `encode_prompt` / `encode_page` / `decode_page` work on
 structured records.
 
 This file travels with checkpoints (`trust_remote_code`): it imports only the standard library,
@@ -219,17 +219,16 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
 
     def _grow(self, tokens: list[str]) -> list[int]:
         # `add_tokens` would match added tokens by substring before splitting (E:1000 -> E:100 + ...),
-        # so the WordLevel vocabulary itself is rebuilt with the new ids appended.
-        vocab = dict(self._tokenizer.get_vocab())
+        # so the WordLevel model of the backend is replaced (tokenizers' public `Tokenizer.model` setter)
+        # by one with the new ids appended; special tokens stay registered on the backend.
+        vocab = dict(self.backend_tokenizer.get_vocab(with_added_tokens=False))
         new_ids = []
         for tok in tokens:
             if tok in vocab:
                 raise ValueError(f"token {tok!r} is already in the vocabulary (id {vocab[tok]})")
             vocab[tok] = len(vocab)
             new_ids.append(vocab[tok])
-        backend = _backend(vocab, self.spec["special"]["unk"])
-        backend.add_special_tokens(list(self.added_tokens_decoder.values()))
-        self._tokenizer = backend
+        self.backend_tokenizer.model = WordLevel(vocab=vocab, unk_token=self.spec["special"]["unk"])
         self._index_vocab(vocab)
         return new_ids
 
@@ -254,11 +253,18 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
             return [self._map_text(t) for t in text]
         return text
 
+    # Per-type fallback must happen before the Rust WordLevel model (it knows a single unk token).
+    # transformers 5.x routes every string input (`__call__`, `encode`, batches, pairs) through the one
+    # `_encode_plus` method and has no public pre-tokenization hook, so this is the one private override;
+    # tests/test_tokenizer.py pins that `__call__`, `encode` and batched calls all map to the fallbacks.
     def _encode_plus(self, text: Any, text_pair: Any = None, *args: Any, **kwargs: Any):
         return super()._encode_plus(self._map_text(text), self._map_text(text_pair), *args, **kwargs)
 
-    def _convert_token_to_id_with_added_voc(self, token: str) -> int:
-        return super()._convert_token_to_id_with_added_voc(self._map_unknown(token))
+    def convert_tokens_to_ids(self, tokens: str | list[str]) -> int | list[int]:
+        """Token string(s) to ids; unknown `E:`/`R:` tokens map to their type's fallback id."""
+        if isinstance(tokens, str):
+            return super().convert_tokens_to_ids(self._map_unknown(tokens))
+        return super().convert_tokens_to_ids([self._map_unknown(t) for t in tokens])
 
     # ------------------------------------------------------------------ structured records
     def _bucket(self, name: str, value: Any, where: str) -> str:
@@ -289,8 +295,15 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
             self._map_unknown(self.entity_token(self._check_id(action["entity"], "entity"))),
             self.spec["action_types"]["prefix"] + act,
             self._bucket("age", age, f"{where}.timestamp"),
-            self._bucket("duration", self._number(action["duration"], f"{where}.duration"), f"{where}.duration"),
+            self._bucket("duration", self._non_negative(action["duration"], f"{where}.duration"), f"{where}.duration"),
         ]
+
+    @classmethod
+    def _non_negative(cls, value: Any, where: str) -> float:
+        number = cls._number(value, where)
+        if number < 0:
+            raise ValueError(f"{where}: expected a number >= 0, got {value!r}")
+        return number
 
     @staticmethod
     def _number(value: Any, where: str) -> float:
@@ -325,6 +338,8 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
         if not isinstance(history, Sequence) or isinstance(history, str):
             raise ValueError(f"context.history must be a list of actions, got {type(history).__name__}")
         keep = limits["max_history"] if max_history is None else max_history
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+            raise ValueError(f"max_history must be a non-negative int, got {keep!r}")
         start = max(0, len(history) - keep)
         tokens.append(seg["history"])
         for i in range(start, len(history)):
@@ -337,7 +352,10 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
                 if not isinstance(item, Mapping) or "entity" not in item or "count" not in item:
                     raise ValueError(f"{where}: expected a mapping with 'entity' and 'count', got {item!r}")
                 tokens.append(self._map_unknown(self.entity_token(self._check_id(item["entity"], "entity"))))
-                tokens.append(self._bucket("impression_count", item["count"], f"{where}.count"))
+                count = self._number(item["count"], f"{where}.count")
+                if count < 1:
+                    raise ValueError(f"{where}.count: expected a count >= 1, got {item['count']!r}")
+                tokens.append(self._bucket("impression_count", count, f"{where}.count"))
         inject = context.get("inject") or []
         if inject:
             tokens.append(seg["inject"])
@@ -382,28 +400,36 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
     def _ids(self, tokens: list[str]) -> list[int]:
         return [self._vocab[t] for t in tokens]
 
-    def encode_context(self, context: Mapping[str, Any], max_history: Optional[int] = None) -> list[int]:
-        """Token ids of a context (the prompt), ending with `[PAGE]`."""
-        return self._ids(self.context_tokens(context, max_history))
+    def encode_prompt(
+        self,
+        context: Mapping[str, Any],
+        previous_rows: Sequence[Mapping[str, Any]] = (),
+        session: Optional[Sequence[Mapping[str, Any]]] = None,
+        max_history: Optional[int] = None,
+    ) -> list[int]:
+        """Token ids of a page request's prompt: the one prompt builder of training, serving and `generate()`.
+
+        The context, ending with `[PAGE]`; with earlier rows (pagination) or in-session engagements
+        (`session`, default: the context's own `"session"` list) these follow as `[PAGE]` rows,
+        `[SESSION]` actions and a final `[PAGE]` (paper §2.3).
+        """
+        tokens = self.context_tokens(context, max_history)
+        if session is None:
+            session = context.get("session") or ()
+        if isinstance(session, (str, Mapping)) or not isinstance(session, Sequence):
+            raise ValueError(f"session must be a list of actions, got {type(session).__name__}")
+        if isinstance(previous_rows, (str, Mapping)) or not isinstance(previous_rows, Sequence):
+            raise ValueError(f"previous_rows must be a list of row dicts, got {type(previous_rows).__name__}")
+        if previous_rows or session:
+            if previous_rows:
+                tokens += self.page_tokens({"rows": list(previous_rows)}, add_eos=False)
+            tokens += self.session_tokens(session, self._number(context["timestamp"], "context.timestamp"))
+            tokens.append(self.spec["segments"]["page"])
+        return self._ids(tokens)
 
     def encode_page(self, page: Mapping[str, Any], add_eos: bool = True) -> list[int]:
         """Token ids of a page (the response), in layout order, ending with `[EOS]`."""
         return self._ids(self.page_tokens(page, add_eos))
-
-    def encode_continuation(
-        self,
-        context: Mapping[str, Any],
-        previous_rows: Sequence[Mapping[str, Any]],
-        session: Sequence[Mapping[str, Any]] = (),
-        max_history: Optional[int] = None,
-    ) -> list[int]:
-        """Prompt for the next page of a paginated request: context, earlier rows, session, `[PAGE]`."""
-        tokens = self.context_tokens(context, max_history)
-        if previous_rows:
-            tokens += self.page_tokens({"rows": list(previous_rows)}, add_eos=False)
-        tokens += self.session_tokens(session, self._number(context["timestamp"], "context.timestamp"))
-        tokens.append(self.spec["segments"]["page"])
-        return self._ids(tokens)
 
     def decode_page(self, ids: Sequence[int] | torch.Tensor, strict: bool = True) -> dict[str, Any]:
         """Structured page from generated ids: the tokens after the last `[PAGE]`, up to `[EOS]`.
@@ -411,21 +437,31 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
         Fallback tokens decode to the fallback token string (e.g. `"[E_FALLBACK]"`) in place of an id.
 
         With `strict`, a token that breaks the page grammar (an entity before any row, a context
-        token, an unknown id) raises a ValueError naming its position; otherwise such tokens are
-        listed under `"invalid"` as (position, token) pairs and skipped.
+        token, an unknown id) raises a ValueError naming its position, and so does a page that is not
+        terminated by `[EOS]` (a generation cut off by `max_new_tokens`); otherwise such tokens are
+        listed under `"invalid"` as (position, token) pairs and skipped, and `"complete"` tells
+        whether `[EOS]` was reached.
         """
         if isinstance(ids, torch.Tensor):
             if ids.dim() != 1:
                 raise ValueError(f"decode_page takes one sequence of ids, got a tensor of shape {tuple(ids.shape)}")
             ids = ids.tolist()
-        ids = [int(i) for i in ids]
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence):
+            raise ValueError(f"decode_page takes a sequence of token ids, got {type(ids).__name__}")
+        for pos, value in enumerate(ids):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"decode_page: position {pos} holds {value!r}, not a token id (int)")
         page_id, eos_id, pad_id = self.page_token_id, self.eos_token_id, self.pad_token_id
         start = max((i + 1 for i, t in enumerate(ids) if t == page_id), default=0)
         rows: list[dict[str, Any]] = []
         invalid: list[tuple[int, str]] = []
+        complete = False
         for pos in range(start, len(ids)):
             tid = ids[pos]
-            if tid == eos_id or tid == pad_id:
+            if tid == eos_id:
+                complete = True
+                break
+            if tid == pad_id:
                 break
             row, entity = self.id_to_row(tid), self.id_to_entity(tid)
             # Fallback tokens decode to themselves: the slot held an entity/row unknown to the vocabulary.
@@ -442,7 +478,11 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
                 if strict:
                     raise ValueError(f"token {token!r} at position {pos} does not fit the page grammar")
                 invalid.append((pos, token))
+        if strict and not complete:
+            raise ValueError("the page is not terminated by [EOS]: the generation was cut off (too few "
+                             "max_new_tokens for the rules' layout?) or the ids end early; pass strict=False to inspect it")
         page: dict[str, Any] = {"rows": rows}
         if not strict:
             page["invalid"] = invalid
+            page["complete"] = complete
         return page

@@ -12,7 +12,7 @@ page), coverage (share of today's available entities shown at least once) and th
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -40,6 +40,10 @@ class ArmResult:
     diversity: float
     coverage: float
     row_mix: dict = field(default_factory=dict)
+    # (arm - production) / (oracle - production) of mean page reward, with the paired lift-vs-production CI
+    # scaled the same way; None unless both the production and the oracle arm were judged.
+    gap_closed: Optional[float] = None
+    gap_closed_ci: Optional[tuple[float, float]] = None
 
 
 @dataclass
@@ -63,12 +67,14 @@ class ABReport:
     def table(self) -> str:
         """A plain-text table of the headline metrics."""
         head = f"{'policy':<12}{'page reward (95% CI)':>26}{'lift vs ' + self.baseline + ' (95% CI)':>34}" \
-               f"{'plays':>7}{'rows':>6}{'divers.':>8}{'cover.':>8}"
+               f"{'plays':>7}{'rows':>6}{'divers.':>8}{'cover.':>8}{'gap closed (95% CI)':>26}"
         lines = [head, "-" * len(head)]
         for a in self.arms:
             lines.append(f"{a.policy:<12}{a.page_reward:>8.3f} [{a.page_reward_ci[0]:.3f}, {a.page_reward_ci[1]:.3f}]"
                          f"{a.lift:>+10.3f} [{a.lift_ci[0]:+.3f}, {a.lift_ci[1]:+.3f}] {a.lift_pct:+6.1f}%"
-                         f"{a.plays_per_page:>7.2f}{a.rows_reached:>6.2f}{a.diversity:>8.3f}{a.coverage:>8.3f}")
+                         f"{a.plays_per_page:>7.2f}{a.rows_reached:>6.2f}{a.diversity:>8.3f}{a.coverage:>8.3f}"
+                         + (f"{a.gap_closed:>+9.1%} [{a.gap_closed_ci[0]:+.1%}, {a.gap_closed_ci[1]:+.1%}]"
+                            if a.gap_closed is not None else f"{'-':>26}"))
         return "\n".join(lines)
 
 
@@ -137,4 +143,11 @@ def run_ab(world: World, users: UserPopulation, policies: Sequence[Policy], n_re
             plays_per_page=float(np.concatenate(plays[n]).mean()), rows_reached=float(np.concatenate(depth[n]).mean()),
             diversity=float(np.concatenate(div[n]).mean()), coverage=float(shown[n][available].mean()),
             row_mix={k: round(v / total_rows, 4) for k, v in sorted(mix[n].items())}))
+    if "production" in names and "oracle" in names:
+        prod = np.concatenate(rewards["production"])
+        gap = float(np.concatenate(rewards["oracle"]).mean() - prod.mean())
+        for arm in arms:
+            d = np.concatenate(rewards[arm.policy]) - prod
+            lo, hi = _ci(d) if arm.policy != "production" else (0.0, 0.0)
+            arm.gap_closed, arm.gap_closed_ci = float(d.mean() / gap), (lo / gap, hi / gap)
     return ABReport(n_requests, seed, baseline, arms)

@@ -1,68 +1,128 @@
-"""`genpage simulate` and `genpage ab`: register these subcommands on an argparse subparsers object."""
+"""`genpage simulate` and `genpage ab`: simulated impression logs, and the A/B judge of policies.
+
+`genpage ab --model_name_or_path DIR` judges a GenPage checkpoint (or PEFT adapter folder) beside
+the built-in policies; every arm is reported with its `gap_closed` = (arm - production) /
+(oracle - production) when both reference arms are present.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
-from .ab import run_ab
-from .logs import warm_up, write_logs
-from .policies import make_policy
-from .users import UserPopulation
-from .world import World, WorldConfig
+from .world import WorldConfig
 
 
-def _world_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--users", type=int, default=1000, help="number of simulated users")
-    p.add_argument("--seed", type=int, default=0, help="seed of the world, the users and the draws")
-    p.add_argument("--entities", type=int, default=WorldConfig.n_entities, help="back-catalog size at day 0")
-    p.add_argument("--new-per-day", type=int, default=WorldConfig.new_entities_per_day, help="new entities per day")
-    p.add_argument("--rows-per-page", type=int, default=WorldConfig.rows_per_page)
-    p.add_argument("--entities-per-row", type=int, default=WorldConfig.entities_per_row)
+@dataclass
+class WorldArguments:
+    """The simulated world: its users, catalog and page layout."""
+
+    users: int = field(default=1000, metadata={"help": "number of simulated users"})
+    seed: int = field(default=0, metadata={"help": "seed of the world, the users and the draws"})
+    entities: int = field(default=WorldConfig.n_entities, metadata={"help": "back-catalog size at day 0"})
+    new_per_day: int = field(default=WorldConfig.new_entities_per_day, metadata={"help": "new entities per day"})
+    rows_per_page: int = field(default=WorldConfig.rows_per_page, metadata={"help": "rows per page"})
+    entities_per_row: int = field(default=WorldConfig.entities_per_row, metadata={"help": "entities per row"})
+
+    def __post_init__(self) -> None:
+        for name in ("users", "entities", "rows_per_page", "entities_per_row"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.new_per_day < 0:
+            raise ValueError(f"--new_per_day must be >= 0, got {self.new_per_day}")
+
+    def build(self, horizon: int) -> tuple[Any, Any]:
+        """(World, UserPopulation) of these arguments, with room for `horizon` simulated days."""
+        from .users import UserPopulation
+        from .world import World
+
+        cfg = WorldConfig(seed=self.seed, n_entities=self.entities, new_entities_per_day=self.new_per_day,
+                          rows_per_page=self.rows_per_page, entities_per_row=self.entities_per_row,
+                          horizon_days=max(WorldConfig.horizon_days, horizon))
+        world = World(cfg)
+        return world, UserPopulation(world, self.users, self.seed)
 
 
-def _build(args: argparse.Namespace, horizon: int) -> tuple[World, UserPopulation]:
-    cfg = WorldConfig(seed=args.seed, n_entities=args.entities, new_entities_per_day=args.new_per_day,
-                      rows_per_page=args.rows_per_page, entities_per_row=args.entities_per_row,
-                      horizon_days=max(WorldConfig.horizon_days, horizon))
-    world = World(cfg)
-    return world, UserPopulation(world, args.users, args.seed)
+@dataclass
+class SimulateArguments:
+    """How many days of logs `genpage simulate` writes, and where."""
+
+    output_dir: str = field(metadata={"help": "output log directory"})
+    days: int = field(default=14, metadata={"help": "logged days (after the unlogged warm-up)"})
+
+    def __post_init__(self) -> None:
+        if self.days < 1:
+            raise ValueError(f"--days must be >= 1, got {self.days}")
 
 
-def simulate_command(args: argparse.Namespace) -> int:
-    """Write impression logs of the production policy to args.out."""
-    world, users = _build(args, args.days)
-    meta = write_logs(world, users, args.days, args.seed, args.out)
-    print(f"wrote {meta['records']} impressions over {args.days} days to {args.out}")
-    return 0
+@dataclass
+class ABArguments:
+    """Which policies `genpage ab` judges, on how many requests."""
+
+    policies: str = field(default="random,production,oracle",
+                          metadata={"help": "comma-separated built-in policies (random, production, oracle)"})
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "a GenPage model folder (or PEFT adapter folder) judged as the arm 'genpage'"})
+    autoregressive_entities: Optional[int] = field(
+        default=None, metadata={"help": "GenPage arm: entities per row decoded one by one (default: all; else hybrid)"})
+    max_history: Optional[int] = field(
+        default=None, metadata={"help": "GenPage arm: history actions kept per prompt (default: the spec's)"})
+    baseline: str = field(default="production", metadata={"help": "arm the lifts are measured against"})
+    requests: int = field(default=4000, metadata={"help": "simulated requests per arm"})
+    output_json: Optional[str] = field(default=None, metadata={"help": "also write the report as JSON here"})
+
+    def __post_init__(self) -> None:
+        if self.requests < 1:
+            raise ValueError(f"--requests must be >= 1, got {self.requests}")
 
 
-def ab_command(args: argparse.Namespace) -> int:
-    """Judge built-in policies on shared simulated requests and print the table."""
-    world, users = _build(args, 0)
-    warm_up(world, users, args.seed)
+def _simulate(world_args: WorldArguments, args: SimulateArguments) -> None:
+    """Write impression logs of the production policy to args.output_dir."""
+    from .logs import write_logs
+
+    world, users = world_args.build(args.days)
+    meta = write_logs(world, users, args.days, world_args.seed, args.output_dir)
+    print(f"wrote {meta['records']} impressions over {args.days} days to {args.output_dir}")
+
+
+def _ab(world_args: WorldArguments, args: ABArguments) -> None:
+    """Judge built-in policies (and a checkpoint) on shared simulated requests and print the table."""
+    from .ab import run_ab
+    from .logs import warm_up
+    from .policies import make_policy
+
     names = [n.strip() for n in args.policies.split(",") if n.strip()]
-    policies = [make_policy(n, world, users, args.seed) for n in names]
-    baseline = args.baseline if args.baseline in names else names[0]
-    report = run_ab(world, users, policies, args.requests, args.seed, baseline=baseline)
+    if not names and not args.model_name_or_path:
+        raise ValueError("--policies names no policy and no --model_name_or_path was given")
+    world, users = world_args.build(0)
+    warm_up(world, users, world_args.seed)
+    policies = [make_policy(n, world, users, world_args.seed) for n in names]
+    if args.model_name_or_path:
+        from ..checkpoint import load_genpage
+        from .genpage_policy import GenPagePolicy
+
+        model, tokenizer, _ = load_genpage(args.model_name_or_path)
+        policies.append(GenPagePolicy(world, model.eval(), tokenizer, autoregressive_entities=args.autoregressive_entities,
+                                      max_history=args.max_history))
+    arm_names = [p.name for p in policies]
+    baseline = args.baseline if args.baseline in arm_names else arm_names[0]
+    report = run_ab(world, users, policies, args.requests, world_args.seed, baseline=baseline)
     print(report.table())
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+    if args.output_json:
+        with open(args.output_json, "w", encoding="utf-8") as f:
             json.dump(report.to_dict(), f, indent=1)
-    return 0
 
 
-def register(subparsers) -> None:
-    """Add the `simulate` and `ab` subcommands (each with a `func` taking the parsed args)."""
-    p = subparsers.add_parser("simulate", help="simulate days of homepage traffic and write impression logs")
-    _world_args(p)
-    p.add_argument("--days", type=int, default=14, help="logged days (after the unlogged warm-up)")
-    p.add_argument("--out", required=True, help="output log directory")
-    p.set_defaults(func=simulate_command)
-    p = subparsers.add_parser("ab", help="compare page policies in the simulated world (A/B judge)")
-    _world_args(p)
-    p.add_argument("--policies", default="random,production,oracle", help="comma-separated built-in policies")
-    p.add_argument("--baseline", default="production", help="arm the lifts are measured against")
-    p.add_argument("--requests", type=int, default=4000, help="simulated requests per arm")
-    p.add_argument("--json", default=None, help="also write the report as JSON here")
-    p.set_defaults(func=ab_command)
+def _commands() -> dict[str, Any]:
+    from ..cli import Command
+
+    return {
+        "simulate": Command("simulate days of homepage traffic and write impression logs (Parquet) + catalog",
+                            (WorldArguments, SimulateArguments), _simulate),
+        "ab": Command("compare page policies (and a GenPage checkpoint) in the simulated world (A/B judge)",
+                      (WorldArguments, ABArguments), _ab),
+    }
+
+
+COMMANDS = _commands()

@@ -8,21 +8,21 @@ checkpoint with a filled model card, `report.md` with plots, and `metrics.json`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import shutil
 import string
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from dataclasses import asdict, dataclass, field, fields
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..builder import build_genpage, page_generation_config, save_genpage
+from ..checkpoint import build_genpage, page_generation_config, save_genpage
 from ..generation import GenPageLogitsProcessor, PageGenerator, PageRequest
+from ..precision import DTYPES, hardware_info
 from ..report import fmt, write_report
 
 
@@ -47,12 +47,41 @@ class QuickstartConfig:
         default=None, metadata={"help": "GenPage arm's entities decoded one by one per row (None: all; hybrid otherwise)"})
     latency_pages: int = field(default=8, metadata={"help": "pages timed per decoding mode"})
     examples: int = field(default=3, metadata={"help": "example pages rendered in the report"})
+    dtype: str = field(default="auto", metadata={"help": "training precision: auto (bf16 where native), fp32 or bf16",
+                                                 "choices": list(DTYPES)})
+    tiny: bool = field(default=False, metadata={"help": "a sub-minute smoke run: the tiny() sizes replace every "
+                                                        "size left at its default (numbers not meaningful)"})
+
+    def __post_init__(self) -> None:
+        for name in ("users", "days", "entities", "hidden_size", "layers", "heads", "batch_size", "ab_requests",
+                     "latency_pages"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_history", "ntp_steps", "wbc_steps", "examples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.days < 2:
+            raise ValueError(f"--days must be >= 2 (the last day is held out), got {self.days}")
+        if self.hidden_size % self.heads:
+            raise ValueError(f"--hidden_size {self.hidden_size} is not divisible by --heads {self.heads}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
 
     @classmethod
-    def tiny(cls, seed: int = 0) -> "QuickstartConfig":
+    def tiny(cls, seed: int = 0, **overrides: Any) -> "QuickstartConfig":
         """A sub-minute run for tests and smoke checks (numbers are not meaningful)."""
-        return cls(users=80, days=2, seed=seed, entities=150, hidden_size=32, layers=1, heads=2, max_history=10,
-                   batch_size=8, ntp_steps=6, wbc_steps=6, ab_requests=32, latency_pages=2, examples=2)
+        values = dict(users=80, days=2, seed=seed, entities=150, hidden_size=32, layers=1, heads=2, max_history=10,
+                      batch_size=8, ntp_steps=6, wbc_steps=6, ab_requests=32, latency_pages=2, examples=2, tiny=True)
+        values.update(overrides)
+        return cls(**values)
+
+    def resolved(self) -> "QuickstartConfig":
+        """With `tiny`, the tiny() sizes for every setting left at its default; otherwise itself."""
+        if not self.tiny:
+            return self
+        defaults = QuickstartConfig()
+        changed = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(defaults, f.name)}
+        return QuickstartConfig.tiny(**changed)
 
 
 def _stage(bar: tqdm, name: str) -> None:
@@ -133,7 +162,9 @@ def _model_card(metrics: dict, template_path: str) -> str:
                    f"final loss {fmt(metrics['training']['ntp']['final_loss'])}), then weighted-binary-classification "
                    f"post-training ({fmt(metrics['training']['wbc']['steps'])} steps, final loss "
                    f"{fmt(metrics['training']['wbc']['final_loss'])}); batch {fmt(metrics['config']['batch_size'])}, "
-                   f"learning rate {fmt(metrics['config']['learning_rate'])}, fp32 on CPU. Model: "
+                   f"learning rate {fmt(metrics['config']['learning_rate'])}, {metrics['precision']['dtype']} "
+                   f"({'bf16 autocast, fp32 master weights' if metrics['precision']['dtype'] == 'bf16' else 'fp32'}) on "
+                   f"{metrics['hardware']['cuda_device'] or metrics['hardware']['processor']}. Model: "
                    f"{fmt(metrics['model']['parameters'])} parameters, {fmt(metrics['model']['layers'])} layers, "
                    f"width {fmt(metrics['model']['hidden_size'])}."),
         "offline_table": "\n".join(["| metric | value |", "|---|---|"] + [f"| {k} | {fmt(v)} |" for k, v in off.items()]),
@@ -152,15 +183,42 @@ def _model_card(metrics: dict, template_path: str) -> str:
         return string.Template(f.read()).substitute(values)
 
 
+@contextmanager
+def _library_bars_off() -> Iterator[None]:
+    """Silence datasets' and transformers' own progress bars: the quickstart shows one bar over its stages."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets_on, hf_on = datasets.is_progress_bar_enabled(), hf_logging.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if datasets_on:
+            datasets.enable_progress_bars()
+        if hf_on:
+            hf_logging.enable_progress_bar()
+
+
 def run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
-    """Run every stage, write checkpoint/, report.md, metrics.json into out_dir; returns the metrics."""
+    """Run every stage, write checkpoint/, report.md, metrics.json into out_dir; returns the metrics.
+
+    Per-step training logs go to `runs/<stage>/train_log.jsonl`; the console shows one progress bar
+    over the stages and one summary line per stage.
+    """
+    with _library_bars_off():
+        return _run_quickstart(out_dir, config)
+
+
+def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
     from importlib import resources
 
     from ..simulation import (OraclePolicy, ProductionPolicy, RandomPolicy, UserPopulation, World, WorldConfig,
                              load_logs, run_ab, write_logs)
     from ..simulation.genpage_policy import GenPagePolicy
     from ..tokenizer_spec import load_spec
-    from ..training import DataArguments, evaluate, posttrain_wbc, pretrain, training_arguments
+    from ..training import NTPConfig, WBCConfig, evaluate, posttrain_wbc, pretrain
 
     os.makedirs(out_dir, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -192,35 +250,37 @@ def run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
                                      intermediate_size=3 * config.hidden_size, num_hidden_layers=config.layers,
                                      num_attention_heads=config.heads)
     n_params = sum(p.numel() for p in model.parameters())
-    data_args = DataArguments(max_history=config.max_history)
 
-    def args(stage: str, steps: int):
-        return training_arguments(os.path.join(out_dir, "runs", stage), max_steps=steps,
-                                  per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-                                  warmup_steps=max(1, steps // 10), logging_steps=max(1, steps // 30),
-                                  disable_tqdm=False, seed=config.seed)
+    def args(config_class: type, stage: str, steps: int):
+        # Trainer's own progress bar is off: the quickstart shows one bar over its stages.
+        return config_class(output_dir=os.path.join(out_dir, "runs", stage), max_steps=steps,
+                            per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+                            warmup_steps=max(1, steps // 10), logging_steps=max(1, steps // 30), disable_tqdm=True,
+                            seed=config.seed, max_history=config.max_history, dtype=config.dtype)
 
-    def train_stage(kind: str, train_fn: Any, steps: int) -> dict:
+    ntp_args, wbc_args = args(NTPConfig, "ntp", config.ntp_steps), args(WBCConfig, "wbc", config.wbc_steps)
+
+    def train_stage(train_fn: Any, stage_args: Any) -> dict:
         """Run one training stage; its summary for metrics.json (examples, steps, loss curve, seconds)."""
         start = time.perf_counter()
-        run = train_fn(model, tokenizer, train_records, args(kind, steps), data_args)
+        run = train_fn(model, tokenizer, train_records, stage_args)
+        steps = stage_args.max_steps
         curve = _curve(run.log_history)
         return {"examples": len(run.trainer.train_dataset), "steps": steps, "final_loss": curve[-1][1],
                 "seconds": time.perf_counter() - start, "curve": curve}
 
     # 3. NTP pretraining
     _stage(bar, "pretrain (NTP)")
-    ntp = train_stage("ntp", pretrain, config.ntp_steps)
+    ntp = train_stage(pretrain, ntp_args)
     seconds["ntp"] = ntp["seconds"]
-    ntp_eval = evaluate(model, tokenizer, eval_records, kind="ntp", data_args=data_args,
-                        output_dir=os.path.join(out_dir, "runs", "ntp-eval"))
+    ntp_eval = evaluate(model, tokenizer, eval_records, ntp_args)
     _summary("pretrain", f"{ntp['steps']} NTP steps on {ntp['examples']} pages, final loss {ntp['final_loss']:.4f}, "
              f"held-out loss {ntp_eval['eval_loss']:.4f}", seconds["ntp"])
     bar.update()
 
     # 4. WBC post-training
     _stage(bar, "post-train (WBC)")
-    wbc = train_stage("wbc", posttrain_wbc, config.wbc_steps)
+    wbc = train_stage(posttrain_wbc, wbc_args)
     seconds["wbc"] = wbc["seconds"]
     _summary("wbc", f"{wbc['steps']} WBC steps on {wbc['examples']} pages, final loss {wbc['final_loss']:.4f}",
              seconds["wbc"])
@@ -230,8 +290,7 @@ def run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
     _stage(bar, "offline metrics")
     t = time.perf_counter()
     model.eval()
-    wbc_eval = evaluate(model, tokenizer, eval_records, kind="wbc", data_args=data_args,
-                        output_dir=os.path.join(out_dir, "runs", "wbc-eval"))
+    wbc_eval = evaluate(model, tokenizer, eval_records, wbc_args)
     offline = {"wbc_loss": wbc_eval["eval_loss"], "row_auc": wbc_eval["eval_row_auc"],
                "entity_auc": wbc_eval["eval_entity_auc"], "ntp_loss": ntp_eval["eval_loss"]}
     offline.update({k[len("eval_"):]: v for k, v in ntp_eval.items() if k.startswith("eval_recall")})
@@ -249,12 +308,13 @@ def run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
                                    OraclePolicy(world, users)], n_requests=config.ab_requests, seed=config.seed)
     arms = {a.policy: {"mean_page_reward": a.page_reward, "ci95": list(a.page_reward_ci),
                        "plays_per_page": a.plays_per_page, "diversity": a.diversity, "coverage": a.coverage,
-                       "rows_reached": a.rows_reached} for a in report.arms}
+                       "rows_reached": a.rows_reached, "gap_closed": a.gap_closed} for a in report.arms}
     g = report.arm("genpage")
     lift = {"mean": g.lift, "ci95": list(g.lift_ci), "relative": g.lift_pct / 100}
+    gap_closed = {"mean": g.gap_closed, "lift_ci95": list(g.gap_closed_ci)}
     seconds["ab"] = time.perf_counter() - t
     _summary("ab", f"GenPage {g.page_reward:.3f} vs production {report.arm('production').page_reward:.3f}: lift "
-             f"{g.lift:+.3f} [{g.lift_ci[0]:+.3f}, {g.lift_ci[1]:+.3f}]", seconds["ab"])
+             f"{g.lift:+.3f} [{g.lift_ci[0]:+.3f}, {g.lift_ci[1]:+.3f}], gap closed {g.gap_closed:+.1%}", seconds["ab"])
     bar.update()
 
     # 7. latency by decoding mode + example pages (fresh requests of the day after the logs)
@@ -285,7 +345,8 @@ def run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
                   "vocab_size": len(tokenizer)},
         "training": {"ntp": ntp, "wbc": wbc},
         "offline": offline,
-        "ab": {"requests": config.ab_requests, "arms": arms, "lift_vs_production": lift,
+        "ab": {"requests": config.ab_requests, "arms": arms, "lift_vs_production": lift, "gap_closed": g.gap_closed,
+               "gap_closed_ci95": gap_closed["lift_ci95"],
                "genpage_decoding": ("greedy, fully autoregressive" if config.autoregressive_entities is None
                                     else f"greedy, hybrid ({config.autoregressive_entities} autoregressive entities per row)")},
         "latency": {"description": (f"Batch-1 wall-clock per page over {config.latency_pages} requests on this machine "
@@ -293,41 +354,42 @@ def run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
                     "modes": latency},
         "examples": examples,
         "seconds": seconds,
+        "precision": {"dtype": ntp_args.resolved_dtype, "requested": config.dtype},
+        "hardware": hardware_info(),
     }
 
     ckpt = os.path.join(out_dir, "checkpoint")
     model.generation_config = page_generation_config(tokenizer)
-    save_genpage(model, tokenizer, ckpt, catalog)
+    save_genpage(model, tokenizer, ckpt, catalog, metadata={"stage": "quickstart (NTP + WBC)",
+                                                            "dtype": ntp_args.resolved_dtype, "config": asdict(config)})
     template = str(resources.files("genpage_hf").joinpath("model_cards", "template.md"))
     with open(os.path.join(ckpt, "README.md"), "w", encoding="utf-8") as f:
         f.write(_model_card(metrics, template))
     with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1)
     write_report(metrics, out_dir)
-    shutil.rmtree(os.path.join(out_dir, "runs"), ignore_errors=True)  # trainer scratch folders (save_strategy="no")
     verdict = "beats" if lift["ci95"][0] > 0 else "does NOT beat"
     tqdm.write(f"[done] GenPage {verdict} production: lift {lift['mean']:+.3f} (95% CI {lift['ci95'][0]:+.3f}, "
                f"{lift['ci95'][1]:+.3f}); wrote {out_dir}/checkpoint, report.md, metrics.json in {seconds['total']:.0f}s")
     return metrics
 
 
-def _command(args: argparse.Namespace) -> None:
-    config = QuickstartConfig.tiny(args.seed) if args.tiny else QuickstartConfig(seed=args.seed)
-    for name in ("users", "days", "ntp_steps", "wbc_steps", "ab_requests"):
-        value = getattr(args, name)
-        if value is not None:
-            setattr(config, name, value)
-    run_quickstart(args.out, config)
+@dataclass
+class QuickstartOutput:
+    """Where the quickstart writes its checkpoint, report and metrics."""
+
+    output_dir: str = field(metadata={"help": "output folder (checkpoint/, report.md, metrics.json, logs/)"})
 
 
-def register(subparsers: Any) -> None:
-    """Add the `quickstart` subcommand."""
-    p = subparsers.add_parser(
-        "quickstart", help="simulate, pretrain, post-train, generate under rules, A/B, report (the main job)",
-        description="Run GenPage end to end on the simulated world and write checkpoint/, report.md, metrics.json.")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--tiny", action="store_true", help="a sub-minute smoke run (numbers not meaningful)")
-    p.add_argument("--seed", type=int, default=0)
-    for name, kind in (("users", int), ("days", int), ("ntp-steps", int), ("wbc-steps", int), ("ab-requests", int)):
-        p.add_argument(f"--{name}", type=kind, default=None, help=f"override the run's {name.replace('-', ' ')}")
-    p.set_defaults(func=_command)
+def _command(output: QuickstartOutput, config: QuickstartConfig) -> None:
+    run_quickstart(output.output_dir, config.resolved())
+
+
+def _commands() -> dict[str, Any]:
+    from ..cli import Command
+
+    return {"quickstart": Command("simulate, pretrain, post-train, generate under rules, A/B, report (the main job)",
+                                  (QuickstartOutput, QuickstartConfig), _command)}
+
+
+COMMANDS = _commands()

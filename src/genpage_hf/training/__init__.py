@@ -1,21 +1,19 @@
 """GenPage training: NTP pretraining and WBC post-training on `transformers.Trainer` (paper §5.1-5.2)."""
 
-from .args import DataArguments, ModelArguments
-from .recipes import (TrainingRun, build_examples, evaluate, load_or_build, make_trainer, posttrain_wbc, pretrain,
-                      training_arguments)
+from .configs import DataArguments, GenPageTrainingConfig, ModelArguments, NTPConfig, WBCConfig
+from .recipes import TrainingRun, evaluate, posttrain_wbc, pretrain
 from .trainers import NTPTrainer, WBCTrainer
 
 __all__ = [
     "DataArguments",
+    "GenPageTrainingConfig",
     "ModelArguments",
+    "NTPConfig",
     "NTPTrainer",
     "TrainingRun",
+    "WBCConfig",
     "WBCTrainer",
-    "build_examples",
     "evaluate",
-    "load_or_build",
-    "make_trainer",
     "posttrain_wbc",
     "pretrain",
-    "training_arguments",
 ]

@@ -1,5 +1,10 @@
 """`NTPTrainer` (pretraining) and `WBCTrainer` (post-training): `transformers.Trainer` via public hooks.
 
+Like TRL's `SFTTrainer`, each takes its config (`args=NTPConfig(...)` / `WBCConfig(...)`) and, given
+impression records (a records `datasets.Dataset`/`IterableDataset`, a list of records, or a path),
+prepares its own examples and collator; already-built example datasets are used as they are. With
+`args.use_peft` (or a `peft_config`) the model is wrapped in a LoRA adapter by `peft`.
+
 Only `compute_loss` and `prediction_step` are overridden, so `TrainingArguments`, checkpointing,
 resume, logging and `accelerate launch` behave as for any Trainer. Both call the (possibly
 DDP-wrapped) model's own `forward`, which keeps distributed gradient synchronisation intact, and
@@ -12,13 +17,83 @@ both avoid projecting every position onto the full vocabulary:
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from ..data import IGNORE_INDEX
+from ..data import IGNORE_INDEX, NTPCollator, WBCCollator, build_ntp_dataset, build_wbc_dataset, is_records
+from ..evaluation import compute_ntp_metrics, compute_wbc_metrics
+from .configs import GenPageTrainingConfig, NTPConfig, WBCConfig
+
+
+class LogFileCallback(TrainerCallback):
+    """Writes every Trainer log entry as one JSON line to `<output_dir>/train_log.jsonl` (main process)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            os.makedirs(args.output_dir, exist_ok=True)
+            with open(os.path.join(args.output_dir, "train_log.jsonl"), "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+class QuietProgressCallback(ProgressCallback):
+    """Trainer's progress bars without the per-step log dicts written between them (those go to the log file)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
+
+
+class _GenPageTrainer(Trainer):
+    """What both trainers share: config check, examples from records, PEFT wrapping, a quiet console."""
+
+    # Set by each trainer: its config class, its collator, the batch keys that are labels, and a static
+    # `build_examples(records, tokenizer, args, seed)` turning records into its examples.
+    config_class: type = GenPageTrainingConfig
+    collator_class: type
+    label_names: tuple[str, ...] = ()
+
+    def __init__(self, model: Any = None, args: Optional[GenPageTrainingConfig] = None, data_collator: Any = None,
+                 train_dataset: Any = None, eval_dataset: Any = None, processing_class: Any = None,
+                 peft_config: Any = None, **kwargs: Any) -> None:
+        if args is None:
+            args = self.config_class()
+        if not isinstance(args, self.config_class):
+            raise ValueError(f"{type(self).__name__} needs args={self.config_class.__name__}(...) (its data fields "
+                             f"and defaults), got {type(args).__name__}")
+        args.label_names = list(self.label_names)
+        if processing_class is None and (is_records(train_dataset) or is_records(eval_dataset)):
+            raise ValueError(f"{type(self).__name__}: pass processing_class=<GenPageTokenizer> to build examples "
+                             "from impression records")
+        if is_records(train_dataset):
+            train_dataset = self.build_examples(train_dataset, processing_class, args, args.example_seed)
+        if is_records(eval_dataset):  # its own seed, so eval negatives differ from training's
+            eval_dataset = self.build_examples(eval_dataset, processing_class, args, args.example_seed + 1)
+        if peft_config is None and args.use_peft:
+            peft_config = args.lora_config()
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        if data_collator is None and processing_class is not None:
+            data_collator = self.collator_class(processing_class.pad_token_id)
+        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        self.remove_callback(PrinterCallback)
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(QuietProgressCallback)
+        self.add_callback(LogFileCallback)
+
+    def _finite(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss, or a FloatingPointError: a NaN/inf loss stops training before it reaches the weights."""
+        if not torch.isfinite(loss.detach()).all():
+            raise FloatingPointError(f"{type(self).__name__}: the loss is {loss.item()} at step {self.state.global_step}; "
+                                     "training stopped and nothing was saved (check learning_rate, weights, data)")
+        return loss
 
 
 def _page_mask(labels: torch.Tensor) -> torch.Tensor:
@@ -28,18 +103,30 @@ def _page_mask(labels: torch.Tensor) -> torch.Tensor:
     return keep
 
 
-class NTPTrainer(Trainer):
+class NTPTrainer(_GenPageTrainer):
     """Next-token prediction on page tokens (context positions carry label -100 and are never targets).
 
-    `evaluate()` adds `recall@k` metrics when `entity_token_ids` is given: the share of entity
-    targets whose true token ranks in the top k among all entity tokens.
+    `evaluate()` adds `recall@k` metrics (given a tokenizer, or `entity_token_ids`): the share of
+    entity targets whose true token ranks in the top k among all entity tokens.
     """
 
+    config_class = NTPConfig
+    collator_class = NTPCollator
+    label_names = ("labels",)
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
     def __init__(self, *args: Any, entity_token_ids: Optional[torch.Tensor] = None, **kwargs: Any) -> None:
+        kwargs.setdefault("compute_metrics", compute_ntp_metrics)
         super().__init__(*args, **kwargs)
+        if entity_token_ids is None and self.processing_class is not None:
+            entity_token_ids = self.processing_class.entity_token_ids
         self.entity_token_ids = entity_token_ids
+
+    @staticmethod
+    def build_examples(records: Any, tokenizer: Any, args: NTPConfig, seed: int) -> Any:
+        return build_ntp_dataset(records, tokenizer, max_history=args.max_history, min_page_reward=args.min_page_reward,
+                                 reward_config=args.reward_config(), fallback_prob=args.fallback_prob, seed=seed,
+                                 num_proc=args.dataset_num_proc)
 
     def _logits_and_targets(self, model: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         labels = inputs["labels"]
@@ -50,7 +137,7 @@ class NTPTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logits, targets = self._logits_and_targets(model, inputs)
-        loss = F.cross_entropy(logits, targets)
+        loss = self._finite(F.cross_entropy(logits, targets))
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -69,7 +156,7 @@ class NTPTrainer(Trainer):
         return loss.detach(), per_position, per_position
 
 
-class WBCTrainer(Trainer):
+class WBCTrainer(_GenPageTrainer):
     """Weighted binary classification: per-token sigmoid BCE on target and negative candidate logits.
 
     Batches come from `data.WBCCollator`. Loss = sum(w * bce) / sum(w) over every candidate of the
@@ -77,7 +164,21 @@ class WBCTrainer(Trainer):
     `evaluation.compute_wbc_metrics` turns into weighted BCE and row/entity weighted AUCs.
     """
 
+    config_class = WBCConfig
+    collator_class = WBCCollator
+    label_names = ("cand_labels", "cand_weights", "target_is_row")
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch weighted mean
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("compute_metrics", compute_wbc_metrics)
+        super().__init__(*args, **kwargs)
+
+    @staticmethod
+    def build_examples(records: Any, tokenizer: Any, args: WBCConfig, seed: int) -> Any:
+        return build_wbc_dataset(records, tokenizer, num_negatives=args.num_negatives,
+                                 negative_weight=args.negative_weight, max_history=args.max_history,
+                                 reward_config=args.reward_config(), fallback_prob=args.fallback_prob, seed=seed,
+                                 num_proc=args.dataset_num_proc)
 
     def candidate_logits(self, model: torch.nn.Module, inputs: dict) -> torch.Tensor:
         """(batch, targets, candidates) logits: hidden state at each target position · lm_head row of each id."""
@@ -102,7 +203,7 @@ class WBCTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logits = self.candidate_logits(model, inputs)
-        loss = self.weighted_loss(logits, inputs["cand_labels"], inputs["cand_weights"])
+        loss = self._finite(self.weighted_loss(logits, inputs["cand_labels"], inputs["cand_weights"]))
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

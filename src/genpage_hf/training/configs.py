@@ -1,0 +1,191 @@
+"""Training configurations, the TRL way: `TrainingArguments` subclasses carrying GenPage's data fields
+and defaults, each field documented in `metadata["help"]` (which `HfArgumentParser` turns into the
+CLI's `--help`). The CLI, the Python API and `training_scripts/` all parse these classes, so the same
+flags give the same arguments everywhere.
+
+- `ModelArguments`: which model to start from (a folder) or to build (catalog, spec, sizes).
+- `DataArguments`: where the impression records are (files, streaming).
+- `NTPConfig` / `WBCConfig`: optimization (TrainingArguments, with GenPage's defaults), how records
+  become examples, the dtype policy and PEFT/LoRA settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+from transformers import TrainingArguments
+
+from ..precision import DTYPES, default_device, resolve_dtype
+from ..rewards import RewardConfig
+
+# Every Llama projection of the decoder, plus the input embedding so that new entity tokens get
+# trainable (low-rank) rows; the head, which holds the WBC values, is trained in full (modules_to_save).
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "embed_tokens"]
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train: a checkpoint folder, or a fresh one built from a catalog and a spec."""
+
+    model_name_or_path: Optional[str] = field(
+        default=None, metadata={"help": "model folder to start from (genpage init / an earlier stage); "
+                                        "omit to train from scratch (needs --catalog)"})
+    catalog: Optional[str] = field(
+        default=None, metadata={"help": "catalog JSON for a model built from scratch (e.g. from genpage simulate)"})
+    spec: Optional[str] = field(
+        default=None, metadata={"help": "tokenizer spec YAML for a model built from scratch (default: packaged)"})
+    hidden_size: Optional[int] = field(default=None, metadata={"help": "width of a model built from scratch"})
+    intermediate_size: Optional[int] = field(
+        default=None, metadata={"help": "MLP width of a model built from scratch (default: 3 x hidden_size)"})
+    num_hidden_layers: Optional[int] = field(default=None, metadata={"help": "layers of a model built from scratch"})
+    num_attention_heads: Optional[int] = field(
+        default=None, metadata={"help": "attention heads of a model built from scratch (must divide hidden_size)"})
+    init_seed: int = field(default=0, metadata={"help": "initialization seed of a model built from scratch"})
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}")
+        if self.hidden_size and self.num_attention_heads and self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"--hidden_size {self.hidden_size} is not divisible by --num_attention_heads "
+                             f"{self.num_attention_heads}")
+
+    def config_overrides(self) -> dict[str, int]:
+        """GenPageConfig overrides of a model built from scratch (only the sizes given)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)
+                  if f.name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")}
+        values = {k: v for k, v in values.items() if v is not None}
+        if "hidden_size" in values and "intermediate_size" not in values:
+            values["intermediate_size"] = 3 * values["hidden_size"]
+        return values
+
+
+@dataclass
+class DataArguments:
+    """Where the impression records are: files or folders of Parquet/JSONL logs, optionally streamed."""
+
+    train_file: Optional[str] = field(
+        default=None, metadata={"help": "training records: .parquet, .jsonl, or a folder of .parquet files"})
+    eval_file: Optional[str] = field(default=None, metadata={"help": "held-out records for evaluation"})
+    streaming: bool = field(
+        default=False, metadata={"help": "read Parquet logs as a streamed datasets.IterableDataset (logs larger than "
+                                         "memory); needs --max_steps"})
+
+
+@dataclass
+class GenPageTrainingConfig(TrainingArguments):
+    """`TrainingArguments` with GenPage's defaults and the fields shared by every GenPage training stage."""
+
+    # ---- TrainingArguments fields whose defaults GenPage changes
+    output_dir: Optional[str] = field(default="genpage-run", metadata={"help": "where checkpoints and the model go"})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "training batch size per device"})
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size per device"})
+    learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate (small models from scratch)"})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "learning-rate schedule after warm-up"})
+    warmup_steps: float = field(default=20, metadata={"help": "linear warm-up steps (a float < 1: share of steps)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    logging_steps: float = field(default=10, metadata={"help": "log the training loss every N steps"})
+    save_strategy: str = field(default="no", metadata={"help": "checkpoint strategy: no, steps or epoch"})
+    report_to: Any = field(default="none", metadata={"help": "trackers to report to (none, tensorboard, ...)"})
+    train_sampling_strategy: str = field(
+        default="random", metadata={"help": "random (exact resume) or group_by_length (less padding)"})
+
+    # ---- how records become examples
+    max_history: Optional[int] = field(
+        default=None, metadata={"help": "most recent history actions kept per context (default: the spec's limit)"})
+    fallback_prob: float = field(
+        default=0.0, metadata={"help": "probability of replacing an entity/row token by its fallback token (cold start)"})
+    example_seed: int = field(default=0, metadata={"help": "seed of negatives, fallback replacement and the user split"})
+    eval_fraction: float = field(
+        default=0.0, metadata={"help": "without --eval_file: share of USERS held out of the training records"})
+    dataset_num_proc: Optional[int] = field(
+        default=None, metadata={"help": "processes for building examples (datasets.map)"})
+    reward_short_play: float = field(default=RewardConfig.short_play, metadata={"help": "reward of a short play"})
+    reward_long_play: float = field(default=RewardConfig.long_play, metadata={"help": "reward of a long play"})
+    reward_binge_play: float = field(default=RewardConfig.binge_play, metadata={"help": "reward of a binge play"})
+    reward_thumbs_up: float = field(default=RewardConfig.thumbs_up, metadata={"help": "added for a thumbs up"})
+    reward_thumbs_down: float = field(default=RewardConfig.thumbs_down, metadata={"help": "added for a thumbs down"})
+    reward_abandoned: float = field(
+        default=RewardConfig.abandoned, metadata={"help": "reward of an impressed, unplayed entity (< 0)"})
+
+    # ---- precision
+    dtype: str = field(
+        default="auto", metadata={"help": "auto (bf16 autocast where the device computes bf16 natively: CUDA with "
+                                          "bf16, CPUs with AMX or AVX512-BF16; else fp32), fp32 or bf16",
+                                  "choices": list(DTYPES)})
+
+    # ---- PEFT
+    use_peft: bool = field(default=False, metadata={"help": "train a LoRA adapter (peft) instead of every weight"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA path"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS),
+        metadata={"help": "modules given LoRA adapters (embed_tokens: new entity tokens stay trainable)"})
+    lora_modules_to_save: list[str] = field(
+        default_factory=lambda: ["lm_head"], metadata={"help": "modules trained in full beside the adapters"})
+
+    def __post_init__(self) -> None:
+        resolved = resolve_dtype(self.dtype, "cpu" if self.use_cpu else default_device())
+        if self.bf16 and self.dtype == "fp32":
+            raise ValueError("--bf16 contradicts --dtype fp32")
+        if self.bf16:
+            resolved = "bf16"
+        self.resolved_dtype = resolved
+        self.bf16 = resolved == "bf16"  # autocast with fp32 master weights; losses are computed in fp32
+        if self.bf16 and default_device() == "cpu":
+            self.use_cpu = True  # transformers refuses bf16 without a GPU unless CPU training is explicit
+        for name in ("fallback_prob", "eval_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"--{name} must be in [0, 1), got {value}")
+        if self.max_history is not None and self.max_history < 0:
+            raise ValueError(f"--max_history must be >= 0, got {self.max_history}")
+        if self.lora_r < 1:
+            raise ValueError(f"--lora_r must be >= 1, got {self.lora_r}")
+        super().__post_init__()
+        # The collators read target/negative columns the model's forward does not take.
+        self.remove_unused_columns = False
+
+    def reward_config(self) -> RewardConfig:
+        """The reward system these arguments describe (validated by RewardConfig)."""
+        return RewardConfig(short_play=self.reward_short_play, long_play=self.reward_long_play,
+                            binge_play=self.reward_binge_play, thumbs_up=self.reward_thumbs_up,
+                            thumbs_down=self.reward_thumbs_down, abandoned=self.reward_abandoned)
+
+    def lora_config(self) -> Any:
+        """The `peft.LoraConfig` of these arguments (task CAUSAL_LM)."""
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=list(self.lora_target_modules),
+                          modules_to_save=list(self.lora_modules_to_save) or None, task_type="CAUSAL_LM")
+
+
+@dataclass
+class NTPConfig(GenPageTrainingConfig):
+    """Next-token pretraining on positively engaged pages (paper §5.1)."""
+
+    min_page_reward: float = field(
+        default=0.0, metadata={"help": "keep pages whose page reward is above this (positively engaged pages)"})
+
+
+@dataclass
+class WBCConfig(GenPageTrainingConfig):
+    """Weighted-binary-classification post-training (paper §5.2)."""
+
+    num_negatives: int = field(default=4, metadata={"help": "random negatives of the same token type per target"})
+    negative_weight: float = field(default=0.05, metadata={"help": "weight of each random negative (label 0)"})
+
+    def __post_init__(self) -> None:
+        if self.num_negatives < 0:
+            raise ValueError(f"--num_negatives must be >= 0, got {self.num_negatives}")
+        if not (self.negative_weight >= 0 and self.negative_weight < float("inf")):
+            raise ValueError(f"--negative_weight must be a finite number >= 0, got {self.negative_weight}")
+        super().__post_init__()
+
+
+__all__ = ["DEFAULT_LORA_TARGETS", "DataArguments", "GenPageTrainingConfig", "ModelArguments", "NTPConfig",
+           "WBCConfig"]
