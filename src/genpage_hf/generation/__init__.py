@@ -1,15 +1,16 @@
 """Serving: business-rule constrained decoding, hybrid row decoding and pagination (paper §2.3, §6.3, §6.4)."""
 
 from .generator import GeneratedPage, GeneratedRow, PageGenerator, PageRequest
-from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageState, RuleSet
+from .rules import GenPageLogitsProcessor, IncompletePageError, InfeasibleRulesError, PageStep, RuleSet
 
 __all__ = [
     "GenPageLogitsProcessor",
     "GeneratedPage",
     "GeneratedRow",
+    "IncompletePageError",
     "InfeasibleRulesError",
     "PageGenerator",
     "PageRequest",
-    "PageState",
+    "PageStep",
     "RuleSet",
 ]

@@ -4,24 +4,34 @@ Decoding runs the model's own forward with a `DynamicCache` (transformers owns a
 the cache); this module only decides which tokens to append. It is hand-written rather than a
 `generate()` call because hybrid row decoding (paper §6.4) appends a variable number of tokens per
 step: the first `autoregressive_entities` of each row are decoded one by one, then the rest of the
-row is taken from one forward pass as the top-scoring eligible entities (or, when sampling, drawn
+row is taken from one forward pass as the top-scoring allowed entities (or, when sampling, drawn
 without replacement by Gumbel-top-k) and appended in a single multi-token forward.
 
 Requests of a batch are left-padded; when they need different numbers of tokens in one step (rows of
 different widths), the shorter ones are left-padded inside the step with attention-mask zeros, so the
 last position of every sequence is always a real token. Greedy decoding (max value, for WBC models)
 with every entity autoregressive reproduces `model.generate(..., logits_processor=[processor])`.
+
+Logits, masks and token choice stay on the model's device. Each step reads back to the host only
+what the Python side needs: the generated tokens (the rules' feasibility search runs on the host),
+and the chosen tokens with their scores (to build the pages).
+
+A batch is served like a serving system serves it: `generate(requests, errors="return")` gives each
+request its page or its own error (`ValueError`; `InfeasibleRulesError` when its rules admit no page),
+and never lets one request abort the others.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 from transformers import DynamicCache
 
-from .rules import GenPageLogitsProcessor, InfeasibleRulesError, RuleSet
+from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageStep, RuleSet
 
 
 @dataclass
@@ -29,7 +39,7 @@ class PageRequest:
     """One page request: a context record dict, its rules, and for pagination the rows already shown.
 
     `session` (in-session engagements, action dicts) defaults to the context's own `"session"` list;
-    with earlier rows or session actions the prompt is `encode_continuation` (paper §2.3).
+    the prompt is `tokenizer.encode_prompt(context, previous_rows, session)` (paper §2.3).
     """
 
     context: Mapping[str, Any]
@@ -64,6 +74,13 @@ class GeneratedPage:
         return {"rows": [{"row": r.row, "entities": list(r.entities)} for r in self.rows]}
 
 
+def _request_error(err: ValueError, index: int) -> ValueError:
+    """`err` re-addressed to the caller's request `index`."""
+    if isinstance(err, InfeasibleRulesError):
+        return InfeasibleRulesError(err.rule, index, err.row_position, err.slot, err.detail)
+    return ValueError(f"request {index}: {err}")
+
+
 class PageGenerator:
     """Decodes pages for batches of requests: greedy by value or sampling, fully AR or hybrid rows.
 
@@ -72,6 +89,7 @@ class PageGenerator:
             filled from one forward pass; None (or >= the row width) decodes every entity one by one,
             0 fills the whole row from the pass that follows its row token.
         do_sample: sample (temperature-scaled softmax over the allowed tokens) instead of greedy.
+        temperature: sampling temperature, a finite number > 0.
         seed: seed of the sampling generator (sampling is reproducible for a given seed).
         max_history: history actions kept in prompts (default: the tokenizer spec's).
     """
@@ -80,36 +98,36 @@ class PageGenerator:
         self, model: Any, tokenizer: Any, autoregressive_entities: Optional[int] = None, do_sample: bool = False,
         temperature: float = 1.0, seed: Optional[int] = None, max_history: Optional[int] = None,
     ) -> None:
-        if autoregressive_entities is not None and autoregressive_entities < 0:
-            raise ValueError(f"autoregressive_entities must be >= 0 or None, got {autoregressive_entities}")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+        for name, value in (("autoregressive_entities", autoregressive_entities), ("max_history", max_history),
+                            ("seed", seed)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"PageGenerator: {name} must be an integer >= 0 or None, got {value!r}")
+        if not isinstance(do_sample, bool):
+            raise ValueError(f"PageGenerator: do_sample must be True or False, got {do_sample!r}")
+        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature)
+                or temperature <= 0):
+            raise ValueError(f"PageGenerator: temperature must be a finite number > 0, got {temperature!r}")
+        if not callable(getattr(model, "forward", None)) or not hasattr(tokenizer, "encode_prompt"):
+            raise ValueError("PageGenerator needs a GenPage model and its GenPageTokenizer")
         self.model, self.tokenizer = model, tokenizer
         self.autoregressive_entities = autoregressive_entities
-        self.do_sample, self.temperature, self.max_history = do_sample, temperature, max_history
-        self._rng = torch.Generator()
-        if seed is not None:
-            self._rng.manual_seed(seed)
+        self.do_sample, self.temperature, self.max_history = do_sample, float(temperature), max_history
+        self.seed = seed
+        self._rngs: dict[torch.device, torch.Generator] = {}
 
     def prompt_ids(self, request: PageRequest) -> list[int]:
-        """Prompt token ids: the context, or for pagination the continuation with rows and session."""
-        session = request.session
-        if session is None:
-            session = request.context.get("session") or ()
-        if request.previous_rows or session:
-            return self.tokenizer.encode_continuation(request.context, list(request.previous_rows), list(session),
-                                                      self.max_history)
-        return self.tokenizer.encode_context(request.context, self.max_history)
+        """Prompt token ids of a request (`tokenizer.encode_prompt`, the one prompt builder)."""
+        return self.tokenizer.encode_prompt(request.context, request.previous_rows, request.session, self.max_history)
 
     def generate_page(
         self, context: Mapping[str, Any], rules: Optional[RuleSet] = None,
         previous_rows: Sequence[Mapping[str, Any]] = (), session: Optional[Sequence[Mapping[str, Any]]] = None,
     ) -> GeneratedPage:
-        """One page (or, with `previous_rows`/`session`, the next page of a paginated request)."""
-        return self.generate([PageRequest(context, rules or RuleSet(), previous_rows, session)])[0]
+        """One page (or, with `previous_rows`/`session`, the next page of a paginated request); raises on error."""
+        return self.generate([PageRequest(context, RuleSet() if rules is None else rules, previous_rows, session)])[0]
 
     def _forward(self, new_ids: torch.Tensor, attention_mask: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        """Logits (float32) at the last position after appending `new_ids` to the cache."""
+        """Logits (float32, on the model's device) at the last position after appending `new_ids` to the cache."""
         position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)[:, -new_ids.shape[1]:]
         out = self.model(input_ids=new_ids, attention_mask=attention_mask, position_ids=position_ids,
                          past_key_values=cache, use_cache=True, logits_to_keep=1)
@@ -117,69 +135,132 @@ class PageGenerator:
 
     def _perturbed(self, masked: torch.Tensor) -> torch.Tensor:
         """Gumbel-perturbed scores: their argmax is a softmax sample, their top-k a draw without replacement."""
-        uniform = torch.rand(masked.shape, generator=self._rng).clamp_(1e-20, 1.0)
+        if masked.device not in self._rngs:
+            rng = torch.Generator(device=masked.device)
+            rng.manual_seed(self.seed) if self.seed is not None else rng.seed()
+            self._rngs[masked.device] = rng
+        uniform = torch.rand(masked.shape, generator=self._rngs[masked.device], device=masked.device).clamp_(1e-20, 1.0)
         return masked / self.temperature - torch.log(-torch.log(uniform))
 
+    def _prepare(self, requests: Any) -> tuple[list[Optional[PageRequest]], list[Optional[list[int]]], list[Optional[ValueError]]]:
+        """Each request checked and its prompt built; a bad request gets its error instead."""
+        if isinstance(requests, (str, bytes, Mapping)) or not isinstance(requests, Sequence):
+            raise ValueError(f"PageGenerator.generate takes a list of requests, got {type(requests).__name__}")
+        reqs: list[Optional[PageRequest]] = []
+        prompts: list[Optional[list[int]]] = []
+        errors: list[Optional[ValueError]] = []
+        for i, r in enumerate(requests):
+            try:
+                if isinstance(r, Mapping):
+                    r = PageRequest(r)
+                if not isinstance(r, PageRequest):
+                    raise ValueError(f"must be a PageRequest or a context dict, got {type(r).__name__}")
+                if not isinstance(r.rules, RuleSet):
+                    raise ValueError(f"rules must be a RuleSet, got {type(r.rules).__name__}")
+                prompts.append(self.prompt_ids(r))
+                reqs.append(r)
+                errors.append(None)
+            except ValueError as err:
+                reqs.append(None)
+                prompts.append(None)
+                errors.append(_request_error(err, i))
+        return reqs, prompts, errors
+
     @torch.no_grad()
-    def generate(self, requests: Sequence[PageRequest | Mapping[str, Any]]) -> list[GeneratedPage]:
-        """Pages for a batch of requests (a PageRequest, or a bare context dict with default rules)."""
-        reqs = [r if isinstance(r, PageRequest) else PageRequest(r) for r in requests]
-        if not reqs:
-            return []
-        prompts = [self.prompt_ids(r) for r in reqs]
-        processor = GenPageLogitsProcessor([r.rules for r in reqs], self.tokenizer)
-        B, L0 = len(prompts), max(len(p) for p in prompts)
+    def generate(self, requests: Sequence[PageRequest | Mapping[str, Any]],
+                 errors: str = "raise") -> list[GeneratedPage | ValueError]:
+        """Pages for a batch of requests (a PageRequest, or a bare context dict with default rules).
+
+        `errors="raise"` raises the first request's error (a `ValueError` naming the request;
+        `InfeasibleRulesError` when its rules admit no valid page) before decoding; `errors="return"`
+        returns, in request order, each request's `GeneratedPage` or its error, and decodes the others.
+        """
+        if errors not in ("raise", "return"):
+            raise ValueError(f"PageGenerator.generate: errors must be 'raise' or 'return', got {errors!r}")
+        reqs, prompts, results = self._prepare(requests)
+        order = [i for i, p in enumerate(prompts) if p is not None]
+        if errors == "raise" and len(order) < len(results):
+            raise next(e for e in results if e is not None)
+        if order:
+            processor = GenPageLogitsProcessor([reqs[i].rules for i in order], self.tokenizer, on_infeasible="end_page")
+            pages = self._decode([prompts[i] for i in order], processor, errors == "raise")
+            for j, i in enumerate(order):
+                err = processor.errors[j]
+                results[i] = pages[j] if err is None else _request_error(err, i)
+        if errors == "raise":
+            for r in results:
+                if not isinstance(r, GeneratedPage):
+                    raise r
+        return results
+
+    def _decode(self, prompts: list[list[int]], processor: GenPageLogitsProcessor,
+                fail_fast: bool) -> list[Optional[GeneratedPage]]:
+        """One page per prompt; a request without a valid page gets an empty one (its error in
+        `processor.errors`), or with `fail_fast` nothing is decoded at all."""
         device = self.model.device
+        B, L0 = len(prompts), max(len(p) for p in prompts)
         ids = torch.full((B, L0), self.tokenizer.pad_token_id, dtype=torch.long)
         attn = torch.zeros(B, L0, dtype=torch.long)
         for b, p in enumerate(prompts):
             ids[b, L0 - len(p):] = torch.tensor(p)
             attn[b, L0 - len(p):] = 1
+        ids, attn = ids.to(device), attn.to(device)
+        step = processor.step(ids)
+        if fail_fast and any(e is not None for e in processor.errors):
+            return [None] * B
         cache = DynamicCache(config=self.model.config)
-        logits = self._forward(ids.to(device), attn.to(device), cache).cpu()
+        logits = self._forward(ids, attn, cache)
         tokens: list[list[int]] = [[] for _ in range(B)]
         scores: list[list[float]] = [[] for _ in range(B)]
-        state = processor.page_state(ids)
         a = self.autoregressive_entities
-        while True:
-            active = ~(state.finished | state.expect_eos)
-            if not active.any():
-                break
-            masked = logits.masked_fill(~processor.allowed(ids, state), float("-inf"))
-            remaining = state.width - state.n_in_row
-            fill = active & state.expect_entity & (remaining > 1)
-            if a is None:
-                fill[:] = False
-            else:
-                fill &= state.n_in_row >= a
-            count = torch.where(fill, remaining, active.long())
+        while not step.done.all():
+            active = ~step.done
+            fill = active & (step.open_slots > 1) & (a is not None) & (step.n_in_row >= (a or 0))
+            count = np.where(fill, step.open_slots, active.astype(int))
             K = int(count.max())
+            masked = logits.masked_fill(~step.allowed, float("-inf"))
             ranked = self._perturbed(masked) if self.do_sample else masked
-            if K > 1:
+            if K == 1:
+                picks = ranked.argmax(1, keepdim=True)
+            elif step.fill_safe[fill].all():  # any allowed entities may fill the row together
                 picks = ranked.topk(K, dim=1).indices
                 # one-token steps keep argmax (generate()'s tie-breaking) so greedy matches it exactly
-                picks[:, 0] = torch.where(fill, picks[:, 0], ranked.argmax(1))
-                short = fill & (masked.gather(1, picks).isinf() & (torch.arange(K) < count[:, None])).any(1)
-                if short.any():
-                    b = int(short.nonzero()[0])
-                    raise InfeasibleRulesError("row_eligibility", int(state.request[b]), int(state.n_rows[b]) - 1,
-                                               int(state.n_in_row[b]), "too few eligible entities to fill the row")
+                picks[:, 0] = torch.where(torch.from_numpy(fill).to(device), picks[:, 0], ranked.argmax(1))
             else:
-                picks = ranked.argmax(1, keepdim=True)
+                picks = self._pick_one_by_one(ids, ranked, step, processor, count)
+            chosen = picks.cpu().tolist()
+            values = logits.gather(1, picks).cpu().tolist()
             new = torch.full((B, K), self.tokenizer.pad_token_id, dtype=torch.long)
             new_attn = torch.zeros(B, K, dtype=torch.long)
-            for b in active.nonzero()[:, 0].tolist():
+            for b in np.flatnonzero(active).tolist():
                 n = int(count[b])
-                chosen = picks[b, :n]
-                new[b, K - n:], new_attn[b, K - n:] = chosen, 1
-                tokens[b] += chosen.tolist()
-                scores[b] += logits[b, chosen].tolist()
+                new[b, K - n:], new_attn[b, K - n:] = torch.tensor(chosen[b][:n]), 1
+                tokens[b] += chosen[b][:n]
+                scores[b] += values[b][:n]
+            new, new_attn = new.to(device), new_attn.to(device)
             ids, attn = torch.cat([ids, new], 1), torch.cat([attn, new_attn], 1)
-            state = processor.page_state(ids)
-            if not (~(state.finished | state.expect_eos)).any():
+            step = processor.step(ids)
+            if step.done.all():
                 break
-            logits = self._forward(new.to(device), attn.to(device), cache).cpu()
+            logits = self._forward(new, attn, cache)
         return [self._page(t, s) for t, s in zip(tokens, scores)]
+
+    def _pick_one_by_one(self, ids: torch.Tensor, ranked: torch.Tensor, step: PageStep,
+                         processor: GenPageLogitsProcessor, count: np.ndarray) -> torch.Tensor:
+        """`count[b]` tokens per sequence, each the best one the rules still allow after the earlier picks.
+
+        Used when some allowed entities cannot all share the rest of a row (an entity a later row needs).
+        """
+        B, device = len(count), ranked.device
+        picks = torch.zeros(B, int(count.max()), dtype=torch.long, device=device)
+        allowed = step.allowed
+        for j in range(picks.shape[1]):
+            picks[:, j] = ranked.masked_fill(~allowed, float("-inf")).argmax(1)
+            extend = torch.from_numpy(count > j + 1).to(device)
+            ids = torch.cat([ids, picks[:, j:j + 1].masked_fill(~extend[:, None], self.tokenizer.pad_token_id)], 1)
+            if j + 1 < picks.shape[1]:
+                allowed = processor.step(ids).allowed
+        return picks
 
     def _page(self, token_ids: list[int], scores: list[float]) -> GeneratedPage:
         tok = self.tokenizer

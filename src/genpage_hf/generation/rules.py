@@ -1,19 +1,28 @@
 """Business rules at inference: a declarative per-request `RuleSet` and the LogitsProcessor enforcing it.
 
 A `RuleSet` is plain JSON-serializable data (one per request). `GenPageLogitsProcessor` turns a list
-of them into tensors once (masks over the vocabulary, per-row eligibility, pins, deadlines) and, at
-each step, derives every sequence's page state from `input_ids` alone (tokens after its last `[PAGE]`),
-so it works inside `model.generate` with left padding, several return sequences or beams, and inside
-`PageGenerator`. Only catalog rows, catalog entities and `[EOS]` are ever allowed; a step where the
-rules leave nothing raises `InfeasibleRulesError` naming the rule, request and page position.
+of them into tables once and, at each step, derives every sequence's page state from `input_ids`
+alone (tokens after its last `[PAGE]`), so it works inside `model.generate` with left padding,
+several return sequences or beams, and inside `PageGenerator`. Only catalog rows, catalog entities
+and `[EOS]` are ever allowed.
+
+A token is allowed only if some valid page continues through it (an exact check, see
+`feasibility.py`): decoding never walks into a dead end, and a request is refused
+(`InfeasibleRulesError`, naming the rule and the first row position no valid page reaches) only when
+no valid page exists. With `allow_short_page`, such a request gets the longest valid shorter page
+instead (rules about positions the short page does not have are void), down to an empty page.
 
 Rules enforced (paper §6.3):
-- grammar: a row token, then exactly its width of entity tokens; `[EOS]` after `rows_per_page` rows;
+- grammar: a row token, then exactly its width of distinct entity tokens; `[EOS]` after the rows;
 - de-duplication of entities and rows on the page and on earlier pages of a paginated prompt
   (the rows between an earlier `[PAGE]` and the following `[SESSION]`);
-- row pinning (row at an exact position) and row deadlines ("row R not lower than position p");
+- row pinning (row at an exact position, nowhere else) and row deadlines ("row R not lower than p");
 - category consistency (`row_eligibility`: row -> eligible entities), per-request candidate sets
-  and blocklists. A row is only started when enough unused eligible entities remain to fill it.
+  and blocklists.
+
+Budget: a page of these rules needs up to `max_new_tokens` new tokens (`RuleSet.max_page_tokens`);
+`generate()` cannot tell a processor its limit, so pass it (`processor.generate(model, ...)` does,
+and checks that every page ended with `[EOS]`).
 """
 
 from __future__ import annotations
@@ -22,20 +31,34 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional, Sequence
 
+import numpy as np
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, LogitsProcessorList
 
-_NO_DEADLINE = 1 << 30
+from .feasibility import PageRules, Progress, diagnose, entity_options, page_rows, row_options
 
 
 class InfeasibleRulesError(ValueError):
-    """The rules leave no legal token: names the rule, the request and the page position."""
+    """The rules admit no valid page: names the rule, the request and the page position."""
 
     def __init__(self, rule: str, request: int, row_position: int, slot: Optional[int], detail: str) -> None:
-        self.rule, self.request, self.row_position, self.slot = rule, request, row_position, slot
+        self.rule, self.request, self.row_position, self.slot, self.detail = rule, request, row_position, slot, detail
         where = f"page row {row_position}" + ("" if slot is None else f", entity slot {slot}")
         super().__init__(f"infeasible rules for request {request}: {rule!r} leaves no eligible token at {where}"
                          f" ({detail})")
+
+
+class IncompletePageError(ValueError):
+    """A generated page stopped before its `[EOS]` (the generation budget was too small)."""
+
+
+def _check_ids(name: str, value: Any) -> list[str]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise ValueError(f"RuleSet.{name} must be a list of id strings, got {type(value).__name__}")
+    bad = [v for v in value if not isinstance(v, str)]
+    if bad:
+        raise ValueError(f"RuleSet.{name} must hold id strings, got {bad[0]!r}")
+    return list(value)
 
 
 @dataclass
@@ -49,7 +72,7 @@ class RuleSet:
     rows_per_page: Optional[int] = None  # None: the tokenizer spec's layout
     entities_per_row: Optional[int] = None  # default row width; None: the spec's
     row_widths: dict[str, int] = field(default_factory=dict)  # row id -> width of that row
-    dedup_entities: bool = True
+    dedup_entities: bool = True  # across the page and earlier pages (always distinct within a row)
     dedup_rows: bool = True
     pinned_rows: dict[str, int] = field(default_factory=dict)  # row id -> exact row position (0 = top)
     row_max_positions: dict[str, int] = field(default_factory=dict)  # row id -> must appear at position <= p
@@ -58,38 +81,48 @@ class RuleSet:
     row_eligibility: dict[str, list[str]] = field(default_factory=dict)  # row id -> its eligible entities
     blocked_rows: list[str] = field(default_factory=list)
     blocked_entities: list[str] = field(default_factory=list)
-    allow_short_page: bool = False  # end the page early when no row can be placed, instead of raising
+    allow_short_page: bool = False  # when no full page exists: the longest valid shorter page, not an error
 
     def __post_init__(self) -> None:
         for name in ("rows_per_page", "entities_per_row"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ValueError(f"RuleSet.{name} must be a positive integer or None, got {value!r}")
+        for name in ("dedup_entities", "dedup_rows", "allow_short_page"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"RuleSet.{name} must be True or False, got {getattr(self, name)!r}")
         for name, low in (("row_widths", 1), ("pinned_rows", 0), ("row_max_positions", 0)):
             mapping = getattr(self, name)
             if not isinstance(mapping, dict):
                 raise ValueError(f"RuleSet.{name} must be a dict of row id -> int, got {type(mapping).__name__}")
             for key, value in mapping.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"RuleSet.{name} keys must be row id strings, got {key!r}")
                 if isinstance(value, bool) or not isinstance(value, int) or value < low:
                     raise ValueError(f"RuleSet.{name}[{key!r}] must be an integer >= {low}, got {value!r}")
         for name in ("row_candidates", "entity_candidates", "blocked_rows", "blocked_entities"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, str) or not isinstance(value, (list, tuple, set))):
-                raise ValueError(f"RuleSet.{name} must be a list of ids, got {type(value).__name__}")
-            if value is not None:
-                setattr(self, name, list(value))  # lists keep the rule set JSON-serializable
+            if value is not None or name.startswith("blocked"):
+                setattr(self, name, _check_ids(name, value))  # lists keep the rule set JSON-serializable
         if not isinstance(self.row_eligibility, dict):
             raise ValueError(f"RuleSet.row_eligibility must be a dict of row id -> entity ids, got "
                              f"{type(self.row_eligibility).__name__}")
-        for row, entities in self.row_eligibility.items():
-            if isinstance(entities, str) or not isinstance(entities, (list, tuple, set)):
-                raise ValueError(f"RuleSet.row_eligibility[{row!r}] must be a list of entity ids, got {entities!r}")
-        self.row_eligibility = {row: list(entities) for row, entities in self.row_eligibility.items()}
+        self.row_eligibility = {_check_ids("row_eligibility keys", [row])[0]: _check_ids(f"row_eligibility[{row!r}]", ents)
+                                for row, ents in self.row_eligibility.items()}
         positions: dict[int, str] = {}
         for row, pos in self.pinned_rows.items():
             if pos in positions:
                 raise ValueError(f"RuleSet.pinned_rows: rows {positions[pos]!r} and {row!r} are both pinned at position {pos}")
             positions[pos] = row
+
+    def layout(self, tokenizer: Any) -> tuple[int, int]:
+        """(rows per page, default row width), the tokenizer spec's where the rules leave them unset."""
+        return self.rows_per_page or tokenizer.rows_per_page, self.entities_per_row or tokenizer.entities_per_row
+
+    def max_page_tokens(self, tokenizer: Any) -> int:
+        """New tokens the longest page of these rules takes, `[EOS]` included: the generation budget."""
+        rows, width = self.layout(tokenizer)
+        return rows * (1 + max([width, *self.row_widths.values()])) + 1
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (JSON-serializable)."""
@@ -98,35 +131,53 @@ class RuleSet:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RuleSet":
         """Inverse of `to_dict`; unknown keys raise naming the key."""
+        if not isinstance(data, dict):
+            raise ValueError(f"RuleSet.from_dict takes a dict, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise ValueError(f"RuleSet has unknown keys {unknown}; known: {sorted(known)}")
         return cls(**data)
 
     def to_json(self) -> str:
+        """JSON form (sorted keys)."""
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "RuleSet":
-        return cls.from_dict(json.loads(text))
+        """Inverse of `to_json`."""
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as err:
+            raise ValueError(f"RuleSet.from_json: not a JSON document ({err})") from None
+        return cls.from_dict(data)
 
 
 @dataclass
-class PageState:
-    """Where each sequence of a batch stands in its page (all tensors have the batch as first dim)."""
+class PageStep:
+    """The rules at one decoding step: the allowed-token mask (on the scores' device) and, on the host,
+    where each sequence stands."""
 
-    request: torch.Tensor  # request index of each sequence
-    n_rows: torch.Tensor  # rows started on the current page
-    n_in_row: torch.Tensor  # entities placed in the current row
-    row_slot: torch.Tensor  # index (into the tokenizer's row ids) of the current row
-    width: torch.Tensor  # width of the current row
-    finished: torch.Tensor  # [EOS] already generated
-    expect_entity: torch.Tensor
-    expect_row: torch.Tensor
-    expect_eos: torch.Tensor
-    used: torch.Tensor  # (B, V) tokens on this page or an earlier page of the prompt
-    page_used: torch.Tensor  # (B, V) tokens on this page
+    allowed: torch.Tensor  # (B, V) bool
+    request: np.ndarray  # (B,) request index of each sequence
+    done: np.ndarray  # (B,) page over: [EOS] generated, or only [EOS] is left to generate
+    open_slots: np.ndarray  # (B,) entity slots left in the current row (0 at a row boundary)
+    n_in_row: np.ndarray  # (B,) entities already in the current row
+    n_rows: np.ndarray  # (B,) rows started on the page
+    fill_safe: np.ndarray  # (B,) any `open_slots` allowed entities may be placed together
+
+
+@dataclass
+class _Prompt:
+    """Per-batch facts of the prompts (valid while the prompt tokens are unchanged)."""
+
+    key: torch.Tensor  # prompt tokens up to the last [PAGE] of the longest prompt
+    start: np.ndarray  # (B,) position of each sequence's last [PAGE]
+    request: np.ndarray  # (B,)
+    prior: torch.Tensor  # (B, V) entities on earlier pages (device)
+    progress: list[Progress]  # each sequence's empty page (with what earlier pages used)
+    rows: np.ndarray  # (B,) rows the page will have
+    errors: list[Optional[InfeasibleRulesError]]
 
 
 class GenPageLogitsProcessor(LogitsProcessor):
@@ -134,40 +185,57 @@ class GenPageLogitsProcessor(LogitsProcessor):
 
     `rules` is one RuleSet (shared by the batch) or one per request; the batch may hold each request
     `k` times consecutively (`num_return_sequences` / beams), as `generate()` lays them out.
+    `on_infeasible="raise"` raises `InfeasibleRulesError` for a request without a valid page (at
+    construction when the rules alone rule it out, else at its first step); `"end_page"` gives such a
+    request's sequences an empty page and keeps the error in `errors` (per sequence), so one bad
+    request does not abort a batch.
+
+    Tensors are built once per device, on the device of the scores; each step reads the generated
+    tokens to the host once (the exact feasibility search runs there) and sends back a few indices.
     """
 
-    def __init__(self, rules: RuleSet | Sequence[RuleSet], tokenizer: Any) -> None:
-        self.rules = [rules] if isinstance(rules, RuleSet) else list(rules)
+    def __init__(self, rules: RuleSet | Sequence[RuleSet], tokenizer: Any, on_infeasible: str = "raise") -> None:
+        self.rules = [rules] if isinstance(rules, RuleSet) else list(rules) if isinstance(rules, (list, tuple)) else []
         if not self.rules or not all(isinstance(r, RuleSet) for r in self.rules):
-            raise ValueError("GenPageLogitsProcessor needs a RuleSet or a non-empty list of RuleSets")
-        self.tokenizer = tokenizer
-        V = len(tokenizer)
-        self.vocab_size = V
+            raise ValueError("GenPageLogitsProcessor: rules must be a RuleSet or a non-empty list of RuleSets")
+        if on_infeasible not in ("raise", "end_page"):
+            raise ValueError(f"GenPageLogitsProcessor: on_infeasible must be 'raise' or 'end_page', got {on_infeasible!r}")
+        self.tokenizer, self.on_infeasible = tokenizer, on_infeasible
+        self.vocab_size = V = len(tokenizer)
         self.page_id, self.eos_id, self.pad_id = tokenizer.page_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
-        self.entity_mask, self.row_mask = tokenizer.entity_mask.clone(), tokenizer.row_mask.clone()
-        self.row_ids = tokenizer.row_token_ids
-        self._is_row = self.row_mask.clone()
-        self._is_row[tokenizer.row_fallback_id] = True
-        self._is_entity = self.entity_mask.clone()
+        self.row_ids = tokenizer.row_token_ids.numpy()
+        self._catalog_entities = tokenizer.entity_mask.numpy().copy()
+        self._slot_of = np.full(V, -1)  # token id -> row slot (the row fallback counts as a row)
+        self._slot_of[self.row_ids] = np.arange(len(self.row_ids))
+        self._slot_of[tokenizer.row_fallback_id] = len(self.row_ids)
+        self._is_entity = self._catalog_entities.copy()
         self._is_entity[tokenizer.entity_fallback_id] = True
-        self._row_slot = torch.zeros(V, dtype=torch.long)
-        self._row_slot[self.row_ids] = torch.arange(len(self.row_ids))
         # Segment boundaries of a prompt: every special/segment token ends an earlier page's rows.
-        self._boundary = ~(self._is_row | self._is_entity)
+        self._boundary = torch.from_numpy((self._slot_of < 0) & ~self._is_entity)
         self._row_index = {tokenizer.id_to_row(int(t)): i for i, t in enumerate(self.row_ids)}
-        self._resolve()
-        self._cache: Optional[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = None
+        self.request_errors: list[Optional[ValueError]] = []  # per request (on_infeasible="end_page")
+        self._tables: list[PageRules] = []
+        for r, rules in enumerate(self.rules):
+            try:
+                self._tables.append(self._compile(rules, r))
+                if page_rows(self._tables[r], self._empty(), rules.allow_short_page) is None:
+                    raise self._infeasible(r, self._empty())  # no prompt can help
+                self.request_errors.append(None)
+            except ValueError as err:  # InfeasibleRulesError included
+                if on_infeasible == "raise":
+                    raise
+                if len(self._tables) == r:  # the request gets an empty page: any table will do
+                    self._tables.append(self._compile(RuleSet(rows_per_page=1), r))
+                self.request_errors.append(err)
+        self.max_new_tokens = max(r.max_page_tokens(tokenizer) for r in self.rules)
+        self._device: dict[torch.device, dict[str, torch.Tensor]] = {}
+        self._prompt_cache: Optional[_Prompt] = None
 
-    # ------------------------------------------------------------------ per-request tensors (built once)
-    def _ids(self, ids: Any, kind: str) -> torch.Tensor:
+    # ------------------------------------------------------------------ per-request tables (built once)
+    def _mask(self, ids: list[str], kind: str) -> np.ndarray:
         to_id = self.tokenizer.entity_to_id if kind == "entity" else self.tokenizer.row_to_id
-        fallback = self.tokenizer.entity_fallback_id if kind == "entity" else self.tokenizer.row_fallback_id
-        out = [t for t in (to_id(str(i)) for i in ids) if t != fallback]
-        return torch.tensor(out, dtype=torch.long)
-
-    def _set(self, ids: Any, kind: str) -> torch.Tensor:
-        mask = torch.zeros(self.vocab_size, dtype=torch.bool)
-        mask[self._ids(ids, kind)] = True
+        mask = np.zeros(self.vocab_size, dtype=bool)
+        mask[[to_id(i) for i in ids]] = True
         return mask
 
     def _required_row(self, row: str, rule: str, r: int) -> int:
@@ -175,258 +243,243 @@ class GenPageLogitsProcessor(LogitsProcessor):
             raise InfeasibleRulesError(rule, r, 0, None, f"row {row!r} is not in the vocabulary")
         return self._row_index[row]
 
-    def _resolve(self) -> None:
+    def _compile(self, rules: RuleSet, r: int) -> PageRules:
+        """Host tables of request r's rules; raises for rules no prompt can satisfy."""
         tok, NR = self.tokenizer, len(self.row_ids)
-        R = len(self.rules)
-        rpp = [r.rows_per_page or tok.rows_per_page for r in self.rules]
-        P = max(rpp)
-        self._rpp = torch.tensor(rpp)
-        self._width = torch.empty(R, NR, dtype=torch.long)
-        self._entity_ok = torch.empty(R, self.vocab_size, dtype=torch.bool)
-        self._row_ok = torch.empty(R, self.vocab_size, dtype=torch.bool)
-        self._row_elig = torch.ones(R, NR, self.vocab_size, dtype=torch.bool)
-        self._pin_at = torch.full((R, P + 1), -1, dtype=torch.long)
-        self._pinned = torch.zeros(R, self.vocab_size, dtype=torch.bool)
-        self._pin_cum = torch.zeros(R, P + 2, dtype=torch.long)  # pins at positions < d
-        self._deadline = torch.full((R, NR), _NO_DEADLINE, dtype=torch.long)
-        longest = 0
-        for r, rules in enumerate(self.rules):
-            width = rules.entities_per_row or tok.entities_per_row
-            self._width[r] = width
-            for row, w in rules.row_widths.items():
-                if row in self._row_index:
-                    self._width[r, self._row_index[row]] = w
-            ent = self.entity_mask.clone()
-            if rules.entity_candidates is not None:
-                ent &= self._set(rules.entity_candidates, "entity")
-            ent &= ~self._set(rules.blocked_entities, "entity")
-            self._entity_ok[r] = ent
-            rows = self.row_mask.clone()
-            if rules.row_candidates is not None:
-                rows &= self._set(rules.row_candidates, "row")
-            rows &= ~self._set(rules.blocked_rows, "row")
-            self._row_ok[r] = rows
-            for row, entities in rules.row_eligibility.items():
-                if row in self._row_index:
-                    self._row_elig[r, self._row_index[row]] = self._set(entities, "entity")
-            for row, pos in rules.pinned_rows.items():
-                slot = self._required_row(row, "pinned_rows", r)
-                if pos >= rpp[r]:
-                    raise InfeasibleRulesError("pinned_rows", r, pos, None,
-                                               f"row {row!r} pinned below the last row position {rpp[r] - 1}")
-                self._pin_at[r, pos] = self.row_ids[slot]
-                self._pinned[r, self.row_ids[slot]] = True
-            pins = (self._pin_at[r, :P] >= 0).long()
-            self._pin_cum[r, 1:P + 1] = pins.cumsum(0)
-            self._pin_cum[r, P + 1] = self._pin_cum[r, P]
-            for row, pos in rules.row_max_positions.items():
-                slot = self._required_row(row, "row_max_positions", r)
-                if row in rules.pinned_rows:
-                    if rules.pinned_rows[row] > pos:
-                        raise InfeasibleRulesError("row_max_positions", r, pos, None,
-                                                   f"row {row!r} is pinned lower, at {rules.pinned_rows[row]}")
-                    continue
-                self._deadline[r, slot] = min(pos, rpp[r] - 1)
-            self._check_schedulable(r, rpp[r])
-            longest = max(longest, rpp[r] * (1 + int(self._width[r].max())))
-        self._dedup_entities = torch.tensor([r.dedup_entities for r in self.rules])
-        self._dedup_rows = torch.tensor([r.dedup_rows for r in self.rules])
-        self._short_ok = torch.tensor([r.allow_short_page for r in self.rules])
-        self._row_elig_f = self._row_elig.float()
-        self._has_deadlines = bool((self._deadline < _NO_DEADLINE).any())
-        self._max_rows = P
-        self.max_new_tokens = longest + 1  # longest page of any request, plus [EOS]
+        rpp, width = rules.layout(tok)
+        limit = getattr(tok, "model_max_length", None)
+        if isinstance(limit, int) and rules.max_page_tokens(tok) > limit:
+            raise ValueError(f"request {r}: RuleSet.rows_per_page={rpp} x row width makes a page of "
+                             f"{rules.max_page_tokens(tok)} tokens, more than the tokenizer's model_max_length {limit}")
+        widths = np.full(NR, width)
+        for row, w in rules.row_widths.items():
+            if row in self._row_index:
+                widths[self._row_index[row]] = w
+        entity_ok = self._catalog_entities.copy()
+        if rules.entity_candidates is not None:
+            entity_ok &= self._mask(rules.entity_candidates, "entity")
+        entity_ok &= ~self._mask(rules.blocked_entities, "entity")
+        row_ok = self._mask(rules.row_candidates, "row")[self.row_ids] if rules.row_candidates is not None else np.ones(NR, bool)
+        row_ok &= ~self._mask(rules.blocked_rows, "row")[self.row_ids]
+        row_elig = np.ones((NR, self.vocab_size), dtype=bool)
+        for row, entities in rules.row_eligibility.items():
+            if row in self._row_index:
+                row_elig[self._row_index[row]] = self._mask(entities, "entity")
+        pins = {}
+        for row, pos in rules.pinned_rows.items():
+            slot = self._required_row(row, "pinned_rows", r)
+            if pos >= rpp:
+                raise InfeasibleRulesError("pinned_rows", r, pos, None, f"row {row!r} pinned below the last row position {rpp - 1}")
+            pins[pos] = slot
+        deadlines = {}
+        for row, pos in rules.row_max_positions.items():
+            slot = self._required_row(row, "row_max_positions", r)
+            if row in rules.pinned_rows:
+                if rules.pinned_rows[row] > pos:
+                    raise InfeasibleRulesError("row_max_positions", r, pos, None,
+                                               f"row {row!r} is pinned lower, at {rules.pinned_rows[row]}")
+                continue
+            deadlines[slot] = min(pos, rpp - 1)
+        return PageRules(rpp, widths, row_ok, entity_ok, row_elig, pins, deadlines, rules.dedup_entities, rules.dedup_rows)
 
-    def _check_schedulable(self, r: int, rpp: int) -> None:
-        """Deadline rows must fit in the positions their deadlines leave free of pins."""
-        dl = sorted(int(d) for d in self._deadline[r] if d < _NO_DEADLINE)
-        for i, d in enumerate(dl):
-            free = d + 1 - int(self._pin_cum[r, d + 1])
-            if i + 1 > free:
-                raise InfeasibleRulesError("row_max_positions", r, d, None,
-                                           f"{i + 1} rows must appear at or above position {d} but only {free} "
-                                           f"positions are free of pinned rows")
+    def _empty(self) -> Progress:
+        return Progress([], [], np.zeros(self.vocab_size, dtype=bool), set())
+
+    def _infeasible(self, r: int, prog: Progress) -> InfeasibleRulesError:
+        rule, position = diagnose(self._tables[r], prog, self._catalog_entities)
+        rpp = self._tables[r].rows_per_page
+        return InfeasibleRulesError(rule, r, position, None, f"no valid page of {rpp} rows exists; the longest valid "
+                                    f"page has {position} rows")
+
+    def _on_device(self, device: torch.device) -> dict[str, torch.Tensor]:
+        """The tables the masks are built from, moved to `device` once."""
+        if device not in self._device:
+            t = self._tables
+            self._device[device] = {
+                "eligible": torch.from_numpy(np.stack([x.eligible for x in t])).to(device),  # (R, NR, V)
+                "dedup": torch.tensor([x.dedup_entities for x in t], device=device),
+                "row_ids": torch.from_numpy(self.row_ids).to(device),
+                "boundary": self._boundary.to(device),
+            }
+        return self._device[device]
 
     # ------------------------------------------------------------------ page state from input_ids
-    def _prompt(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(start, request, earlier-pages mask) of each sequence, cached while the prompt is unchanged."""
+    def _prompt(self, input_ids: torch.Tensor) -> _Prompt:
+        """Facts of the prompts, recomputed whenever they change (a new batch, or the next page's prompt)."""
         B, L = input_ids.shape
-        if self._cache is not None:
-            key, start, req, prior = self._cache
-            if key.shape[0] == B and L >= key.shape[1] and torch.equal(input_ids[:, :key.shape[1]], key):
-                return start, req, prior
+        c = self._prompt_cache
+        if c is not None and c.key.shape[0] == B and L >= c.key.shape[1]:
+            kl = c.key.shape[1]
+            # Valid iff the prefix is unchanged and no later [PAGE] starts a new page (generation never emits one).
+            if not bool(((input_ids[:, :kl] != c.key).any() | (input_ids[:, kl:] == self.page_id).any()).item()):
+                return c
         if B % len(self.rules):
             raise ValueError(f"batch of {B} sequences does not divide into {len(self.rules)} requests' RuleSets")
-        pos = torch.arange(L)
-        is_page = input_ids == self.page_id
-        start = torch.where(is_page, pos, -1).amax(1)
+        dev = self._on_device(input_ids.device)
+        pos = torch.arange(L, device=input_ids.device)
+        start_t = torch.where(input_ids == self.page_id, pos, -1).amax(1)
+        start = start_t.cpu().numpy()
         if (start < 0).any():
-            b = int((start < 0).nonzero()[0])
-            raise ValueError(f"sequence {b} has no [PAGE] token: a page prompt must end with [PAGE] (encode_context)")
+            raise ValueError(f"sequence {int(np.flatnonzero(start < 0)[0])} has no [PAGE] token: a page prompt must "
+                             f"end with [PAGE] (tokenizer.encode_prompt)")
         # Earlier pages: tokens after an earlier [PAGE] and before the next segment marker.
-        boundary = self._boundary[input_ids]
+        boundary = dev["boundary"][input_ids]
         last_boundary = torch.where(boundary, pos, -1).cummax(1).values
         opener = input_ids.gather(1, last_boundary.clamp(min=0))
-        earlier = (opener == self.page_id) & ~boundary & (pos < start[:, None]) & (last_boundary >= 0)
-        prior = torch.zeros(B, self.vocab_size, dtype=torch.bool)
+        earlier = (opener == self.page_id) & ~boundary & (pos < start_t[:, None]) & (last_boundary >= 0)
+        prior = torch.zeros(B, self.vocab_size, dtype=torch.bool, device=input_ids.device)
         prior.scatter_(1, input_ids.masked_fill(~earlier, self.pad_id), True)
         prior[:, self.pad_id] = False
-        req = torch.arange(B) // (B // len(self.rules))
+        request = np.arange(B) // (B // len(self.rules))
+        prior_host = prior.cpu().numpy()
+        progress, rows, errors = [], np.zeros(B, dtype=int), []
+        for b in range(B):
+            r = int(request[b])
+            slots = self._slot_of[np.flatnonzero(prior_host[b])]
+            prog = Progress([], [], prior_host[b] & self._is_entity, set(slots[slots >= 0].tolist()))
+            error = self.request_errors[r]
+            m = page_rows(self._tables[r], prog, self.rules[r].allow_short_page) if error is None else 0
+            if m is None:
+                error, m = self._infeasible(r, prog), 0
+            if error is not None and self.on_infeasible == "raise":
+                raise error
+            progress.append(prog)
+            rows[b] = m
+            errors.append(error)
         key = input_ids[:, :int(start.max()) + 1].clone()
-        self._cache = (key, start, req, prior)
-        return start, req, prior
+        self._prompt_cache = _Prompt(key, start, request, prior, progress, rows, errors)
+        return self._prompt_cache
 
-    def _take(self, table: torch.Tensor, req: torch.Tensor) -> torch.Tensor:
-        return table if len(req) == len(table) and len(self.rules) == len(req) else table[req]
+    @property
+    def errors(self) -> list[Optional[InfeasibleRulesError]]:
+        """Per sequence of the last batch: why its request got an empty page (on_infeasible="end_page")."""
+        return [] if self._prompt_cache is None else list(self._prompt_cache.errors)
 
-    def page_state(self, input_ids: torch.Tensor) -> PageState:
-        """Page state of every sequence, derived from the tokens after its last `[PAGE]`."""
-        start, req, prior = self._prompt(input_ids)
+    def step(self, input_ids: torch.Tensor) -> PageStep:
+        """The allowed tokens of every sequence (on `input_ids`' device) and the host page state."""
+        p = self._prompt(input_ids)
+        dev = self._on_device(input_ids.device)
         B = input_ids.shape[0]
-        s0 = int(start.min()) + 1
-        gen = input_ids[:, s0:]
-        T = gen.shape[1]
-        if T and int(start.max()) + 1 != s0:
-            gen = gen.masked_fill(torch.arange(s0, s0 + T) <= start[:, None], self.pad_id)
-        page_used = torch.zeros(B, self.vocab_size, dtype=torch.bool)
-        if T:
-            is_row, is_ent = self._is_row[gen], self._is_entity[gen]
-            col = torch.arange(T)
-            n_rows = is_row.sum(1)
-            last_row = torch.where(is_row, col, -1).amax(1)
-            n_in_row = (is_ent & (col > last_row[:, None])).sum(1)
-            row_slot = self._row_slot[gen.gather(1, last_row.clamp(min=0)[:, None])[:, 0]]
-            finished = (gen == self.eos_id).any(1)
-            page_used.scatter_(1, gen, True)
-        else:
-            n_rows = n_in_row = row_slot = torch.zeros(B, dtype=torch.long)
-            finished = torch.zeros(B, dtype=torch.bool)
-        width = self._take(self._width, req).gather(1, row_slot[:, None])[:, 0]
-        expect_entity = ~finished & (n_rows > 0) & (n_in_row < width)
-        row_done = ~finished & ~expect_entity
-        expect_row = row_done & (n_rows < self._rpp[req])
-        return PageState(req, n_rows, n_in_row, row_slot, width, finished, expect_entity, expect_row,
-                         row_done & ~expect_row, page_used | prior, page_used)
+        s0 = int(p.start.min()) + 1
+        gen_t = input_ids[:, s0:]
+        gen = gen_t.cpu().numpy()  # the one device->host read of a step: the search runs on the host
+        done, open_slots, n_in_row, n_rows = (np.zeros(B, dtype=bool), np.zeros(B, dtype=int), np.zeros(B, dtype=int),
+                                              np.zeros(B, dtype=int))
+        fill_safe = np.ones(B, dtype=bool)
+        row_pairs: list[tuple[int, int]] = []  # (sequence, row token) allowed
+        eos_seqs, pad_seqs, entity_seqs, entity_slots = [], [], [], []
+        banned: list[tuple[int, int]] = []  # (sequence, entity token) eligible but not allowed
+        for b in range(B):
+            r = int(p.request[b])
+            toks = gen[b, p.start[b] + 1 - s0:]
+            eos = np.flatnonzero(toks == self.eos_id)
+            if len(eos):
+                done[b] = True
+                eos_seqs.append(b)
+                pad_seqs.append(b)
+                continue
+            toks = toks[(toks != self.pad_id)]
+            prog = self._progress(p.progress[b], toks)
+            n_rows[b], n_in_row[b] = len(prog.rows), len(prog.row_entities)
+            rules, m = self._tables[r], int(p.rows[b])
+            open_slots[b] = int(rules.widths[prog.rows[-1]]) - n_in_row[b] if prog.rows else 0
+            if open_slots[b] > 0:
+                allowed, rejected, fill_safe[b] = entity_options(rules, prog, m)
+                entity_seqs.append(b)
+                entity_slots.append(prog.rows[-1])
+                banned += [(b, e) for e in rejected]
+                if not allowed.any():
+                    raise RuntimeError(f"request {r}: no entity keeps the page completable (feasibility bug)")
+            elif len(prog.rows) >= m:
+                done[b] = True
+                eos_seqs.append(b)
+            else:
+                rows = np.flatnonzero(row_options(rules, prog, m))
+                if not len(rows):
+                    raise RuntimeError(f"request {r}: no row keeps the page completable (feasibility bug)")
+                row_pairs += [(b, int(self.row_ids[x])) for x in rows]
+        allowed = torch.zeros(B, self.vocab_size, dtype=torch.bool, device=input_ids.device)
+        if entity_seqs:
+            self._entity_mask(allowed, dev, p, gen_t, entity_seqs, entity_slots, banned)
+        index = np.array(row_pairs + [(b, self.eos_id) for b in eos_seqs] + [(b, self.pad_id) for b in pad_seqs],
+                         dtype=np.int64).reshape(-1, 2)
+        if len(index):
+            index_t = torch.from_numpy(index).to(input_ids.device)
+            allowed[index_t[:, 0], index_t[:, 1]] = True
+        return PageStep(allowed, p.request, done, open_slots, n_in_row, n_rows, fill_safe)
 
-    # ------------------------------------------------------------------ masks
-    def _available_entities(self, st: PageState) -> torch.Tensor:
-        return self._take(self._entity_ok, st.request) & ~(st.used & self._dedup_entities[st.request][:, None])
+    def _progress(self, empty: Progress, toks: np.ndarray) -> Progress:
+        """The page after `toks` (generated row and entity tokens), from the prompt's empty page."""
+        slots = self._slot_of[toks]
+        is_row = slots >= 0
+        last = int(np.flatnonzero(is_row)[-1]) if is_row.any() else -1
+        rows = slots[is_row].tolist()
+        entities = toks[~is_row]
+        used = empty.used_entities.copy()
+        used[entities] = True
+        return Progress(rows, toks[last + 1:].tolist(), used, empty.used_rows | set(rows))
 
-    def _entity_stages(self, st: PageState) -> list[tuple[str, torch.Tensor]]:
-        req = st.request
-        return [
-            ("entity_candidates", self._take(self._entity_ok, req)),
-            ("row_eligibility", self._row_elig[req, st.row_slot]),
-            ("dedup_entities", ~(st.used & self._dedup_entities[req][:, None])),
-        ]
+    def _entity_mask(self, allowed: torch.Tensor, dev: dict[str, torch.Tensor], p: _Prompt, gen_t: torch.Tensor,
+                     seqs: list[int], slots: list[int], banned: list[tuple[int, int]]) -> None:
+        """Entity steps: eligible for the row, unused (dedup) and not in the row, minus `banned`, on device."""
+        device = allowed.device
+        seq_np = np.array(seqs)
+        s0 = int(p.start.min()) + 1
+        idx = torch.from_numpy(np.stack([seq_np, p.request[seq_np], np.array(slots), p.start[seq_np] + 1 - s0])).to(device)
+        b, r, slot, first = idx
+        pos = torch.arange(gen_t.shape[1], device=device)
+        # Only tokens after each sequence's own [PAGE] ([PAD]s of in-step left padding are ignored).
+        gen = gen_t[b].masked_fill(pos < first[:, None], self.pad_id)
+        used = p.prior[b].clone()
+        used.scatter_(1, gen, True)
+        used[:, self.pad_id] = False
+        is_row = torch.from_numpy(self._slot_of >= 0).to(device)[gen]
+        last_row = torch.where(is_row, pos, -1).amax(1, keepdim=True)
+        in_row = torch.zeros_like(used)
+        in_row.scatter_(1, gen.masked_fill(pos <= last_row, self.pad_id), True)
+        in_row[:, self.pad_id] = False
+        ok = dev["eligible"][r, slot] & ~(used & dev["dedup"][r][:, None]) & ~in_row
+        if banned:
+            pos_of = {s: i for i, s in enumerate(seqs)}
+            ban = torch.tensor([(pos_of[s], e) for s, e in banned], device=device)
+            ok[ban[:, 0], ban[:, 1]] = False
+        allowed[b] = ok
 
-    def _row_stages(self, st: PageState) -> list[tuple[str, torch.Tensor]]:
-        req, q = st.request, st.n_rows
-        B, V = st.used.shape
-        pin_tok = self._take(self._pin_at, req).gather(1, q.clamp(max=self._max_rows)[:, None])[:, 0]
-        pinned_here = pin_tok >= 0
-        pins = ~self._take(self._pinned, req)
-        if pinned_here.any():
-            only = torch.zeros(B, V, dtype=torch.bool)
-            only[torch.arange(B), pin_tok.clamp(min=0)] = True
-            pins = torch.where(pinned_here[:, None], only, pins)
-        stages = [
-            ("row_candidates", self._take(self._row_ok, req)),
-            ("dedup_rows", ~(st.used & self._dedup_rows[req][:, None])),
-            ("pinned_rows", pins),
-        ]
-        if self._has_deadlines:
-            stages.append(("row_max_positions", self._deadline_mask(st, pinned_here)))
-        # A row is only started when enough unused eligible entities remain to fill it.
-        avail = self._available_entities(st).float()
-        counts = torch.bmm(self._take(self._row_elig_f, req), avail[:, :, None])[:, :, 0]
-        fillable = torch.ones(B, V, dtype=torch.bool)
-        fillable[:, self.row_ids] = counts >= self._take(self._width, req)
-        stages.append(("fillable_rows", fillable))
-        return stages
-
-    def _deadline_mask(self, st: PageState, pinned_here: torch.Tensor) -> torch.Tensor:
-        """Rows allowed by the deadlines: none overdue; when the free positions run out, only urgent rows."""
-        req, q = st.request, st.n_rows
-        B, V = st.used.shape
-        P = self._max_rows
-        dl = self._take(self._deadline, req)
-        unplaced = (dl < _NO_DEADLINE) & ~st.page_used[:, self.row_ids]
-        d = torch.arange(P)
-        count_le = (unplaced[:, :, None] & (dl[:, :, None] <= d)).sum(1)  # (B, P)
-        pin_cum = self._take(self._pin_cum, req)
-        free = (d + 1 - q[:, None]) - (pin_cum[:, 1:P + 1] - pin_cum.gather(1, q.clamp(max=P + 1)[:, None]))
-        ahead = d >= q[:, None]
-        overdue = (unplaced & (dl < q[:, None])).any(1) | (ahead & (count_le > free)).any(1)
-        tight = ahead & (count_le >= free) & (count_le > 0)
-        dstar = torch.where(tight, d, _NO_DEADLINE).amin(1)
-        urgent_only = (dstar < _NO_DEADLINE) & ~pinned_here
-        ok_rows = torch.where(urgent_only[:, None], unplaced & (dl <= dstar[:, None]), dl >= q[:, None])
-        ok_rows &= ~overdue[:, None]
-        mask = torch.ones(B, V, dtype=torch.bool)
-        mask[:, self.row_ids] = ok_rows
-        return mask
-
-    @staticmethod
-    def _combine(stages: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
-        out = stages[0][1].clone()
-        for _, m in stages[1:]:
-            out &= m
-        return out
-
-    def allowed(self, input_ids: torch.Tensor, state: Optional[PageState] = None) -> torch.Tensor:
-        """(B, V) bool mask of the tokens the rules allow next; raises InfeasibleRulesError if one is empty."""
-        st = self.page_state(input_ids) if state is None else state
-        B, V = st.used.shape
-        allowed = torch.zeros(B, V, dtype=torch.bool)
-        if st.expect_entity.any():
-            allowed |= self._combine(self._entity_stages(st)) & st.expect_entity[:, None]
-        if st.expect_row.any():
-            rows = self._combine(self._row_stages(st)) & st.expect_row[:, None]
-            short = st.expect_row & ~rows.any(1) & self._short_ok[st.request]
-            allowed |= rows
-            allowed[:, self.eos_id] |= short
-        allowed[:, self.eos_id] |= st.expect_eos | st.finished
-        allowed[:, self.pad_id] |= st.finished
-        empty = ~allowed.any(1)
-        if empty.any():
-            raise self._diagnose(st, int(empty.nonzero()[0]))
-        return allowed
-
-    def _diagnose(self, st: PageState, b: int) -> InfeasibleRulesError:
-        """Name the first rule (in application order) that empties sequence b's mask."""
-        r, q = int(st.request[b]), int(st.n_rows[b])
-        if st.expect_entity[b]:
-            stages, cum, slot = self._entity_stages(st), self.entity_mask.clone(), int(st.n_in_row[b])
-            row = self.tokenizer.id_to_row(int(self.row_ids[st.row_slot[b]]))
-            what, position = f"row {row!r} needs {int(st.width[b])} entities", q - 1
-        else:
-            stages, cum, slot = self._row_stages(st), self.row_mask.clone(), None
-            what, position = "no row can be placed", q
-        for name, mask in stages:
-            if name == "fillable_rows":
-                return self._diagnose_fill(st, b, cum)
-            cum &= mask[b]
-            if not cum.any():
-                return InfeasibleRulesError(name, r, position, slot, what)
-        return InfeasibleRulesError("grammar", r, position, slot, what)
-
-    def _diagnose_fill(self, st: PageState, b: int, rows: torch.Tensor) -> InfeasibleRulesError:
-        """No otherwise-allowed row can be filled: name the entity rule that first leaves every row short."""
-        r, q = int(st.request[b]), int(st.n_rows[b])
-        slots = self._row_slot[rows.nonzero()[:, 0]]
-        width = self._width[r, slots]
-        avail, elig = self._entity_ok[r], self._row_elig[r, slots]
-        dedup = ~(st.used[b] & self._dedup_entities[r])
-        for name, eligible in (("entity_candidates", avail[None]), ("row_eligibility", avail & elig),
-                               ("dedup_entities", avail & elig & dedup)):
-            if not (eligible.sum(1) >= width).any():
-                return InfeasibleRulesError(name, r, q, None, f"none of the {len(slots)} rows allowed here has enough "
-                                            f"eligible unused entities for its width")
-        return InfeasibleRulesError("fillable_rows", r, q, None, "no allowed row can be filled")
+    def allowed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, V) bool mask of the tokens the rules allow next."""
+        return self.step(input_ids).allowed
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return scores.masked_fill(~self.allowed(input_ids), float("-inf"))
+        return scores.masked_fill(~self.allowed(input_ids.to(scores.device)), float("-inf"))
+
+    # ------------------------------------------------------------------ budget
+    def check_complete(self, sequences: torch.Tensor, prompt_length: int) -> None:
+        """Raise `IncompletePageError` naming the first sequence whose page has no `[EOS]` after the prompt."""
+        missing = ~(sequences[:, prompt_length:] == self.eos_id).any(1)
+        if bool(missing.any()):
+            b = int(missing.nonzero()[0])
+            raise IncompletePageError(f"sequence {b} stopped after {sequences.shape[1] - prompt_length} new tokens "
+                                      f"without [EOS]: its rules need up to {self.max_new_tokens} "
+                                      f"(pass max_new_tokens=processor.max_new_tokens)")
+
+    def generate(self, model: Any, input_ids: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        """`model.generate` under these rules with their token budget; raises rather than return a cut page.
+
+        `max_new_tokens` defaults to `self.max_new_tokens`; a smaller one raises ValueError up front.
+        Other keyword arguments go to `generate()` (a `logits_processor` list is extended).
+        """
+        budget = kwargs.pop("max_new_tokens", None)
+        if budget is None:
+            budget = self.max_new_tokens
+        if budget < self.max_new_tokens:
+            raise ValueError(f"max_new_tokens={budget} is below the {self.max_new_tokens} tokens these rules' "
+                             f"longest page needs")
+        processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
+        processors.append(self)
+        out = model.generate(input_ids, logits_processor=processors, max_new_tokens=budget, **kwargs)
+        sequences = out if isinstance(out, torch.Tensor) else out.sequences
+        self.check_complete(sequences, input_ids.shape[1])
+        return out
 
 
-__all__ = ["GenPageLogitsProcessor", "InfeasibleRulesError", "PageState", "RuleSet"]
+__all__ = ["GenPageLogitsProcessor", "IncompletePageError", "InfeasibleRulesError", "PageStep", "RuleSet"]

@@ -1,0 +1,307 @@
+"""Exact page-completion check: can the rest of a page still be filled under its rules?
+
+`GenPageLogitsProcessor` allows a token only if some valid page continues through it, so decoding
+never walks into a dead end and refuses a request only when no valid page exists.
+
+The problem: fill the remaining row positions with distinct rows (pins, deadlines, candidates) and
+each row's slots with distinct eligible entities. Choosing rows whose eligible sets must be disjoint
+is set packing, so an exact answer is exponential in the worst case; three reductions make it cheap
+on real pages:
+
+- a row is *rich* when it has at least `D` eligible available entities, `D` an upper bound on every
+  entity the rest of the page needs. Rich rows can be filled last, greedily, whatever the other rows
+  took (at most `D - width` of their entities are used elsewhere), so only *poor* rows enter the
+  exact part, a bipartite matching of their slots to entities;
+- rich optional rows are interchangeable, so only the fewest poor optional rows are searched for
+  (and, for the next row token, one rich row per width stands for all of them);
+- a witness matching marks the few entities other poor rows rely on: only those are checked one by
+  one at an entity step, every other eligible entity is safe, alone or together.
+
+The matching is a hand-written augmenting-path (Kuhn) search: the graphs are tiny (poor rows'
+slots against their few eligible entities) and scipy is not a dependency of the package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class PageRules:
+    """One request's rules over row slots (indices into the tokenizer's row ids) and entity token ids."""
+
+    rows_per_page: int
+    widths: np.ndarray  # (NR,) width of each row
+    row_ok: np.ndarray  # (NR,) row candidates minus blocked rows
+    entity_ok: np.ndarray  # (V,) entity candidates minus blocked entities (catalog entities only)
+    row_elig: np.ndarray  # (NR, V) category eligibility (all True for rows without a list)
+    pins: dict[int, int]  # position -> pinned row slot (a pinned row appears nowhere else)
+    deadlines: dict[int, int]  # row slot -> lowest allowed position (rows not pinned)
+    dedup_entities: bool
+    dedup_rows: bool
+    eligible: np.ndarray = field(init=False, repr=False)  # (NR, V) entity_ok & row_elig
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "eligible", self.row_elig & self.entity_ok)
+
+    def relaxations(self, catalog_entities: np.ndarray) -> list[tuple[str, "PageRules"]]:
+        """The rules added one at a time to the bare page grammar, in the order errors name them."""
+        grammar = replace(self, row_ok=np.ones_like(self.row_ok), entity_ok=catalog_entities,
+                          row_elig=np.ones_like(self.row_elig), pins={}, deadlines={},
+                          dedup_entities=False, dedup_rows=False)
+        steps = [("grammar", grammar)]
+        for name, change in (("entity_candidates", dict(entity_ok=self.entity_ok)), ("row_candidates", dict(row_ok=self.row_ok)),
+                             ("row_eligibility", dict(row_elig=self.row_elig)),
+                             ("dedup_entities", dict(dedup_entities=self.dedup_entities)),
+                             ("dedup_rows", dict(dedup_rows=self.dedup_rows)), ("pinned_rows", dict(pins=self.pins)),
+                             ("row_max_positions", dict(deadlines=self.deadlines))):
+            steps.append((name, replace(steps[-1][1], **change)))
+        return steps
+
+
+@dataclass
+class Progress:
+    """A page so far: its rows (the last may be in progress) and what it and earlier pages used."""
+
+    rows: list[int]  # row slots on this page, in order
+    row_entities: list[int]  # entity ids placed in the last row
+    used_entities: np.ndarray  # (V,) entities on this page or an earlier page
+    used_rows: set[int]  # row slots on this page or an earlier page
+
+    def with_row(self, slot: int) -> "Progress":
+        """This progress after the row token `slot`."""
+        return Progress(self.rows + [slot], [], self.used_entities, self.used_rows | {slot})
+
+    def with_entity(self, entity: int) -> "Progress":
+        """This progress after the entity token `entity` in the current row."""
+        used = self.used_entities.copy()
+        used[entity] = True
+        return Progress(self.rows, self.row_entities + [entity], used, self.used_rows)
+
+
+@dataclass
+class _Frame:
+    """What the rest of a page must hold: demands that must be met, optional rows, entity budget."""
+
+    current: int  # row slot in progress, -1 if none
+    open_slots: int  # entity slots left in the current row
+    current_entities: np.ndarray  # (V,) entities the current row can still take
+    required: list[int]  # rows that must still be placed (pins ahead, pending deadlines)
+    pool: list[int]  # optional rows for the free positions
+    fillers: int  # free positions left for optional rows
+    counts: np.ndarray  # (NR,) eligible available entities per row
+    available: np.ndarray  # (V,) entities not yet used (all, without dedup_entities)
+    demand: int  # upper bound on the entities the rest of the page needs
+
+
+def _frame(rules: PageRules, prog: Progress, m: int, counts: Optional[np.ndarray] = None) -> Optional[_Frame]:
+    """The completion problem of `prog` for an `m`-row page, or None if positions alone rule it out.
+
+    Rules about positions >= m are void (a short page of m rows).
+    """
+    q = len(prog.rows)
+    current = prog.rows[-1] if prog.rows else -1
+    open_slots = int(rules.widths[current]) - len(prog.row_entities) if q else 0
+    if q > m or open_slots < 0:
+        return None
+    required, pinned_ahead = [], set()
+    for p, x in rules.pins.items():
+        if p >= m:
+            continue
+        if p < q:
+            if prog.rows[p] != x:
+                return None
+            continue
+        if not rules.row_ok[x] or (rules.dedup_rows and x in prog.used_rows):
+            return None
+        required.append(x)
+        pinned_ahead.add(p)
+    pending = []
+    for x, d in rules.deadlines.items():
+        if d >= m or x in prog.rows[:d + 1]:
+            continue
+        if d < q or not rules.row_ok[x] or (rules.dedup_rows and x in prog.used_rows):
+            return None
+        pending.append((d, x))
+    free = [p for p in range(q, m) if p not in pinned_ahead]
+    for i, (d, _) in enumerate(sorted(pending)):  # earliest deadline first
+        if sum(p <= d for p in free) < i + 1:
+            return None
+    required += [x for _, x in pending]
+    pinned = set(rules.pins.values())
+    pool = [x for x in np.flatnonzero(rules.row_ok).tolist()
+            if x not in pinned and not (rules.dedup_rows and (x in prog.used_rows or x in required))]
+    available = ~prog.used_entities if rules.dedup_entities else np.ones_like(prog.used_entities)
+    if counts is None:
+        counts = (rules.eligible & available).sum(1)
+    current_entities = np.zeros_like(available)
+    if current >= 0:
+        current_entities = rules.eligible[current] & available
+        current_entities[prog.row_entities] = False  # distinct within a row, with or without dedup
+    fillers = len(free) - len(pending)
+    widest = max((int(rules.widths[x]) for x in pool), default=0)
+    demand = open_slots + sum(int(rules.widths[x]) for x in required) + fillers * widest
+    return _Frame(current, open_slots, current_entities, required, pool, fillers, counts, available, demand)
+
+
+class _Matching:
+    """Slots (of poor rows) matched to distinct entities by augmenting paths; copy() to backtrack."""
+
+    def __init__(self) -> None:
+        self.owner: dict[int, int] = {}  # entity -> slot
+        self.adjacency: list[np.ndarray] = []
+        self.demand_of: list[int] = []  # slot -> demand index
+
+    def copy(self) -> "_Matching":
+        out = _Matching()
+        out.owner, out.adjacency, out.demand_of = dict(self.owner), list(self.adjacency), list(self.demand_of)
+        return out
+
+    def _augment(self, slot: int, seen: set[int]) -> bool:
+        for e in self.adjacency[slot].tolist():
+            if e in seen:
+                continue
+            seen.add(e)
+            holder = self.owner.get(e)
+            if holder is None or self._augment(holder, seen):
+                self.owner[e] = slot
+                return True
+        return False
+
+    def add(self, entities: np.ndarray, width: int, demand: int) -> bool:
+        """Add a demand of `width` slots over `entities`; False if they cannot all be matched."""
+        if len(entities) < width:
+            return False
+        for _ in range(width):
+            self.adjacency.append(entities)
+            self.demand_of.append(demand)
+            if not self._augment(len(self.adjacency) - 1, set()):
+                return False
+        return True
+
+    def entities_of_others(self) -> set[int]:
+        """Entities matched to demands other than the current row (demand 0)."""
+        return {e for e, s in self.owner.items() if self.demand_of[s] != 0}
+
+
+def complete(rules: PageRules, prog: Progress, m: int, counts: Optional[np.ndarray] = None) -> Optional[set[int]]:
+    """If `prog` can be completed into a valid `m`-row page: the entities a witness completion gives
+    to rows other than the current one (the ones an entity step must check); else None."""
+    f = _frame(rules, prog, m, counts)
+    if f is None or f.current_entities.sum() < f.open_slots:
+        return None
+    if not rules.dedup_entities:  # rows are filled independently (distinct only within a row)
+        fillable = f.counts >= rules.widths
+        if not all(fillable[x] for x in f.required):
+            return None
+        usable = sum(bool(fillable[x]) for x in f.pool)
+        return set() if f.fillers <= 0 or usable >= (f.fillers if rules.dedup_rows else 1) else None
+    rich = f.counts >= f.demand
+    matching = _Matching()
+    if f.open_slots and f.current_entities.sum() < f.demand:
+        matching.add(np.flatnonzero(f.current_entities), f.open_slots, 0)
+    for i, x in enumerate(f.required, 1):
+        if not rich[x] and not matching.add(np.flatnonzero(rules.eligible[x] & f.available), int(rules.widths[x]), i):
+            return None
+    rich_pool = [x for x in f.pool if rich[x]]
+    poor_pool = sorted((x for x in f.pool if not rich[x] and f.counts[x] >= rules.widths[x]), key=lambda x: -f.counts[x])
+    if rules.dedup_rows:  # the fewest poor rows suffice: a rich row can replace any of them
+        extra = max(0, f.fillers - len(rich_pool))
+    else:  # one rich row can fill every free position
+        extra = 0 if rich_pool else max(0, f.fillers)
+    if extra == 0:
+        return matching.entities_of_others()
+    return _search(rules, f, matching, poor_pool, extra, rules.dedup_rows)
+
+
+def _search(rules: PageRules, f: _Frame, matching: _Matching, pool: list[int], extra: int,
+            distinct: bool) -> Optional[set[int]]:
+    """Depth-first choice of `extra` poor optional rows (in pool order) whose slots all match."""
+    demand = len(f.required) + 1
+
+    def grow(start: int, left: int, state: _Matching) -> Optional[set[int]]:
+        if left == 0:
+            return state.entities_of_others()
+        for i in range(start, len(pool) - (left - 1 if distinct else 0)):
+            x = pool[i]
+            trial = state.copy()
+            if trial.add(np.flatnonzero(rules.eligible[x] & f.available), int(rules.widths[x]), demand + left):
+                found = grow(i + 1 if distinct else i, left - 1, trial)
+                if found is not None:
+                    return found
+        return None
+
+    return grow(0, extra, matching)
+
+
+def row_options(rules: PageRules, prog: Progress, m: int) -> np.ndarray:
+    """(NR,) bool: the row tokens after which `prog` (at a row boundary, fewer than m rows) stays completable."""
+    out = np.zeros(len(rules.widths), dtype=bool)
+    q = len(prog.rows)
+    f = _frame(rules, prog, m)
+    if f is None:
+        return out
+    pin = rules.pins.get(q)
+    if pin is not None:
+        out[pin] = complete(rules, prog.with_row(pin), m, f.counts) is not None
+        return out
+    candidates = set(f.pool) | {x for x in f.required if x in rules.deadlines}
+    widths = [int(rules.widths[x]) for x in f.pool]
+    widest = max(widths, default=0)
+    unique_widest = widths.count(widest) == 1
+    verdict: dict[tuple[int, int], bool] = {}  # rich optional rows of one width (and pool max) are alike
+    for x in sorted(candidates):
+        key = None
+        if x in f.pool and rules.dedup_entities and f.counts[x] >= f.demand and x not in rules.deadlines:
+            key = (int(rules.widths[x]), int(unique_widest and rules.widths[x] == widest and rules.dedup_rows))
+            if key in verdict:
+                out[x] = verdict[key]
+                continue
+        out[x] = complete(rules, prog.with_row(x), m, f.counts) is not None
+        if key is not None:
+            verdict[key] = bool(out[x])
+    return out
+
+
+def entity_options(rules: PageRules, prog: Progress, m: int) -> tuple[np.ndarray, list[int], bool]:
+    """At an entity step: (the entities that keep `prog` completable, the eligible unused ones that do
+    not, whether any set of the allowed ones may fill the rest of the row together). `prog` must be
+    completable."""
+    f = _frame(rules, prog, m)
+    critical = complete(rules, prog, m, None if f is None else f.counts)
+    if f is None or critical is None:
+        raise RuntimeError("entity_options called on a page that cannot be completed")
+    allowed = f.current_entities.copy()
+    risky = [e for e in critical if allowed[e]]
+    for e in risky:
+        counts = f.counts - rules.eligible[:, e] if rules.dedup_entities else f.counts
+        allowed[e] = complete(rules, prog.with_entity(e), m, counts) is not None
+    return allowed, [e for e in risky if not allowed[e]], not any(allowed[e] for e in risky)
+
+
+def page_rows(rules: PageRules, prog: Progress, allow_short: bool) -> Optional[int]:
+    """Rows the page will have: `rows_per_page` if a full page exists, else (with `allow_short`) the
+    most rows any valid page of fewer rows has; None if no page exists and short pages are not allowed."""
+    if complete(rules, prog, rules.rows_per_page) is not None:
+        return rules.rows_per_page
+    if not allow_short:
+        return None
+    return next(m for m in range(rules.rows_per_page - 1, -1, -1) if complete(rules, prog, m) is not None)
+
+
+def diagnose(rules: PageRules, prog: Progress, catalog_entities: np.ndarray) -> tuple[str, int]:
+    """(the first rule, in application order, that leaves no full page; the first row position no
+    valid page reaches) for rules with no full page."""
+    rule = "grammar"
+    for name, relaxed in rules.relaxations(catalog_entities):
+        rule = name
+        if complete(relaxed, prog, rules.rows_per_page) is None:
+            break
+    position = next(m for m in range(rules.rows_per_page - 1, -1, -1) if complete(rules, prog, m) is not None)
+    return rule, position
+
+
+__all__ = ["PageRules", "Progress", "complete", "diagnose", "entity_options", "page_rows", "row_options"]
