@@ -14,7 +14,8 @@
 #   MODELS       models to run, in order        ["Pop SASRec"]
 #   THREADS      torch threads                  [1]
 # Writes $PEER_DIR/<model>.json (valid/test HR@10 and NDCG@10, epochs, seconds, parameters, versions)
-# and $PEER_DIR/<model>_split.json (RecBole's own valid/test cases, to check against ours).
+# and $PEER_DIR/<model>_split.json (RecBole's own valid/test cases, to check against ours, with the
+# target's rank under the best model, for the cold-tail figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ARCHIVE=${ARCHIVE:-../shared/data/movielens/ml-latest-small.zip}
@@ -82,7 +83,20 @@ def cases(data):
         out["history"] = [[str(iid[i]) for i in row[:n]] for row, n in zip(inter["item_id_list"].tolist(), inter["item_length"].tolist())]
     return out
 
-json.dump({"valid": cases(valid_data), "test": cases(test_data)}, open(f"{out_dir}/{model_name}_split.json", "w"))
+def ranks(data):
+    """Per case, the number of items the best model scores strictly above the target (RecBole's masking)."""
+    out = []
+    trainer.model.eval()
+    with torch.no_grad():
+        for batch in data:
+            _, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)
+            target = scores[positive_u, positive_i]
+            out += (scores > target[:, None]).sum(1).tolist()
+    return out
+
+split = {"valid": cases(valid_data), "test": cases(test_data)}
+split["valid"]["rank"], split["test"]["rank"] = ranks(valid_data), ranks(test_data)
+json.dump(split, open(f"{out_dir}/{model_name}_split.json", "w"))
 import recbole, numpy, scipy, pandas
 json.dump({
     "model": model_name, "valid": {k: float(v) for k, v in best_valid.items()}, "test": {k: float(v) for k, v in test.items()},
