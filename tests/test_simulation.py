@@ -1,19 +1,19 @@
 """The simulated world: determinism, logs, eligibility, page grammar, mechanics and the A/B judge."""
 
-import argparse
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from genpage_hf import load_spec
 from genpage_hf.catalog import Catalog
-from genpage_hf.records import is_genre_row
+from genpage_hf.cli import main
+from genpage_hf.records import Context, is_genre_row
 from genpage_hf.simulation import (Noise, OraclePolicy, PageBatch, PageGrammarError, ProductionPolicy,
                                    RandomPolicy, UserPopulation, World, WorldConfig, affinity, eligibility,
                                    eligible_counts, eligible_mask, load_log_dataset, load_logs,
                                    requests_from_contexts, run_ab, serve, simulate_page_views, validate_pages,
                                    warm_up, write_logs)
-from genpage_hf.simulation.cli import register
+from genpage_hf.simulation import vocab
 from genpage_hf.simulation.world import CONTINUE_WATCHING, GENRES, ROW_IDS
 
 SMALL = dict(n_entities=600, horizon_days=12, warmup_days=4)
@@ -82,6 +82,8 @@ def test_eligibility_dict_matches_vectorized_mask_and_context_round_trip(warm):
     world, users = warm
     req, _ = requests(world, users, 40)
     again = requests_from_contexts(world, req.contexts())
+    for name in ("time_of_day", "device", "language", "kids", "hist_entity", "hist_action", "sess_entity"):
+        assert (getattr(again, name) == getattr(req, name)).all(), name
     assert (again.continue_watching == req.continue_watching).all()
     assert (again.because_you_watched == req.because_you_watched).all()
     counts = eligible_counts(req)
@@ -201,15 +203,11 @@ def test_true_affinity_reads_context_that_production_ignores(warm):
 
 
 def test_cli_simulate_and_ab(tmp_path, capsys):
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["simulate", "--users", "60", "--days", "1", "--seed", "4", "--entities", "300",
-                              "--out", str(tmp_path / "cli")])
-    assert args.func(args) == 0
+    main(["simulate", "--users", "60", "--days", "1", "--seed", "4", "--entities", "300",
+          "--output_dir", str(tmp_path / "cli")])
     assert len(load_log_dataset(tmp_path / "cli")) > 10
-    args = parser.parse_args(["ab", "--policies", "random,production", "--requests", "200", "--users", "60",
-                              "--entities", "300", "--seed", "4", "--json", str(tmp_path / "ab.json")])
-    assert args.func(args) == 0
+    main(["ab", "--policies", "random,production", "--requests", "200", "--users", "60", "--entities", "300",
+          "--seed", "4", "--output_json", str(tmp_path / "ab.json")])
     out = capsys.readouterr().out
     assert "random" in out and "production" in out and (tmp_path / "ab.json").exists()
 
@@ -237,6 +235,21 @@ def test_foundation_tokenizer_encodes_every_logged_record(logs):
     fallback = {tok.entity_fallback_id, tok.row_fallback_id}
     for rec in records:
         d = rec.to_dict()
-        ctx, page = tok.encode_context(d["context"]), tok.encode_page(d["page"])
+        ctx, page = tok.encode_prompt(d["context"]), tok.encode_page(d["page"])
         assert ctx and not fallback & set(page)  # every logged entity and row has its own token
         assert tok.decode_page(page) == d["page"]
+
+
+def test_simulator_vocabulary_is_the_default_spec(warm):
+    spec = load_spec()
+    values = lambda section, name: sorted(spec[section][name]["values"])  # noqa: E731
+    assert sorted(vocab.LANGUAGES) == values("profile", "language")
+    assert sorted(vocab.PROFILE_TYPES) == values("profile", "profile_type")
+    assert sorted(vocab.TIMES_OF_DAY) == values("request", "time_of_day")
+    assert sorted(vocab.DAYS_OF_WEEK) == values("request", "day_of_week")
+    assert sorted(vocab.DEVICES) == values("request", "device")
+    assert sorted(vocab.ACTION_TYPES) == sorted(spec["action_types"]["values"])
+    assert sorted(vocab.INJECT_KINDS) == sorted(spec["inject"]["values"])
+    ctx = requests(*warm, n=5)[0].contexts()[0]
+    assert sorted(ctx["profile"]) == sorted(spec["profile"]) and sorted(ctx["request"]) == sorted(spec["request"])
+    assert Context.from_dict(ctx).to_dict() == ctx  # the default spec validates what the simulator writes

@@ -7,31 +7,71 @@ the `Page` it served (rows in layout order, each a row id and its entity ids lef
 Page are tokenized; Feedback becomes rewards (`genpage_hf.rewards`). The plain-dict shape produced
 by `to_dict()` is the interface: the tokenizer reads it without importing this module.
 
+The tokenizer spec is the one source of truth for what a record may say: the profile and request
+fields and their values, the action types and the inject kinds come from its sections
+(`RecordSchema.from_spec`); every validating function takes `spec` (a spec mapping, a `RecordSchema`,
+or None for the packaged default spec). Row-id rules of page validation (`is_genre_row`) live here.
+
 Storage: a list of `Impression` converts to/from `datasets.Dataset` (three struct columns
-`context`, `page`, `feedback`), Parquet and JSONL. Validation raises `ValueError` naming the
-offending key, id or position; nothing is silently dropped.
+`context`, `page`, `feedback`; `arrow_schema(spec)`), Parquet and JSONL. Validation raises
+`ValueError` naming the offending key, id or position; nothing is silently dropped.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-LANGUAGES = ("en", "es", "fr", "de", "pt", "ja", "ko")
-PROFILE_TYPES = ("adult", "kids")
-TIMES_OF_DAY = ("morning", "afternoon", "evening", "night")
-DAYS_OF_WEEK = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-DEVICES = ("tv", "mobile", "web", "tablet")
-ACTION_TYPES = ("play", "trailer", "thumbs_up", "thumbs_down", "add_to_list", "search_click")
-INJECT_KINDS = ("new", "live")
+from .tokenizer_spec import load_spec, validate_spec
+
 SPECIAL_ROWS = ("continue_watching", "trending", "new_releases", "top10", "because_you_watched", "games", "live_now")
 GENRE_ROW_PREFIX = "genre_"
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """What a tokenizer spec lets a record say: profile/request fields (sorted) with values, action types, inject kinds."""
+
+    profile: dict[str, tuple[str, ...]]
+    request: dict[str, tuple[str, ...]]
+    action_types: tuple[str, ...]
+    inject_kinds: tuple[str, ...]
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> "RecordSchema":
+        """The record schema of a tokenizer spec mapping (validated first; `SpecError` names a bad key)."""
+        spec = validate_spec(spec)
+
+        def fields(section: str) -> dict[str, tuple[str, ...]]:
+            return {name: tuple(spec[section][name]["values"]) for name in sorted(spec[section])}
+
+        return cls(fields("profile"), fields("request"), tuple(spec["action_types"]["values"]),
+                   tuple(spec["inject"]["values"]))
+
+
+SpecLike = Union[Mapping[str, Any], RecordSchema, None]
+"""A tokenizer spec mapping, its `RecordSchema`, or None for the packaged default spec."""
+
+
+@functools.lru_cache(maxsize=1)
+def _default_schema() -> RecordSchema:
+    return RecordSchema.from_spec(load_spec())
+
+
+def record_schema(spec: SpecLike = None) -> RecordSchema:
+    """The `RecordSchema` of a spec (None: the packaged default spec, loaded once)."""
+    if spec is None:
+        return _default_schema()
+    if isinstance(spec, RecordSchema):
+        return spec
+    return RecordSchema.from_spec(spec)
 
 
 def _where(where: str, key: str) -> str:
@@ -57,9 +97,15 @@ def _no_unknown(d: Any, allowed: Sequence[str], where: str) -> None:
 
 
 def _id(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
-        raise ValueError(f"{where} must be a non-empty string without whitespace, got {value!r}")
-    return value
+    # isprintable() is False for control (NUL...), format (zero-width U+200B-U+200D, U+2060, U+FEFF),
+    # surrogate, private-use, unassigned and separator characters other than " ".
+    if isinstance(value, str) and value and value.isprintable() and " " not in value:
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{where} must be a non-empty string, got {value!r}")
+    pos, ch = next((i, ch) for i, ch in enumerate(value) if ch == " " or not ch.isprintable())
+    raise ValueError(f"{where} must be a non-empty string without whitespace, control or invisible characters; "
+                     f"got {value!r} (U+{ord(ch):04X} at index {pos})")
 
 
 def _choice(value: Any, allowed: Sequence[str], where: str) -> str:
@@ -95,11 +141,12 @@ class Action:
         return {"entity": self.entity, "action": self.action, "timestamp": self.timestamp, "duration": self.duration}
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "action") -> "Action":
+    def from_dict(cls, d: dict, where: str = "action", spec: SpecLike = None) -> "Action":
+        """Validate an action dict; its `action` must be one of the spec's action types."""
         _no_unknown(d, ("entity", "action", "timestamp", "duration"), where)
         return cls(
             entity=_id(_get(d, "entity", where), _where(where, "entity")),
-            action=_choice(_get(d, "action", where), ACTION_TYPES, _where(where, "action")),
+            action=_choice(_get(d, "action", where), record_schema(spec).action_types, _where(where, "action")),
             timestamp=_number(_get(d, "timestamp", where), _where(where, "timestamp")),
             duration=_number(_get(d, "duration", where, optional=True, default=0.0), _where(where, "duration"), 0.0),
         )
@@ -107,15 +154,15 @@ class Action:
 
 @dataclass
 class Context:
-    """Everything the recommender knows at request time; the prompt GenPage reads."""
+    """Everything the recommender knows at request time; the prompt GenPage reads.
+
+    `profile` and `request` map the tokenizer spec's field names to values (every field, nothing else).
+    """
 
     user_id: str
     timestamp: float
-    language: str = "en"
-    profile_type: str = "adult"
-    time_of_day: str = "evening"
-    day_of_week: str = "mon"
-    device: str = "tv"
+    profile: dict[str, str]
+    request: dict[str, str]
     history: list[Action] = field(default_factory=list)
     impressions: list[tuple[str, int]] = field(default_factory=list)
     inject: list[tuple[str, str]] = field(default_factory=list)
@@ -125,8 +172,8 @@ class Context:
         return {
             "user_id": self.user_id,
             "timestamp": self.timestamp,
-            "profile": {"language": self.language, "profile_type": self.profile_type},
-            "request": {"time_of_day": self.time_of_day, "day_of_week": self.day_of_week, "device": self.device},
+            "profile": dict(self.profile),
+            "request": dict(self.request),
             "history": [a.to_dict() for a in self.history],
             "impressions": [{"entity": e, "count": c} for e, c in self.impressions],
             "inject": [{"entity": e, "kind": k} for e, k in self.inject],
@@ -134,14 +181,16 @@ class Context:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "context") -> "Context":
+    def from_dict(cls, d: dict, where: str = "context", spec: SpecLike = None) -> "Context":
+        """Validate a context dict against the spec's profile/request fields, action types and inject kinds."""
+        schema = record_schema(spec)
         keys = ("user_id", "timestamp", "profile", "request", "history", "impressions", "inject", "session")
         _no_unknown(d, keys, where)
-        profile = _get(d, "profile", where)
-        request = _get(d, "request", where)
-        pw, rw = _where(where, "profile"), _where(where, "request")
-        _no_unknown(profile, ("language", "profile_type"), pw)
-        _no_unknown(request, ("time_of_day", "day_of_week", "device"), rw)
+        user_id = _id(_get(d, "user_id", where), _where(where, "user_id"))
+        timestamp = _number(_get(d, "timestamp", where), _where(where, "timestamp"))
+        profile = _fields(_get(d, "profile", where), schema.profile, _where(where, "profile"))
+        request = _fields(_get(d, "request", where), schema.request, _where(where, "request"))
+        history = _actions(_get(d, "history", where, True, []), _where(where, "history"), timestamp, schema)
         impressions = []
         for i, item in enumerate(_list(_get(d, "impressions", where, True, []), _where(where, "impressions"))):
             iw = f"{where}.impressions[{i}]"
@@ -154,27 +203,38 @@ class Context:
         for i, item in enumerate(_list(_get(d, "inject", where, True, []), _where(where, "inject"))):
             iw = f"{where}.inject[{i}]"
             _no_unknown(item, ("entity", "kind"), iw)
-            inject.append((_id(_get(item, "entity", iw), f"{iw}.entity"), _choice(_get(item, "kind", iw), INJECT_KINDS, f"{iw}.kind")))
+            inject.append((_id(_get(item, "entity", iw), f"{iw}.entity"),
+                           _choice(_get(item, "kind", iw), schema.inject_kinds, f"{iw}.kind")))
         return cls(
-            user_id=_id(_get(d, "user_id", where), _where(where, "user_id")),
-            timestamp=_number(_get(d, "timestamp", where), _where(where, "timestamp")),
-            language=_choice(_get(profile, "language", pw), LANGUAGES, _where(pw, "language")),
-            profile_type=_choice(_get(profile, "profile_type", pw), PROFILE_TYPES, _where(pw, "profile_type")),
-            time_of_day=_choice(_get(request, "time_of_day", rw), TIMES_OF_DAY, _where(rw, "time_of_day")),
-            day_of_week=_choice(_get(request, "day_of_week", rw), DAYS_OF_WEEK, _where(rw, "day_of_week")),
-            device=_choice(_get(request, "device", rw), DEVICES, _where(rw, "device")),
-            history=_actions(_get(d, "history", where, True, []), _where(where, "history")),
+            user_id=user_id,
+            timestamp=timestamp,
+            profile=profile,
+            request=request,
+            history=history,
             impressions=impressions,
             inject=inject,
-            session=_actions(_get(d, "session", where, True, []), _where(where, "session")),
+            session=_actions(_get(d, "session", where, True, []), _where(where, "session"), timestamp, schema),
         )
 
 
-def _actions(items: Any, where: str) -> list[Action]:
-    actions = [Action.from_dict(a, f"{where}[{i}]") for i, a in enumerate(_list(items, where))]
-    for i in range(1, len(actions)):
-        if actions[i].timestamp < actions[i - 1].timestamp:
+def _fields(d: Any, fields: Mapping[str, tuple[str, ...]], where: str) -> dict[str, str]:
+    """A profile/request dict checked against the spec's fields: every field present, each value allowed."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where} must be a dict, got {type(d).__name__}")
+    for name in d:
+        if name not in fields:
+            raise ValueError(f"{_where(where, str(name))}: unknown field; the tokenizer spec declares {list(fields)}")
+    return {name: _choice(_get(d, name, where), values, _where(where, name)) for name, values in fields.items()}
+
+
+def _actions(items: Any, where: str, now: float, schema: RecordSchema) -> list[Action]:
+    """Actions oldest first, none dated after the request time `now`."""
+    actions = [Action.from_dict(a, f"{where}[{i}]", schema) for i, a in enumerate(_list(items, where))]
+    for i, a in enumerate(actions):
+        if i and a.timestamp < actions[i - 1].timestamp:
             raise ValueError(f"{where}[{i}].timestamp is earlier than {where}[{i - 1}]: actions must be oldest first")
+        if a.timestamp > now:
+            raise ValueError(f"{where}[{i}].timestamp {a.timestamp!r} is after the request timestamp {now!r}")
     return actions
 
 
@@ -268,7 +328,7 @@ class Feedback:
                 if not isinstance(v, bool):
                     raise ValueError(f"{at}: {k} must be a bool, got {v!r}")
             _number(dur, f"{at}: play_duration", 0.0)
-            if th not in (-1, 0, 1) or isinstance(th, bool):
+            if isinstance(th, bool) or not isinstance(th, int) or th not in (-1, 0, 1):
                 raise ValueError(f"{at}: thumbs must be -1, 0 or 1, got {th!r}")
             if not imp and (pl or ab or dur or th):
                 raise ValueError(f"{at}: not impressed but has played/abandoned/duration/thumbs set")
@@ -292,100 +352,118 @@ class Impression:
         return {"context": self.context.to_dict(), "page": self.page.to_dict(), "feedback": self.feedback.to_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict, where: str = "record") -> "Impression":
+    def from_dict(cls, d: dict, where: str = "record", spec: SpecLike = None) -> "Impression":
+        """Validate a record dict; the context against `spec` (None: the packaged default spec)."""
         _no_unknown(d, ("context", "page", "feedback"), where)
         page = Page.from_dict(_get(d, "page", where), _where(where, "page"))
         feedback = Feedback.from_dict(_get(d, "feedback", where), _where(where, "feedback"))
         if len(feedback) != page.num_slots:
             raise ValueError(f"{where}.feedback has {len(feedback)} slots but {where}.page has {page.num_slots}")
-        return cls(Context.from_dict(_get(d, "context", where), _where(where, "context")), page, feedback)
+        return cls(Context.from_dict(_get(d, "context", where), _where(where, "context"), spec), page, feedback)
 
 
 _ACTION_TYPE = pa.struct([("entity", pa.string()), ("action", pa.string()), ("timestamp", pa.float64()), ("duration", pa.float64())])
-ARROW_SCHEMA = pa.schema([
-    ("context", pa.struct([
-        ("user_id", pa.string()),
-        ("timestamp", pa.float64()),
-        ("profile", pa.struct([("language", pa.string()), ("profile_type", pa.string())])),
-        ("request", pa.struct([("time_of_day", pa.string()), ("day_of_week", pa.string()), ("device", pa.string())])),
-        ("history", pa.list_(_ACTION_TYPE)),
-        ("impressions", pa.list_(pa.struct([("entity", pa.string()), ("count", pa.int64())]))),
-        ("inject", pa.list_(pa.struct([("entity", pa.string()), ("kind", pa.string())]))),
-        ("session", pa.list_(_ACTION_TYPE)),
-    ])),
-    ("page", pa.struct([("rows", pa.list_(pa.struct([("row", pa.string()), ("entities", pa.list_(pa.string()))])))])),
-    ("feedback", pa.struct([
-        ("impressed", pa.list_(pa.bool_())),
-        ("played", pa.list_(pa.bool_())),
-        ("play_duration", pa.list_(pa.float64())),
-        ("thumbs", pa.list_(pa.int64())),
-        ("abandoned", pa.list_(pa.bool_())),
-    ])),
-])
-"""Arrow schema of a log table: one row per impression, three struct columns."""
 
 
-def _as_dicts(records: Iterable[Impression | dict], validate: bool) -> list[dict]:
-    out = []
-    for i, r in enumerate(records):
-        if isinstance(r, Impression):
-            out.append(r.to_dict())
-        elif validate:
-            out.append(Impression.from_dict(r, f"record[{i}]").to_dict())
-        else:
-            out.append(r)
-    return out
+@functools.lru_cache(maxsize=16)
+def _arrow_schema(profile: tuple[str, ...], request: tuple[str, ...]) -> pa.Schema:
+    return pa.schema([
+        ("context", pa.struct([
+            ("user_id", pa.string()),
+            ("timestamp", pa.float64()),
+            ("profile", pa.struct([(name, pa.string()) for name in profile])),
+            ("request", pa.struct([(name, pa.string()) for name in request])),
+            ("history", pa.list_(_ACTION_TYPE)),
+            ("impressions", pa.list_(pa.struct([("entity", pa.string()), ("count", pa.int64())]))),
+            ("inject", pa.list_(pa.struct([("entity", pa.string()), ("kind", pa.string())]))),
+            ("session", pa.list_(_ACTION_TYPE)),
+        ])),
+        ("page", pa.struct([("rows", pa.list_(pa.struct([("row", pa.string()), ("entities", pa.list_(pa.string()))])))])),
+        ("feedback", pa.struct([
+            ("impressed", pa.list_(pa.bool_())),
+            ("played", pa.list_(pa.bool_())),
+            ("play_duration", pa.list_(pa.float64())),
+            ("thumbs", pa.list_(pa.int64())),
+            ("abandoned", pa.list_(pa.bool_())),
+        ])),
+    ])
 
 
-def to_arrow(records: Iterable[Impression | dict], validate: bool = True) -> pa.Table:
-    """Records (objects or dicts) as an Arrow table with `ARROW_SCHEMA` (dicts are validated first)."""
-    return pa.Table.from_pylist(_as_dicts(records, validate), schema=ARROW_SCHEMA)
+def arrow_schema(spec: SpecLike = None) -> pa.Schema:
+    """Arrow schema of a log table (one row per impression, three struct columns) for a spec's profile/request fields."""
+    schema = record_schema(spec)
+    return _arrow_schema(tuple(schema.profile), tuple(schema.request))
 
 
-def save_parquet(records: Iterable[Impression | dict], path: str | os.PathLike, validate: bool = True) -> None:
+def _as_dicts(records: Iterable[Impression | dict], validate: bool, spec: SpecLike) -> list[dict]:
+    if not validate:
+        return [r.to_dict() if isinstance(r, Impression) else r for r in records]
+    schema = record_schema(spec)
+    return [Impression.from_dict(r.to_dict() if isinstance(r, Impression) else r, f"record[{i}]", schema).to_dict()
+            for i, r in enumerate(records)]
+
+
+def to_arrow(records: Iterable[Impression | dict], validate: bool = True, *, spec: SpecLike = None) -> pa.Table:
+    """Records (objects or dicts) as an Arrow table with `arrow_schema(spec)`, each validated against `spec` first.
+
+    `validate=False` skips the checks (for writers that produce valid records, e.g. the simulator);
+    keys the schema lacks are then not reported.
+    """
+    return pa.Table.from_pylist(_as_dicts(records, validate, spec), schema=arrow_schema(spec))
+
+
+def save_parquet(records: Iterable[Impression | dict], path: str | os.PathLike, validate: bool = True, *,
+                 spec: SpecLike = None) -> None:
     """Write records to one Parquet file (loadable with `datasets.load_dataset("parquet", ...)`)."""
-    pq.write_table(to_arrow(records, validate), str(path))
+    pq.write_table(to_arrow(records, validate, spec=spec), str(path))
 
 
-def load_parquet(path: str | os.PathLike) -> list[Impression]:
+def load_parquet(path: str | os.PathLike, *, spec: SpecLike = None) -> list[Impression]:
     """Read and validate the records of one Parquet file."""
-    return from_rows(pq.read_table(str(path)).to_pylist(), where=str(path))
+    return from_rows(pq.read_table(str(path)).to_pylist(), where=str(path), spec=spec)
 
 
-def from_rows(rows: Iterable[dict], where: str = "record") -> list[Impression]:
+def from_rows(rows: Iterable[dict], where: str = "record", *, spec: SpecLike = None) -> list[Impression]:
     """Validate plain record dicts (from Arrow, datasets or JSON) into `Impression` objects."""
-    return [Impression.from_dict(_clean(r), f"{where}[{i}]") for i, r in enumerate(rows)]
+    schema = record_schema(spec)
+    return [Impression.from_dict(_clean(r), f"{where}[{i}]", schema) for i, r in enumerate(rows)]
 
 
 def _clean(d: dict) -> dict:
     # Arrow fills absent optional struct fields with None; the schema treats them as "not given".
     ctx = d.get("context")
     if isinstance(ctx, dict):
-        d = dict(d, context={k: v for k, v in ctx.items() if v is not None})
+        ctx = {k: v for k, v in ctx.items() if v is not None}
+        for section in ("profile", "request"):
+            if isinstance(ctx.get(section), dict):
+                ctx[section] = {k: v for k, v in ctx[section].items() if v is not None}
+        d = dict(d, context=ctx)
     return d
 
 
-def to_dataset(records: Iterable[Impression | dict], validate: bool = True):
+def to_dataset(records: Iterable[Impression | dict], validate: bool = True, *, spec: SpecLike = None):
     """Records as a `datasets.Dataset` with columns context, page, feedback."""
     import datasets
 
-    return datasets.Dataset(to_arrow(records, validate))
+    return datasets.Dataset(to_arrow(records, validate, spec=spec))
 
 
-def from_dataset(dataset) -> list[Impression]:
+def from_dataset(dataset, *, spec: SpecLike = None) -> list[Impression]:
     """Validate every row of a `datasets.Dataset` (or any iterable of record dicts) into records."""
-    return from_rows((dict(row) for row in dataset), where="dataset")
+    return from_rows((dict(row) for row in dataset), where="dataset", spec=spec)
 
 
-def save_jsonl(records: Iterable[Impression | dict], path: str | os.PathLike, validate: bool = True) -> None:
+def save_jsonl(records: Iterable[Impression | dict], path: str | os.PathLike, validate: bool = True, *,
+               spec: SpecLike = None) -> None:
     """Write records as JSON lines, one impression per line."""
     with open(path, "w", encoding="utf-8") as f:
-        for d in _as_dicts(records, validate):
+        for d in _as_dicts(records, validate, spec):
             f.write(json.dumps(d) + "\n")
 
 
-def load_jsonl(path: str | os.PathLike) -> list[Impression]:
+def load_jsonl(path: str | os.PathLike, *, spec: SpecLike = None) -> list[Impression]:
     """Read and validate the records of a JSONL file; errors name the line number."""
+    schema = record_schema(spec)
     out = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
@@ -395,5 +473,5 @@ def load_jsonl(path: str | os.PathLike) -> list[Impression]:
                 d = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{n}: not valid JSON ({err})") from err
-            out.append(Impression.from_dict(d, f"{path}:{n}"))
+            out.append(Impression.from_dict(d, f"{path}:{n}", schema))
     return out

@@ -23,7 +23,7 @@ import numpy as np
 from .users import RequestBatch, UserPopulation
 from .world import CONTINUE_WATCHING, EPISODES_PER_SHOW, GAME, MOVIE, SHOW, World
 
-# Context x type effects of the true model (rows: TIMES_OF_DAY / DEVICES; columns: movie, show, game, live).
+# Context x type effects of the true model (rows: vocab.TIMES_OF_DAY / vocab.DEVICES; columns: movie, show, game, live).
 TOD_TYPE = np.array([[-0.5, 0.4, 0.1, -0.6], [-0.1, 0.1, 0.5, 0.0], [0.4, 0.0, -0.3, 0.4], [0.2, 0.3, -0.4, -0.4]], np.float32)
 DEVICE_TYPE = np.array([[0.4, 0.1, -0.8, 0.4], [-0.6, 0.3, 0.7, -0.1], [0.0, 0.0, -0.2, 0.0], [-0.2, 0.2, 0.4, 0.0]], np.float32)
 WEEKEND_SHOW = 0.3

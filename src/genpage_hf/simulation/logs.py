@@ -2,7 +2,7 @@
 
 Layout of a log directory (what `genpage simulate` writes and what training reads):
 - `impressions/day-XXXX.parquet`: one row per homepage request, columns context/page/feedback in the
-  record schema (`genpage_hf.records.ARROW_SCHEMA`); load with
+  record schema (`genpage_hf.records.arrow_schema()`, the default spec); load with
   `datasets.load_dataset("parquet", data_files=f"{DIR}/impressions/*.parquet")` or `load_logs`;
 - `catalog.json`: every entity released up to the last logged day, and the rows (`genpage_hf.catalog`);
 - `rows.json`: the row catalog alone; `world_config.json`: world config, users, days, seed, policy.

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..records import ACTION_TYPES, DEVICES, LANGUAGES, TIMES_OF_DAY, Context
+from ..records import Context
 from .users import RequestBatch
+from .vocab import ACTION_TYPES, DEVICES, LANGUAGES, PROFILE_TYPES, TIMES_OF_DAY
 from .world import (BECAUSE_YOU_WATCHED, CONTINUE_WATCHING, GAME, GAMES_ROW, LIVE, LIVE_NOW, N_GENRE_ROWS,
                     NEW_RELEASES, ROW_IDS, SHOW, TOP10, TRENDING, World)
 
@@ -60,8 +61,10 @@ def requests_from_contexts(world: World, contexts: list[dict]) -> RequestBatch:
     user = np.array([int(c.user_id[1:]) if c.user_id[1:].isdigit() else -1 for c in ctxs])
     return RequestBatch(
         world, int(days[0]), user, np.array([c.timestamp for c in ctxs]),
-        np.array([TIMES_OF_DAY.index(c.time_of_day) for c in ctxs]), np.array([DEVICES.index(c.device) for c in ctxs]),
-        np.array([LANGUAGES.index(c.language) for c in ctxs]), np.array([c.profile_type == "kids" for c in ctxs]),
+        np.array([TIMES_OF_DAY.index(c.request["time_of_day"]) for c in ctxs]),
+        np.array([DEVICES.index(c.request["device"]) for c in ctxs]),
+        np.array([LANGUAGES.index(c.profile["language"]) for c in ctxs]),
+        np.array([PROFILE_TYPES.index(c.profile["profile_type"]) == 1 for c in ctxs]),
         *actions("history", H), _pad(imp_e, imp_w), _pad([[n for _, n in c.impressions] for c in ctxs], imp_w, 0),
         *actions("session", 1))
 

@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..records import ACTION_TYPES, DAYS_OF_WEEK, DEVICES, LANGUAGES, PROFILE_TYPES, TIMES_OF_DAY
+from .vocab import ACTION_TYPES, DAYS_OF_WEEK, DEVICES, INJECT_KINDS, LANGUAGES, PROFILE_TYPES, TIMES_OF_DAY
 from .world import EPISODES_PER_SHOW, LIVE, SHOW, World
 
 PLAY, TRAILER, THUMBS_UP, THUMBS_DOWN, ADD_TO_LIST, SEARCH_CLICK = range(len(ACTION_TYPES))
@@ -172,7 +172,7 @@ class RequestBatch:
         w = self.world
         ids, acts = w.ids, ACTION_TYPES
         dow = DAYS_OF_WEEK[self.day_of_week]
-        inject = [{"entity": str(ids[e]), "kind": "live" if w.etype[e] == LIVE else "new"}
+        inject = [{"entity": str(ids[e]), "kind": INJECT_KINDS[int(w.etype[e] == LIVE)]}
                   for e in np.flatnonzero(w.release_day == self.day)]
         out = []
         for b in range(len(self)):

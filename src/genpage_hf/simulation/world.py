@@ -18,8 +18,9 @@ from typing import Optional
 import numpy as np
 
 from ..catalog import ENTITY_TYPES, Catalog, CatalogEntity, CatalogRow
-from ..records import DAYS_OF_WEEK, GENRE_ROW_PREFIX, LANGUAGES, SPECIAL_ROWS
+from ..records import GENRE_ROW_PREFIX, SPECIAL_ROWS
 from ..rewards import RewardConfig
+from .vocab import DAYS_OF_WEEK, LANGUAGES
 
 GENRES = ("action", "adventure", "animation", "comedy", "crime", "documentary", "drama", "family",
           "fantasy", "horror", "romance", "scifi", "thriller", "reality")
