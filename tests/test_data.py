@@ -36,7 +36,7 @@ def record(context):
 def test_wbc_labels_and_weights_hand_checked(record, model_and_tokenizer):
     _, tok = model_and_tokenizer
     ex = build_wbc_dataset([record], tok, num_negatives=3, negative_weight=0.2)[0]
-    c = len(tok.encode_context(record["context"]))
+    c = len(tok.encode_prompt(record["context"]))
     # page offsets: row0=0, m1..m3=1..3, row1=4, m4..m6=5..7; m3 unimpressed, m5 has reward exactly 0
     offsets = [0, 1, 2, 4, 5, 7]
     assert ex["target_pos"] == [c + o - 1 for o in offsets]
@@ -44,7 +44,7 @@ def test_wbc_labels_and_weights_hand_checked(record, model_and_tokenizer):
     assert ex["target_label"] == [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]
     expected = [(1.0 - 0.05) / 2, 1.0, 0.05, (1.75 + 0.0 - 0.05) / 3, 1.75, 0.05]
     np.testing.assert_allclose(ex["target_weight"], expected, rtol=1e-6)
-    full = tok.encode_context(record["context"]) + tok.encode_page(record["page"], add_eos=False)
+    full = tok.encode_prompt(record["context"]) + tok.encode_page(record["page"], add_eos=False)
     assert [ids[0] for ids in ex["cand_ids"]] == [full[c + o] for o in offsets]
     assert ex["input_ids"] == full[: c + 7]  # unimpressed tail after the last target is cut, m3 stays in the prefix
     assert ex["negative_weight"] == pytest.approx(0.2)
@@ -74,9 +74,9 @@ def test_ntp_context_never_a_target_and_negative_pages_dropped(record, model_and
     ds = build_ntp_dataset([record, bad, record], tok)
     assert len(ds) == 2
     ex = ds[0]
-    c = len(tok.encode_context(record["context"]))
+    c = len(tok.encode_prompt(record["context"]))
     page = tok.encode_page(record["page"])
-    assert ex["input_ids"] == tok.encode_context(record["context"]) + page
+    assert ex["input_ids"] == tok.encode_prompt(record["context"]) + page
     assert ex["labels"] == [IGNORE_INDEX] * c + page
 
 
@@ -117,8 +117,9 @@ def test_prompt_matches_serving_when_the_request_has_session_actions(record, mod
     _, tok = model_and_tokenizer
     session = [{"entity": "m7", "action": "trailer", "timestamp": 999_900.0, "duration": 60.0}]
     rec = dict(record, context=dict(record["context"], session=session))
-    prompt = tok.encode_continuation(rec["context"], [], session)
-    assert prompt != tok.encode_context(rec["context"])
+    prompt = tok.encode_prompt(rec["context"])  # the context's own session follows it, as in serving
+    assert prompt == tok.encode_prompt(rec["context"], [], session)
+    assert prompt != tok.encode_prompt(rec["context"], session=[])
     ex = build_ntp_dataset([rec], tok)[0]
     assert ex["input_ids"][: len(prompt)] == prompt
     assert ex["labels"][: len(prompt)] == [IGNORE_INDEX] * len(prompt)

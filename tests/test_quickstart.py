@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def workdir(tmp_path_factory):
     """A folder holding runs/quickstart from `genpage quickstart --tiny` (the README's paths)."""
     root = tmp_path_factory.mktemp("qs")
-    main(["quickstart", "--tiny", "--out", str(root / "runs" / "quickstart")])
+    main(["quickstart", "--tiny", "--output_dir", str(root / "runs" / "quickstart")])
     return root
 
 
@@ -36,6 +36,9 @@ def test_quickstart_writes_checkpoint_report_and_metrics(workdir):
     assert "$" not in re.sub(r"```.*?```", "", card, flags=re.S)  # every template field was filled
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["ab"]["arms"]) == {"random", "production", "genpage", "oracle"}
+    assert metrics["precision"]["dtype"] in ("fp32", "bf16") and metrics["ab"]["gap_closed"] is not None
+    assert metrics["ab"]["arms"]["oracle"]["gap_closed"] == pytest.approx(1.0)
+    assert json.loads((ckpt / "genpage_run.json").read_text())["dtype"] == metrics["precision"]["dtype"]
     assert f"{metrics['offline']['row_auc']:.4g}" in card
     for png in ("training_curves.png", "ab_comparison.png", "latency.png", "example_page_0.png", "example_page_1.png"):
         assert (out / png).stat().st_size > 1000, png
@@ -58,13 +61,15 @@ FRESH = textwrap.dedent(
     import sys
     sys.modules["genpage_hf"] = None  # genpage_hf is not importable here
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
     folder = sys.argv[1]
     model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    base = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    assert type(model).__name__ == "GenPageForPageGeneration" and type(base).__name__ == "GenPageModel", type(base)
     tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     prompt = torch.tensor([tok("[BOS] [PROFILE] LANG:en PTYPE:adult [REQUEST] DOW:sat DEV:tv TOD:evening [HISTORY] [PAGE]")["input_ids"]])
     out = model.generate(prompt, attention_mask=torch.ones_like(prompt))
-    page = tok.decode_page(out[0, prompt.shape[1]:])
+    page = tok.decode_page(out[0, prompt.shape[1]:], strict=False)  # plain generate: no rules, may stop short
     print(len(page["rows"]), sum(len(r["entities"]) for r in page["rows"]))
     """
 )

@@ -30,8 +30,8 @@ def test_every_entity_and_row_is_one_token(tokenizer, catalog):
 
 
 def test_history_action_is_four_tokens(tokenizer, context):
-    base = tokenizer.encode_context({**context, "history": []})
-    full = tokenizer.encode_context(context)
+    base = tokenizer.encode_prompt({**context, "history": []})
+    full = tokenizer.encode_prompt(context)
     assert len(full) - len(base) == 4 * len(context["history"])
     tokens = tokenizer.context_tokens(context)
     start = tokens.index("[HISTORY]") + 1
@@ -39,7 +39,7 @@ def test_history_action_is_four_tokens(tokenizer, context):
 
 
 def test_context_and_page_round_trip_with_fallbacks(tokenizer, context):
-    ids = tokenizer.encode_context(context) + tokenizer.encode_page(PAGE)
+    ids = tokenizer.encode_prompt(context) + tokenizer.encode_page(PAGE)
     tokens = tokenizer.convert_ids_to_tokens(ids)
     assert tokens.count("[E_FALLBACK]") == 2  # unknown history entity + unknown page entity
     assert tokens.count("[R_FALLBACK]") == 1
@@ -53,7 +53,7 @@ def test_context_and_page_round_trip_with_fallbacks(tokenizer, context):
     }
     # the same ids through the plain string interface
     text = " ".join(tokenizer.context_tokens(context)).replace("[E_FALLBACK]", "E:unknown_title")
-    assert tokenizer(text)["input_ids"] == tokenizer.encode_context(context)
+    assert tokenizer(text)["input_ids"] == tokenizer.encode_prompt(context)
 
 
 def test_unknown_string_tokens_map_to_their_type_fallback(tokenizer):
@@ -74,7 +74,7 @@ def test_save_load_round_trip_and_growth_keeps_ids(tokenizer, context, tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path / "tok")
     assert isinstance(loaded, GenPageTokenizer)
     assert loaded.get_vocab() == tokenizer.get_vocab()
-    assert loaded.encode_context(context) == tokenizer.encode_context(context)
+    assert loaded.encode_prompt(context) == tokenizer.encode_prompt(context)
     assert torch.equal(loaded.entity_mask, tokenizer.entity_mask)
 
     before = tokenizer.get_vocab()
@@ -109,7 +109,7 @@ def test_save_load_round_trip_and_growth_keeps_ids(tokenizer, context, tmp_path)
 def test_bad_context_gets_clear_error(tokenizer, context, bad, message):
     record = bad if isinstance(bad, str) else {k: v for k, v in {**context, **bad}.items() if v is not None}
     with pytest.raises(ValueError, match=message):
-        tokenizer.encode_context(record)
+        tokenizer.encode_prompt(record)
 
 
 @pytest.mark.parametrize(
@@ -128,8 +128,41 @@ def test_bad_page_gets_clear_error(tokenizer, bad, message):
         tokenizer.encode_page(bad)
 
 
+def test_decode_page_strict_rejects_a_page_cut_before_eos(tokenizer, context):
+    page = tokenizer.encode_page(PAGE)
+    prompt = tokenizer.encode_prompt(context)
+    assert tokenizer.decode_page(prompt + page)["rows"]
+    with pytest.raises(ValueError, match="not terminated by \\[EOS\\]"):
+        tokenizer.decode_page(prompt + page[:-3])
+    lenient = tokenizer.decode_page(prompt + page[:-3], strict=False)
+    assert lenient["complete"] is False and lenient["rows"]
+    with pytest.raises(ValueError, match="position 1 holds 'R:top10'"):
+        tokenizer.decode_page([prompt[-1], "R:top10"])
+
+
+def test_string_calls_all_map_unknown_ids_to_fallbacks(tokenizer):
+    """Pins the one private hook (`_encode_plus`): every public string entry point applies per-type fallbacks."""
+    fb_e, fb_r = tokenizer.entity_fallback_id, tokenizer.row_fallback_id
+    assert tokenizer("E:nope R:nope")["input_ids"] == [fb_e, fb_r]
+    assert tokenizer.encode("E:nope R:nope") == [fb_e, fb_r]
+    assert tokenizer(["E:nope", "R:nope E:m1"])["input_ids"] == [[fb_e], [fb_r, tokenizer.entity_to_id("m1")]]
+    assert tokenizer("E:nope", "R:nope")["input_ids"] == [fb_e, fb_r]
+    assert tokenizer.convert_tokens_to_ids(["E:nope", "R:nope"]) == [fb_e, fb_r]
+    assert tokenizer.convert_tokens_to_ids("E:nope") == fb_e
+
+
+def test_tokenizer_rejects_negative_durations_counts_and_history_length(tokenizer, context):
+    bad_duration = dict(context, history=[dict(context["history"][0], duration=-5.0)])
+    with pytest.raises(ValueError, match=r"history\[0\]\.duration: expected a number >= 0"):
+        tokenizer.encode_prompt(bad_duration)
+    with pytest.raises(ValueError, match=r"impressions\[0\]\.count: expected a count >= 1"):
+        tokenizer.encode_prompt(dict(context, impressions=[{"entity": "m1", "count": -2}]))
+    with pytest.raises(ValueError, match="max_history must be a non-negative int"):
+        tokenizer.encode_prompt(context, max_history=-1)
+
+
 def test_decode_page_strict_names_position(tokenizer, context):
-    ids = tokenizer.encode_context(context) + [tokenizer.entity_to_id("m1")]
+    ids = tokenizer.encode_prompt(context) + [tokenizer.entity_to_id("m1")]
     with pytest.raises(ValueError, match=f"position {len(ids) - 1}"):
         tokenizer.decode_page(ids)
     lenient = tokenizer.decode_page(ids, strict=False)
@@ -137,11 +170,11 @@ def test_decode_page_strict_names_position(tokenizer, context):
 
 
 def test_pagination_prompt(tokenizer, context):
-    ids = tokenizer.encode_continuation(
+    ids = tokenizer.encode_prompt(
         context, PAGE["rows"][:1],
         session=[{"entity": "m2", "action": "play", "timestamp": 999_900.0, "duration": 120.0}],
     )
     tokens = tokenizer.convert_ids_to_tokens(ids)
     assert tokens[-1] == "[PAGE]" and tokens.count("[PAGE]") == 2
     assert tokens[-6:-1] == ["[SESSION]", "E:m2", "ACT:play", "AGE:0", "DUR:2"]
-    assert tokenizer.decode_page(ids) == {"rows": []}
+    assert tokenizer.decode_page(ids + [tokenizer.eos_token_id]) == {"rows": []}

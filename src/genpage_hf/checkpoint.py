@@ -77,6 +77,11 @@ def save_genpage(
     """
     from .precision import hardware_info
 
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise FloatingPointError(f"refusing to save non-finite weights (NaN/inf) in {bad[:5]}"
+                                 f"{' and more' if len(bad) > 5 else ''}; nothing was written to {os.fspath(out_dir)!r}")
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise FileExistsError(f"output folder {out_dir!r} exists and is not a folder")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from transformers import TrainingArguments
+from transformers.trainer_utils import SaveStrategy, SchedulerType
 
 from ..precision import DTYPES, default_device, resolve_dtype
 from ..rewards import RewardConfig
@@ -83,12 +84,12 @@ class GenPageTrainingConfig(TrainingArguments):
     per_device_train_batch_size: int = field(default=32, metadata={"help": "training batch size per device"})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size per device"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate (small models from scratch)"})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "learning-rate schedule after warm-up"})
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule after warm-up"})
     warmup_steps: float = field(default=20, metadata={"help": "linear warm-up steps (a float < 1: share of steps)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     logging_steps: float = field(default=10, metadata={"help": "log the training loss every N steps"})
-    save_strategy: str = field(default="no", metadata={"help": "checkpoint strategy: no, steps or epoch"})
-    report_to: Any = field(default="none", metadata={"help": "trackers to report to (none, tensorboard, ...)"})
+    save_strategy: SaveStrategy | str = field(default="no", metadata={"help": "checkpoint strategy: no, steps or epoch"})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "trackers to report to (none, tensorboard, ...)"})
     train_sampling_strategy: str = field(
         default="random", metadata={"help": "random (exact resume) or group_by_length (less padding)"})
 
@@ -137,6 +138,8 @@ class GenPageTrainingConfig(TrainingArguments):
         self.bf16 = resolved == "bf16"  # autocast with fp32 master weights; losses are computed in fp32
         if self.bf16 and default_device() == "cpu":
             self.use_cpu = True  # transformers refuses bf16 without a GPU unless CPU training is explicit
+        if not (0.0 <= self.learning_rate < float("inf")):
+            raise ValueError(f"--learning_rate must be a finite number >= 0, got {self.learning_rate}")
         for name in ("fallback_prob", "eval_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
