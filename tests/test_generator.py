@@ -37,7 +37,7 @@ def test_generate_with_processor_equals_page_generator_greedy(catalog, spec, dat
     model, tok = tiny(catalog, spec, seed)
     rules = [data.draw(rule_sets(catalog.entity_ids, catalog.row_ids)) for _ in range(2)]
     contexts = [context(catalog, 2 + 7 * i, seed + i) for i in range(2)]  # different lengths: left padding
-    batch = tok.pad({"input_ids": [tok.encode_context(c) for c in contexts]}, return_tensors="pt")
+    batch = tok.pad({"input_ids": [tok.encode_prompt(c) for c in contexts]}, return_tensors="pt")
     processor = GenPageLogitsProcessor(rules, tok)
     out = model.generate(**batch, logits_processor=LogitsProcessorList([processor]),
                          max_new_tokens=processor.max_new_tokens)
@@ -87,7 +87,7 @@ def test_scores_are_the_models_logits_where_each_token_was_chosen(catalog, spec,
     width = 4
     page = PageGenerator(model, tok, autoregressive_entities=a).generate_page(
         ctx, RuleSet(rows_per_page=2, entities_per_row=width))
-    prompt = tok.encode_context(ctx)
+    prompt = tok.encode_prompt(ctx)
     ids = torch.tensor([prompt + page.token_ids])
     with torch.no_grad():
         logits = model(ids).logits[0]
@@ -108,7 +108,7 @@ def test_hybrid_fill_takes_the_top_scoring_eligible_entities(catalog, spec):
     ctx = context(catalog, 4, 3)
     rules = RuleSet(rows_per_page=1, entities_per_row=5, row_eligibility={r: catalog.entity_ids[::2] for r in catalog.row_ids})
     page = PageGenerator(model, tok, autoregressive_entities=1).generate_page(ctx, rules)
-    prefix = tok.encode_context(ctx) + page.token_ids[:2]  # row token + the one autoregressive entity
+    prefix = tok.encode_prompt(ctx) + page.token_ids[:2]  # row token + the one autoregressive entity
     with torch.no_grad():
         logits = model(torch.tensor([prefix])).logits[0, -1]
     eligible = torch.tensor([tok.entity_to_id(e) for e in catalog.entity_ids[::2] if e != page.rows[0].entities[0]])
@@ -142,11 +142,11 @@ def test_invalid_generator_arguments(catalog, spec):
     with pytest.raises(ValueError, match="temperature"):
         PageGenerator(model, tok, temperature=0)
     with pytest.raises(ValueError, match="does not divide"):
-        GenPageLogitsProcessor([RuleSet(), RuleSet()], tok).allowed(torch.tensor([tok.encode_context(context(catalog, 2, 0))] * 3))
+        GenPageLogitsProcessor([RuleSet(), RuleSet()], tok).allowed(torch.tensor([tok.encode_prompt(context(catalog, 2, 0))] * 3))
 
 
 def test_genpage_policy_pages_pass_the_judge(spec):
-    from genpage_hf.builder import build_genpage
+    from genpage_hf.checkpoint import build_genpage
     from genpage_hf.simulation import ProductionPolicy, UserPopulation, World, WorldConfig, run_ab, warm_up
     from genpage_hf.simulation.genpage_policy import GenPagePolicy
 

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import LogitsProcessorList
 
-from genpage_hf.builder import build_genpage
+from genpage_hf.checkpoint import build_genpage
 from genpage_hf.generation import GenPageLogitsProcessor, InfeasibleRulesError, PageGenerator, PageRequest, RuleSet
 
 from conftest import TINY_MODEL
@@ -146,7 +146,7 @@ def test_generated_pages_satisfy_every_rule(catalog, spec, data, seed, a, sample
 def test_generate_with_processor_satisfies_rules_when_sampling(catalog, spec, data, seed):
     model, tok = tiny(catalog, spec, seed)
     rules = [data.draw(rule_sets(catalog.entity_ids, catalog.row_ids)) for _ in range(2)]
-    prompts = [tok.encode_context(context(catalog, 2 + 6 * i, seed)) for i in range(2)]
+    prompts = [tok.encode_prompt(context(catalog, 2 + 6 * i, seed)) for i in range(2)]
     batch = tok.pad({"input_ids": prompts}, return_tensors="pt")
     processor = GenPageLogitsProcessor(rules, tok)
     torch.manual_seed(seed)
@@ -206,7 +206,7 @@ def test_infeasible_rules_raise_naming_rule_and_position(catalog, spec):
 
 def test_infeasible_inside_generate_raises_instead_of_emitting(catalog, spec):
     model, tok = tiny(catalog, spec, 1)
-    prompt = torch.tensor([tok.encode_context(context(catalog, 3, 0))])
+    prompt = torch.tensor([tok.encode_prompt(context(catalog, 3, 0))])
     processor = GenPageLogitsProcessor(RuleSet(rows_per_page=3, entities_per_row=4,
                                                entity_candidates=catalog.entity_ids[:10]), tok)
     with pytest.raises(InfeasibleRulesError, match="'dedup_entities'.*page row 2"):
@@ -226,7 +226,7 @@ def test_short_page_allowed_when_asked(catalog, spec):
 def test_mask_never_leaves_a_row_empty_and_only_page_tokens(catalog, spec):
     _, tok = tiny(catalog, spec, 0)
     processor = GenPageLogitsProcessor(RuleSet(rows_per_page=1, entities_per_row=2), tok)
-    prompt = torch.tensor([tok.encode_context(context(catalog, 3, 0))])
+    prompt = torch.tensor([tok.encode_prompt(context(catalog, 3, 0))])
     row = tok.row_to_id("trending")
     for ids in (prompt, torch.cat([prompt, torch.tensor([[row]])], 1)):
         allowed = processor.allowed(ids)

@@ -37,7 +37,7 @@ GENRE_ROW_PREFIX = "genre_"
 
 @dataclass(frozen=True)
 class RecordSchema:
-    """What a tokenizer spec lets a record say: profile/request fields (sorted) with values, action types, inject kinds."""
+    """What a tokenizer spec lets a record say: profile/request fields (sorted), action types, inject kinds."""
 
     profile: dict[str, tuple[str, ...]]
     request: dict[str, tuple[str, ...]]
@@ -390,7 +390,7 @@ def _arrow_schema(profile: tuple[str, ...], request: tuple[str, ...]) -> pa.Sche
 
 
 def arrow_schema(spec: SpecLike = None) -> pa.Schema:
-    """Arrow schema of a log table (one row per impression, three struct columns) for a spec's profile/request fields."""
+    """Arrow schema of a log table (one row per impression, three struct columns) with the spec's fields."""
     schema = record_schema(spec)
     return _arrow_schema(tuple(schema.profile), tuple(schema.request))
 
