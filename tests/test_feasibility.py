@@ -14,7 +14,7 @@ from genpage_hf.generation import GeneratedPage, GenPageLogitsProcessor, Infeasi
 
 from test_rules import context, tiny
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 # ---------------------------------------------------------------------------------------- the oracle
@@ -62,10 +62,17 @@ def best_page(rules: RuleSet, rows: list[str], entities: list[str], m: int, spec
     A prefix of k rows that breaks a rule as a k-row page cannot grow into a valid page, and two
     prefixes with the same length, rows and (with dedup_entities) entities have the same futures.
     """
+    return completion(rules, [], rows, entities, m, spec_width, previous)
+
+
+def completion(rules: RuleSet, prefix: list[tuple[str, list[str]]], rows: list[str], entities: list[str], m: int,
+               spec_width: int, previous: list[tuple[str, list[str]]] = ()) -> Optional[list[tuple[str, list[str]]]]:
+    """A valid m-row page starting with `prefix` (its last row may be partial), by exhaustive search; None if none."""
     dead: set = set()
+    width_of = lambda row: rules.row_widths.get(row, rules.entities_per_row or spec_width)  # noqa: E731
 
     def search(page: list) -> Optional[list]:
-        if page_violations(page, rules, len(page), spec_width, previous):
+        if len(page) > m or page_violations(page, rules, len(page), spec_width, previous):
             return None
         if len(page) == m:
             return page
@@ -74,15 +81,24 @@ def best_page(rules: RuleSet, rows: list[str], entities: list[str], m: int, spec
         if key in dead:
             return None
         for row in rows:
-            width = rules.row_widths.get(row, rules.entities_per_row or spec_width)
-            for es in combinations(entities, width):
+            for es in combinations(entities, width_of(row)):
                 found = search(page + [(row, list(es))])
                 if found is not None:
                     return found
         dead.add(key)
         return None
 
-    return search([])
+    if prefix and len(prefix[-1][1]) < width_of(prefix[-1][0]):
+        row, placed = prefix[-1]
+        if len(set(placed)) < len(placed) or not set(placed) <= set(entities):
+            return None
+        rest = [e for e in entities if e not in placed]
+        for es in combinations(rest, width_of(row) - len(placed)):
+            found = search(prefix[:-1] + [(row, placed + list(es))])
+            if found is not None:
+                return found
+        return None
+    return search(list(prefix))
 
 
 # ---------------------------------------------------------------------------------------- small rule sets
@@ -92,25 +108,24 @@ ENTITIES = [f"m{i}" for i in range(7)]
 
 @st.composite
 def small_rules(draw) -> RuleSet:
-    """Random RuleSets over <= 4 rows and <= 6 entities, feasible or not."""
+    """Random RuleSets over <= 4 rows and <= 7 entities, feasible or not (tight ones often)."""
     rows = draw(st.lists(st.sampled_from(ROWS), min_size=1, max_size=4, unique=True))
-    entities = draw(st.lists(st.sampled_from(ENTITIES), min_size=1, max_size=6, unique=True))
+    entities = draw(st.lists(st.sampled_from(ENTITIES), min_size=2, max_size=7, unique=True))
     rpp = draw(st.integers(1, 3))
     sub = lambda pool, **kw: draw(st.lists(st.sampled_from(pool), unique=True, **kw))  # noqa: E731
-    pin_rows = sub(ROWS, max_size=2)
-    pin_positions = draw(st.permutations(list(range(rpp))))[:len(pin_rows)]
-    pins = dict(zip(pin_rows, pin_positions))
-    deadlines = {r: draw(st.integers(0, rpp)) for r in sub(ROWS, max_size=2)
-                 if r not in pins or draw(st.booleans())}
+    special = rows if draw(st.integers(0, 4)) else ROWS  # pins and deadlines mostly on candidate rows
+    pin_rows = sub(special, max_size=2)
+    pins = dict(zip(pin_rows, draw(st.permutations(list(range(rpp))))))
+    deadlines = {r: draw(st.integers(0, rpp)) for r in sub(special, max_size=2)}
     deadlines = {r: d for r, d in deadlines.items() if r not in pins or pins[r] <= d}
     return RuleSet(
         rows_per_page=rpp, entities_per_row=draw(st.integers(1, 2)),
-        row_widths={r: draw(st.integers(1, 3)) for r in sub(rows, max_size=2)},
-        dedup_entities=draw(st.booleans()), dedup_rows=draw(st.booleans()),
+        row_widths={r: draw(st.integers(1, 3)) for r in sub(rows, max_size=1)},
+        dedup_entities=draw(st.sampled_from([True, True, False])), dedup_rows=draw(st.booleans()),
         pinned_rows=pins, row_max_positions=deadlines, row_candidates=rows, entity_candidates=entities,
-        row_eligibility={r: sub(entities, max_size=4) for r in sub(rows, max_size=3)},
-        blocked_rows=sub(rows, max_size=1) if draw(st.booleans()) else [],
-        blocked_entities=sub(entities, max_size=1) if draw(st.booleans()) else [],
+        row_eligibility={r: sub(entities, min_size=1, max_size=5) for r in sub(rows, max_size=3)},
+        blocked_rows=sub(rows, max_size=1) if not draw(st.integers(0, 3)) else [],
+        blocked_entities=sub(entities, max_size=1) if not draw(st.integers(0, 3)) else [],
         allow_short_page=draw(st.booleans()),
     )
 
@@ -203,6 +218,45 @@ def test_pagination_pages_refuse_iff_no_valid_next_page(catalog, spec, rules, a)
         if not isinstance(result, GeneratedPage):
             break
         shown += result.to_dict()["rows"]
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rules=small_rules(), data=st.data())
+def test_the_mask_allows_exactly_the_tokens_some_valid_page_continues_through(catalog, spec, rules, data):
+    """A random walk through the mask; at every step each token is allowed iff the oracle completes a page through it."""
+    _, tok = tiny(catalog, spec, 0)
+    width, m = tok.entities_per_row, expected_rows(rules, tok.entities_per_row)
+    try:
+        processor = GenPageLogitsProcessor(rules, tok)
+    except InfeasibleRulesError:
+        assert m is None
+        return
+    assert m is not None
+    ids = tok.encode_prompt(context(catalog, 2, 0))
+    page: list[tuple[str, list[str]]] = []
+    for _ in range(rules.max_page_tokens(tok)):
+        allowed = set(processor.allowed(torch.tensor([ids]))[0].nonzero()[:, 0].tolist())
+        expected = set()
+        for row in rules.row_candidates:
+            if completion(rules, page + [(row, [])], rules.row_candidates, rules.entity_candidates, m, width):
+                expected.add(tok.row_to_id(row))
+        if page:
+            for e in rules.entity_candidates:
+                if completion(rules, page[:-1] + [(page[-1][0], page[-1][1] + [e])], rules.row_candidates,
+                              rules.entity_candidates, m, width):
+                    expected.add(tok.entity_to_id(e))
+        if len(page) == m and (not page or len(page[-1][1]) == rules.row_widths.get(page[-1][0], rules.entities_per_row)):
+            expected.add(tok.eos_token_id)
+        assert allowed == expected, f"after {page}"
+        token = data.draw(st.sampled_from(sorted(allowed)))
+        if token == tok.eos_token_id:
+            break
+        ids.append(token)
+        if tok.id_to_row(token) is not None:
+            page.append((tok.id_to_row(token), []))
+        else:
+            page[-1][1].append(tok.id_to_entity(token))
+    assert token == tok.eos_token_id and page_violations(page, rules, m, width) == []
 
 
 # ---------------------------------------------------------------------------------------- the issue's defects

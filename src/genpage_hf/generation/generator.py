@@ -188,9 +188,9 @@ class PageGenerator:
                 err = processor.errors[j]
                 results[i] = pages[j] if err is None else _request_error(err, i)
         if errors == "raise":
-            for r in results:
-                if not isinstance(r, GeneratedPage):
-                    raise r
+            failed = [r for r in results if isinstance(r, ValueError)]
+            if failed:
+                raise failed[0]
         return results
 
     def _decode(self, prompts: list[list[int]], processor: GenPageLogitsProcessor,

@@ -450,7 +450,14 @@ class GenPageLogitsProcessor(LogitsProcessor):
         return self.step(input_ids).allowed
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        return scores.masked_fill(~self.allowed(input_ids.to(scores.device)), float("-inf"))
+        masked = scores.masked_fill(~self.allowed(input_ids.to(scores.device)), float("-inf"))
+        dead = masked.isneginf().all(1)
+        if bool(dead.any()):  # never hand generate() an all -inf row: sampling fails, greedy emits token 0
+            b = int(dead.nonzero()[0])
+            raise ValueError(f"sequence {b}: an earlier logits processor (e.g. the generation config's "
+                             f"begin_suppress_tokens) forbids every token the rules allow; "
+                             f"GenPageLogitsProcessor.generate clears those")
+        return masked
 
     # ------------------------------------------------------------------ budget
     def check_complete(self, sequences: torch.Tensor, prompt_length: int) -> None:
@@ -476,6 +483,10 @@ class GenPageLogitsProcessor(LogitsProcessor):
                              f"longest page needs")
         processors = LogitsProcessorList(kwargs.pop("logits_processor", None) or [])
         processors.append(self)
+        # The rules subsume the config's static page grammar, whose [EOS] ban at the first step
+        # would forbid the empty page of `allow_short_page`.
+        kwargs.setdefault("suppress_tokens", None)
+        kwargs.setdefault("begin_suppress_tokens", None)
         out = model.generate(input_ids, logits_processor=processors, max_new_tokens=budget, **kwargs)
         sequences = out if isinstance(out, torch.Tensor) else out.sequences
         self.check_complete(sequences, input_ids.shape[1])
