@@ -12,12 +12,14 @@ its sibling configuration file.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
 from torch import nn
 from transformers import GenerationMixin, LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
 from transformers import initialization as init
+from transformers.utils import ModelOutput
 
 from .configuration_genpage import GenPageConfig
 
@@ -138,4 +140,74 @@ class GenPageForPageGeneration(GenPagePreTrainedModel, LlamaForCausalLM, Generat
         self.post_init()
 
 
-__all__ = ["GenPageFusedEmbedding", "GenPagePreTrainedModel", "GenPageModel", "GenPageForPageGeneration"]
+@dataclass
+class PageRewardOutput(ModelOutput):
+    """Page reward: `logits` (batch, 1) = the sum of `slot_rewards` (batch, seq), each page slot's predicted reward."""
+
+    loss: Optional[torch.Tensor] = None
+    logits: Optional[torch.Tensor] = None
+    slot_rewards: Optional[torch.Tensor] = None
+
+
+class GenPageForPageReward(GenPagePreTrainedModel):
+    """Page reward model (paper §5.3): the GenPage backbone and a scalar head scoring every page slot.
+
+    The hidden state at each entity token of the page (after the last `[PAGE]`; it has read the
+    context, the rows and entities above and left of it, and the entity) is mapped to that slot's
+    expected reward; the page score (`logits`, one label) is their sum, like the reward system's page
+    reward (the sum of entity rewards). Which tokens are scored slots is the `slot_tokens` buffer
+    (the catalog entities), the page start `config.page_token_id`. With `labels` (page rewards) the
+    loss is the MSE of the page score, as for any one-label `AutoModelForSequenceClassification`.
+    """
+
+    def __init__(self, config: GenPageConfig):
+        super().__init__(config)
+        self.num_labels = 1
+        self.model = GenPageModel(config)
+        self.score = nn.Linear(config.hidden_size, 1)
+        self.register_buffer("slot_tokens", torch.zeros(config.vocab_size, dtype=torch.bool), persistent=True)
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is self:
+            init.zeros_(self.slot_tokens)  # written by set_slot_tokens; loaded from the checkpoint otherwise
+        if module is getattr(self, "score", None):
+            init.zeros_(module.weight)  # a fresh head predicts zero reward everywhere
+            init.zeros_(module.bias)
+
+    def set_slot_tokens(self, token_ids: torch.Tensor | list[int], page_token_id: int) -> None:
+        """Mark the tokens whose page positions are scored (the catalog entities) and the page-start token."""
+        ids = torch.as_tensor(token_ids, dtype=torch.long)
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self.slot_tokens)):
+            raise ValueError(f"slot token ids must be in [0, {len(self.slot_tokens)}), got range [{ids.min()}, {ids.max()}]")
+        self.slot_tokens.zero_()
+        self.slot_tokens[ids.to(self.slot_tokens.device)] = True
+        self.config.page_token_id = int(page_token_id)
+
+    def page_slots(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(batch, seq) bool: the scored slot tokens after each sequence's last `[PAGE]`."""
+        page_id = getattr(self.config, "page_token_id", None)
+        if page_id is None:
+            raise ValueError("GenPageForPageReward: config.page_token_id is unset (call set_slot_tokens)")
+        is_page = input_ids == page_id
+        after_last = is_page.flip(-1).cumsum(-1).flip(-1) == 0
+        slots = after_last & is_page.any(-1, keepdim=True) & self.slot_tokens[input_ids]
+        return slots if attention_mask is None else slots & attention_mask.bool()
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                position_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
+                **kwargs: Any) -> PageRewardOutput:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                            use_cache=False).last_hidden_state
+        slot_rewards = self.score(hidden).squeeze(-1).float() * self.page_slots(input_ids, attention_mask)
+        logits = slot_rewards.sum(-1, keepdim=True)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+        return PageRewardOutput(loss=loss, logits=logits, slot_rewards=slot_rewards)
+
+
+__all__ = ["GenPageFusedEmbedding", "GenPagePreTrainedModel", "GenPageModel", "GenPageForPageGeneration",
+           "GenPageForPageReward", "PageRewardOutput"]

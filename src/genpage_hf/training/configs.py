@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy, SchedulerType
+from trl import GRPOConfig
 
 from ..precision import DTYPES, default_device, resolve_dtype
 from ..rewards import RewardConfig
@@ -190,5 +191,77 @@ class WBCConfig(GenPageTrainingConfig):
         super().__post_init__()
 
 
-__all__ = ["DEFAULT_LORA_TARGETS", "DataArguments", "GenPageTrainingConfig", "ModelArguments", "NTPConfig",
-           "WBCConfig"]
+@dataclass
+class RewardModelConfig(GenPageTrainingConfig):
+    """Page reward model training (paper §5.3): per-slot regression of entity rewards, summed over the page."""
+
+    learning_rate: float = field(default=3e-4, metadata={"help": "peak learning rate (the backbone starts trained)"})
+    records_half: Optional[int] = field(
+        default=None, metadata={"help": "train on one half of the USERS (0 or 1, split by --example_seed): the other "
+                                        "half trains a held-out reward model; default: every record"})
+
+    def __post_init__(self) -> None:
+        if self.records_half not in (None, 0, 1):
+            raise ValueError(f"--records_half must be 0, 1 or unset, got {self.records_half}")
+        super().__post_init__()
+
+
+@dataclass
+class GenPageGRPOConfig(GRPOConfig):
+    """`trl.GRPOConfig` with GenPage's defaults: Dr. GRPO, unscaled rewards, a KL penalty, fp32, no checkpointing."""
+
+    # ---- GRPOConfig / TrainingArguments fields whose defaults GenPage changes
+    output_dir: Optional[str] = field(default="genpage-grpo", metadata={"help": "where checkpoints and the model go"})
+    loss_type: str = field(default="dr_grpo", metadata={"help": "GRPO loss variant (Dr. GRPO: length-unbiased)"})
+    scale_rewards: str = field(default="none", metadata={"help": "advantage scaling: none (Dr. GRPO), group or batch"})
+    beta: float = field(default=0.04, metadata={"help": "KL coefficient to the reference (starting) policy; > 0"})
+    learning_rate: float = field(default=2e-5, metadata={"help": "peak learning rate"})
+    lr_scheduler_type: SchedulerType | str = field(default="constant", metadata={"help": "learning-rate schedule"})
+    num_generations: Optional[int] = field(default=4, metadata={"help": "sampled pages per request (the group)"})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "completions (pages) per device and step"})
+    max_completion_length: Optional[int] = field(
+        default=None, metadata={"help": "page token budget (default: the longest page of the requests' rules)"})
+    temperature: float = field(default=0.5, metadata={"help": "sampling temperature of rollouts and of the loss"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "activation checkpointing (slow on CPU)"})
+    bf16: Optional[bool] = field(default=None, metadata={"help": "set by --dtype"})
+    logging_steps: float = field(default=1, metadata={"help": "log every N steps"})
+    save_strategy: SaveStrategy | str = field(default="no", metadata={"help": "checkpoint strategy: no, steps or epoch"})
+    report_to: None | str | list[str] = field(default="none", metadata={"help": "trackers to report to"})
+    disable_dropout: bool = field(default=True, metadata={"help": "no dropout in policy and reference"})
+
+    # ---- GenPage fields
+    dtype: str = field(
+        default="fp32", metadata={"help": "fp32 (default: ratios and KL from fp32 log-probs), bf16, or auto (bf16 "
+                                          "where the device computes it natively)", "choices": list(DTYPES)})
+    max_history: Optional[int] = field(
+        default=None, metadata={"help": "most recent history actions kept per prompt (default: the spec's limit)"})
+    autoregressive_entities: Optional[int] = field(
+        default=None, metadata={"help": "rollouts: entities per row sampled one by one before the rest of the row is "
+                                        "drawn from one pass (hybrid rows); default: every entity one by one, which "
+                                        "matches the loss's autoregressive log-probs"})
+    format_reward_weight: float = field(
+        default=1.0, metadata={"help": "weight of each format reward (grammar, dedup, pins, eligibility)"})
+    unconstrained_rollouts: bool = field(
+        default=False, metadata={"help": "sample rollouts under the page grammar only, not each request's rules "
+                                         "(the format rewards then carry the rules)"})
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
+        self.resolved_dtype = resolve_dtype(self.dtype, "cpu" if self.use_cpu else default_device())
+        self.bf16 = self.resolved_dtype == "bf16"
+        if self.bf16 and default_device() == "cpu":
+            self.use_cpu = True
+        if not self.beta > 0:
+            raise ValueError(f"--beta must be > 0 (GenPage keeps a KL penalty to the reference policy), got {self.beta}")
+        if self.autoregressive_entities is not None and self.autoregressive_entities < 0:
+            raise ValueError(f"--autoregressive_entities must be >= 0, got {self.autoregressive_entities}")
+        if self.max_history is not None and self.max_history < 0:
+            raise ValueError(f"--max_history must be >= 0, got {self.max_history}")
+        if not 0 <= self.format_reward_weight < float("inf"):
+            raise ValueError(f"--format_reward_weight must be a finite number >= 0, got {self.format_reward_weight}")
+        super().__post_init__()
+
+
+__all__ = ["DEFAULT_LORA_TARGETS", "DataArguments", "GenPageGRPOConfig", "GenPageTrainingConfig", "ModelArguments",
+           "NTPConfig", "RewardModelConfig", "WBCConfig"]

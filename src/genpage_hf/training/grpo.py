@@ -1,0 +1,238 @@
+"""RL post-training with TRL's own `GRPOTrainer` (paper §5.3): Dr. GRPO on whole pages under business rules.
+
+What TRL provides unchanged: the group-relative advantages, the Dr. GRPO loss, the KL penalty to a
+reference policy (re-loaded by TRL from the policy's folder), optimization, logging. What GenPage adds,
+through TRL's public arguments only:
+
+- **Rollouts** (`rollout_func`, TRL's public hook for custom generation): `GenPageRollout` samples each
+  page with `PageGenerator` (batched, KV cache, sampling at `args.temperature`) under that request's
+  `RuleSet`, so every rollout is a valid page. TRL has no logits-processor hook for generation; this
+  is the one place the rules enter. The masking applies to SAMPLING only: TRL's loss computes
+  log-probs (and the KL) from the full, unmasked softmax over the vocabulary, so a rollout's
+  log-prob in the loss is that of the unconstrained distribution, not the masked one it was drawn from.
+- **Rewards** (plain callables, scored from `completion_ids`, never from decoded text, which drops the
+  special tokens): the page reward model (`PageRewardFunction`) and four rule-based format rewards
+  (`FormatReward`: grammar, dedup, pins, eligibility), 1.0 for a compliant page and 0.0 otherwise.
+  Under rule-constrained rollouts they stay at 1.0; they carry the rules when `unconstrained_rollouts`
+  samples under the page grammar alone.
+- **Data**: `build_grpo_dataset` turns page requests (context + RuleSet) into TRL's prompt dataset:
+  `prompt` (the prompt's tokens as a string), `context` and `rules` (JSON).
+
+`GenPageGRPOTrainer` is `GRPOTrainer` with that wiring and the checks that fail before training
+(reward model tokenizer, infeasible rules, missing contexts, a policy without a saved folder).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping, Optional, Sequence
+
+from trl import GRPOTrainer
+
+from ..generation import GenPageLogitsProcessor, PageGenerator, PageRequest, RuleSet
+from .configs import GenPageGRPOConfig
+from .reward_model import PageRewardFunction, check_same_tokenizer, load_reward_model
+from .trainers import LogFileCallback, QuietProgressCallback
+
+FORMAT_KINDS = ("grammar", "dedup", "pins", "eligibility")
+GRPO_COLUMNS = ("prompt", "context", "rules")
+
+
+def page_compliance(completion_ids: Sequence[int], rules: RuleSet, tokenizer: Any) -> dict[str, bool]:
+    """Which rule families a generated page (ids after the prompt) satisfies: grammar, dedup, pins, eligibility.
+
+    grammar: rows of a row token then exactly the row's width of entity tokens, at most `rows_per_page`
+    rows (exactly, unless `allow_short_page`), ended by `[EOS]`; dedup: no entity or row twice; pins:
+    pinned rows at their position and deadline rows no lower than theirs (positions the page has);
+    eligibility: candidate sets, blocklists and each row's eligible entities.
+    """
+    n_rows, width = rules.layout(tokenizer)
+    ids = list(completion_ids)
+    eos = tokenizer.eos_token_id
+    grammar = eos in ids
+    ids = ids[:ids.index(eos)] if grammar else ids
+    rows: list[tuple[str, list[str]]] = []
+    for t in ids:
+        row, entity = tokenizer.id_to_row(t), tokenizer.id_to_entity(t)
+        if row is not None:
+            rows.append((row, []))
+        elif entity is not None and rows:
+            rows[-1][1].append(entity)
+        else:
+            grammar = False
+    grammar = grammar and len(rows) <= n_rows and (rules.allow_short_page or len(rows) == n_rows)
+    grammar = grammar and all(len(es) == rules.row_widths.get(r, width) for r, es in rows)
+    row_ids = [r for r, _ in rows]
+    entities = [e for _, es in rows for e in es]
+    dedup = (not rules.dedup_entities or len(set(entities)) == len(entities)) and \
+            (not rules.dedup_rows or len(set(row_ids)) == len(row_ids))
+    pins = all((row_ids[p] == r) if p < len(rows) else r not in row_ids for r, p in rules.pinned_rows.items())
+    pins = pins and all(r in row_ids[:p + 1] for r, p in rules.row_max_positions.items() if p < len(rows))
+    rows_ok = set(rules.row_candidates) if rules.row_candidates is not None else None
+    ents_ok = set(rules.entity_candidates) if rules.entity_candidates is not None else None
+    blocked_rows, blocked_ents = set(rules.blocked_rows), set(rules.blocked_entities)
+    eligible = {r: set(es) for r, es in rules.row_eligibility.items()}
+    eligibility = all((rows_ok is None or r in rows_ok) and r not in blocked_rows for r in row_ids)
+    eligibility = eligibility and all(
+        (ents_ok is None or e in ents_ok) and e not in blocked_ents and (r not in eligible or e in eligible[r])
+        for r, es in rows for e in es)
+    return {"grammar": grammar, "dedup": dedup, "pins": pins, "eligibility": eligibility}
+
+
+class FormatReward:
+    """Rule-based format reward (paper §5.3): 1.0 when a page satisfies one rule family of its request, else 0.0."""
+
+    def __init__(self, kind: str, tokenizer: Any) -> None:
+        if kind not in FORMAT_KINDS:
+            raise ValueError(f"FormatReward kind must be one of {FORMAT_KINDS}, got {kind!r}")
+        self.kind, self.tokenizer = kind, tokenizer
+        self.__name__ = f"format_{kind}"  # TRL logs rewards under the function's __name__
+
+    def __call__(self, prompts: list[str], completion_ids: list[list[int]], rules: list[str],
+                 **kwargs: Any) -> list[float]:
+        return [float(page_compliance(c, RuleSet.from_json(r), self.tokenizer)[self.kind])
+                for c, r in zip(completion_ids, rules)]
+
+
+def build_grpo_dataset(requests: Sequence[PageRequest | Mapping[str, Any]], tokenizer: Any,
+                       max_history: Optional[int] = None) -> Any:
+    """TRL's prompt dataset from page requests (a `PageRequest`, or a dict with `context` and optional `rules`).
+
+    Columns: `prompt` (the prompt's tokens joined by spaces: `tokenizer.encode_prompt`, the one prompt
+    builder), `context` and `rules` (JSON strings). A request without a context raises ValueError.
+    """
+    import datasets
+
+    if isinstance(requests, (str, bytes, Mapping)) or not isinstance(requests, Sequence) or not requests:
+        raise ValueError("build_grpo_dataset needs a non-empty list of page requests (context + RuleSet)")
+    rows: dict[str, list[str]] = {c: [] for c in GRPO_COLUMNS}
+    for i, r in enumerate(requests):
+        if isinstance(r, Mapping):
+            if not isinstance(r.get("context"), Mapping):
+                raise ValueError(f"request {i} has no context (a record-schema context dict under 'context')")
+            rules = r.get("rules") or RuleSet()
+            r = PageRequest(r["context"], rules if isinstance(rules, RuleSet) else RuleSet.from_dict(dict(rules)))
+        if not isinstance(r, PageRequest) or not isinstance(r.context, Mapping):
+            raise ValueError(f"request {i} has no context: expected a PageRequest or a dict with a 'context'")
+        ids = tokenizer.encode_prompt(r.context, r.previous_rows, r.session, max_history)
+        rows["prompt"].append(" ".join(tokenizer.convert_ids_to_tokens(ids)))
+        rows["context"].append(json.dumps(dict(r.context)))
+        rows["rules"].append(r.rules.to_json())
+    return datasets.Dataset.from_dict(rows)
+
+
+class GenPageRollout:
+    """TRL `rollout_func`: samples one page per prompt with `PageGenerator` under the prompt's `RuleSet`.
+
+    TRL hands it the prompts of a generation batch (each repeated `num_generations` times) and the
+    trainer; it returns prompt ids, completion ids (the page tokens and `[EOS]`) and no sampling
+    log-probs (TRL recomputes them with the policy).
+    """
+
+    def __init__(self, dataset: Any, tokenizer: Any, args: GenPageGRPOConfig) -> None:
+        self.tokenizer, self.args = tokenizer, args
+        self.requests: dict[str, PageRequest] = {}
+        for i, (prompt, context, rules) in enumerate(zip(dataset["prompt"], dataset["context"], dataset["rules"])):
+            request = PageRequest(json.loads(context), RuleSet.from_json(rules))
+            if args.unconstrained_rollouts:
+                r = request.rules
+                request.rules = RuleSet(rows_per_page=r.rows_per_page, entities_per_row=r.entities_per_row,
+                                        row_widths=r.row_widths, allow_short_page=r.allow_short_page)
+            known = self.requests.setdefault(prompt, request)
+            if known.rules != request.rules:
+                raise ValueError(f"dataset row {i}: the same prompt as an earlier row with different rules; "
+                                 "rollouts find a prompt's rules by its prompt, so make such prompts unique")
+        self.generator: Optional[PageGenerator] = None
+
+    def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
+        if self.generator is None:  # one generator for the run: its sampling stream continues across steps
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            self.generator = PageGenerator(model, self.tokenizer, self.args.autoregressive_entities, do_sample=True,
+                                           temperature=self.args.temperature, seed=self.args.seed,
+                                           max_history=self.args.max_history)
+        requests = [self.requests[p] for p in prompts]
+        pages = self.generator.generate(requests, errors="raise")
+        eos = self.tokenizer.eos_token_id
+        return {"prompt_ids": [self.generator.prompt_ids(r) for r in requests],
+                "completion_ids": [list(page.token_ids) + [eos] for page in pages], "logprobs": None}
+
+
+class GenPageGRPOTrainer(GRPOTrainer):
+    """`trl.GRPOTrainer` for GenPage: rule-constrained page rollouts, reward model + format rewards.
+
+    Args:
+        model: the policy, loaded from a saved folder (TRL re-loads the KL reference from it), or that folder.
+        reward_model: a `GenPageForPageReward` or its folder; its tokenizer must be the policy's.
+        args: `GenPageGRPOConfig`.
+        train_dataset: from `build_grpo_dataset` (columns prompt, context, rules).
+        processing_class: the policy's tokenizer.
+        reward_tokenizer: the reward model's tokenizer (default: loaded with a reward model folder, else
+            assumed to be `processing_class`).
+        extra_reward_funcs: further TRL reward functions (weighted 1.0).
+    """
+
+    def __init__(self, model: Any, reward_model: Any, args: Optional[GenPageGRPOConfig] = None,
+                 train_dataset: Any = None, processing_class: Any = None, reward_tokenizer: Any = None,
+                 extra_reward_funcs: Sequence[Any] = (), **kwargs: Any) -> None:
+        args = args or GenPageGRPOConfig()
+        if not isinstance(args, GenPageGRPOConfig):
+            raise ValueError(f"GenPageGRPOTrainer needs args=GenPageGRPOConfig(...), got {type(args).__name__}")
+        if isinstance(model, (str, os.PathLike)):
+            from ..checkpoint import load_genpage
+
+            model, policy_tokenizer, _ = load_genpage(model)
+            processing_class = processing_class or policy_tokenizer
+        if processing_class is None:
+            raise ValueError("GenPageGRPOTrainer: pass processing_class=<the policy's GenPageTokenizer>")
+        folder = getattr(model.config, "_name_or_path", "")
+        if not (folder and os.path.isfile(os.path.join(folder, "config.json"))):
+            raise ValueError("GenPageGRPOTrainer: TRL re-loads the KL reference from the policy's folder "
+                             f"(config._name_or_path={folder!r}); save the policy and load it from its folder")
+        if isinstance(reward_model, (str, os.PathLike)):
+            reward_model, loaded_tokenizer = load_reward_model(reward_model)
+            reward_tokenizer = reward_tokenizer or loaded_tokenizer
+        check_same_tokenizer(reward_tokenizer or processing_class, processing_class)
+        self._check_dataset(train_dataset)
+        rules = [RuleSet.from_json(r) for r in train_dataset["rules"]]
+        processor = GenPageLogitsProcessor(rules, processing_class, on_infeasible="end_page")
+        bad = [(i, e) for i, e in enumerate(processor.request_errors) if e is not None]
+        if bad:
+            raise ValueError(f"{len(bad)} dataset row(s) have rules that leave no valid page; row {bad[0][0]}: "
+                             f"{bad[0][1]}")
+        budget = processor.max_new_tokens
+        if args.max_completion_length is None:
+            args.max_completion_length = budget
+        elif args.max_completion_length < budget:
+            raise ValueError(f"--max_completion_length {args.max_completion_length} is below the {budget} tokens "
+                             "the longest page of these rules takes")
+        reward_funcs = [PageRewardFunction(reward_model, processing_class)]
+        reward_funcs += [FormatReward(kind, processing_class) for kind in FORMAT_KINDS] + list(extra_reward_funcs)
+        if args.reward_weights is None:
+            args.reward_weights = [1.0] + [args.format_reward_weight] * len(FORMAT_KINDS) + [1.0] * len(extra_reward_funcs)
+        super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
+                         processing_class=processing_class,
+                         rollout_func=GenPageRollout(train_dataset, processing_class, args), **kwargs)
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        self.remove_callback(PrinterCallback)
+        if self.pop_callback(ProgressCallback) is not None:
+            self.add_callback(QuietProgressCallback)
+        self.add_callback(LogFileCallback)
+
+    @staticmethod
+    def _check_dataset(dataset: Any) -> None:
+        names = set(getattr(dataset, "column_names", None) or ())
+        if dataset is None or "context" not in names:
+            raise ValueError("GenPageGRPOTrainer: the train dataset has no 'context' column (requests' contexts); "
+                             "build it with genpage_hf.training.grpo.build_grpo_dataset")
+        missing = sorted(set(GRPO_COLUMNS) - names)
+        if missing:
+            raise ValueError(f"GenPageGRPOTrainer: the train dataset lacks the columns {missing}; build it with "
+                             "build_grpo_dataset")
+        if len(dataset) == 0:
+            raise ValueError("GenPageGRPOTrainer: the train dataset is empty")
+
+
+__all__ = ["FORMAT_KINDS", "FormatReward", "GenPageGRPOTrainer", "GenPageRollout", "build_grpo_dataset",
+           "page_compliance"]
