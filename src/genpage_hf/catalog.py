@@ -15,13 +15,9 @@ from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from .tokenization_genpage import check_id
+
 ENTITY_TYPES = ("movie", "show", "game", "live")
-
-
-def _check_id(value: Any, what: str) -> str:
-    if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
-        raise ValueError(f"{what} must be a non-empty string without whitespace, got {value!r}")
-    return value
 
 
 @dataclass
@@ -36,7 +32,7 @@ class CatalogEntity:
     content: Optional[list[float]] = None
 
     def __post_init__(self) -> None:
-        _check_id(self.id, "entity id")
+        check_id(self.id, "entity id")
         if self.type not in ENTITY_TYPES:
             raise ValueError(f"entity {self.id!r}: type must be one of {ENTITY_TYPES}, got {self.type!r}")
         if not isinstance(self.genres, (list, tuple)) or not all(isinstance(g, str) for g in self.genres):
@@ -59,7 +55,7 @@ class CatalogRow:
     genre: Optional[str] = None
 
     def __post_init__(self) -> None:
-        _check_id(self.id, "row id")
+        check_id(self.id, "row id")
 
 
 @dataclass

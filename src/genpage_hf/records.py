@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .tokenization_genpage import check_id
 from .tokenizer_spec import load_spec, validate_spec
 
 SPECIAL_ROWS = ("continue_watching", "trending", "new_releases", "top10", "because_you_watched", "games", "live_now")
@@ -96,18 +97,6 @@ def _no_unknown(d: Any, allowed: Sequence[str], where: str) -> None:
         raise ValueError(f"{where or 'record'} has unknown keys {sorted(unknown)}")
 
 
-def _id(value: Any, where: str) -> str:
-    # isprintable() is False for control (NUL...), format (zero-width U+200B-U+200D, U+2060, U+FEFF),
-    # surrogate, private-use, unassigned and separator characters other than " ".
-    if isinstance(value, str) and value and value.isprintable() and " " not in value:
-        return value
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{where} must be a non-empty string, got {value!r}")
-    pos, ch = next((i, ch) for i, ch in enumerate(value) if ch == " " or not ch.isprintable())
-    raise ValueError(f"{where} must be a non-empty string without whitespace, control or invisible characters; "
-                     f"got {value!r} (U+{ord(ch):04X} at index {pos})")
-
-
 def _choice(value: Any, allowed: Sequence[str], where: str) -> str:
     if value not in allowed:
         raise ValueError(f"{where} must be one of {list(allowed)}, got {value!r}")
@@ -145,7 +134,7 @@ class Action:
         """Validate an action dict; its `action` must be one of the spec's action types."""
         _no_unknown(d, ("entity", "action", "timestamp", "duration"), where)
         return cls(
-            entity=_id(_get(d, "entity", where), _where(where, "entity")),
+            entity=check_id(_get(d, "entity", where), _where(where, "entity")),
             action=_choice(_get(d, "action", where), record_schema(spec).action_types, _where(where, "action")),
             timestamp=_number(_get(d, "timestamp", where), _where(where, "timestamp")),
             duration=_number(_get(d, "duration", where, optional=True, default=0.0), _where(where, "duration"), 0.0),
@@ -186,7 +175,7 @@ class Context:
         schema = record_schema(spec)
         keys = ("user_id", "timestamp", "profile", "request", "history", "impressions", "inject", "session")
         _no_unknown(d, keys, where)
-        user_id = _id(_get(d, "user_id", where), _where(where, "user_id"))
+        user_id = check_id(_get(d, "user_id", where), _where(where, "user_id"))
         timestamp = _number(_get(d, "timestamp", where), _where(where, "timestamp"))
         profile = _fields(_get(d, "profile", where), schema.profile, _where(where, "profile"))
         request = _fields(_get(d, "request", where), schema.request, _where(where, "request"))
@@ -198,12 +187,12 @@ class Context:
             count = _get(item, "count", iw)
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ValueError(f"{iw}.count must be a positive integer, got {count!r}")
-            impressions.append((_id(_get(item, "entity", iw), f"{iw}.entity"), count))
+            impressions.append((check_id(_get(item, "entity", iw), f"{iw}.entity"), count))
         inject = []
         for i, item in enumerate(_list(_get(d, "inject", where, True, []), _where(where, "inject"))):
             iw = f"{where}.inject[{i}]"
             _no_unknown(item, ("entity", "kind"), iw)
-            inject.append((_id(_get(item, "entity", iw), f"{iw}.entity"),
+            inject.append((check_id(_get(item, "entity", iw), f"{iw}.entity"),
                            _choice(_get(item, "kind", iw), schema.inject_kinds, f"{iw}.kind")))
         return cls(
             user_id=user_id,
@@ -272,7 +261,7 @@ class Page:
         for r, row in enumerate(_list(_get(d, "rows", where), _where(where, "rows"))):
             rw = f"{where}.rows[{r}]"
             _no_unknown(row, ("row", "entities"), rw)
-            row_id = _id(_get(row, "row", rw), f"{rw}.row")
+            row_id = check_id(_get(row, "row", rw), f"{rw}.row")
             if row_id in seen_rows:
                 raise ValueError(f"{rw}.row: row {row_id!r} already appears at {where}.rows[{seen_rows[row_id]}]")
             seen_rows[row_id] = r
@@ -280,7 +269,7 @@ class Page:
             if not entities:
                 raise ValueError(f"{rw}.entities is empty: a row must show at least one entity")
             for c, e in enumerate(entities):
-                _id(e, f"{rw}.entities[{c}]")
+                check_id(e, f"{rw}.entities[{c}]")
                 if e in seen_entities:
                     raise ValueError(f"{rw}.entities[{c}]: entity {e!r} already shown at {seen_entities[e]}")
                 seen_entities[e] = f"{rw}.entities[{c}]"
@@ -421,6 +410,11 @@ def save_parquet(records: Iterable[Impression | dict], path: str | os.PathLike, 
 def load_parquet(path: str | os.PathLike, *, spec: SpecLike = None) -> list[Impression]:
     """Read and validate the records of one Parquet file."""
     return from_rows(pq.read_table(str(path)).to_pylist(), where=str(path), spec=spec)
+
+
+def validate_record(record: dict, where: str = "record", *, spec: SpecLike = None) -> Impression:
+    """One plain record dict (from Arrow, datasets or JSON; nulls allowed for absent keys) validated against a spec."""
+    return Impression.from_dict(_clean(record), where, record_schema(spec))
 
 
 def from_rows(rows: Iterable[dict], where: str = "record", *, spec: SpecLike = None) -> list[Impression]:

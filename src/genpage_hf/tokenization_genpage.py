@@ -26,6 +26,20 @@ from transformers import PreTrainedTokenizerFast
 _ACTION_KEYS = ("entity", "action", "timestamp", "duration")
 
 
+def check_id(value: Any, where: str) -> str:
+    """The package's one id rule (users, entities, rows): a non-empty string without whitespace, control
+    or invisible characters; returns it, or raises a ValueError naming `where` and the bad character."""
+    # isprintable() is False for control (NUL...), format (zero-width U+200B-U+200D, U+2060, U+FEFF),
+    # surrogate, private-use, unassigned and separator characters other than " ".
+    if isinstance(value, str) and value and value.isprintable() and " " not in value:
+        return value
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{where} must be a non-empty string without whitespace, got {value!r}")
+    pos, ch = next((i, ch) for i, ch in enumerate(value) if ch == " " or not ch.isprintable())
+    raise ValueError(f"{where} must be a non-empty string without whitespace, control or invisible characters; "
+                     f"got {value!r} (U+{ord(ch):04X} at index {pos})")
+
+
 def spec_base_tokens(spec: Mapping[str, Any]) -> list[str]:
     """All non-catalog tokens of a spec, in vocabulary order (special, segments, fallbacks, values).
 
@@ -98,20 +112,14 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
     ) -> "GenPageTokenizer":
         """Build the vocabulary: spec tokens, then rows, then entities (new ones are appended later)."""
         tokens = spec_base_tokens(spec)
-        tokens += [spec["prefixes"]["row"] + cls._check_id(r, "row") for r in rows]
-        tokens += [spec["prefixes"]["entity"] + cls._check_id(e, "entity") for e in entities]
+        tokens += [spec["prefixes"]["row"] + check_id(r, "row id") for r in rows]
+        tokens += [spec["prefixes"]["entity"] + check_id(e, "entity id") for e in entities]
         vocab: dict[str, int] = {}
         for tok in tokens:
             if tok in vocab:
                 raise ValueError(f"duplicate token {tok!r} in the vocabulary (a duplicate id in the catalog?)")
             vocab[tok] = len(vocab)
         return cls(vocab=vocab, spec=spec, **kwargs)
-
-    @staticmethod
-    def _check_id(value: Any, kind: str) -> str:
-        if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
-            raise ValueError(f"{kind} id must be a non-empty string without whitespace, got {value!r}")
-        return value
 
     @staticmethod
     def _max_sequence_length(spec: Mapping[str, Any]) -> int:
@@ -190,11 +198,11 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
 
     def entity_to_id(self, entity_id: str) -> int:
         """Token id of an entity, or the entity fallback id when it is not in the vocabulary."""
-        return self._vocab.get(self.entity_token(self._check_id(entity_id, "entity")), self.entity_fallback_id)
+        return self._vocab.get(self.entity_token(check_id(entity_id, "entity id")), self.entity_fallback_id)
 
     def row_to_id(self, row_id: str) -> int:
         """Token id of a row, or the row fallback id when it is not in the vocabulary."""
-        return self._vocab.get(self.row_token(self._check_id(row_id, "row")), self.row_fallback_id)
+        return self._vocab.get(self.row_token(check_id(row_id, "row id")), self.row_fallback_id)
 
     def id_to_entity(self, token_id: int) -> Optional[str]:
         """Entity id of a token id (None when the id is not a catalog entity)."""
@@ -211,11 +219,11 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
     # ------------------------------------------------------------------ vocabulary growth
     def add_entities(self, entity_ids: Iterable[str]) -> list[int]:
         """Append new entity tokens (existing ids unchanged); returns the ids of the new tokens."""
-        return self._grow([self.entity_token(self._check_id(e, "entity")) for e in entity_ids])
+        return self._grow([self.entity_token(check_id(e, "entity id")) for e in entity_ids])
 
     def add_rows(self, row_ids: Iterable[str]) -> list[int]:
         """Append new row tokens (existing ids unchanged); returns the ids of the new tokens."""
-        return self._grow([self.row_token(self._check_id(r, "row")) for r in row_ids])
+        return self._grow([self.row_token(check_id(r, "row id")) for r in row_ids])
 
     def _grow(self, tokens: list[str]) -> list[int]:
         # `add_tokens` would match added tokens by substring before splitting (E:1000 -> E:100 + ...),
@@ -292,7 +300,7 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
         if age < 0:
             raise ValueError(f"{where}.timestamp: action is {-age:.0f}s after the request time")
         return [
-            self._map_unknown(self.entity_token(self._check_id(action["entity"], "entity"))),
+            self._map_unknown(self.entity_token(check_id(action["entity"], f"{where}.entity"))),
             self.spec["action_types"]["prefix"] + act,
             self._bucket("age", age, f"{where}.timestamp"),
             self._bucket("duration", self._non_negative(action["duration"], f"{where}.duration"), f"{where}.duration"),
@@ -351,7 +359,7 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
                 where = f"context.impressions[{i}]"
                 if not isinstance(item, Mapping) or "entity" not in item or "count" not in item:
                     raise ValueError(f"{where}: expected a mapping with 'entity' and 'count', got {item!r}")
-                tokens.append(self._map_unknown(self.entity_token(self._check_id(item["entity"], "entity"))))
+                tokens.append(self._map_unknown(self.entity_token(check_id(item["entity"], f"{where}.entity"))))
                 count = self._number(item["count"], f"{where}.count")
                 if count < 1:
                     raise ValueError(f"{where}.count: expected a count >= 1, got {item['count']!r}")
@@ -365,7 +373,7 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
                     raise ValueError(f"{where}: expected a mapping with 'entity' and 'kind', got {item!r}")
                 if item["kind"] not in self.spec["inject"]["values"]:
                     raise ValueError(f"{where}.kind: unknown kind {item['kind']!r}; the spec allows {self.spec['inject']['values']}")
-                tokens.append(self._map_unknown(self.entity_token(self._check_id(item["entity"], "entity"))))
+                tokens.append(self._map_unknown(self.entity_token(check_id(item["entity"], f"{where}.entity"))))
                 tokens.append(self.spec["inject"]["prefix"] + item["kind"])
         tokens.append(seg["page"])
         return tokens
@@ -384,8 +392,8 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
             entities = row["entities"]
             if not isinstance(entities, Sequence) or isinstance(entities, str) or not entities:
                 raise ValueError(f"page.rows[{r}].entities must be a non-empty list of entity ids")
-            tokens.append(self._map_unknown(self.row_token(self._check_id(row["row"], f"page.rows[{r}].row"))))
-            tokens += [self._map_unknown(self.entity_token(self._check_id(e, f"page.rows[{r}].entities"))) for e in entities]
+            tokens.append(self._map_unknown(self.row_token(check_id(row["row"], f"page.rows[{r}].row"))))
+            tokens += [self._map_unknown(self.entity_token(check_id(e, f"page.rows[{r}].entities"))) for e in entities]
         if add_eos:
             tokens.append(self.spec["special"]["eos"])
         return tokens
