@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LogitsProcessor, L
 
 import genpage_hf  # noqa: F401  (registers the Auto classes)
 from genpage_hf import load_spec
-from genpage_hf.builder import build_genpage
+from genpage_hf.checkpoint import build_genpage
 from genpage_hf.generation import GenPageLogitsProcessor, PageGenerator, PageRequest
 from genpage_hf.simulation import ProductionPolicy, UserPopulation, World, WorldConfig, run_ab, warm_up
 from genpage_hf.simulation.genpage_policy import GenPagePolicy
@@ -79,7 +79,7 @@ def count_forwards(model: torch.nn.Module, fn: Callable[[], Any]) -> int:
 
 def run_generate(model, tok, requests: list[PageRequest], processor_wrapper=None, rules: bool = True):
     """Greedy pages through model.generate() with (or without) the rule processor."""
-    batch = tok.pad({"input_ids": [tok.encode_context(r.context) for r in requests]}, return_tensors="pt")
+    batch = tok.pad({"input_ids": [tok.encode_prompt(r.context) for r in requests]}, return_tensors="pt")
     processor = GenPageLogitsProcessor([r.rules for r in requests], tok)
     kwargs: dict = dict(max_new_tokens=processor.max_new_tokens, do_sample=False)
     if rules:

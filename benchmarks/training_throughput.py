@@ -28,9 +28,8 @@ import numpy as np
 import torch
 
 from genpage_hf import load_spec
-from genpage_hf.builder import build_genpage
-from genpage_hf.data import NTPCollator, WBCCollator
-from genpage_hf.training import DataArguments, build_examples, make_trainer, training_arguments
+from genpage_hf.checkpoint import build_genpage
+from genpage_hf.training import NTPConfig, NTPTrainer, WBCConfig, WBCTrainer
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "training_throughput.json")
 
@@ -94,13 +93,12 @@ def model_flops(model, counts: dict, kind: str, num_candidates: int) -> float:
     return 3 * fwd
 
 
-def run(kind: str, model, tokenizer, records, steps: int, batch_size: int, out_dir: str) -> dict:
-    data = DataArguments()
-    examples = build_examples(kind, tokenizer, records, data, seed=0)
-    args = training_arguments(out_dir, max_steps=steps, per_device_train_batch_size=batch_size, logging_steps=steps,
-                              warmup_steps=0)
-    trainer = make_trainer(kind, model, tokenizer, args, examples, None)
-    base = NTPCollator(tokenizer.pad_token_id) if kind == "ntp" else WBCCollator(tokenizer.pad_token_id)
+def run(kind: str, model, tokenizer, records, steps: int, batch_size: int, out_dir: str, dtype: str = "fp32") -> dict:
+    config_class, trainer_class = (NTPConfig, NTPTrainer) if kind == "ntp" else (WBCConfig, WBCTrainer)
+    args = config_class(out_dir, max_steps=steps, per_device_train_batch_size=batch_size, logging_steps=steps,
+                        warmup_steps=0, dtype=dtype, disable_tqdm=True)
+    trainer = trainer_class(model=model, args=args, train_dataset=records, processing_class=tokenizer)
+    base = trainer.data_collator
     trainer.args.max_steps = 3
     trainer.train()  # warm-up (allocator, kernels) not timed
     counter = CountingCollator(base)
@@ -110,7 +108,7 @@ def run(kind: str, model, tokenizer, records, steps: int, batch_size: int, out_d
     trainer.train()
     elapsed = time.perf_counter() - start
     counts = counter.totals(steps)
-    flops = model_flops(model, counts, kind, 1 + data.num_negatives)
+    flops = model_flops(model, counts, kind, 1 + getattr(args, "num_negatives", 0))
     return {"steps": steps, "batch_size": batch_size, "seconds": elapsed, "tokens": counts["real"],
             "padded_tokens": counts["padded"], "tokens_per_s": counts["real"] / elapsed,
             "model_flops_per_s": flops / elapsed, "mean_sequence_length": float(np.mean(counts["lengths"]))}
