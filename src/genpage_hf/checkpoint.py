@@ -1,5 +1,5 @@
 """The one home of GenPage checkpoints: build a model + tokenizer from a spec and a catalog, save a
-Hub-style folder atomically, load one back (full model or PEFT adapter).
+Hub-style folder atomically, load one back (full model or PEFT adapter), grow its vocabulary daily.
 
 A saved folder holds config.json (with `auto_map` for AutoConfig, AutoModel, AutoModelForCausalLM),
 model.safetensors, the tokenizer files, the three checkpoint code files, generation_config.json, the
@@ -109,6 +109,79 @@ def save_genpage(
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+GROWTH_INITS = ("fallback", "mean")
+
+
+def check_growth(model: Any, tokenizer: GenPageTokenizer, catalog: Optional[Catalog], additions: Catalog) -> Catalog:
+    """The catalog `grow_genpage` would produce, or a ValueError; changes nothing (id collisions, content lengths)."""
+    if not isinstance(model, GenPageForPageGeneration):
+        raise ValueError(f"vocabulary growth needs a GenPageForPageGeneration (merge adapters first), got {type(model).__name__}")
+    vocab = tokenizer.get_vocab()
+    taken = [e.id for e in additions.entities if tokenizer.entity_token(e.id) in vocab]
+    taken += [r.id for r in additions.rows if tokenizer.row_token(r.id) in vocab]
+    if taken:
+        raise ValueError(f"{len(taken)} new catalog id(s) collide with existing tokens, e.g. {taken[:5]}: "
+                         "a catalog update holds only entities and rows that are not in the vocabulary yet")
+    dim = model.config.content_dim
+    bad = [(e.id, len(e.content)) for e in additions.entities if e.content is not None and len(e.content) != dim]
+    if bad:
+        raise ValueError(f"content vectors must have length {dim} (the model's content_dim); got (id, length) {bad[:5]}")
+    return catalog.extend(additions.entities, additions.rows) if catalog is not None else additions
+
+
+def grow_genpage(
+    model: GenPageForPageGeneration, tokenizer: GenPageTokenizer, catalog: Optional[Catalog], additions: Catalog,
+    *, init: str = "fallback", output_content: bool = True, seed: int = 0,
+) -> Catalog:
+    """Append `additions` (new entities with content vectors, new rows) to model and tokenizer; returns the grown catalog.
+
+    Existing token ids and rows are unchanged. With `init="fallback"` (paper §6.2) each new token's
+    input-embedding and head rows are copies of its type's fallback rows; with `output_content` a new
+    entity's head row also adds `content_head_proj(content)` (what training scores a fallback-replaced
+    entity with), so it starts as "an unknown title with this content". `init="mean"` keeps the base
+    class's mean initialization (the ablation). Everything is checked first (`check_growth`): an id
+    already in the vocabulary or the catalog, or a content vector whose length is not the model's
+    `content_dim`, raises a ValueError and leaves model and tokenizer untouched.
+    """
+    if init not in GROWTH_INITS:
+        raise ValueError(f"init must be one of {GROWTH_INITS}, got {init!r}")
+    grown = check_growth(model, tokenizer, catalog, additions)
+    dim = model.config.content_dim
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    fallback = {kind: (embed.weight[i].detach().clone(), head.weight[i].detach().clone())
+                for kind, i in (("entity", tokenizer.entity_fallback_id), ("row", tokenizer.row_fallback_id))}
+    new_rows = tokenizer.add_rows(additions.row_ids)
+    new_entities = tokenizer.add_entities(additions.entity_ids)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=init == "mean")
+    embed, head = model.get_input_embeddings(), model.get_output_embeddings()
+    with torch.no_grad():
+        if init == "fallback":
+            for kind, ids in (("entity", new_entities), ("row", new_rows)):
+                embed.weight[ids] = fallback[kind][0]
+                head.weight[ids] = fallback[kind][1]
+        if dim and new_entities:
+            ids = torch.tensor(new_entities)
+            model.set_content_vectors(ids, torch.from_numpy(additions.content_matrix()))
+            if output_content:
+                head.weight[ids] += model.content_head_rows(ids).to(head.weight.dtype)
+    model.generation_config = page_generation_config(tokenizer)
+    return grown
+
+
+def update_genpage(path: str | os.PathLike, additions: Catalog, out_dir: str | os.PathLike, **grow_kwargs: Any) -> Catalog:
+    """Daily vocabulary growth of a saved folder: load, `grow_genpage`, save atomically to `out_dir` (may be `path`)."""
+    model, tokenizer, catalog = load_genpage(path)
+    before = len(tokenizer)
+    grown = grow_genpage(model, tokenizer, catalog, additions, **grow_kwargs)
+    save_genpage(model, tokenizer, out_dir, grown, metadata={"stage": "vocabulary growth", "grown_from": os.fspath(path),
+                                                              "new_entities": len(additions.entities),
+                                                              "new_rows": len(additions.rows), "vocab_before": before,
+                                                              "vocab_after": len(tokenizer), **grow_kwargs})
+    return grown
 
 
 def load_genpage(path: str | os.PathLike, *, merge_adapter: bool = True, **model_kwargs: Any) -> tuple[Any, Any, Optional[Catalog]]:

@@ -20,9 +20,12 @@ Prompts come from the one prompt builder of training and serving, `GenPageTokeni
 in-session engagements, when a request has any, follow the context after `[SESSION]`. Context
 truncation: histories longer than `max_history` (default: the spec's limit) keep the most recent actions.
 
-Cold start: with `fallback_prob` > 0 every entity/row token (context and page) is replaced by its
-type's fallback token with that probability (seeded, per example); WBC targets then score the
-fallback token.
+Cold start (paper §6.1): with `fallback_prob` > 0 every entity/row token (context and page) is replaced
+by its type's fallback token with that probability (seeded, per example). The ID goes, the content stays:
+examples then carry `content_ids` (the tokens before replacement), from which the fused embedding reads
+content. A replaced WBC entity target is scored as "fallback row + projected content" (the model's
+`content_head_rows`), and so are its negatives (fallback id, content of the negative entity):
+`cand_content_ids` hold the original ids, and differ from `cand_ids` exactly where content scores.
 """
 
 from __future__ import annotations
@@ -106,7 +109,10 @@ def _map_examples(ds: Any, encode: Any, num_proc: Optional[int], desc: str) -> A
 
 
 class _FallbackReplacer:
-    """Replaces entity/row ids by their type's fallback id with probability `prob` (cold-start training)."""
+    """Replaces entity/row ids by their type's fallback id with probability `prob` (cold-start training).
+
+    Callers keep the ids before replacement as `content_ids`, so a replaced entity keeps its content.
+    """
 
     def __init__(self, tokenizer: Any, prob: float) -> None:
         if not 0.0 <= prob < 1.0:
@@ -142,15 +148,19 @@ def build_ntp_dataset(
 ):
     """NTP examples (`input_ids`, `labels`, `length`) of the positively engaged pages of `records`."""
     replace = _FallbackReplacer(tokenizer, fallback_prob)
+    keep_content = fallback_prob > 0
     eos = tokenizer.eos_token_id
 
     def encode(batch: dict, indices: list[int]) -> dict:
-        out: dict[str, list] = {"input_ids": [], "labels": [], "length": []}
+        out: dict[str, list] = {"input_ids": [], "labels": [], "length": [], **({"content_ids": []} if keep_content else {})}
         for i, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
             if page_reward(fb, reward_config) <= min_page_reward:
                 continue
             context_ids = tokenizer.encode_prompt(ctx, max_history=max_history)
-            ids = replace(np.array(context_ids + tokenizer.encode_page(page, add_eos=False) + [eos]), _rng(seed, i))
+            original = np.array(context_ids + tokenizer.encode_page(page, add_eos=False) + [eos])
+            ids = replace(original, _rng(seed, i))
+            if keep_content:
+                out["content_ids"].append(original.tolist())
             labels = ids.copy()
             labels[: len(context_ids)] = IGNORE_INDEX
             out["input_ids"].append(ids.tolist())
@@ -219,10 +229,12 @@ def build_wbc_dataset(
     if negative_weight < 0:
         raise ValueError(f"negative_weight must be >= 0, got {negative_weight}")
     replace = _FallbackReplacer(tokenizer, fallback_prob)
+    keep_content = fallback_prob > 0
+    entity_fallback = tokenizer.entity_fallback_id
     entity_pool = tokenizer.entity_token_ids.numpy()
     row_pool = tokenizer.row_token_ids.numpy()
     cols = ("input_ids", "target_pos", "target_label", "target_weight", "target_is_row", "cand_ids",
-            "negative_weight", "length")
+            "negative_weight", "length") + (("content_ids", "cand_content_ids") if keep_content else ())
 
     def encode(batch: dict, indices: list[int]) -> dict:
         out: dict[str, list] = {c: [] for c in cols}
@@ -232,16 +244,21 @@ def build_wbc_dataset(
                 continue
             rng = _rng(seed, i)
             context_ids = tokenizer.encode_prompt(ctx, max_history=max_history)
-            ids = replace(np.array(context_ids + tokenizer.encode_page(page, add_eos=False)), rng)
+            original = np.array(context_ids + tokenizer.encode_page(page, add_eos=False))
+            ids = replace(original, rng)
             pos = np.array([len(context_ids) + t[0] for t in targets])
             reward = np.array([t[1] for t in targets], dtype=np.float32)
             is_row = np.array([t[2] for t in targets])
-            target_ids = ids[pos]
+            target_ids, original_ids = ids[pos], original[pos]
             cand = np.empty((len(targets), 1 + num_negatives), dtype=np.int64)
-            cand[:, 0] = target_ids
+            cand[:, 0] = original_ids
             for mask, pool in ((is_row, row_pool), (~is_row, entity_pool)):
-                if mask.any():
-                    cand[mask, 1:] = _negatives(pool, target_ids[mask], num_negatives, rng)
+                if mask.any():  # never the target's own (original) id
+                    cand[mask, 1:] = _negatives(pool, original_ids[mask], num_negatives, rng)
+            cand_content = cand.copy()
+            cand[:, 0] = target_ids
+            # a replaced entity target is scored from content, and so are its negatives
+            cand[target_ids == entity_fallback] = entity_fallback
             out["input_ids"].append(ids[: pos.max()].tolist())  # later tokens cannot influence any target
             out["target_pos"].append((pos - 1).tolist())
             out["target_label"].append((reward > 0).astype(np.float32).tolist())
@@ -250,6 +267,9 @@ def build_wbc_dataset(
             out["cand_ids"].append(cand.tolist())
             out["negative_weight"].append(float(negative_weight))
             out["length"].append(int(pos.max()))
+            if keep_content:
+                out["content_ids"].append(original[: pos.max()].tolist())
+                out["cand_content_ids"].append(cand_content.tolist())
         return out
 
     return _map_examples(records_dataset(records), encode, num_proc, "WBC examples")
@@ -270,10 +290,13 @@ class NTPCollator:
     pad_token_id: int
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        return {
+        batch = {
             "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, torch.long),
             "labels": _pad([f["labels"] for f in features], IGNORE_INDEX, torch.long),
         }
+        if "content_ids" in features[0]:  # fallback replacement: the tokens whose content the embedding reads
+            batch["content_ids"] = _pad([f["content_ids"] for f in features], self.pad_token_id, torch.long)
+        return batch
 
 
 @dataclass
@@ -296,7 +319,7 @@ class WBCCollator:
         cand_labels[..., 0] = label
         cand_weights = (valid * neg_weight[:, None])[..., None].expand(cand.shape).clone()
         cand_weights[..., 0] = weight
-        return {
+        batch = {
             "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, torch.long),
             "target_pos": _pad([f["target_pos"] for f in features], 0, torch.long),
             "target_is_row": _pad([f["target_is_row"] for f in features], -1, torch.long),
@@ -304,6 +327,10 @@ class WBCCollator:
             "cand_labels": cand_labels,
             "cand_weights": cand_weights,
         }
+        if "content_ids" in features[0]:  # fallback replacement (see the module docstring)
+            batch["content_ids"] = _pad([f["content_ids"] for f in features], self.pad_token_id, torch.long)
+            batch["cand_content_ids"] = _pad([f["cand_content_ids"] for f in features], self.pad_token_id, torch.long)
+        return batch
 
 
 def split_records(records: Iterable[Impression | dict] | Any, eval_fraction: float, seed: int = 0):

@@ -41,11 +41,21 @@ class GenPageFusedEmbedding(nn.Embedding):
         self.register_buffer("content", torch.zeros(num_embeddings, content_dim), persistent=True)
         self.content_proj = nn.Linear(content_dim, embedding_dim, bias=False) if content_dim > 0 else None
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, content_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """ID rows of `input_ids` plus projected content of `content_ids` (default: the same tokens).
+
+        `content_ids` differ from `input_ids` where training replaced an entity by its fallback token
+        (paper §6.1): the ID goes, the entity's content stays.
+        """
         embeds = super().forward(input_ids)
         if self.content_proj is None:
             return embeds
-        return embeds + self.content_proj(self.content[input_ids].to(self.content_proj.weight.dtype))
+        if content_ids is None:
+            content_ids = input_ids
+        elif content_ids.shape != input_ids.shape:
+            raise ValueError(f"content_ids must have the shape of input_ids {tuple(input_ids.shape)}, "
+                             f"got {tuple(content_ids.shape)}")
+        return embeds + self.content_proj(self.content[content_ids].to(self.content_proj.weight.dtype))
 
 
 class GenPagePreTrainedModel(LlamaPreTrainedModel):
@@ -65,6 +75,9 @@ class GenPagePreTrainedModel(LlamaPreTrainedModel):
             if module.content_proj is not None:
                 # Small projection: at initialization the ID embedding dominates, content adds a nudge.
                 init.normal_(module.content_proj.weight, mean=0.0, std=self.config.initializer_range)
+        if module is not None and module is getattr(self, "content_head_proj", None):
+            # Zero: a content-scored token starts exactly at its fallback row (checkpoints without the key too).
+            init.zeros_(module.weight)
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
         """`PreTrainedModel.save_pretrained`, naming both Auto model classes in a remote-code folder's `auto_map`.
@@ -122,12 +135,29 @@ class GenPageModel(GenPagePreTrainedModel, LlamaModel):
         )
         self.post_init()
 
+    def forward(self, input_ids: Optional[torch.Tensor] = None, *args: Any, content_ids: Optional[torch.Tensor] = None,
+                inputs_embeds: Optional[torch.Tensor] = None, **kwargs: Any) -> Any:
+        """`LlamaModel.forward`; with `content_ids`, entity content is read from those tokens (fallback replacement)."""
+        if content_ids is not None:
+            if input_ids is None or inputs_embeds is not None:
+                raise ValueError("content_ids go with input_ids (not inputs_embeds)")
+            inputs_embeds, input_ids = self.embed_tokens(input_ids, content_ids), None
+        return super().forward(input_ids, *args, inputs_embeds=inputs_embeds, **kwargs)
+
 
 class GenPageForPageGeneration(GenPagePreTrainedModel, LlamaForCausalLM, GenerationMixin):
     """GenPage with its untied output projection: logits over the token vocabulary at each position.
 
     In pretraining the logits are softmax next-token logits; after WBC post-training each logit is
     the value (sigmoid-probability of positive feedback) of generating that token at that position.
+
+    Output-side content (cold start, paper §6.1): `lm_head` stays a plain `nn.Linear` whose `weight`
+    holds every token's full output row, so `logits == hidden @ lm_head.weight.T` on every path
+    (`forward`, `generate`, TRL's GRPO log-probs, PEFT's `modules_to_save`). `content_head_proj` maps
+    a content vector into head space and scores a token whose row is not learned yet as "its type's
+    fallback row + content_head_proj(content)": WBC training uses it for fallback-replaced entities
+    (`content_head_rows`), and vocabulary growth writes it into a new entity's `lm_head` row once, at
+    creation (`genpage_hf.checkpoint.grow_genpage`). From then on the row is an ordinary parameter.
     """
 
     _tied_weights_keys = {}
@@ -137,7 +167,18 @@ class GenPageForPageGeneration(GenPagePreTrainedModel, LlamaForCausalLM, Generat
         self.model = GenPageModel(config)
         self.vocab_size = config.vocab_size
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.content_head_proj = (nn.Linear(config.content_dim, config.hidden_size, bias=False)
+                                  if config.content_dim > 0 else None)
         self.post_init()
+
+    def content_head_rows(self, content_ids: torch.Tensor) -> torch.Tensor:
+        """(..., hidden) output-side content term content_head_proj(content[content_ids]); zeros without fusion."""
+        embed = self.model.embed_tokens
+        embed = getattr(embed, "base_layer", embed)  # a PEFT LoRA wrapper keeps the fused embedding as base_layer
+        if self.content_head_proj is None:
+            return torch.zeros(*content_ids.shape, self.config.hidden_size, device=content_ids.device)
+        proj = self.content_head_proj
+        return proj(embed.content[content_ids].to(proj.weight.dtype))
 
 
 @dataclass

@@ -12,7 +12,8 @@ both avoid projecting every position onto the full vocabulary:
 
 - NTP passes a boolean `logits_to_keep` mask, so logits are computed at page positions only;
 - WBC projects no position at all (an all-False mask) and scores each target by dot products of the
-  target position's final hidden state with the gathered `lm_head` rows of its candidate ids.
+  target position's final hidden state with the gathered `lm_head` rows of its candidate ids (a
+  fallback-replaced candidate adds `content_head_rows` of its entity: cold start from content).
 """
 
 from __future__ import annotations
@@ -96,6 +97,11 @@ class _GenPageTrainer(Trainer):
         return loss
 
 
+def _content_kwargs(inputs: dict) -> dict:
+    """`content_ids` for the model's forward when the batch has them (fallback replacement keeps content)."""
+    return {"content_ids": inputs["content_ids"]} if "content_ids" in inputs else {}
+
+
 def _page_mask(labels: torch.Tensor) -> torch.Tensor:
     """Positions whose NEXT token is a loss target (the causal shift), as a bool mask."""
     keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -132,7 +138,7 @@ class NTPTrainer(_GenPageTrainer):
         labels = inputs["labels"]
         keep = _page_mask(labels)
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), logits_to_keep=keep,
-                    use_cache=False)
+                    use_cache=False, **_content_kwargs(inputs))
         return out.logits.float(), labels[:, 1:][keep[:, :-1]]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -185,11 +191,15 @@ class WBCTrainer(_GenPageTrainer):
         ids = inputs["input_ids"]
         no_positions = torch.zeros_like(ids, dtype=torch.bool)
         out = model(input_ids=ids, attention_mask=inputs.get("attention_mask"), logits_to_keep=no_positions,
-                    output_hidden_states=True, use_cache=False)
+                    output_hidden_states=True, use_cache=False, **_content_kwargs(inputs))
         hidden = out.hidden_states[-1]  # the final-norm output (transformers ties it to last_hidden_state)
         at_targets = torch.take_along_dim(hidden, inputs["target_pos"][..., None], dim=1)
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         rows = head.weight[inputs["cand_ids"]]  # (B, T, C, H): only the candidates' rows of the projection
+        if "cand_content_ids" in inputs:  # fallback-replaced candidates: fallback row + projected content
+            from_content = (inputs["cand_content_ids"] != inputs["cand_ids"])[..., None]
+            content_rows = self.accelerator.unwrap_model(model).content_head_rows(inputs["cand_content_ids"])
+            rows = rows + from_content * content_rows.to(rows.dtype)
         logits = torch.einsum("bth,btch->btc", at_targets, rows)
         if head.bias is not None:
             logits = logits + head.bias[inputs["cand_ids"]]
