@@ -55,11 +55,12 @@ def test_negatives_never_equal_target_and_match_its_type(record, model_and_token
     ds = build_wbc_dataset([record] * 20, tok, num_negatives=40, fallback_prob=0.3, seed=3)
     ent, row = tok.entity_mask, tok.row_mask
     for ex in ds:
-        cand = torch.tensor(ex["cand_ids"])
+        # a replaced entity target and its negatives are scored from content: their ids are the ones before replacement
+        cand = torch.tensor(ex["cand_content_ids"])
         is_row = torch.tensor(ex["target_is_row"], dtype=torch.bool)
         assert (cand[:, 1:] != cand[:, :1]).all()
         assert row[cand[is_row, 1:]].all() and ent[cand[~is_row, 1:]].all()
-        targets = cand[:, 0]
+        targets = torch.tensor(ex["cand_ids"])[:, 0]
         assert (row[targets] | (targets == tok.row_fallback_id))[is_row].all()
         assert (ent[targets] | (targets == tok.entity_fallback_id))[~is_row].all()
     fallbacks = sum(ex["cand_ids"][i][0] in (tok.entity_fallback_id, tok.row_fallback_id)
