@@ -183,7 +183,7 @@ def test_page_generator_refuses_iff_no_valid_page_exists(catalog, spec, data, se
         check(result, r, tok.entities_per_row, prev)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rules=small_rules(), seed=st.integers(0, 2), sample=st.booleans())
 def test_generate_with_processor_refuses_iff_no_valid_page_exists(catalog, spec, rules, seed, sample):
     model, tok = tiny(catalog, spec, seed)
@@ -206,7 +206,7 @@ def test_generate_with_processor_refuses_iff_no_valid_page_exists(catalog, spec,
         assert page_violations(as_rows(page), rules, expected, tok.entities_per_row) == []
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rules=small_rules(), a=st.sampled_from([None, 0]))
 def test_pagination_pages_refuse_iff_no_valid_next_page(catalog, spec, rules, a):
     model, tok = tiny(catalog, spec, 0)

@@ -142,7 +142,7 @@ def test_invalid_generator_arguments(catalog, spec):
     with pytest.raises(ValueError, match="temperature"):
         PageGenerator(model, tok, temperature=0)
     with pytest.raises(ValueError, match="does not divide"):
-        GenPageLogitsProcessor([RuleSet(), RuleSet()], tok).allowed(torch.tensor([tok.encode_prompt(context(catalog, 2, 0))] * 3))
+        GenPageLogitsProcessor([RuleSet(rows_per_page=2, entities_per_row=2)] * 2, tok).allowed(torch.tensor([tok.encode_prompt(context(catalog, 2, 0))] * 3))
 
 
 def test_genpage_policy_pages_pass_the_judge(spec):

@@ -168,8 +168,11 @@ def test_pinned_and_deadline_rows_are_placed(catalog, spec):
 @pytest.mark.parametrize("rules, rule, position", [
     (RuleSet(pinned_rows={"no_such_row": 0}), "pinned_rows", 0),
     (RuleSet(rows_per_page=2, pinned_rows={"top10": 2}), "pinned_rows", 2),
-    (RuleSet(row_max_positions={"top10": 0, "trending": 0}), "row_max_positions", 0),
-    (RuleSet(rows_per_page=3, pinned_rows={"games": 0}, row_max_positions={"top10": 0}), "row_max_positions", 0),
+    (RuleSet(rows_per_page=2, entities_per_row=2, row_max_positions={"top10": 0, "trending": 0}), "row_max_positions", 0),
+    (RuleSet(rows_per_page=3, entities_per_row=2, pinned_rows={"games": 0}, row_max_positions={"top10": 0}),
+     "row_max_positions", 0),
+    # no prompt can help: the page needs 12 distinct entities of 10 candidates (the first 2 rows fit)
+    (RuleSet(rows_per_page=3, entities_per_row=4, entity_candidates=[f"m{i}" for i in range(10)]), "dedup_entities", 2),
 ])
 def test_statically_infeasible_rules_raise_at_construction(catalog, spec, rules, rule, position):
     _, tok = tiny(catalog, spec, 0)
@@ -204,12 +207,13 @@ def test_infeasible_rules_raise_naming_rule_and_position(catalog, spec):
         assert f"page row {position}" in str(err.value)
 
 
-def test_infeasible_inside_generate_raises_instead_of_emitting(catalog, spec):
+def test_infeasible_inside_generate_raises_before_emitting(catalog, spec):
     model, tok = tiny(catalog, spec, 1)
-    prompt = torch.tensor([tok.encode_prompt(context(catalog, 3, 0))])
-    processor = GenPageLogitsProcessor(RuleSet(rows_per_page=3, entities_per_row=4,
-                                               entity_candidates=catalog.entity_ids[:10]), tok)
-    with pytest.raises(InfeasibleRulesError, match="'dedup_entities'.*page row 2"):
+    ids = catalog.entity_ids
+    # Feasible for a first page; the paginated prompt already showed 8 of the 10 candidates.
+    processor = GenPageLogitsProcessor(RuleSet(rows_per_page=1, entities_per_row=4, entity_candidates=ids[:10]), tok)
+    prompt = torch.tensor([tok.encode_prompt(context(catalog, 3, 0), [{"row": "top10", "entities": ids[:8]}])])
+    with pytest.raises(InfeasibleRulesError, match="'dedup_entities'.*page row 0"):
         model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=processor.max_new_tokens,
                        logits_processor=LogitsProcessorList([processor]))
 

@@ -43,9 +43,13 @@ class PageRules:
     dedup_entities: bool
     dedup_rows: bool
     eligible: np.ndarray = field(init=False, repr=False)  # (NR, V) entity_ok & row_elig
+    pinned: np.ndarray = field(init=False, repr=False)  # (NR,) rows pinned somewhere
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eligible", self.row_elig & self.entity_ok)
+        pinned = np.zeros(len(self.widths), dtype=bool)
+        pinned[list(self.pins.values())] = True
+        object.__setattr__(self, "pinned", pinned)
 
     def relaxations(self, catalog_entities: np.ndarray) -> list[tuple[str, "PageRules"]]:
         """The rules added one at a time to the bare page grammar, in the order errors name them."""
@@ -90,7 +94,7 @@ class _Frame:
     open_slots: int  # entity slots left in the current row
     current_entities: np.ndarray  # (V,) entities the current row can still take
     required: list[int]  # rows that must still be placed (pins ahead, pending deadlines)
-    pool: list[int]  # optional rows for the free positions
+    pool: np.ndarray  # optional rows for the free positions
     fillers: int  # free positions left for optional rows
     counts: np.ndarray  # (NR,) eligible available entities per row
     available: np.ndarray  # (V,) entities not yet used (all, without dedup_entities)
@@ -131,9 +135,11 @@ def _frame(rules: PageRules, prog: Progress, m: int, counts: Optional[np.ndarray
         if sum(p <= d for p in free) < i + 1:
             return None
     required += [x for _, x in pending]
-    pinned = set(rules.pins.values())
-    pool = [x for x in np.flatnonzero(rules.row_ok).tolist()
-            if x not in pinned and not (rules.dedup_rows and (x in prog.used_rows or x in required))]
+    in_pool = rules.row_ok & ~rules.pinned
+    if rules.dedup_rows:
+        in_pool[list(prog.used_rows)] = False
+        in_pool[required] = False
+    pool = np.flatnonzero(in_pool)
     available = ~prog.used_entities if rules.dedup_entities else np.ones_like(prog.used_entities)
     if counts is None:
         counts = (rules.eligible & available).sum(1)
@@ -142,8 +148,8 @@ def _frame(rules: PageRules, prog: Progress, m: int, counts: Optional[np.ndarray
         current_entities = rules.eligible[current] & available
         current_entities[prog.row_entities] = False  # distinct within a row, with or without dedup
     fillers = len(free) - len(pending)
-    widest = max((int(rules.widths[x]) for x in pool), default=0)
-    demand = open_slots + sum(int(rules.widths[x]) for x in required) + fillers * widest
+    widest = int(rules.widths[pool].max()) if len(pool) else 0
+    demand = open_slots + int(rules.widths[required].sum()) + fillers * widest
     return _Frame(current, open_slots, current_entities, required, pool, fillers, counts, available, demand)
 
 
@@ -190,14 +196,18 @@ class _Matching:
 def complete(rules: PageRules, prog: Progress, m: int, counts: Optional[np.ndarray] = None) -> Optional[set[int]]:
     """If `prog` can be completed into a valid `m`-row page: the entities a witness completion gives
     to rows other than the current one (the ones an entity step must check); else None."""
-    f = _frame(rules, prog, m, counts)
+    return _solve(rules, _frame(rules, prog, m, counts))
+
+
+def _solve(rules: PageRules, f: Optional[_Frame]) -> Optional[set[int]]:
+    """`complete` on a frame."""
     if f is None or f.current_entities.sum() < f.open_slots:
         return None
     if not rules.dedup_entities:  # rows are filled independently (distinct only within a row)
         fillable = f.counts >= rules.widths
         if not all(fillable[x] for x in f.required):
             return None
-        usable = sum(bool(fillable[x]) for x in f.pool)
+        usable = int(fillable[f.pool].sum())
         return set() if f.fillers <= 0 or usable >= (f.fillers if rules.dedup_rows else 1) else None
     rich = f.counts >= f.demand
     matching = _Matching()
@@ -206,12 +216,13 @@ def complete(rules: PageRules, prog: Progress, m: int, counts: Optional[np.ndarr
     for i, x in enumerate(f.required, 1):
         if not rich[x] and not matching.add(np.flatnonzero(rules.eligible[x] & f.available), int(rules.widths[x]), i):
             return None
-    rich_pool = [x for x in f.pool if rich[x]]
-    poor_pool = sorted((x for x in f.pool if not rich[x] and f.counts[x] >= rules.widths[x]), key=lambda x: -f.counts[x])
+    rich_pool = f.pool[rich[f.pool]]
+    poor_pool = sorted((x for x in f.pool.tolist() if not rich[x] and f.counts[x] >= rules.widths[x]),
+                       key=lambda x: -f.counts[x])
     if rules.dedup_rows:  # the fewest poor rows suffice: a rich row can replace any of them
         extra = max(0, f.fillers - len(rich_pool))
     else:  # one rich row can fill every free position
-        extra = 0 if rich_pool else max(0, f.fillers)
+        extra = 0 if len(rich_pool) else max(0, f.fillers)
     if extra == 0:
         return matching.entities_of_others()
     return _search(rules, f, matching, poor_pool, extra, rules.dedup_rows)
@@ -248,14 +259,15 @@ def row_options(rules: PageRules, prog: Progress, m: int) -> np.ndarray:
     if pin is not None:
         out[pin] = complete(rules, prog.with_row(pin), m, f.counts) is not None
         return out
-    candidates = set(f.pool) | {x for x in f.required if x in rules.deadlines}
-    widths = [int(rules.widths[x]) for x in f.pool]
-    widest = max(widths, default=0)
-    unique_widest = widths.count(widest) == 1
+    optional = set(f.pool.tolist())
+    candidates = optional | {x for x in f.required if x in rules.deadlines}
+    widths = rules.widths[f.pool]
+    widest = int(widths.max()) if len(widths) else 0
+    unique_widest = int((widths == widest).sum()) == 1
     verdict: dict[tuple[int, int], bool] = {}  # rich optional rows of one width (and pool max) are alike
     for x in sorted(candidates):
         key = None
-        if x in f.pool and rules.dedup_entities and f.counts[x] >= f.demand and x not in rules.deadlines:
+        if x in optional and rules.dedup_entities and f.counts[x] >= f.demand and x not in rules.deadlines:
             key = (int(rules.widths[x]), int(unique_widest and rules.widths[x] == widest and rules.dedup_rows))
             if key in verdict:
                 out[x] = verdict[key]
@@ -266,12 +278,11 @@ def row_options(rules: PageRules, prog: Progress, m: int) -> np.ndarray:
     return out
 
 
-def entity_options(rules: PageRules, prog: Progress, m: int) -> tuple[np.ndarray, list[int], bool]:
-    """At an entity step: (the entities that keep `prog` completable, the eligible unused ones that do
-    not, whether any set of the allowed ones may fill the rest of the row together). `prog` must be
-    completable."""
+def entity_options(rules: PageRules, prog: Progress, m: int) -> tuple[np.ndarray, bool]:
+    """At an entity step: (the entities that keep `prog` completable, whether any set of them may fill
+    the rest of the row together). `prog` must be completable."""
     f = _frame(rules, prog, m)
-    critical = complete(rules, prog, m, None if f is None else f.counts)
+    critical = _solve(rules, f)
     if f is None or critical is None:
         raise RuntimeError("entity_options called on a page that cannot be completed")
     allowed = f.current_entities.copy()
@@ -279,7 +290,7 @@ def entity_options(rules: PageRules, prog: Progress, m: int) -> tuple[np.ndarray
     for e in risky:
         counts = f.counts - rules.eligible[:, e] if rules.dedup_entities else f.counts
         allowed[e] = complete(rules, prog.with_entity(e), m, counts) is not None
-    return allowed, [e for e in risky if not allowed[e]], not any(allowed[e] for e in risky)
+    return allowed, not any(allowed[e] for e in risky)
 
 
 def page_rows(rules: PageRules, prog: Progress, allow_short: bool) -> Optional[int]:

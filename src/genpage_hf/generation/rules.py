@@ -174,7 +174,6 @@ class _Prompt:
     key: torch.Tensor  # prompt tokens up to the last [PAGE] of the longest prompt
     start: np.ndarray  # (B,) position of each sequence's last [PAGE]
     request: np.ndarray  # (B,)
-    prior: torch.Tensor  # (B, V) entities on earlier pages (device)
     progress: list[Progress]  # each sequence's empty page (with what earlier pages used)
     rows: np.ndarray  # (B,) rows the page will have
     errors: list[Optional[InfeasibleRulesError]]
@@ -190,8 +189,8 @@ class GenPageLogitsProcessor(LogitsProcessor):
     request's sequences an empty page and keeps the error in `errors` (per sequence), so one bad
     request does not abort a batch.
 
-    Tensors are built once per device, on the device of the scores; each step reads the generated
-    tokens to the host once (the exact feasibility search runs there) and sends back a few indices.
+    The rules' tables and the feasibility search live on the host; each step reads the generated
+    tokens from the device once and returns the mask on the scores' device in one copy.
     """
 
     def __init__(self, rules: RuleSet | Sequence[RuleSet], tokenizer: Any, on_infeasible: str = "raise") -> None:
@@ -211,8 +210,10 @@ class GenPageLogitsProcessor(LogitsProcessor):
         self._is_entity = self._catalog_entities.copy()
         self._is_entity[tokenizer.entity_fallback_id] = True
         # Segment boundaries of a prompt: every special/segment token ends an earlier page's rows.
-        self._boundary = torch.from_numpy((self._slot_of < 0) & ~self._is_entity)
+        self._boundary = (self._slot_of < 0) & ~self._is_entity
         self._row_index = {tokenizer.id_to_row(int(t)): i for i, t in enumerate(self.row_ids)}
+        self._vocab = tokenizer.get_vocab()
+        self._prefix = {"entity": tokenizer.entity_token(""), "row": tokenizer.row_token("")}
         self.request_errors: list[Optional[ValueError]] = []  # per request (on_infeasible="end_page")
         self._tables: list[PageRules] = []
         for r, rules in enumerate(self.rules):
@@ -228,14 +229,14 @@ class GenPageLogitsProcessor(LogitsProcessor):
                     self._tables.append(self._compile(RuleSet(rows_per_page=1), r))
                 self.request_errors.append(err)
         self.max_new_tokens = max(r.max_page_tokens(tokenizer) for r in self.rules)
-        self._device: dict[torch.device, dict[str, torch.Tensor]] = {}
         self._prompt_cache: Optional[_Prompt] = None
 
     # ------------------------------------------------------------------ per-request tables (built once)
     def _mask(self, ids: list[str], kind: str) -> np.ndarray:
-        to_id = self.tokenizer.entity_to_id if kind == "entity" else self.tokenizer.row_to_id
+        """Vocabulary mask of catalog ids (ids missing from the vocabulary are dropped)."""
+        prefix = self._prefix[kind]
         mask = np.zeros(self.vocab_size, dtype=bool)
-        mask[[to_id(i) for i in ids]] = True
+        mask[[t for t in (self._vocab.get(prefix + i) for i in ids) if t is not None]] = True
         return mask
 
     def _required_row(self, row: str, rule: str, r: int) -> int:
@@ -291,18 +292,6 @@ class GenPageLogitsProcessor(LogitsProcessor):
         return InfeasibleRulesError(rule, r, position, None, f"no valid page of {rpp} rows exists; the longest valid "
                                     f"page has {position} rows")
 
-    def _on_device(self, device: torch.device) -> dict[str, torch.Tensor]:
-        """The tables the masks are built from, moved to `device` once."""
-        if device not in self._device:
-            t = self._tables
-            self._device[device] = {
-                "eligible": torch.from_numpy(np.stack([x.eligible for x in t])).to(device),  # (R, NR, V)
-                "dedup": torch.tensor([x.dedup_entities for x in t], device=device),
-                "row_ids": torch.from_numpy(self.row_ids).to(device),
-                "boundary": self._boundary.to(device),
-            }
-        return self._device[device]
-
     # ------------------------------------------------------------------ page state from input_ids
     def _prompt(self, input_ids: torch.Tensor) -> _Prompt:
         """Facts of the prompts, recomputed whenever they change (a new batch, or the next page's prompt)."""
@@ -315,28 +304,26 @@ class GenPageLogitsProcessor(LogitsProcessor):
                 return c
         if B % len(self.rules):
             raise ValueError(f"batch of {B} sequences does not divide into {len(self.rules)} requests' RuleSets")
-        dev = self._on_device(input_ids.device)
-        pos = torch.arange(L, device=input_ids.device)
-        start_t = torch.where(input_ids == self.page_id, pos, -1).amax(1)
-        start = start_t.cpu().numpy()
+        ids = input_ids.cpu().numpy()
+        pos = np.arange(L)
+        start = np.where(ids == self.page_id, pos, -1).max(1)
         if (start < 0).any():
             raise ValueError(f"sequence {int(np.flatnonzero(start < 0)[0])} has no [PAGE] token: a page prompt must "
                              f"end with [PAGE] (tokenizer.encode_prompt)")
         # Earlier pages: tokens after an earlier [PAGE] and before the next segment marker.
-        boundary = dev["boundary"][input_ids]
-        last_boundary = torch.where(boundary, pos, -1).cummax(1).values
-        opener = input_ids.gather(1, last_boundary.clamp(min=0))
-        earlier = (opener == self.page_id) & ~boundary & (pos < start_t[:, None]) & (last_boundary >= 0)
-        prior = torch.zeros(B, self.vocab_size, dtype=torch.bool, device=input_ids.device)
-        prior.scatter_(1, input_ids.masked_fill(~earlier, self.pad_id), True)
-        prior[:, self.pad_id] = False
+        boundary = self._boundary[ids]
+        last_boundary = np.maximum.accumulate(np.where(boundary, pos, -1), axis=1)
+        opener = np.take_along_axis(ids, np.maximum(last_boundary, 0), 1)
+        earlier = (opener == self.page_id) & ~boundary & (pos < start[:, None]) & (last_boundary >= 0)
         request = np.arange(B) // (B // len(self.rules))
-        prior_host = prior.cpu().numpy()
         progress, rows, errors = [], np.zeros(B, dtype=int), []
         for b in range(B):
             r = int(request[b])
-            slots = self._slot_of[np.flatnonzero(prior_host[b])]
-            prog = Progress([], [], prior_host[b] & self._is_entity, set(slots[slots >= 0].tolist()))
+            shown = ids[b, earlier[b]]
+            used = np.zeros(self.vocab_size, dtype=bool)
+            used[shown[self._is_entity[shown]]] = True
+            slots = self._slot_of[shown]
+            prog = Progress([], [], used, set(slots[(slots >= 0) & (slots < len(self.row_ids))].tolist()))
             error = self.request_errors[r]
             m = page_rows(self._tables[r], prog, self.rules[r].allow_short_page) if error is None else 0
             if m is None:
@@ -347,7 +334,7 @@ class GenPageLogitsProcessor(LogitsProcessor):
             rows[b] = m
             errors.append(error)
         key = input_ids[:, :int(start.max()) + 1].clone()
-        self._prompt_cache = _Prompt(key, start, request, prior, progress, rows, errors)
+        self._prompt_cache = _Prompt(key, start, request, progress, rows, errors)
         return self._prompt_cache
 
     @property
@@ -356,56 +343,42 @@ class GenPageLogitsProcessor(LogitsProcessor):
         return [] if self._prompt_cache is None else list(self._prompt_cache.errors)
 
     def step(self, input_ids: torch.Tensor) -> PageStep:
-        """The allowed tokens of every sequence (on `input_ids`' device) and the host page state."""
+        """The allowed tokens of every sequence (on `input_ids`' device) and the host page state.
+
+        The mask is built on the host, where the feasibility search runs, and moved to the device in
+        one copy; the step's only device->host read is the generated tokens.
+        """
         p = self._prompt(input_ids)
-        dev = self._on_device(input_ids.device)
         B = input_ids.shape[0]
         s0 = int(p.start.min()) + 1
-        gen_t = input_ids[:, s0:]
-        gen = gen_t.cpu().numpy()  # the one device->host read of a step: the search runs on the host
+        gen = input_ids[:, s0:].cpu().numpy()
         done, open_slots, n_in_row, n_rows = (np.zeros(B, dtype=bool), np.zeros(B, dtype=int), np.zeros(B, dtype=int),
                                               np.zeros(B, dtype=int))
         fill_safe = np.ones(B, dtype=bool)
-        row_pairs: list[tuple[int, int]] = []  # (sequence, row token) allowed
-        eos_seqs, pad_seqs, entity_seqs, entity_slots = [], [], [], []
-        banned: list[tuple[int, int]] = []  # (sequence, entity token) eligible but not allowed
+        mask = np.zeros((B, self.vocab_size), dtype=bool)
         for b in range(B):
             r = int(p.request[b])
             toks = gen[b, p.start[b] + 1 - s0:]
-            eos = np.flatnonzero(toks == self.eos_id)
-            if len(eos):
+            if (toks == self.eos_id).any():
                 done[b] = True
-                eos_seqs.append(b)
-                pad_seqs.append(b)
+                mask[b, [self.eos_id, self.pad_id]] = True
                 continue
-            toks = toks[(toks != self.pad_id)]
-            prog = self._progress(p.progress[b], toks)
+            prog = self._progress(p.progress[b], toks[toks != self.pad_id])  # [PAD]: in-step left padding
             n_rows[b], n_in_row[b] = len(prog.rows), len(prog.row_entities)
             rules, m = self._tables[r], int(p.rows[b])
             open_slots[b] = int(rules.widths[prog.rows[-1]]) - n_in_row[b] if prog.rows else 0
             if open_slots[b] > 0:
-                allowed, rejected, fill_safe[b] = entity_options(rules, prog, m)
-                entity_seqs.append(b)
-                entity_slots.append(prog.rows[-1])
-                banned += [(b, e) for e in rejected]
-                if not allowed.any():
-                    raise RuntimeError(f"request {r}: no entity keeps the page completable (feasibility bug)")
+                mask[b], fill_safe[b] = entity_options(rules, prog, m)
             elif len(prog.rows) >= m:
                 done[b] = True
-                eos_seqs.append(b)
+                mask[b, self.eos_id] = True
             else:
-                rows = np.flatnonzero(row_options(rules, prog, m))
-                if not len(rows):
-                    raise RuntimeError(f"request {r}: no row keeps the page completable (feasibility bug)")
-                row_pairs += [(b, int(self.row_ids[x])) for x in rows]
-        allowed = torch.zeros(B, self.vocab_size, dtype=torch.bool, device=input_ids.device)
-        if entity_seqs:
-            self._entity_mask(allowed, dev, p, gen_t, entity_seqs, entity_slots, banned)
-        index = np.array(row_pairs + [(b, self.eos_id) for b in eos_seqs] + [(b, self.pad_id) for b in pad_seqs],
-                         dtype=np.int64).reshape(-1, 2)
-        if len(index):
-            index_t = torch.from_numpy(index).to(input_ids.device)
-            allowed[index_t[:, 0], index_t[:, 1]] = True
+                mask[b, self.row_ids] = row_options(rules, prog, m)
+            if not mask[b].any():
+                raise RuntimeError(f"request {r}: no token keeps the page completable (a feasibility bug)")
+        allowed = torch.from_numpy(mask)
+        if input_ids.device.type != "cpu":
+            allowed = allowed.pin_memory().to(input_ids.device, non_blocking=True)
         return PageStep(allowed, p.request, done, open_slots, n_in_row, n_rows, fill_safe)
 
     def _progress(self, empty: Progress, toks: np.ndarray) -> Progress:
@@ -414,36 +387,9 @@ class GenPageLogitsProcessor(LogitsProcessor):
         is_row = slots >= 0
         last = int(np.flatnonzero(is_row)[-1]) if is_row.any() else -1
         rows = slots[is_row].tolist()
-        entities = toks[~is_row]
         used = empty.used_entities.copy()
-        used[entities] = True
+        used[toks[~is_row]] = True
         return Progress(rows, toks[last + 1:].tolist(), used, empty.used_rows | set(rows))
-
-    def _entity_mask(self, allowed: torch.Tensor, dev: dict[str, torch.Tensor], p: _Prompt, gen_t: torch.Tensor,
-                     seqs: list[int], slots: list[int], banned: list[tuple[int, int]]) -> None:
-        """Entity steps: eligible for the row, unused (dedup) and not in the row, minus `banned`, on device."""
-        device = allowed.device
-        seq_np = np.array(seqs)
-        s0 = int(p.start.min()) + 1
-        idx = torch.from_numpy(np.stack([seq_np, p.request[seq_np], np.array(slots), p.start[seq_np] + 1 - s0])).to(device)
-        b, r, slot, first = idx
-        pos = torch.arange(gen_t.shape[1], device=device)
-        # Only tokens after each sequence's own [PAGE] ([PAD]s of in-step left padding are ignored).
-        gen = gen_t[b].masked_fill(pos < first[:, None], self.pad_id)
-        used = p.prior[b].clone()
-        used.scatter_(1, gen, True)
-        used[:, self.pad_id] = False
-        is_row = torch.from_numpy(self._slot_of >= 0).to(device)[gen]
-        last_row = torch.where(is_row, pos, -1).amax(1, keepdim=True)
-        in_row = torch.zeros_like(used)
-        in_row.scatter_(1, gen.masked_fill(pos <= last_row, self.pad_id), True)
-        in_row[:, self.pad_id] = False
-        ok = dev["eligible"][r, slot] & ~(used & dev["dedup"][r][:, None]) & ~in_row
-        if banned:
-            pos_of = {s: i for i, s in enumerate(seqs)}
-            ban = torch.tensor([(pos_of[s], e) for s, e in banned], device=device)
-            ok[ban[:, 0], ban[:, 1]] = False
-        allowed[b] = ok
 
     def allowed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """(B, V) bool mask of the tokens the rules allow next."""
