@@ -1,0 +1,220 @@
+"""RL post-training (issue 10): page reward model, format rewards, Dr. GRPO through trl.GRPOTrainer."""
+
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from genpage_hf import GenPageForPageReward, load_spec
+from genpage_hf.catalog import default_catalog
+from genpage_hf.checkpoint import build_genpage, load_genpage, save_genpage
+from genpage_hf.cli import demo_context, parse_command
+from genpage_hf.generation import RuleSet
+from genpage_hf.training.configs import GenPageGRPOConfig, RewardModelConfig
+from genpage_hf.training.grpo import FORMAT_KINDS, GenPageGRPOTrainer, build_grpo_dataset, page_compliance
+from genpage_hf.training.reward_model import (PageRewardFunction, load_reward_model, reward_model_from_policy,
+                                              train_reward_model)
+
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
+
+
+@pytest.fixture()
+def policy_folder(tmp_path, catalog, spec):
+    model, tok = build_genpage(catalog, spec, seed=0, **TINY)
+    save_genpage(model, tok, tmp_path / "policy", catalog)
+    return str(tmp_path / "policy")
+
+
+def _ids(tok):
+    return [tok.id_to_entity(int(i)) for i in tok.entity_token_ids], [tok.id_to_row(int(i)) for i in tok.row_token_ids]
+
+
+def _rules(tok) -> RuleSet:
+    ents, rows = _ids(tok)
+    return RuleSet(rows_per_page=2, entities_per_row=3, row_candidates=rows[:4], pinned_rows={rows[2]: 0},
+                   row_eligibility={r: ents[4 * i:4 * i + 6] for i, r in enumerate(rows[:4])},
+                   blocked_entities=[ents[0]])
+
+
+def _reward_model(policy, tok, seed=0):
+    rm = reward_model_from_policy(policy, tok)
+    torch.manual_seed(seed)
+    torch.nn.init.normal_(rm.score.weight, std=1.0)  # an untrained head scores zero: give the rewards some spread
+    return rm
+
+
+def test_page_compliance_names_each_broken_rule(model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    rules = _rules(tok)
+    ents, rows = _ids(tok)
+    e, r = tok.entity_to_id, tok.row_to_id
+    good = [r(rows[2]), e(ents[8]), e(ents[9]), e(ents[10]), r(rows[1]), e(ents[4]), e(ents[5]), e(ents[6]),
+            tok.eos_token_id]
+    assert page_compliance(good, rules, tok) == {k: True for k in FORMAT_KINDS}
+    short_row = good[:3] + good[4:]
+    assert not page_compliance(short_row, rules, tok)["grammar"]
+    assert not page_compliance(good[:-1], rules, tok)["grammar"]  # no [EOS]
+    dup = good[:6] + [e(ents[4])] + good[7:]
+    assert not page_compliance(dup, rules, tok)["dedup"]
+    swapped = good[4:8] + good[:4] + good[8:]
+    assert not page_compliance(swapped, rules, tok)["pins"]
+    off_row = good[:5] + [e(ents[20])] + good[6:]
+    assert not page_compliance(off_row, rules, tok)["eligibility"]
+    assert page_compliance(off_row, rules, tok)["grammar"]
+
+
+def test_grpo_steps_through_trl_change_the_policy_obey_the_rules_and_keep_kl_finite(tmp_path, policy_folder):
+    policy, tok, _ = load_genpage(policy_folder)
+    rm = _reward_model(policy, tok)
+    rules = _rules(tok)
+    data = build_grpo_dataset([{"context": demo_context(tok, seed=s), "rules": rules} for s in range(4)], tok,
+                              max_history=10)
+    args = GenPageGRPOConfig(output_dir=str(tmp_path / "grpo"), max_steps=3, per_device_train_batch_size=8,
+                             num_generations=4, learning_rate=1e-3, use_cpu=True, seed=0)
+    assert (args.loss_type, args.scale_rewards, args.bf16, args.gradient_checkpointing) == ("dr_grpo", "none", False, False)
+    before = {k: v.detach().clone() for k, v in policy.named_parameters()}
+    trainer = GenPageGRPOTrainer(policy, rm, args, train_dataset=data, processing_class=tok)
+    assert trainer.beta > 0 and trainer.ref_model is not None
+    trainer.train()
+
+    changed = [k for k, v in policy.named_parameters() if not torch.equal(before[k], v)]
+    assert "lm_head.weight" in changed and any(k.startswith("model.layers.") for k in changed)
+    logs = [e for e in trainer.state.log_history if "kl" in e]
+    assert len(logs) == 3
+    assert all(math.isfinite(e["kl"]) for e in logs) and logs[-1]["kl"] > 0  # the policy moved off the reference
+    for kind in FORMAT_KINDS:
+        assert all(e[f"rewards/format_{kind}/mean"] == 1.0 for e in logs)
+    # fresh rollouts of the trained policy: every page obeys its rules, pages differ within a group
+    out = trainer.rollout_func(list(data["prompt"]) * 2, trainer)
+    pages = out["completion_ids"]
+    assert all(all(page_compliance(c, rules, tok).values()) for c in pages)
+    assert all(tok.id_to_row(c[0]) == _ids(tok)[1][2] for c in pages)  # the pinned row on top
+    assert len({tuple(c) for c in pages}) > 1
+
+
+def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, policy_folder):
+    policy, tok, _ = load_genpage(policy_folder)
+    ents, rows = _ids(tok)
+    rng = np.random.default_rng(0)
+    records = []
+    for s in range(24):
+        page_ents = [str(x) for x in rng.choice(ents, 4, replace=False)]
+        played = [x in ents[:10] for x in page_ents]  # the first entities of the catalog are always played
+        records.append({"context": demo_context(tok, seed=s),
+                        "page": {"rows": [{"row": rows[0], "entities": page_ents[:2]},
+                                          {"row": rows[1], "entities": page_ents[2:]}]},
+                        "feedback": {"impressed": [True] * 4, "played": played,
+                                     "play_duration": [3000.0 if p else 0.0 for p in played], "thumbs": [0] * 4,
+                                     "abandoned": [not p for p in played]}})
+    args = RewardModelConfig(output_dir=str(tmp_path / "rm"), max_steps=30, per_device_train_batch_size=8,
+                             learning_rate=3e-3, warmup_steps=0, logging_steps=5, max_history=10, use_cpu=True,
+                             dtype="fp32", disable_tqdm=True)
+    run = train_reward_model(policy, tok, records, args, eval_records=records)
+    losses = [e["loss"] for e in run.log_history if "loss" in e]
+    assert losses[-1] < 0.5 * losses[0]
+    assert run.eval_metrics["eval_page_corr"] > 0.5
+    rm = run.trainer.model.eval()
+    ids = torch.tensor([tok.encode_prompt(records[0]["context"], max_history=10) + tok.encode_page(records[0]["page"])])
+    with torch.no_grad():
+        out = rm(input_ids=ids)
+    slots = rm.page_slots(ids)
+    assert int(slots.sum()) == 4
+    assert torch.allclose(out.logits[0, 0], out.slot_rewards[slots].sum())
+
+
+def test_reward_model_folder_loads_through_its_auto_class_in_a_fresh_process(tmp_path, policy_folder):
+    policy, tok, catalog = load_genpage(policy_folder)
+    rm = _reward_model(policy, tok)
+    folder = tmp_path / "rm"
+    save_genpage(rm, tok, folder, catalog)
+    seq = tok.encode_prompt(demo_context(tok), max_history=10) + tok.encode_page(
+        {"rows": [{"row": _ids(tok)[1][0], "entities": _ids(tok)[0][:3]}]})
+    expected = PageRewardFunction(rm, tok).score([seq])[0]
+    code = textwrap.dedent(f"""
+        import sys, torch
+        from transformers import AutoModelForSequenceClassification
+        model = AutoModelForSequenceClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert "genpage_hf" not in sys.modules, "loaded through the installed package, not the folder's code"
+        assert type(model).__name__ == "GenPageForPageReward", type(model).__name__
+        with torch.no_grad():
+            print(float(model(input_ids=torch.tensor([{seq!r}])).logits[0, 0]))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(tmp_path),
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout.strip().splitlines()[-1]) == pytest.approx(expected, rel=1e-5, abs=1e-5)
+    model, _ = load_reward_model(folder)
+    assert isinstance(model, GenPageForPageReward)
+
+
+def test_bad_input_fails_before_training(tmp_path, policy_folder, spec):
+    policy, tok, _ = load_genpage(policy_folder)
+    rm = _reward_model(policy, tok)
+    rules = _rules(tok)
+    requests = [{"context": demo_context(tok, seed=s), "rules": rules} for s in range(2)]
+    data = build_grpo_dataset(requests, tok, max_history=10)
+    args = GenPageGRPOConfig(output_dir=str(tmp_path / "grpo"), max_steps=1, per_device_train_batch_size=4,
+                             num_generations=2, use_cpu=True)
+
+    other_model, other_tok = build_genpage(default_catalog(num_entities=41, content_dim=8, seed=1), spec, **TINY)
+    with pytest.raises(ValueError, match="tokenizer does not match the policy's"):
+        GenPageGRPOTrainer(policy, reward_model_from_policy(other_model, other_tok), args, train_dataset=data,
+                           processing_class=tok, reward_tokenizer=other_tok)
+
+    _, rows = _ids(tok)
+    infeasible = RuleSet(rows_per_page=3, entities_per_row=3, row_candidates=rows[:2])  # 3 rows wanted, 2 allowed
+    bad = build_grpo_dataset(requests + [{"context": demo_context(tok), "rules": infeasible}], tok, max_history=10)
+    with pytest.raises(ValueError, match="row 2: infeasible rules"):
+        GenPageGRPOTrainer(policy, rm, args, train_dataset=bad, processing_class=tok)
+
+    with pytest.raises(ValueError, match="no 'context' column"):
+        GenPageGRPOTrainer(policy, rm, args, train_dataset=datasets.Dataset.from_dict({"prompt": data["prompt"]}),
+                           processing_class=tok)
+    with pytest.raises(ValueError, match="request 1 has no context"):
+        build_grpo_dataset([requests[0], {"rules": rules.to_dict()}], tok)
+
+    in_memory, _ = build_genpage(default_catalog(num_entities=40, content_dim=8, seed=0), spec, **TINY)
+    with pytest.raises(ValueError, match="load it from its folder"):
+        GenPageGRPOTrainer(in_memory, rm, args, train_dataset=data, processing_class=tok)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        GenPageGRPOConfig(output_dir=str(tmp_path / "x"), beta=0.0, use_cpu=True)
+    assert not os.path.exists(tmp_path / "grpo")
+
+
+def test_cli_trains_a_reward_model_then_grpo(tmp_path, policy_folder):
+    from genpage_hf.training.rl_cli import COMMANDS
+    import json
+
+    policy, tok, _ = load_genpage(policy_folder)
+    ents, rows = _ids(tok)
+    records = tmp_path / "records.jsonl"
+    with open(records, "w") as f:
+        for s in range(8):
+            f.write(json.dumps({"context": demo_context(tok, seed=s),
+                                "page": {"rows": [{"row": rows[0], "entities": ents[s:s + 2]}]},
+                                "feedback": {"impressed": [True, True], "played": [s % 2 == 0, False],
+                                             "play_duration": [1500.0 if s % 2 == 0 else 0.0, 0.0], "thumbs": [0, 0],
+                                             "abandoned": [s % 2 == 1, True]}}) + "\n")
+    requests = tmp_path / "requests.jsonl"
+    with open(requests, "w") as f:
+        for s in range(2):
+            f.write(json.dumps({"context": demo_context(tok, seed=s), "rules": _rules(tok).to_dict()}) + "\n")
+    common = ["--model_name_or_path", policy_folder, "--use_cpu", "true", "--max_history", "10"]
+    cmd = COMMANDS["reward-model"]
+    cmd.run(*parse_command("reward-model", cmd, common + ["--train_file", str(records), "--output_dir",
+                                                          str(tmp_path / "rm"), "--max_steps", "2",
+                                                          "--per_device_train_batch_size", "4", "--dtype", "fp32"]))
+    cmd = COMMANDS["grpo"]
+    cmd.run(*parse_command("grpo", cmd, common + ["--train_file", str(requests), "--reward_model_name_or_path",
+                                                  str(tmp_path / "rm"), "--output_dir", str(tmp_path / "grpo"),
+                                                  "--max_steps", "1", "--per_device_train_batch_size", "4",
+                                                  "--num_generations", "2"]))
+    trained, _, _ = load_genpage(tmp_path / "grpo")
+    assert not torch.equal(trained.lm_head.weight, policy.lm_head.weight)
