@@ -14,8 +14,9 @@ on real pages:
   exact part, a bipartite matching of their slots to entities;
 - rich optional rows are interchangeable, so only the fewest poor optional rows are searched for
   (and, for the next row token, one rich row per width stands for all of them);
-- a witness matching marks the few entities other poor rows rely on: only those are checked one by
-  one at an entity step, every other eligible entity is safe, alone or together.
+- a witness matching marks the few entities other poor rows rely on: only those are checked at an
+  entity step (first by one augmenting path that re-routes the row relying on it, then, if that
+  fails, by a fresh search); every other eligible entity is safe, alone or together.
 
 The matching is a hand-written augmenting-path (Kuhn) search: the graphs are tiny (poor rows'
 slots against their few eligible entities) and scipy is not a dependency of the package.
@@ -158,8 +159,8 @@ class _Matching:
 
     def __init__(self) -> None:
         self.owner: dict[int, int] = {}  # entity -> slot
-        self.adjacency: list[np.ndarray] = []
-        self.demand_of: list[int] = []  # slot -> demand index
+        self.adjacency: list[list[int]] = []
+        self.demand_of: list[int] = []  # slot -> demand index (0: the current row)
 
     def copy(self) -> "_Matching":
         out = _Matching()
@@ -167,7 +168,7 @@ class _Matching:
         return out
 
     def _augment(self, slot: int, seen: set[int]) -> bool:
-        for e in self.adjacency[slot].tolist():
+        for e in self.adjacency[slot]:
             if e in seen:
                 continue
             seen.add(e)
@@ -181,6 +182,7 @@ class _Matching:
         """Add a demand of `width` slots over `entities`; False if they cannot all be matched."""
         if len(entities) < width:
             return False
+        entities = entities.tolist()
         for _ in range(width):
             self.adjacency.append(entities)
             self.demand_of.append(demand)
@@ -188,19 +190,28 @@ class _Matching:
                 return False
         return True
 
-    def entities_of_others(self) -> set[int]:
-        """Entities matched to demands other than the current row (demand 0)."""
-        return {e for e, s in self.owner.items() if self.demand_of[s] != 0}
+    def entities_of_others(self) -> list[int]:
+        """Entities matched to demands other than the current row."""
+        return [e for e, s in self.owner.items() if self.demand_of[s] != 0]
+
+    def current_row_can_take(self, entity: int) -> bool:
+        """Whether the current row can take `entity` (held by another row) with every slot still matched:
+        the current row gives up one slot, and the other row's slot is re-matched without `entity`."""
+        trial = self.copy()
+        slot = trial.owner.pop(entity)
+        own = next((e for e, s in trial.owner.items() if trial.demand_of[s] == 0), None)
+        if own is not None:
+            del trial.owner[own]  # that slot of the current row is now filled by `entity`
+        return trial._augment(slot, {entity})
 
 
-def complete(rules: PageRules, prog: Progress, m: int, counts: Optional[np.ndarray] = None) -> Optional[set[int]]:
-    """If `prog` can be completed into a valid `m`-row page: the entities a witness completion gives
-    to rows other than the current one (the ones an entity step must check); else None."""
-    return _solve(rules, _frame(rules, prog, m, counts))
+def complete(rules: PageRules, prog: Progress, m: int, counts: Optional[np.ndarray] = None) -> bool:
+    """Whether `prog` can be completed into a valid `m`-row page."""
+    return _solve(rules, _frame(rules, prog, m, counts)) is not None
 
 
-def _solve(rules: PageRules, f: Optional[_Frame]) -> Optional[set[int]]:
-    """`complete` on a frame."""
+def _solve(rules: PageRules, f: Optional[_Frame]) -> Optional[_Matching]:
+    """A witness completion of a frame (the matching of its poor rows' slots), or None if there is none."""
     if f is None or f.current_entities.sum() < f.open_slots:
         return None
     if not rules.dedup_entities:  # rows are filled independently (distinct only within a row)
@@ -208,7 +219,7 @@ def _solve(rules: PageRules, f: Optional[_Frame]) -> Optional[set[int]]:
         if not all(fillable[x] for x in f.required):
             return None
         usable = int(fillable[f.pool].sum())
-        return set() if f.fillers <= 0 or usable >= (f.fillers if rules.dedup_rows else 1) else None
+        return _Matching() if f.fillers <= 0 or usable >= (f.fillers if rules.dedup_rows else 1) else None
     rich = f.counts >= f.demand
     matching = _Matching()
     if f.open_slots and f.current_entities.sum() < f.demand:
@@ -224,18 +235,18 @@ def _solve(rules: PageRules, f: Optional[_Frame]) -> Optional[set[int]]:
     else:  # one rich row can fill every free position
         extra = 0 if len(rich_pool) else max(0, f.fillers)
     if extra == 0:
-        return matching.entities_of_others()
+        return matching
     return _search(rules, f, matching, poor_pool, extra, rules.dedup_rows)
 
 
 def _search(rules: PageRules, f: _Frame, matching: _Matching, pool: list[int], extra: int,
-            distinct: bool) -> Optional[set[int]]:
+            distinct: bool) -> Optional[_Matching]:
     """Depth-first choice of `extra` poor optional rows (in pool order) whose slots all match."""
     demand = len(f.required) + 1
 
-    def grow(start: int, left: int, state: _Matching) -> Optional[set[int]]:
+    def grow(start: int, left: int, state: _Matching) -> Optional[_Matching]:
         if left == 0:
-            return state.entities_of_others()
+            return state
         for i in range(start, len(pool) - (left - 1 if distinct else 0)):
             x = pool[i]
             trial = state.copy()
@@ -257,7 +268,7 @@ def row_options(rules: PageRules, prog: Progress, m: int) -> np.ndarray:
         return out
     pin = rules.pins.get(q)
     if pin is not None:
-        out[pin] = complete(rules, prog.with_row(pin), m, f.counts) is not None
+        out[pin] = complete(rules, prog.with_row(pin), m, f.counts)
         return out
     optional = set(f.pool.tolist())
     candidates = optional | {x for x in f.required if x in rules.deadlines}
@@ -272,7 +283,7 @@ def row_options(rules: PageRules, prog: Progress, m: int) -> np.ndarray:
             if key in verdict:
                 out[x] = verdict[key]
                 continue
-        out[x] = complete(rules, prog.with_row(x), m, f.counts) is not None
+        out[x] = complete(rules, prog.with_row(x), m, f.counts)
         if key is not None:
             verdict[key] = bool(out[x])
     return out
@@ -282,25 +293,26 @@ def entity_options(rules: PageRules, prog: Progress, m: int) -> tuple[np.ndarray
     """At an entity step: (the entities that keep `prog` completable, whether any set of them may fill
     the rest of the row together). `prog` must be completable."""
     f = _frame(rules, prog, m)
-    critical = _solve(rules, f)
-    if f is None or critical is None:
+    witness = _solve(rules, f)
+    if f is None or witness is None:
         raise RuntimeError("entity_options called on a page that cannot be completed")
     allowed = f.current_entities.copy()
-    risky = [e for e in critical if allowed[e]]
+    risky = [e for e in witness.entities_of_others() if allowed[e]]
     for e in risky:
-        counts = f.counts - rules.eligible[:, e] if rules.dedup_entities else f.counts
-        allowed[e] = complete(rules, prog.with_entity(e), m, counts) is not None
+        if not witness.current_row_can_take(e):  # the quick repair failed: search afresh
+            counts = f.counts - rules.eligible[:, e]
+            allowed[e] = complete(rules, prog.with_entity(e), m, counts)
     return allowed, not any(allowed[e] for e in risky)
 
 
 def page_rows(rules: PageRules, prog: Progress, allow_short: bool) -> Optional[int]:
     """Rows the page will have: `rows_per_page` if a full page exists, else (with `allow_short`) the
     most rows any valid page of fewer rows has; None if no page exists and short pages are not allowed."""
-    if complete(rules, prog, rules.rows_per_page) is not None:
+    if complete(rules, prog, rules.rows_per_page):
         return rules.rows_per_page
     if not allow_short:
         return None
-    return next(m for m in range(rules.rows_per_page - 1, -1, -1) if complete(rules, prog, m) is not None)
+    return next(m for m in range(rules.rows_per_page - 1, -1, -1) if complete(rules, prog, m))
 
 
 def diagnose(rules: PageRules, prog: Progress, catalog_entities: np.ndarray) -> tuple[str, int]:
@@ -309,9 +321,9 @@ def diagnose(rules: PageRules, prog: Progress, catalog_entities: np.ndarray) -> 
     rule = "grammar"
     for name, relaxed in rules.relaxations(catalog_entities):
         rule = name
-        if complete(relaxed, prog, rules.rows_per_page) is None:
+        if not complete(relaxed, prog, rules.rows_per_page):
             break
-    position = next(m for m in range(rules.rows_per_page - 1, -1, -1) if complete(rules, prog, m) is not None)
+    position = next(m for m in range(rules.rows_per_page - 1, -1, -1) if complete(rules, prog, m))
     return rule, position
 
 

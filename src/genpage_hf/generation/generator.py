@@ -222,28 +222,36 @@ class PageGenerator:
             ranked = self._perturbed(masked) if self.do_sample else masked
             if K == 1:
                 picks = ranked.argmax(1, keepdim=True)
-            elif step.fill_safe[fill].all():  # any allowed entities may fill the row together
+            else:
                 picks = ranked.topk(K, dim=1).indices
                 # one-token steps keep argmax (generate()'s tie-breaking) so greedy matches it exactly
                 picks[:, 0] = torch.where(torch.from_numpy(fill).to(device), picks[:, 0], ranked.argmax(1))
-            else:
-                picks = self._pick_one_by_one(ids, ranked, step, processor, count)
+                # The top entities are the one-by-one choice whenever the page stays completable with all of them.
+                if not step.fill_safe[fill].all() and not processor.completable(
+                        torch.cat([ids, self._step_tokens(picks.cpu().tolist(), count)[0].to(device)], 1)).all():
+                    picks = self._pick_one_by_one(ids, ranked, step, processor, count)
             chosen = picks.cpu().tolist()
             values = logits.gather(1, picks).cpu().tolist()
-            new = torch.full((B, K), self.tokenizer.pad_token_id, dtype=torch.long)
-            new_attn = torch.zeros(B, K, dtype=torch.long)
             for b in np.flatnonzero(active).tolist():
-                n = int(count[b])
-                new[b, K - n:], new_attn[b, K - n:] = torch.tensor(chosen[b][:n]), 1
-                tokens[b] += chosen[b][:n]
-                scores[b] += values[b][:n]
-            new, new_attn = new.to(device), new_attn.to(device)
+                tokens[b] += chosen[b][:count[b]]
+                scores[b] += values[b][:count[b]]
+            new, new_attn = (t.to(device) for t in self._step_tokens(chosen, count))
             ids, attn = torch.cat([ids, new], 1), torch.cat([attn, new_attn], 1)
             step = processor.step(ids)
             if step.done.all():
                 break
             logits = self._forward(new, attn, cache)
         return [self._page(t, s) for t, s in zip(tokens, scores)]
+
+    def _step_tokens(self, chosen: list[list[int]], count: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens, attention mask) of a step: sequence b's first `count[b]` choices, left-padded to the longest."""
+        K = int(count.max())
+        new = torch.full((len(count), K), self.tokenizer.pad_token_id, dtype=torch.long)
+        new_attn = torch.zeros(len(count), K, dtype=torch.long)
+        for b, n in enumerate(count.tolist()):
+            if n:
+                new[b, K - n:], new_attn[b, K - n:] = torch.tensor(chosen[b][:n]), 1
+        return new, new_attn
 
     def _pick_one_by_one(self, ids: torch.Tensor, ranked: torch.Tensor, step: PageStep,
                          processor: GenPageLogitsProcessor, count: np.ndarray) -> torch.Tensor:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from .feasibility import PageRules, Progress, diagnose, entity_options, page_rows, row_options
+from .feasibility import PageRules, Progress, complete, diagnose, entity_options, page_rows, row_options
 
 
 class InfeasibleRulesError(ValueError):
@@ -358,12 +358,11 @@ class GenPageLogitsProcessor(LogitsProcessor):
         mask = np.zeros((B, self.vocab_size), dtype=bool)
         for b in range(B):
             r = int(p.request[b])
-            toks = gen[b, p.start[b] + 1 - s0:]
-            if (toks == self.eos_id).any():
+            prog = self._progress(p, gen, s0, b)
+            if prog is None:  # [EOS] generated
                 done[b] = True
                 mask[b, [self.eos_id, self.pad_id]] = True
                 continue
-            prog = self._progress(p.progress[b], toks[toks != self.pad_id])  # [PAD]: in-step left padding
             n_rows[b], n_in_row[b] = len(prog.rows), len(prog.row_entities)
             rules, m = self._tables[r], int(p.rows[b])
             open_slots[b] = int(rules.widths[prog.rows[-1]]) - n_in_row[b] if prog.rows else 0
@@ -381,8 +380,24 @@ class GenPageLogitsProcessor(LogitsProcessor):
             allowed = allowed.pin_memory().to(input_ids.device, non_blocking=True)
         return PageStep(allowed, p.request, done, open_slots, n_in_row, n_rows, fill_safe)
 
-    def _progress(self, empty: Progress, toks: np.ndarray) -> Progress:
-        """The page after `toks` (generated row and entity tokens), from the prompt's empty page."""
+    def completable(self, input_ids: torch.Tensor) -> np.ndarray:
+        """(B,) whether each sequence's page so far can still be completed under its rules."""
+        p = self._prompt(input_ids)
+        s0 = int(p.start.min()) + 1
+        gen = input_ids[:, s0:].cpu().numpy()
+        out = np.ones(input_ids.shape[0], dtype=bool)
+        for b in range(len(out)):
+            prog = self._progress(p, gen, s0, b)
+            out[b] = prog is None or complete(self._tables[int(p.request[b])], prog, int(p.rows[b]))
+        return out
+
+    def _progress(self, p: _Prompt, gen: np.ndarray, s0: int, b: int) -> Optional[Progress]:
+        """Sequence b's page so far (None once it generated [EOS]), from its tokens after [PAGE]."""
+        toks = gen[b, p.start[b] + 1 - s0:]
+        if (toks == self.eos_id).any():
+            return None
+        toks = toks[toks != self.pad_id]  # [PAD]: left padding inside a multi-token step
+        empty = p.progress[b]
         slots = self._slot_of[toks]
         is_row = slots >= 0
         last = int(np.flatnonzero(is_row)[-1]) if is_row.any() else -1
