@@ -139,7 +139,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage(table))
         return
-    name, rest = argv[0], argv[1:]
+    # two-word commands ("convert movielens") first, then one-word ones
+    name, rest = (" ".join(argv[:2]), argv[2:]) if " ".join(argv[:2]) in table else (argv[0], argv[1:])
     if name not in table:
         print(f"genpage: error: unknown command {name!r}; choose from {', '.join(table)}", file=sys.stderr)
         raise SystemExit(2)
