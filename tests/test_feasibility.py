@@ -274,6 +274,20 @@ def test_an_earlier_row_leaves_what_a_pinned_row_needs(catalog, spec, a, sample)
         assert sorted(page["rows"][1]["entities"]) == ["m0", "m3"] and sorted(page["rows"][0]["entities"]) == ["m1", "m2"]
 
 
+def test_a_hybrid_row_never_takes_two_entities_that_only_fit_one_by_one(catalog, spec):
+    model, tok = tiny(catalog, spec, 0)
+    # Either m0 or m3 may open the page, not both: the pinned second row needs one of them.
+    rules = RuleSet(rows_per_page=2, entities_per_row=2, row_widths={"trending": 1}, pinned_rows={"trending": 1},
+                    entity_candidates=["m0", "m1", "m3"], row_eligibility={"trending": ["m0", "m3"]})
+    firsts = set()
+    for seed in range(10):  # sampled fills: the top two of the first row are often m0 and m3
+        page = PageGenerator(model, tok, autoregressive_entities=0, do_sample=True, seed=seed).generate_page(
+            context(catalog, 3, seed), rules).to_dict()
+        assert page_violations(as_rows(page), rules, 2, tok.entities_per_row) == [], page
+        firsts.add(tuple(sorted(page["rows"][0]["entities"])))
+    assert firsts == {("m0", "m1"), ("m1", "m3")}
+
+
 def test_short_pages_only_when_no_full_page_exists(catalog, spec):
     model, tok = tiny(catalog, spec, 0)
     rules = RuleSet(**{**ISSUE_EXAMPLE.to_dict(), "allow_short_page": True})
@@ -415,9 +429,6 @@ def test_malformed_requests_and_processor_arguments(catalog, spec):
 
 
 # ---------------------------------------------------------------------------------------- devices
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device"))])
 def test_masks_live_on_the_scores_device(catalog, spec, device):

@@ -375,9 +375,7 @@ class GenPageLogitsProcessor(LogitsProcessor):
                 mask[b, self.row_ids] = row_options(rules, prog, m)
             if not mask[b].any():
                 raise RuntimeError(f"request {r}: no token keeps the page completable (a feasibility bug)")
-        allowed = torch.from_numpy(mask)
-        if input_ids.device.type != "cpu":
-            allowed = allowed.pin_memory().to(input_ids.device, non_blocking=True)
+        allowed = torch.from_numpy(mask).to(input_ids.device)  # one host->device copy (none on the CPU)
         return PageStep(allowed, p.request, done, open_slots, n_in_row, n_rows, fill_safe)
 
     def completable(self, input_ids: torch.Tensor) -> np.ndarray:
