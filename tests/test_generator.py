@@ -158,3 +158,15 @@ def test_genpage_policy_pages_pass_the_judge(spec):
                 GenPagePolicy(world, model, tok, name="hybrid", autoregressive_entities=2, batch_size=3)]
     report = run_ab(world, users, policies, n_requests=6, seed=0)  # the judge validates every page
     assert {a.policy for a in report.arms} == {"production", "full", "hybrid"}
+
+
+def test_prompts_come_from_the_tokenizers_one_prompt_builder(catalog, spec):
+    model, tok = tiny(catalog, spec, 0)
+    played = {"entity": catalog.entity_ids[5], "action": "play", "timestamp": 1_999_000.0, "duration": 300.0}
+    ctx = {**context(catalog, 4, 0), "session": [played]}
+    shown = [{"row": "top10", "entities": catalog.entity_ids[:4]}]
+    generator = PageGenerator(model, tok, max_history=2)
+    assert generator.prompt_ids(PageRequest(ctx)) == tok.encode_prompt(ctx, max_history=2)
+    assert generator.prompt_ids(PageRequest(ctx)) != tok.encode_prompt(ctx, session=[], max_history=2)  # session kept
+    assert generator.prompt_ids(PageRequest(ctx, previous_rows=shown, session=[])) == \
+        tok.encode_prompt(ctx, shown, [], max_history=2)

@@ -176,7 +176,7 @@ class _Prompt:
     request: np.ndarray  # (B,)
     progress: list[Progress]  # each sequence's empty page (with what earlier pages used)
     rows: np.ndarray  # (B,) rows the page will have
-    errors: list[Optional[InfeasibleRulesError]]
+    errors: list[Optional[ValueError]]
 
 
 class GenPageLogitsProcessor(LogitsProcessor):
@@ -228,7 +228,8 @@ class GenPageLogitsProcessor(LogitsProcessor):
                 if len(self._tables) == r:  # the request gets an empty page: any table will do
                     self._tables.append(self._compile(RuleSet(rows_per_page=1), r))
                 self.request_errors.append(err)
-        self.max_new_tokens = max(r.max_page_tokens(tokenizer) for r in self.rules)
+        self.max_new_tokens = max((r.max_page_tokens(tokenizer) for r, e in zip(self.rules, self.request_errors)
+                                   if e is None), default=1)  # a refused request only writes [EOS]
         self._prompt_cache: Optional[_Prompt] = None
 
     # ------------------------------------------------------------------ per-request tables (built once)
@@ -338,7 +339,7 @@ class GenPageLogitsProcessor(LogitsProcessor):
         return self._prompt_cache
 
     @property
-    def errors(self) -> list[Optional[InfeasibleRulesError]]:
+    def errors(self) -> list[Optional[ValueError]]:
         """Per sequence of the last batch: why its request got an empty page (on_infeasible="end_page")."""
         return [] if self._prompt_cache is None else list(self._prompt_cache.errors)
 
@@ -346,7 +347,7 @@ class GenPageLogitsProcessor(LogitsProcessor):
         """The allowed tokens of every sequence (on `input_ids`' device) and the host page state.
 
         The mask is built on the host, where the feasibility search runs, and moved to the device in
-        one copy; the step's only device->host read is the generated tokens.
+        one copy. Host syncs per step: one bool (are the prompts unchanged?) and the generated tokens.
         """
         p = self._prompt(input_ids)
         B = input_ids.shape[0]
