@@ -115,13 +115,14 @@ def commands() -> dict[str, Command]:
     from .studies.quickstart import COMMANDS as quickstart_commands
     from .training.cli import COMMANDS as training_commands
     from .training.incremental_cli import COMMANDS as incremental_commands
+    from .training.rl_cli import COMMANDS as rl_commands
 
     return {
         "init": Command("write a freshly initialized GenPage model + tokenizer folder", (InitArguments, ModelArguments),
                         _init),
         "generate": Command("greedy-decode one page (rows of entities) under the page grammar and print it",
                             (GenerateArguments,), _generate),
-        **simulation_commands, **training_commands, **quickstart_commands, **incremental_commands,
+        **simulation_commands, **training_commands, **rl_commands, **incremental_commands, **quickstart_commands,
     }
 
 
