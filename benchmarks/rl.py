@@ -63,16 +63,19 @@ class RLStudyArguments:
     rm_steps: int = field(default=100, metadata={"help": "reward-model training steps (each RM)"})
     rm_batch_size: int = field(default=32, metadata={"help": "reward-model batch size"})
     rm_learning_rate: float = field(default=3e-4, metadata={"help": "reward-model learning rate"})
-    grpo_steps: int = field(default=100, metadata={"help": "GRPO steps"})
+    grpo_steps: int = field(default=60, metadata={"help": "GRPO steps"})
     grpo_batch_size: int = field(default=16, metadata={"help": "pages per GRPO step"})
     num_generations: int = field(default=4, metadata={"help": "pages sampled per request (GRPO group)"})
     temperature: float = field(default=0.5, metadata={"help": "rollout sampling temperature"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient"})
-    learning_rate: float = field(default=2e-5, metadata={"help": "GRPO learning rate"})
-    truth_requests: int = field(default=160, metadata={"help": "fresh requests for RM-vs-truth (not the judge's)"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "GRPO learning rate"})
+    autoregressive_entities: int = field(
+        default=1, metadata={"help": "entities per row decoded one by one (hybrid rows) in rollouts and in the WBC/GRPO "
+                                     "arms; the rest of a row comes from one pass"})
+    truth_requests: int = field(default=96, metadata={"help": "fresh requests for RM-vs-truth (not the judge's)"})
     truth_draws: int = field(default=128, metadata={"help": "browses averaged per page for the expected reward"})
-    ab_requests: int = field(default=1000, metadata={"help": "A/B judge requests per arm"})
-    threads: int = field(default=2, metadata={"help": "torch threads"})
+    ab_requests: int = field(default=600, metadata={"help": "A/B judge requests per arm"})
+    threads: int = field(default=1, metadata={"help": "torch threads (1 on a shared, oversubscribed CPU)"})
 
 
 def replay_world(log_dir: str):
@@ -148,7 +151,8 @@ def main(a: RLStudyArguments) -> dict:
     gargs = GenPageGRPOConfig(output_dir=os.path.join(a.work_dir, "grpo"), max_steps=a.grpo_steps,
                               per_device_train_batch_size=a.grpo_batch_size, num_generations=a.num_generations,
                               temperature=a.temperature, beta=a.beta, learning_rate=a.learning_rate,
-                              max_history=a.max_history, seed=a.seed, use_cpu=True, disable_tqdm=False,
+                              max_history=a.max_history, autoregressive_entities=a.autoregressive_entities,
+                              seed=a.seed, use_cpu=True, disable_tqdm=False,
                               reward_weights=[1.0] + [1.0] * len(FORMAT_KINDS) + [0.0])
     heldout_fn = PageRewardFunction(rms["heldout"], tok, name="heldout_reward_model")
     trainer = GenPageGRPOTrainer(grpo_policy, rms["train"], gargs, train_dataset=grpo_data, processing_class=tok,
@@ -168,8 +172,10 @@ def main(a: RLStudyArguments) -> dict:
     fresh = fresh.subset(np.arange(min(a.truth_requests, len(fresh))))
     fresh_contexts = fresh.contexts()
     arms = {"random": RandomPolicy(world, a.seed), "production": ProductionPolicy(world, a.seed),
-            "wbc": GenPagePolicy(world, policy, tok, name="wbc", max_history=a.max_history),
-            "grpo": GenPagePolicy(world, grpo_policy, tok, name="grpo", max_history=a.max_history),
+            "wbc": GenPagePolicy(world, policy, tok, name="wbc", autoregressive_entities=a.autoregressive_entities,
+                                 max_history=a.max_history),
+            "grpo": GenPagePolicy(world, grpo_policy, tok, name="grpo",
+                                  autoregressive_entities=a.autoregressive_entities, max_history=a.max_history),
             "oracle": OraclePolicy(world, users)}
     truth, scores = {}, {"train": {}, "heldout": {}}
     for name, p in arms.items():
