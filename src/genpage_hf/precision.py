@@ -4,7 +4,7 @@
 instructions (`amx_bf16` or `avx512_bf16`), and fp32 otherwise: on an AVX2-only CPU bf16 runs about
 50x slower than fp32, on an AMX CPU about 7x faster. Training uses bf16 through autocast (fp32
 master weights, fp32 losses: the trainers cast logits to float before the loss); serving casts the
-weights (see `serving_dtype`). The decision and the hardware it rests on are recorded in every
+weights (`prepare_for_serving`, `serving_dtype`). The decision and the hardware it rests on are recorded in every
 checkpoint (`genpage_run.json`) and every benchmark JSON (`hardware_info()`).
 """
 
@@ -15,9 +15,8 @@ import os
 import platform
 import time
 from functools import lru_cache
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
-import numpy as np
 import torch
 
 logger = logging.getLogger(__name__)
@@ -133,54 +132,65 @@ def matmul_peak(dtype: str = "fp32", seconds: float = 4.0, sizes: tuple[int, ...
     return best
 
 
-class CountingCollator:
-    """Wraps a collator and records per-batch token counts (benchmarks: tokens/s and model FLOPs).
+# Serving: bf16 weights beat autocast at every matrix shape measured (autocast re-casts the weights at
+# each call); against fp32, a CPU without AMX runs bf16 matrix-vector products (one token per request
+# per decoding step) about 2x slower and products of >= 8 rows faster (benchmarks/results/dtype.json;
+# batch-1 decoding on AMX CPUs is unmeasured, so it stays fp32 there too).
+SERVING_MIN_BF16_BATCH = 8
 
-    accelerate's dataloader fetches one batch ahead, so only the first `steps` batches were trained on:
-    `totals(steps)` sums those.
+
+def serving_dtype(requested: str = "auto", device: str | torch.device = "cpu", batch_size: int = 32,
+                  flags: Optional[Iterable[str]] = None) -> str:
+    """Serving precision: `auto` is bf16 where native and decoding steps are matrix products (CUDA, or batch >= 8)."""
+    if requested != "auto":
+        return resolve_dtype(requested, device)
+    if resolve_dtype("auto", device, flags) == "fp32":
+        return "fp32"
+    return "bf16" if torch.device(device).type == "cuda" or batch_size >= SERVING_MIN_BF16_BATCH else "fp32"
+
+
+def prepare_for_serving(model: torch.nn.Module, dtype: str = "auto", batch_size: int = 32,
+                        flags: Optional[Iterable[str]] = None) -> torch.nn.Module:
+    """Casts `model`'s weights in place to its `serving_dtype` (rotary frequencies stay fp32) and returns it in eval mode.
+
+    Serve-only: save checkpoints from the fp32 training model, not from a bf16-cast one.
     """
-
-    def __init__(self, inner: Callable[[list[dict]], dict]) -> None:
-        self.inner = inner
-        self.batches: list[dict] = []
-
-    def __call__(self, features: list[dict]) -> dict:
-        batch = self.inner(features)
-        self.batches.append({
-            "lengths": [len(f["input_ids"]) for f in features], "padded": batch["input_ids"].numel(),
-            "targets": sum(len(f.get("target_pos", ())) for f in features),
-            "page_tokens": sum(sum(1 for x in f.get("labels", ()) if x != -100) for f in features),
-        })
-        return batch
-
-    def totals(self, steps: int) -> dict[str, Any]:
-        """Token counts of the first `steps` batches: lengths, real, padded, WBC targets, NTP page tokens."""
-        used = self.batches[:steps]
-        lengths = [n for b in used for n in b["lengths"]]
-        return {"lengths": lengths, "real": sum(lengths), "padded": sum(b["padded"] for b in used),
-                "targets": sum(b["targets"] for b in used), "page_tokens": sum(b["page_tokens"] for b in used)}
+    resolved = serving_dtype(dtype, model.device, batch_size, flags)
+    rotary = {name: buf.detach().float().clone() for name, buf in model.named_buffers()
+              if name.rsplit(".", 1)[-1] in ("inv_freq", "original_inv_freq")}
+    model.to(torch_dtype(resolved))
+    for name, buf in rotary.items():  # bf16-rounded RoPE frequencies shift angles by up to ~0.5 rad at position 500
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner), attr, buf)
+    return model.eval()
 
 
-def model_flops(model: torch.nn.Module, counts: dict[str, Any], kind: str, num_candidates: int) -> float:
-    """Training FLOPs (3 x forward) of the tokens a `CountingCollator` delivered (padding not counted).
+def rule_violations(page: dict[str, Any], rules: Any) -> int:
+    """Broken rules on a record-schema page: repeated rows/entities, rows or entities a `RuleSet` does not allow."""
+    rows = [r["row"] for r in page["rows"]]
+    entities = [e for r in page["rows"] for e in r["entities"]]
+    bad = (len(rows) - len(set(rows))) + (len(entities) - len(set(entities)))
+    if rules.row_candidates is not None:
+        bad += sum(row not in rules.row_candidates for row in rows)
+    bad += sum(row in rules.blocked_rows for row in rows) + sum(e in rules.blocked_entities for e in entities)
+    for row in page["rows"]:
+        eligible = rules.row_eligibility.get(row["row"])
+        if eligible is not None:
+            bad += sum(e not in eligible for e in row["entities"])
+    return bad
 
-    Every decoder Linear (2 x params per token), causal attention (4 x hidden per attended pair per
-    layer), the fused-embedding content projection, and the output projection only where it runs:
-    page positions for NTP (full vocabulary), candidate rows for WBC.
-    """
-    cfg = model.config
-    decoder = sum(m.weight.numel() for n, m in model.model.named_modules()
-                  if isinstance(m, torch.nn.Linear) and "layers." in n)
-    content = cfg.content_dim * cfg.hidden_size
-    lengths = np.array(counts["lengths"], dtype=np.float64)
-    fwd = 2 * (decoder + content) * lengths.sum()
-    fwd += cfg.num_hidden_layers * 4 * cfg.hidden_size * (lengths * (lengths + 1) / 2).sum()
-    if kind == "ntp":
-        fwd += 2 * cfg.hidden_size * cfg.vocab_size * counts["page_tokens"]
-    else:
-        fwd += 2 * cfg.hidden_size * num_candidates * counts["targets"]
-    return 3 * fwd
+
+def page_agreement(pages: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, float]:
+    """Share of identical pages and of identical (row, entity) slots between two lists of record-schema pages."""
+    same_pages = slots = same_slots = 0
+    for page, ref in zip(pages, reference, strict=True):
+        same_pages += page == ref
+        a = [(r["row"], e) for r in page["rows"] for e in [None, *r["entities"]]]
+        b = [(r["row"], e) for r in ref["rows"] for e in [None, *r["entities"]]]
+        slots += max(len(a), len(b))
+        same_slots += sum(x == y for x, y in zip(a, b))
+    return {"pages": same_pages / max(len(pages), 1), "slots": same_slots / max(slots, 1)}
 
 
 __all__ = ["DTYPES", "cpu_flags", "default_device", "hardware_info", "native_bf16", "processor_name",
-           "resolve_dtype", "torch_dtype", "matmul_peak", "CountingCollator", "model_flops"]
+           "matmul_peak", "page_agreement", "prepare_for_serving", "resolve_dtype", "rule_violations", "serving_dtype", "torch_dtype"]
