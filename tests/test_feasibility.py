@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import LogitsProcessorList
 
-from genpage_hf.generation import GeneratedPage, GenPageLogitsProcessor, InfeasibleRulesError, PageGenerator, PageRequest, RuleSet
+from genpage_hf.generation import (GeneratedPage, GenPageLogitsProcessor, InfeasibleRulesError, PageGenerator,
+                                   PageRequest, RuleSet)
 
 from test_rules import context, tiny
 
@@ -37,7 +38,8 @@ def page_violations(rows: list[tuple[str, list[str]]], rules: RuleSet, m: int, s
             out.append(f"pinned_rows: {row} at {pos}")
         seen_rows.append(row)
         for e in entities:
-            if (rules.entity_candidates is not None and e not in rules.entity_candidates) or e in rules.blocked_entities:
+            candidates = rules.entity_candidates
+            if e in rules.blocked_entities or (candidates is not None and e not in candidates):
                 out.append(f"entity_candidates: {e}")
             if row in rules.row_eligibility and e not in rules.row_eligibility[row]:
                 out.append(f"row_eligibility: {e} in {row}")
@@ -178,7 +180,8 @@ def test_page_generator_refuses_iff_no_valid_page_exists(catalog, spec, data, se
     previous = [[], [], [("games", ["m5"])]][:len(rules)]  # the third request continues a paginated session
     requests = [PageRequest(context(catalog, 2 + 3 * i, seed), r, [{"row": row, "entities": es} for row, es in prev])
                 for i, (r, prev) in enumerate(zip(rules, previous))]
-    results = PageGenerator(model, tok, autoregressive_entities=a, do_sample=sample, seed=seed).generate(requests, errors="return")
+    generator = PageGenerator(model, tok, autoregressive_entities=a, do_sample=sample, seed=seed)
+    results = generator.generate(requests, errors="return")
     for r, prev, result in zip(rules, previous, results):
         check(result, r, tok.entities_per_row, prev)
 
@@ -223,7 +226,7 @@ def test_pagination_pages_refuse_iff_no_valid_next_page(catalog, spec, rules, a)
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rules=small_rules(), data=st.data())
 def test_the_mask_allows_exactly_the_tokens_some_valid_page_continues_through(catalog, spec, rules, data):
-    """A random walk through the mask; at every step each token is allowed iff the oracle completes a page through it."""
+    """A random walk through the mask: at each step a token is allowed iff the oracle completes a page through it."""
     _, tok = tiny(catalog, spec, 0)
     width, m = tok.entities_per_row, expected_rows(rules, tok.entities_per_row)
     try:
@@ -245,7 +248,8 @@ def test_the_mask_allows_exactly_the_tokens_some_valid_page_continues_through(ca
                 if completion(rules, page[:-1] + [(page[-1][0], page[-1][1] + [e])], rules.row_candidates,
                               rules.entity_candidates, m, width):
                     expected.add(tok.entity_to_id(e))
-        if len(page) == m and (not page or len(page[-1][1]) == rules.row_widths.get(page[-1][0], rules.entities_per_row)):
+        row_full = not page or len(page[-1][1]) == rules.row_widths.get(page[-1][0], rules.entities_per_row)
+        if len(page) == m and row_full:
             expected.add(tok.eos_token_id)
         assert allowed == expected, f"after {page}"
         token = data.draw(st.sampled_from(sorted(allowed)))
@@ -271,7 +275,8 @@ def test_an_earlier_row_leaves_what_a_pinned_row_needs(catalog, spec, a, sample)
         page = PageGenerator(model, tok, autoregressive_entities=a, do_sample=sample, seed=seed).generate_page(
             context(catalog, 3, seed), ISSUE_EXAMPLE).to_dict()
         assert page["rows"][1] == {"row": "trending", "entities": page["rows"][1]["entities"]}
-        assert sorted(page["rows"][1]["entities"]) == ["m0", "m3"] and sorted(page["rows"][0]["entities"]) == ["m1", "m2"]
+        assert sorted(page["rows"][1]["entities"]) == ["m0", "m3"]
+        assert sorted(page["rows"][0]["entities"]) == ["m1", "m2"]
 
 
 def test_a_hybrid_row_never_takes_two_entities_that_only_fit_one_by_one(catalog, spec):

@@ -58,7 +58,8 @@ class PageRules:
                           row_elig=np.ones_like(self.row_elig), pins={}, deadlines={},
                           dedup_entities=False, dedup_rows=False)
         steps = [("grammar", grammar)]
-        for name, change in (("entity_candidates", dict(entity_ok=self.entity_ok)), ("row_candidates", dict(row_ok=self.row_ok)),
+        for name, change in (("entity_candidates", dict(entity_ok=self.entity_ok)),
+                             ("row_candidates", dict(row_ok=self.row_ok)),
                              ("row_eligibility", dict(row_elig=self.row_elig)),
                              ("dedup_entities", dict(dedup_entities=self.dedup_entities)),
                              ("dedup_rows", dict(dedup_rows=self.dedup_rows)), ("pinned_rows", dict(pins=self.pins)),

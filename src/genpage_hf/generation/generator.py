@@ -142,7 +142,8 @@ class PageGenerator:
         uniform = torch.rand(masked.shape, generator=self._rngs[masked.device], device=masked.device).clamp_(1e-20, 1.0)
         return masked / self.temperature - torch.log(-torch.log(uniform))
 
-    def _prepare(self, requests: Any) -> tuple[list[Optional[PageRequest]], list[Optional[list[int]]], list[Optional[ValueError]]]:
+    def _prepare(self, requests: Any) -> tuple[list[Optional[PageRequest]], list[Optional[list[int]]],
+                                               list[Optional[ValueError]]]:
         """Each request checked and its prompt built; a bad request gets its error instead."""
         if isinstance(requests, (str, bytes, Mapping)) or not isinstance(requests, Sequence):
             raise ValueError(f"PageGenerator.generate takes a list of requests, got {type(requests).__name__}")

@@ -107,12 +107,13 @@ class RuleSet:
         if not isinstance(self.row_eligibility, dict):
             raise ValueError(f"RuleSet.row_eligibility must be a dict of row id -> entity ids, got "
                              f"{type(self.row_eligibility).__name__}")
-        self.row_eligibility = {_check_ids("row_eligibility keys", [row])[0]: _check_ids(f"row_eligibility[{row!r}]", ents)
-                                for row, ents in self.row_eligibility.items()}
+        self.row_eligibility = {_check_ids("row_eligibility keys", [row])[0]: _check_ids(f"row_eligibility[{row!r}]", e)
+                                for row, e in self.row_eligibility.items()}
         positions: dict[int, str] = {}
         for row, pos in self.pinned_rows.items():
             if pos in positions:
-                raise ValueError(f"RuleSet.pinned_rows: rows {positions[pos]!r} and {row!r} are both pinned at position {pos}")
+                raise ValueError(f"RuleSet.pinned_rows: rows {positions[pos]!r} and {row!r} are both pinned at "
+                                 f"position {pos}")
             positions[pos] = row
 
     def layout(self, tokenizer: Any) -> tuple[int, int]:
@@ -198,7 +199,8 @@ class GenPageLogitsProcessor(LogitsProcessor):
         if not self.rules or not all(isinstance(r, RuleSet) for r in self.rules):
             raise ValueError("GenPageLogitsProcessor: rules must be a RuleSet or a non-empty list of RuleSets")
         if on_infeasible not in ("raise", "end_page"):
-            raise ValueError(f"GenPageLogitsProcessor: on_infeasible must be 'raise' or 'end_page', got {on_infeasible!r}")
+            raise ValueError(f"GenPageLogitsProcessor: on_infeasible must be 'raise' or 'end_page', "
+                             f"got {on_infeasible!r}")
         self.tokenizer, self.on_infeasible = tokenizer, on_infeasible
         self.vocab_size = V = len(tokenizer)
         self.page_id, self.eos_id, self.pad_id = tokenizer.page_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
@@ -261,7 +263,9 @@ class GenPageLogitsProcessor(LogitsProcessor):
         if rules.entity_candidates is not None:
             entity_ok &= self._mask(rules.entity_candidates, "entity")
         entity_ok &= ~self._mask(rules.blocked_entities, "entity")
-        row_ok = self._mask(rules.row_candidates, "row")[self.row_ids] if rules.row_candidates is not None else np.ones(NR, bool)
+        row_ok = np.ones(NR, bool)
+        if rules.row_candidates is not None:
+            row_ok &= self._mask(rules.row_candidates, "row")[self.row_ids]
         row_ok &= ~self._mask(rules.blocked_rows, "row")[self.row_ids]
         row_elig = np.ones((NR, self.vocab_size), dtype=bool)
         for row, entities in rules.row_eligibility.items():
@@ -271,7 +275,8 @@ class GenPageLogitsProcessor(LogitsProcessor):
         for row, pos in rules.pinned_rows.items():
             slot = self._required_row(row, "pinned_rows", r)
             if pos >= rpp:
-                raise InfeasibleRulesError("pinned_rows", r, pos, None, f"row {row!r} pinned below the last row position {rpp - 1}")
+                raise InfeasibleRulesError("pinned_rows", r, pos, None,
+                                           f"row {row!r} pinned below the last row position {rpp - 1}")
             pins[pos] = slot
         deadlines = {}
         for row, pos in rules.row_max_positions.items():
@@ -282,7 +287,8 @@ class GenPageLogitsProcessor(LogitsProcessor):
                                                f"row {row!r} is pinned lower, at {rules.pinned_rows[row]}")
                 continue
             deadlines[slot] = min(pos, rpp - 1)
-        return PageRules(rpp, widths, row_ok, entity_ok, row_elig, pins, deadlines, rules.dedup_entities, rules.dedup_rows)
+        return PageRules(rpp, widths, row_ok, entity_ok, row_elig, pins, deadlines, rules.dedup_entities,
+                         rules.dedup_rows)
 
     def _empty(self) -> Progress:
         return Progress([], [], np.zeros(self.vocab_size, dtype=bool), set())
