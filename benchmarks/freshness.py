@@ -73,8 +73,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--wbc_steps", type=int, default=150)
     p.add_argument("--daily_steps", type=int, default=30)
     p.add_argument("--daily_lr", type=float, default=3e-4)
-    p.add_argument("--replay_ratio", type=float, default=1.0)
-    p.add_argument("--fallback_prob", type=float, default=0.15)
+    p.add_argument("--replay_ratio", type=float, default=2.0)
+    p.add_argument("--fallback_prob", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
 
@@ -116,18 +116,21 @@ def _train_args(cls: type, a: argparse.Namespace, out: str, steps: int, lr: floa
                max_history=a.max_history, fallback_prob=a.fallback_prob, dtype="fp32", example_seed=a.seed)
 
 
-def judge(world: World, users: UserPopulation, models: dict[str, str], day: int, n: int, seed: int,
+def judge(world: World, users: UserPopulation, models: dict[str, Any], day: int, n: int, seed: int,
           max_history: int) -> dict[str, dict]:
-    """Serve the same day-`day` requests (common random numbers) to every arm; per-request arrays."""
+    """Serve the same day-`day` requests (common random numbers) to every arm (model folder or policy); per-request arrays."""
     rng = np.random.default_rng([seed, 300, day])
     req = users.sample_requests(day, rng, users=rng.integers(0, users.n, n))
     noise = Noise.draw(rng, n, world.config.rows_per_page, world.config.entities_per_row)
     released = world.release_day
     out = {}
     for arm, path in models.items():
-        model, tok, _ = load_genpage(path)
-        policy = GenPagePolicy(world, model.eval(), tok, name=arm, autoregressive_entities=1, batch_size=64,
-                               max_history=max_history)
+        if isinstance(path, str):
+            model, tok, _ = load_genpage(path)
+            policy = GenPagePolicy(world, model.eval(), tok, name=arm, autoregressive_entities=1, batch_size=64,
+                                   max_history=max_history)
+        else:
+            policy = path
         start = time.perf_counter()
         with torch.no_grad():
             s = serve(world, users, req, policy, noise, validate=True)
@@ -232,7 +235,8 @@ def main(argv: list[str]) -> dict:
             with open(cache, encoding="utf-8") as f:
                 result = json.load(f)
         else:
-            result = {"judge": judge(world, users, cur, d, a.requests, a.seed, a.max_history),
+            result = {"judge": judge(world, users, {**cur, "production": production}, d, a.requests, a.seed,
+                                     a.max_history),
                       "auc": {arm: forgetting_auc(cur[arm], heldout, a) for arm in MAIN_ARMS}}
             with open(cache, "w", encoding="utf-8") as f:
                 json.dump(result, f)
@@ -252,7 +256,9 @@ def summarize(a: argparse.Namespace, argv: list[str], days: list[int], per_day: 
     """freshness.json from the per-day judge results."""
     cat = lambda arm, key: np.concatenate([np.asarray(r[arm][key], dtype=float) for r in per_day])  # noqa: E731
     arms = {}
-    for arm in (*MAIN_ARMS, "mean_init", "input_only"):
+    for arm in (*MAIN_ARMS, "mean_init", "input_only", "production"):
+        if arm not in per_day[0]:
+            continue
         rewards = cat(arm, "page_reward")
         arms[arm] = {"page_reward_by_day": [float(np.mean(r[arm]["page_reward"])) for r in per_day],
                      "mean_page_reward": float(rewards.mean()), "ci95": _ci(rewards),

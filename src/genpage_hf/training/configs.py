@@ -98,7 +98,8 @@ class GenPageTrainingConfig(TrainingArguments):
     max_history: Optional[int] = field(
         default=None, metadata={"help": "most recent history actions kept per context (default: the spec's limit)"})
     fallback_prob: float = field(
-        default=0.0, metadata={"help": "probability of replacing an entity/row token by its fallback token (cold start)"})
+        default=0.0, metadata={"help": "probability of replacing an entity/row token by its fallback token (cold start; "
+                                        "the entity's content vector is kept)"})
     example_seed: int = field(default=0, metadata={"help": "seed of negatives, fallback replacement and the user split"})
     eval_fraction: float = field(
         default=0.0, metadata={"help": "without --eval_file: share of USERS held out of the training records"})
