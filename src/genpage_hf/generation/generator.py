@@ -272,19 +272,16 @@ class PageGenerator:
         return picks
 
     def _page(self, token_ids: list[int], scores: list[float]) -> GeneratedPage:
-        tok = self.tokenizer
-        rows: list[GeneratedRow] = []
-        page_ids = []
-        for t, s in zip(token_ids, scores):
-            if t == tok.eos_token_id:
-                break
-            page_ids.append(t)
-            row = tok.id_to_row(t)
-            if row is not None:
-                rows.append(GeneratedRow(row, s, [], []))
-            else:
-                rows[-1].entities.append(tok.id_to_entity(t))
-                rows[-1].entity_scores.append(s)
+        """The tokenizer's page decoding (the one page decoder), with each token's score attached."""
+        eos = self.tokenizer.eos_token_id
+        page_ids = token_ids[: token_ids.index(eos)] if eos in token_ids else list(token_ids)
+        decoded = self.tokenizer.decode_page(page_ids + [eos])
+        remaining = iter(scores)
+        rows = []
+        for row in decoded["rows"]:
+            row_score = next(remaining)
+            entity_scores = [next(remaining) for _ in row["entities"]]
+            rows.append(GeneratedRow(row["row"], row_score, list(row["entities"]), entity_scores))
         return GeneratedPage(rows, page_ids)
 
 
