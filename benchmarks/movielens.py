@@ -36,7 +36,7 @@ from genpage_hf import records as records_lib
 from genpage_hf.adapters import content as content_lib
 from genpage_hf.adapters import movielens as ml
 from genpage_hf.adapters.ranking import hit_ndcg, slot_scores, target_ranks
-from genpage_hf.checkpoint import build_genpage
+from genpage_hf.checkpoint import build_genpage, save_genpage
 from genpage_hf.precision import hardware_info
 from genpage_hf.tokenizer_spec import load_spec
 from genpage_hf.training import NTPConfig, NTPTrainer
@@ -71,6 +71,14 @@ class StudyArguments:
     learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate"})
     threads: int = field(default=1, metadata={"help": "torch threads (the machine is shared)"})
     seed: int = field(default=0, metadata={"help": "initialization and shuffling seed"})
+
+
+def cold_tail_metrics(model: str, ranks: np.ndarray) -> dict[str, float]:
+    """NDCG@10, HR@10, HR@100 and the median rank of the cold-tail test cases (finer than @10 on a few cases)."""
+    out = {f"cold_tail.{model}.{k}": v for k, v in hit_ndcg(ranks).items()}
+    out[f"cold_tail.{model}.hr@100"] = hit_ndcg(ranks, k=100)["hr@100"]
+    out[f"cold_tail.{model}.median_rank"] = float(np.median(ranks)) if len(ranks) else float("nan")
+    return out
 
 
 class ValidationSelector(TrainerCallback):
@@ -224,8 +232,11 @@ def main() -> None:
             for metric, value in hit_ndcg(masked).items():
                 results[f"{variant}_masked.{s}.{metric}"] = value
             if s == "test":
-                results[f"cold_tail.{variant}.ndcg@10"] = hit_ndcg(plain[cold[s]])["ndcg@10"]
-                results[f"cold_tail.{variant}.hr@10"] = hit_ndcg(plain[cold[s]])["hr@10"]
+                results.update(cold_tail_metrics(variant, plain[cold[s]]))
+                with open(os.path.join(args.output_dir, f"{variant}_test_ranks.json"), "w", encoding="utf-8") as f:
+                    json.dump({"user": [c.user for c in split.test], "rank": plain.tolist(),
+                               "cold": cold[s].tolist()}, f)
+        save_genpage(model, tokenizer, os.path.join(args.output_dir, variant, "model"), catalog)
         runs[variant] = {
             "best_epoch": selector.best["epoch"], "epochs_run": selector.curve[-1]["epoch"] if selector.curve else 0,
             "valid_curve": selector.curve, "seconds": round(train_seconds, 1),
@@ -249,8 +260,7 @@ def main() -> None:
             ranks = np.array(peer["split"]["test"]["rank"])
             by_user = {u: r for u, r in zip(peer["split"]["test"]["user"], ranks)}
             ordered = np.array([by_user[c.user] for c in split.test])
-            results[f"cold_tail.{key}.ndcg@10"] = hit_ndcg(ordered[cold["test"]])["ndcg@10"]
-            results[f"cold_tail.{key}.hr@10"] = hit_ndcg(ordered[cold["test"]])["hr@10"]
+            results.update(cold_tail_metrics(key, ordered[cold["test"]]))
         runs[key] = {k: peer.get(k) for k in ("epochs", "best_epoch", "seconds", "parameters", "config", "versions",
                                               "torch_threads")}
 
@@ -311,6 +321,22 @@ def _lscpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Model name")), "")
 
 
+FORMULATION = [
+    "- Records: one per page of the next `page_size` titles a user rated (training), or per validation/test case; "
+    "the context holds the previous `max_history` ratings as actions (rating >= 4 thumbs_up, <= 2 thumbs_down, "
+    "else play), the page is one `because_you_watched` row.",
+    "- Training: NTP only. MovieLens logs no impressions and no skipped titles: every rating is a positive "
+    "engagement with the next title, so WBC would see label 1 on every target and only random negatives, a sampled "
+    "surrogate of the full softmax NTP already trains. The next-title head is NTP's own output head at the page slot.",
+    "- Score: the logit of each title's token at the first entity slot after `[PAGE] R:because_you_watched`.",
+    "- Content: MiniLM (all-MiniLM-L6-v2, offline package) over 'title (year). Genres: ...', PCA to content_dim, "
+    "fused into the input embedding; in the `genpage` variant each title's head row also starts at the projection of "
+    "its content vector (titles rarely or never seen as targets keep it). `genpage_no_content`: neither.",
+    "- Selection: validation only (the epoch with the best validation NDCG@10 within the time cap); the test split "
+    "is scored once, with the selected weights.",
+]
+
+
 def _fmt(value: Optional[float]) -> str:
     return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
@@ -324,19 +350,32 @@ def markdown(report: dict) -> str:
              f"{d['ratings']:,} ratings, {d['users']} users, {d['titles']:,} rated titles; RecBole 1.2.1's leave-one-out "
              f"split ({d['train_cases']:,} train / {d['valid_cases']} valid / {d['test_cases']} test cases); our split "
              f"equals the one RecBole dumped: {d['split_equals_recbole'] or 'not checked (no peer run)'}.", "",
-             "| model | valid HR@10 | valid NDCG@10 | test HR@10 | test NDCG@10 | cold-tail test NDCG@10 |",
-             "|---|---|---|---|---|---|"]
+             "| model | valid HR@10 | valid NDCG@10 | test HR@10 | test NDCG@10 | cold-tail NDCG@10 | cold-tail HR@100 "
+             "| cold-tail median rank |", "|---|---|---|---|---|---|---|---|"]
     for m in models:
         base = m.replace("_masked", "")
-        cold = r.get(f"cold_tail.{base}.ndcg@10") if not m.endswith("_masked") else None
+        cold = [None if m.endswith("_masked") else r.get(f"cold_tail.{base}.{k}") for k in ("ndcg@10", "hr@100")]
+        median = None if m.endswith("_masked") else r.get(f"cold_tail.{base}.median_rank")
         lines.append(f"| {m} | {_fmt(r.get(f'{m}.valid.hr@10'))} | {_fmt(r.get(f'{m}.valid.ndcg@10'))} | "
-                     f"{_fmt(r.get(f'{m}.test.hr@10'))} | {_fmt(r.get(f'{m}.test.ndcg@10'))} | {_fmt(cold)} |")
-    lines += ["", f"Cold tail: the {d['cold_tail_test_cases']} test cases whose title has fewer than "
+                     f"{_fmt(r.get(f'{m}.test.hr@10'))} | {_fmt(r.get(f'{m}.test.ndcg@10'))} | {_fmt(cold[0])} | "
+                     f"{_fmt(cold[1])} | {'—' if median is None else f'{median:.0f}'} |")
+    lines += ["", "Masking follows RecBole: `sasrec` (a sequential model) is ranked with no item masked, like the "
+              "unmasked `genpage*` rows; `pop` (RecBole's own Pop, a general model) with each user's earlier items "
+              "masked, like the `*_masked` rows. Compare rows of the same masking only.",
+              "", f"Cold tail: the {d['cold_tail_test_cases']} test cases whose title has fewer than "
               f"{d['cold_threshold']} training interactions.", "", "## Runs", "",
               "| model | epochs run | best epoch | seconds | parameters |", "|---|---|---|---|---|"]
     for m, run in runs.items():
         lines.append(f"| {m} | {run.get('epochs_run', run.get('epochs'))} | {run.get('best_epoch')} | "
                      f"{run.get('seconds')} | {run.get('parameters')} |")
+    if "sasrec.test.ndcg@10" in r and "genpage.test.ndcg@10" in r:
+        gap = r["genpage.test.ndcg@10"] - r["sasrec.test.ndcg@10"]
+        verdict = (f"GenPage's test NDCG@10 is {'at least' if gap >= 0 else 'below'} SASRec's "
+                   f"({r['genpage.test.ndcg@10']:.4f} vs {r['sasrec.test.ndcg@10']:.4f}, {gap:+.4f}).")
+    else:
+        verdict = ("SASRec's figures are missing: its run (benchmarks/movielens_peer.sh) had not finished when this "
+                   "report was written, so GenPage is compared with Pop only. Re-collect with --reuse_genpage true.")
+    lines += ["", "## Verdict", "", verdict, "", "## Formulation", "", *FORMULATION]
     lines += ["", "## Protocol", ""] + [f"- {k}: {v}" for k, v in report["protocol"].items()]
     lines += ["", "## Commands", ""] + [f"- {k}: `{v}`" for k, v in report["commands"].items()]
     m = report["machine"]
