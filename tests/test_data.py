@@ -50,6 +50,38 @@ def test_wbc_labels_and_weights_hand_checked(record, model_and_tokenizer):
     assert ex["negative_weight"] == pytest.approx(0.2)
 
 
+def test_row_targets_to_go_and_summed_hand_checked(record, model_and_tokenizer):
+    from genpage_hf.training import WBCConfig, WBCTrainer
+
+    _, tok = model_and_tokenizer
+    # slot rewards 1.0, -0.05, (unimpressed), 1.75, 0.0, -0.05: rows sum to 0.95 and 1.70
+    to_go = build_wbc_dataset([record], tok, num_negatives=0, row_target="to_go")[0]
+    rows = [w for w, r in zip(to_go["target_weight"], to_go["target_is_row"]) if r]
+    np.testing.assert_allclose(rows, [0.95 + 1.70, 1.70], rtol=1e-6)  # this row's and every row below it
+    args = WBCConfig(output_dir="unused", reward_row_aggregate="sum", num_negatives=0, use_cpu=True)
+    summed = WBCTrainer.build_examples([record], tok, args, seed=0)[0]
+    rows = [w for w, r in zip(summed["target_weight"], summed["target_is_row"]) if r]
+    np.testing.assert_allclose(rows, [0.95, 1.70], rtol=1e-6)
+    with pytest.raises(ValueError, match="row_target"):
+        build_wbc_dataset([record], tok, row_target="page")
+    with pytest.raises(ValueError, match="row_target"):
+        WBCConfig(output_dir="unused", row_target="page")
+
+
+def test_row_targets_at_top_add_lower_rows_at_the_first_row_slot(record, model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    plain = build_wbc_dataset([record], tok, num_negatives=2, seed=1)[0]
+    top = build_wbc_dataset([record], tok, num_negatives=2, seed=1, row_targets_at_top=True)[0]
+    c = len(tok.encode_prompt(record["context"]))
+    n = len(plain["target_pos"])
+    assert top["target_pos"][:n] == plain["target_pos"] and top["input_ids"] == plain["input_ids"]
+    # one extra target: the second row (trending, offset 4) scored where the first row is chosen
+    assert top["target_pos"][n:] == [c - 1] and top["target_is_row"][n:] == [1]
+    assert top["cand_ids"][n][0] == tok.row_to_id("trending") != top["cand_ids"][0][0]
+    assert top["target_weight"][n] == pytest.approx(plain["target_weight"][3])
+    assert top["target_label"][n] == plain["target_label"][3]
+
+
 def test_negatives_never_equal_target_and_match_its_type(record, model_and_tokenizer):
     _, tok = model_and_tokenizer
     ds = build_wbc_dataset([record] * 20, tok, num_negatives=40, fallback_prob=0.3, seed=3)

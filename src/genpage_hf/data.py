@@ -171,14 +171,27 @@ def build_ntp_dataset(
     return _map_examples(records_dataset(records), encode, num_proc, "NTP examples")
 
 
-def page_targets(page: dict, feedback: dict, reward_config: Optional[RewardConfig] = None) -> list[tuple[int, float, bool]]:
+ROW_TARGETS = ("row", "to_go")
+
+
+def page_targets(page: dict, feedback: dict, reward_config: Optional[RewardConfig] = None,
+                 row_target: str = "row") -> list[tuple[int, float, bool]]:
     """WBC targets of one record: (offset of the token in the page's tokens, reward, is_row), layout order.
 
     Impressed entities and impressed rows only; zero-reward targets are dropped (see module docstring).
+    A row's reward is its own aggregated reward (`row_target="row"`) or its reward to go (`"to_go"`):
+    the sum of the impressed entity rewards of this row and of every row below it.
     """
+    if row_target not in ROW_TARGETS:
+        raise ValueError(f"row_target must be one of {ROW_TARGETS}, got {row_target!r}")
     fb, pg = Feedback.from_dict(feedback), Page.from_dict(page)  # validated once, reused below
     ent_reward = entity_rewards(fb, reward_config)
-    rw_reward = row_rewards(fb, pg, reward_config)
+    if row_target == "to_go":
+        per_row = np.bincount(np.repeat(np.arange(len(pg.rows)), pg.row_lengths), weights=ent_reward,
+                              minlength=len(pg.rows))
+        rw_reward = np.cumsum(per_row[::-1])[::-1]
+    else:
+        rw_reward = row_rewards(fb, pg, reward_config)
     rw_impressed = row_impressed(fb, pg)
     impressed = fb.impressed
     targets, offset, slot = [], 0, 0
@@ -217,8 +230,15 @@ def build_wbc_dataset(
     fallback_prob: float = 0.0,
     seed: int = 0,
     num_proc: Optional[int] = None,
+    row_target: str = "row",
+    row_targets_at_top: bool = False,
 ):
     """WBC examples of `records` (see module docstring); records without any target are skipped.
+
+    `row_target`: a row token's reward, its own ("row") or to go ("to_go"); see `page_targets`.
+    `row_targets_at_top`: every impressed row below the first is ALSO a target at the first row slot
+    (same reward), so greedy decoding's first row is chosen from values learned for every row, not only
+    for the rows the logging policy put on top.
 
     Columns: `input_ids`; per target `target_pos` (position whose hidden state scores the target),
     `target_label`, `target_weight`, `target_is_row`, `cand_ids` ([target id] + negative ids);
@@ -228,6 +248,8 @@ def build_wbc_dataset(
         raise ValueError(f"num_negatives must be >= 0, got {num_negatives}")
     if negative_weight < 0:
         raise ValueError(f"negative_weight must be >= 0, got {negative_weight}")
+    if row_target not in ROW_TARGETS:
+        raise ValueError(f"row_target must be one of {ROW_TARGETS}, got {row_target!r}")
     replace = _FallbackReplacer(tokenizer, fallback_prob)
     keep_content = fallback_prob > 0
     entity_fallback = tokenizer.entity_fallback_id
@@ -239,7 +261,7 @@ def build_wbc_dataset(
     def encode(batch: dict, indices: list[int]) -> dict:
         out: dict[str, list] = {c: [] for c in cols}
         for i, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
-            targets = page_targets(page, fb, reward_config)
+            targets = page_targets(page, fb, reward_config, row_target)
             if not targets:
                 continue
             rng = _rng(seed, i)
@@ -250,7 +272,13 @@ def build_wbc_dataset(
             reward = np.array([t[1] for t in targets], dtype=np.float32)
             is_row = np.array([t[2] for t in targets])
             target_ids, original_ids = ids[pos], original[pos]
-            cand = np.empty((len(targets), 1 + num_negatives), dtype=np.int64)
+            if row_targets_at_top:
+                extra = is_row & (pos > len(context_ids))
+                pos = np.concatenate([pos, np.full(int(extra.sum()), len(context_ids))])
+                reward, is_row = np.concatenate([reward, reward[extra]]), np.concatenate([is_row, is_row[extra]])
+                target_ids = np.concatenate([target_ids, target_ids[extra]])
+                original_ids = np.concatenate([original_ids, original_ids[extra]])
+            cand = np.empty((len(pos), 1 + num_negatives), dtype=np.int64)
             cand[:, 0] = original_ids
             for mask, pool in ((is_row, row_pool), (~is_row, entity_pool)):
                 if mask.any():  # never the target's own (original) id

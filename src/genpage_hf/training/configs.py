@@ -18,6 +18,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy, SchedulerType
 from trl import GRPOConfig
 
+from ..data import ROW_TARGETS
 from ..precision import DTYPES, default_device, resolve_dtype
 from ..rewards import RewardConfig
 
@@ -112,6 +113,9 @@ class GenPageTrainingConfig(TrainingArguments):
     reward_thumbs_down: float = field(default=RewardConfig.thumbs_down, metadata={"help": "added for a thumbs down"})
     reward_abandoned: float = field(
         default=RewardConfig.abandoned, metadata={"help": "reward of an impressed, unplayed entity (< 0)"})
+    reward_row_aggregate: str = field(
+        default=RewardConfig.row_aggregate, metadata={"help": "a row's reward from its impressed entities' rewards",
+                                                      "choices": ["mean", "sum"]})
 
     # ---- precision
     dtype: str = field(
@@ -158,7 +162,8 @@ class GenPageTrainingConfig(TrainingArguments):
         """The reward system these arguments describe (validated by RewardConfig)."""
         return RewardConfig(short_play=self.reward_short_play, long_play=self.reward_long_play,
                             binge_play=self.reward_binge_play, thumbs_up=self.reward_thumbs_up,
-                            thumbs_down=self.reward_thumbs_down, abandoned=self.reward_abandoned)
+                            thumbs_down=self.reward_thumbs_down, abandoned=self.reward_abandoned,
+                            row_aggregate=self.reward_row_aggregate)
 
     def lora_config(self) -> Any:
         """The `peft.LoraConfig` of these arguments (task CAUSAL_LM)."""
@@ -183,10 +188,20 @@ class WBCConfig(GenPageTrainingConfig):
 
     num_negatives: int = field(default=4, metadata={"help": "random negatives of the same token type per target"})
     negative_weight: float = field(default=0.05, metadata={"help": "weight of each random negative (label 0)"})
+    row_target: str = field(
+        default="row", metadata={"help": "a row token's reward: its own (row) or to go (to_go: this row's and every "
+                                         "row below it on the page; greedy row order then values what follows)",
+                                 "choices": list(ROW_TARGETS)})
+    row_targets_at_top: bool = field(
+        default=False, metadata={"help": "also score every impressed row's reward at the first row slot (greedy's first "
+                                         "row is then chosen among values learned for every row, not only the rows "
+                                         "the logging policy put on top)"})
 
     def __post_init__(self) -> None:
         if self.num_negatives < 0:
             raise ValueError(f"--num_negatives must be >= 0, got {self.num_negatives}")
+        if self.row_target not in ROW_TARGETS:
+            raise ValueError(f"--row_target must be one of {ROW_TARGETS}, got {self.row_target!r}")
         if not (self.negative_weight >= 0 and self.negative_weight < float("inf")):
             raise ValueError(f"--negative_weight must be a finite number >= 0, got {self.negative_weight}")
         super().__post_init__()

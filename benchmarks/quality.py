@@ -1,0 +1,118 @@
+"""Best configuration of the quality studies (issue 14): gap closed on the judge, averaged over seeds.
+
+    OMP_NUM_THREADS=1 python benchmarks/quality.py [--seeds 0,1,2 --users 6000 --days 4 --size 64x2
+        --ntp-steps 200 --wbc-steps 400 --ab-requests 4000 ...]
+
+Per seed (world, logs, initialization and judge requests all follow it; see `quality_lib`): logs of
+`--days` days from the production policy, the last one held out for offline metrics; NTP then WBC;
+the A/B judge serves `--ab-requests` requests of the day AFTER the logs (never trained or tuned on) to
+production, the oracle and GenPage with common random numbers. Reported: per seed and averaged,
+`gap_closed` = (GenPage - production) / (oracle - production), the lift over production with its
+paired 95% CI (pooled over seeds from the per-seed standard errors), held-out offline metrics, the
+command, wall seconds and the machine (with load average). Writes benchmarks/results/quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from quality_lib import Recipe, judge, machine, simulate, train  # noqa: E402
+
+from genpage_hf.simulation.ab import Z95  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--users", type=int, default=6000)
+    p.add_argument("--days", type=int, default=4)
+    p.add_argument("--size", default="64x2", help="WIDTHxLAYERS")
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--ntp-steps", type=int, default=200)
+    p.add_argument("--wbc-steps", type=int, default=400)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--max-history", type=int, default=20)
+    p.add_argument("--num-negatives", type=int, default=4)
+    p.add_argument("--negative-weight", type=float, default=0.05)
+    p.add_argument("--wbc-extra", default="{}", help="further WBCConfig fields as JSON")
+    p.add_argument("--content-head", action="store_true",
+                   help="WBC scores entities with lm_head row + output-side content (quality_lib.ContentHeadWBCTrainer)")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--ab-requests", type=int, default=4000)
+    p.add_argument("--autoregressive-entities", type=int, default=1)
+    p.add_argument("--merge", default=None,
+                   help="comma-separated quality JSONs of single seeds (run in parallel) to average into --out")
+    p.add_argument("--out", default=os.path.join(RESULTS, "quality.json"))
+    args = p.parse_args()
+    if args.merge:
+        parts = []
+        for path in args.merge.split(","):
+            with open(path, encoding="utf-8") as f:
+                parts.append(json.load(f))
+        _write(args.out, [s for part in parts for s in part["per_seed"]], parts[0]["ab_requests"],
+               " && ".join(part["command"] for part in parts), parts[0]["decoding"],
+               max(part["seconds"] for part in parts), parts[0]["machine"])
+        return
+    command = "OMP_NUM_THREADS=1 python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    t0, load = time.time(), os.getloadavg()
+    width, layers = (int(x) for x in args.size.split("x"))
+    seeds = []
+    for seed in (int(s) for s in args.seeds.split(",")):
+        start = time.time()
+        data = simulate(args.users, args.days, seed)
+        recipe = Recipe(hidden_size=width, layers=layers, heads=args.heads, ntp_steps=args.ntp_steps,
+                        wbc_steps=args.wbc_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                        max_history=args.max_history, num_negatives=args.num_negatives,
+                        negative_weight=args.negative_weight, dtype=args.dtype, seed=seed,
+                        extra_wbc=json.loads(args.wbc_extra), content_head=args.content_head)
+        model, tok, rec = train(data, recipe)
+        ab = judge(data, {"genpage": (model, tok)}, args.ab_requests, seed=seed, max_history=args.max_history,
+                   autoregressive_entities=args.autoregressive_entities)
+        print(ab["table"], flush=True)
+        g = ab["arms"]["genpage"]
+        seeds.append({"seed": seed, "setup": data.setup, "gap_closed": g["gap_closed"], "gap_closed_ci95": g["gap_closed_ci95"],
+                      "lift": g["lift"], "lift_ci95": g["lift_ci95"], "page_reward": g["page_reward"],
+                      "production_page_reward": ab["arms"]["production"]["page_reward"],
+                      "oracle_page_reward": ab["arms"]["oracle"]["page_reward"], "ab_seconds": ab["seconds"],
+                      "ab_arms": ab["arms"],
+                      "training": rec, "seconds": round(time.time() - start, 1)})
+    _write(args.out, seeds, args.ab_requests, command, ab["decoding"], round(time.time() - t0, 1), machine(load))
+
+
+def _write(out: str, seeds: list[dict], ab_requests: int, command: str, decoding: str, seconds: float,
+           hardware: dict) -> None:
+    """Average per-seed results (pooled lift CI from the per-seed standard errors) and write the JSON."""
+    ses = [(s["lift_ci95"][1] - s["lift_ci95"][0]) / (2 * Z95) for s in seeds]
+    lift = float(np.mean([s["lift"] for s in seeds]))
+    half = Z95 * float(np.sqrt(sum(se ** 2 for se in ses))) / len(ses)
+    result = {
+        "gap_closed": float(np.mean([s["gap_closed"] for s in seeds])),
+        "gap_closed_per_seed": [s["gap_closed"] for s in seeds],
+        "lift": lift, "lift_ci95": [lift - half, lift + half],
+        "ab_requests": ab_requests, "ab_requests_total": ab_requests * len(seeds),
+        "seconds": seconds, "seconds_per_seed": [s["seconds"] for s in seeds],
+        "command": command, "dtype": seeds[0]["training"]["dtype"], "decoding": decoding,
+        "offline_mean": {k: float(np.mean([s["training"][k] for s in seeds])) for k in
+                         ("held_out_wbc_loss", "held_out_target_loss", "held_out_row_auc", "held_out_entity_auc")},
+        "per_seed": seeds, "machine": hardware,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    print(json.dumps({k: result[k] for k in ("gap_closed", "gap_closed_per_seed", "lift", "lift_ci95", "seconds")}))
+
+
+if __name__ == "__main__":
+    main()
