@@ -1,7 +1,7 @@
 """RL post-training study (issue 10, paper §5.3/§7.4): Dr. GRPO through TRL from the quickstart's WBC policy.
 
     genpage quickstart --output_dir runs/qs --tiny False
-    python benchmarks/rl.py --quickstart_dir runs/qs [--grpo_steps 100 --rm_steps 100 --ab_requests 1000]
+    python benchmarks/rl.py --quickstart_dir runs/qs [--grpo_steps 40 --rm_steps 60 --ab_requests 500]
 
 Protocol, in the default simulated world of the quickstart's logs:
 1. the world and users are replayed to the day after the logs (the A/B judge's day);
@@ -60,10 +60,10 @@ class RLStudyArguments:
     results: str = field(default=os.path.join(RESULTS, "rl"), metadata={"help": "prefix of the .json/.md/.png"})
     seed: int = field(default=0, metadata={"help": "seed of the RM split, training and the A/B"})
     max_history: int = field(default=50, metadata={"help": "history actions per prompt (the quickstart's)"})
-    rm_steps: int = field(default=100, metadata={"help": "reward-model training steps (each RM)"})
+    rm_steps: int = field(default=60, metadata={"help": "reward-model training steps (each RM)"})
     rm_batch_size: int = field(default=32, metadata={"help": "reward-model batch size"})
     rm_learning_rate: float = field(default=3e-4, metadata={"help": "reward-model learning rate"})
-    grpo_steps: int = field(default=60, metadata={"help": "GRPO steps"})
+    grpo_steps: int = field(default=40, metadata={"help": "GRPO steps"})
     grpo_batch_size: int = field(default=16, metadata={"help": "pages per GRPO step"})
     num_generations: int = field(default=4, metadata={"help": "pages sampled per request (GRPO group)"})
     temperature: float = field(default=0.5, metadata={"help": "rollout sampling temperature"})
@@ -74,7 +74,7 @@ class RLStudyArguments:
                                      "arms; the rest of a row comes from one pass"})
     truth_requests: int = field(default=96, metadata={"help": "fresh requests for RM-vs-truth (not the judge's)"})
     truth_draws: int = field(default=128, metadata={"help": "browses averaged per page for the expected reward"})
-    ab_requests: int = field(default=600, metadata={"help": "A/B judge requests per arm"})
+    ab_requests: int = field(default=500, metadata={"help": "A/B judge requests per arm"})
     threads: int = field(default=1, metadata={"help": "torch threads (1 on a shared, oversubscribed CPU)"})
 
 

@@ -218,3 +218,17 @@ def test_cli_trains_a_reward_model_then_grpo(tmp_path, policy_folder):
                                                   "--num_generations", "2"]))
     trained, _, _ = load_genpage(tmp_path / "grpo")
     assert not torch.equal(trained.lm_head.weight, policy.lm_head.weight)
+
+
+def test_unconstrained_rollouts_follow_the_grammar_and_leave_the_rules_to_the_format_rewards(tmp_path, policy_folder):
+    policy, tok, _ = load_genpage(policy_folder)
+    rules = _rules(tok)
+    data = build_grpo_dataset([{"context": demo_context(tok, seed=s), "rules": rules} for s in range(4)], tok,
+                              max_history=10)
+    args = GenPageGRPOConfig(output_dir=str(tmp_path / "grpo"), max_steps=1, per_device_train_batch_size=8,
+                             num_generations=4, use_cpu=True, seed=0, unconstrained_rollouts=True)
+    trainer = GenPageGRPOTrainer(policy, _reward_model(policy, tok), args, train_dataset=data, processing_class=tok)
+    pages = trainer.rollout_func(list(data["prompt"]) * 4, trainer)["completion_ids"]
+    checks = [page_compliance(c, rules, tok) for c in pages]
+    assert all(c["grammar"] and c["dedup"] for c in checks)
+    assert not all(c["eligibility"] and c["pins"] for c in checks)  # a random policy ignores rules it is not held to
