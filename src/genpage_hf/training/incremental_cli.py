@@ -44,8 +44,9 @@ def _commands() -> dict[str, Any]:
     return {
         "update": Command("append a day's new entities (with content) and rows to a model folder (paper 6.2)",
                           (UpdateArguments,), _update),
-        "incremental": Command("one multi-cadence update: grow, then daily WBC on the new day + replay, or a full "
-                               "retrain on all logs (paper 6.2); resumable", (IncrementalArguments, WBCConfig), _incremental),
+        "incremental": Command("one multi-cadence update: daily WBC on the new day + replay, or a full retrain on "
+                               "all logs, then vocabulary growth (paper 6.2); resumable",
+                               (IncrementalArguments, WBCConfig), _incremental),
     }
 
 
