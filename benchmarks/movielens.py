@@ -56,8 +56,8 @@ class StudyArguments:
     results: str = field(default=os.path.join(HERE, "results", "movielens"), metadata={"help": "results path without suffix"})
     variants: str = field(default="genpage,genpage_no_content", metadata={"help": "comma-separated variants to train"})
     reuse_genpage: bool = field(default=False, metadata={
-        "help": "take GenPage's figures from <output_dir>/genpage_results.json (an earlier run) instead of training: "
-                "re-collects the peer's results only"})
+        "help": "take GenPage's figures from the existing <results>.json instead of training: re-collects the peer's "
+                "results (e.g. once movielens_peer.sh has finished) and rewrites the .json and .md"})
     page_size: int = field(default=5, metadata={"help": "titles per training page (consecutive next titles)"})
     max_history: int = field(default=20, metadata={"help": "ratings in a GenPage context (RecBole's cap is 50)"})
     hidden_size: int = field(default=64, metadata={"help": "model width"})
@@ -183,13 +183,14 @@ def main() -> None:
     spec = load_spec()
     results: dict[str, Any] = {}
     runs: dict[str, Any] = {}
-    saved = os.path.join(args.output_dir, "genpage_results.json")
     study_command = " ".join(["python", "benchmarks/movielens.py", *sys.argv[1:]])
-    if args.reuse_genpage:
-        with open(saved, encoding="utf-8") as f:
+    if args.reuse_genpage:  # GenPage's figures from the committed results; the peer's are collected afresh
+        with open(args.results + ".json", encoding="utf-8") as f:
             earlier = json.load(f)
-        results, runs, study_command = earlier["results"], earlier["runs"], earlier["command"]
-        settings = earlier["settings"]
+        ours = lambda key: key.startswith("genpage") or key.startswith("cold_tail.genpage")
+        results = {k: v for k, v in earlier["results"].items() if ours(k)}
+        runs = {k: v for k, v in earlier["runs"].items() if ours(k)}
+        study_command, settings = earlier["commands"]["study"], earlier["settings"]
     else:
         settings = asdict(args)
     for variant in [v for v in args.variants.split(",") if v and not args.reuse_genpage]:
@@ -246,9 +247,6 @@ def main() -> None:
         print(f"   {variant}: best epoch {selector.best['epoch']}, {train_seconds:.0f}s, "
               f"test ndcg@10 {results[f'{variant}.test.ndcg@10']:.4f}", flush=True)
 
-    if not args.reuse_genpage:
-        with open(saved, "w", encoding="utf-8") as f:
-            json.dump({"results": results, "runs": runs, "command": study_command, "settings": settings}, f, indent=1)
     for name, key in (("SASRec", "sasrec"), ("Pop", "pop")):
         peer = peers[name]
         if peer is None:
@@ -284,7 +282,7 @@ def main() -> None:
         "commands": {
             "peer": "nohup bash benchmarks/movielens_peer.sh > /work/tmp/movielens-peer.log 2>&1 &",
             "study": study_command,
-            "collect_peer_later": "python benchmarks/movielens.py --reuse_genpage true (same --output_dir)",
+            "collect_peer_later": "python benchmarks/movielens.py --reuse_genpage true --peer_dir <movielens_peer.sh's PEER_DIR>",
         },
         "versions": _versions(),
         "machine": {**hardware_info(), "lscpu_model": _lscpu_model()},
