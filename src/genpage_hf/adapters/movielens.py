@@ -131,7 +131,7 @@ def load_movielens(path: str | os.PathLike) -> MovieLens:
 # ---------------------------------------------------------------------------------------- the split
 @dataclass
 class Case:
-    """One next-item case: a user, the target's index in the ratings and up to 50 previous indices."""
+    """One next-item case: a user, the target's index in the ratings and up to `max_history` previous indices."""
 
     user: str
     target: int           # index into the ratings (file order)
