@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from quality_lib import Recipe, judge, machine, simulate, train  # noqa: E402
+from quality_lib import Recipe, diagnose, judge, machine, simulate, train  # noqa: E402
 
 from genpage_hf.simulation.ab import Z95  # noqa: E402
 
@@ -52,6 +52,10 @@ def main() -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--ab-requests", type=int, default=4000)
     p.add_argument("--autoregressive-entities", type=int, default=1)
+    p.add_argument("--diagnose", action="store_true",
+                   help="also run quality_lib.diagnose (per-factor fit, production's AUC, candidate ranking) per seed")
+    p.add_argument("--limit-judge", action="store_true",
+                   help="also judge every arm restricted to production's top-20 candidates per row")
     p.add_argument("--merge", default=None,
                    help="comma-separated quality JSONs of single seeds (run in parallel) to average into --out")
     p.add_argument("--out", default=os.path.join(RESULTS, "quality.json"))
@@ -82,12 +86,19 @@ def main() -> None:
                    autoregressive_entities=args.autoregressive_entities)
         print(ab["table"], flush=True)
         g = ab["arms"]["genpage"]
+        extra = {}
+        if args.diagnose:
+            extra["diagnosis"] = diagnose(data, model, tok, args.max_history)
+        if args.limit_judge:
+            top20 = judge(data, {"genpage": (model, tok)}, args.ab_requests, seed=seed, max_history=args.max_history,
+                          autoregressive_entities=args.autoregressive_entities, limit=20)
+            extra["judge_production_top20"] = {k: v for k, v in top20.items() if k != "table"}
         seeds.append({"seed": seed, "setup": data.setup, "gap_closed": g["gap_closed"], "gap_closed_ci95": g["gap_closed_ci95"],
                       "lift": g["lift"], "lift_ci95": g["lift_ci95"], "page_reward": g["page_reward"],
                       "production_page_reward": ab["arms"]["production"]["page_reward"],
                       "oracle_page_reward": ab["arms"]["oracle"]["page_reward"], "ab_seconds": ab["seconds"],
                       "ab_arms": ab["arms"],
-                      "training": rec, "seconds": round(time.time() - start, 1)})
+                      "training": rec, **extra, "seconds": round(time.time() - start, 1)})
     _write(args.out, seeds, args.ab_requests, command, ab["decoding"], round(time.time() - t0, 1), machine(load))
 
 

@@ -68,10 +68,10 @@ def test_row_targets_to_go_and_summed_hand_checked(record, model_and_tokenizer):
         WBCConfig(output_dir="unused", row_target="page")
 
 
-def test_row_targets_at_top_add_lower_rows_at_the_first_row_slot(record, model_and_tokenizer):
+def test_row_targets_above_add_lower_rows_at_the_row_slots_above(record, model_and_tokenizer):
     _, tok = model_and_tokenizer
     plain = build_wbc_dataset([record], tok, num_negatives=2, seed=1)[0]
-    top = build_wbc_dataset([record], tok, num_negatives=2, seed=1, row_targets_at_top=True)[0]
+    top = build_wbc_dataset([record], tok, num_negatives=2, seed=1, row_targets_above=True)[0]
     c = len(tok.encode_prompt(record["context"]))
     n = len(plain["target_pos"])
     assert top["target_pos"][:n] == plain["target_pos"] and top["input_ids"] == plain["input_ids"]

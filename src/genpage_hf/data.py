@@ -231,14 +231,14 @@ def build_wbc_dataset(
     seed: int = 0,
     num_proc: Optional[int] = None,
     row_target: str = "row",
-    row_targets_at_top: bool = False,
+    row_targets_above: bool = False,
 ):
     """WBC examples of `records` (see module docstring); records without any target are skipped.
 
     `row_target`: a row token's reward, its own ("row") or to go ("to_go"); see `page_targets`.
-    `row_targets_at_top`: every impressed row below the first is ALSO a target at the first row slot
-    (same reward), so greedy decoding's first row is chosen from values learned for every row, not only
-    for the rows the logging policy put on top.
+    `row_targets_above`: every impressed row is ALSO a target (same reward) at each row slot above it,
+    so greedy decoding chooses each row among values learned for every row shown lower on logged
+    pages, not only for the rows the logging policy happened to put at that slot.
 
     Columns: `input_ids`; per target `target_pos` (position whose hidden state scores the target),
     `target_label`, `target_weight`, `target_is_row`, `cand_ids` ([target id] + negative ids);
@@ -272,12 +272,14 @@ def build_wbc_dataset(
             reward = np.array([t[1] for t in targets], dtype=np.float32)
             is_row = np.array([t[2] for t in targets])
             target_ids, original_ids = ids[pos], original[pos]
-            if row_targets_at_top:
-                extra = is_row & (pos > len(context_ids))
-                pos = np.concatenate([pos, np.full(int(extra.sum()), len(context_ids))])
-                reward, is_row = np.concatenate([reward, reward[extra]]), np.concatenate([is_row, is_row[extra]])
-                target_ids = np.concatenate([target_ids, target_ids[extra]])
-                original_ids = np.concatenate([original_ids, original_ids[extra]])
+            if row_targets_above:
+                slots = len(context_ids) + np.cumsum([0] + [1 + len(r["entities"]) for r in page["rows"][:-1]])
+                dup = np.array([(t, p) for t in np.flatnonzero(is_row) for p in slots[slots < pos[t]]],
+                               dtype=np.int64).reshape(-1, 2)
+                src, pos = dup[:, 0], np.concatenate([pos, dup[:, 1]])
+                reward, is_row = np.concatenate([reward, reward[src]]), np.concatenate([is_row, is_row[src]])
+                target_ids = np.concatenate([target_ids, target_ids[src]])
+                original_ids = np.concatenate([original_ids, original_ids[src]])
             cand = np.empty((len(pos), 1 + num_negatives), dtype=np.int64)
             cand[:, 0] = original_ids
             for mask, pool in ((is_row, row_pool), (~is_row, entity_pool)):

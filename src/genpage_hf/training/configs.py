@@ -192,10 +192,10 @@ class WBCConfig(GenPageTrainingConfig):
         default="row", metadata={"help": "a row token's reward: its own (row) or to go (to_go: this row's and every "
                                          "row below it on the page; greedy row order then values what follows)",
                                  "choices": list(ROW_TARGETS)})
-    row_targets_at_top: bool = field(
-        default=False, metadata={"help": "also score every impressed row's reward at the first row slot (greedy's first "
-                                         "row is then chosen among values learned for every row, not only the rows "
-                                         "the logging policy put on top)"})
+    row_targets_above: bool = field(
+        default=False, metadata={"help": "also score every impressed row's reward at each row slot above it (greedy "
+                                         "then chooses each row among values learned for every row shown lower, not "
+                                         "only for the rows the logging policy put at that slot)"})
 
     def __post_init__(self) -> None:
         if self.num_negatives < 0:

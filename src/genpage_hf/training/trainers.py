@@ -185,7 +185,7 @@ class WBCTrainer(_GenPageTrainer):
                                  negative_weight=args.negative_weight, max_history=args.max_history,
                                  reward_config=args.reward_config(), fallback_prob=args.fallback_prob, seed=seed,
                                  num_proc=args.dataset_num_proc, row_target=args.row_target,
-                                 row_targets_at_top=args.row_targets_at_top)
+                                 row_targets_above=args.row_targets_above)
 
     def candidate_logits(self, model: torch.nn.Module, inputs: dict) -> torch.Tensor:
         """(batch, targets, candidates) logits: hidden state at each target position · lm_head row of each id."""
