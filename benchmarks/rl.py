@@ -1,7 +1,8 @@
 """RL post-training study (issue 10, paper §5.3/§7.4): Dr. GRPO through TRL from the quickstart's WBC policy.
 
-    genpage quickstart --output_dir runs/qs --tiny False
-    python benchmarks/rl.py --quickstart_dir runs/qs [--grpo_steps 40 --rm_steps 60 --ab_requests 500]
+    export OMP_NUM_THREADS=1   # on a shared, oversubscribed CPU one thread per process is far faster
+    genpage quickstart --output_dir runs/qs --tiny False --ntp_steps 150 --wbc_steps 150 --ab_requests 32
+    python benchmarks/rl.py --quickstart_dir runs/qs --rm_steps 150 --grpo_steps 60 --ab_requests 800
 
 Protocol, in the default simulated world of the quickstart's logs:
 1. the world and users are replayed to the day after the logs (the A/B judge's day);

@@ -193,10 +193,13 @@ class PageRewardOutput(ModelOutput):
 class GenPageForPageReward(GenPagePreTrainedModel):
     """Page reward model (paper §5.3): the GenPage backbone and a scalar head scoring every page slot.
 
-    The hidden state at each entity token of the page (after the last `[PAGE]`; it has read the
-    context, the rows and entities above and left of it, and the entity) is mapped to that slot's
-    expected reward; the page score (`logits`, one label) is their sum, like the reward system's page
-    reward (the sum of entity rewards). Which tokens are scored slots is the `slot_tokens` buffer
+    Each entity slot of the page (after the last `[PAGE]`) gets an expected reward from two terms:
+    `score` of the hidden state at the entity token (it has read the context, the rows and entities
+    above and left of it, and the entity: position and cascade effects), plus `value_scale` of the
+    sigmoid of the entity's per-token value, the state before it times its `lm_head` row (the policy's
+    WBC value when `lm_head` is copied from a WBC policy: what the entity is worth to this user, which
+    carries over to pages the logs never showed). The page score (`logits`, one label) is the sum over
+    slots, like the reward system's page reward (the sum of entity rewards). Which tokens are scored slots is the `slot_tokens` buffer
     (the catalog entities), the page start `config.page_token_id`. With `labels` (page rewards) the
     loss is the MSE of the page score, as for any one-label `AutoModelForSequenceClassification`.
     """
@@ -206,6 +209,8 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         self.num_labels = 1
         self.model = GenPageModel(config)
         self.score = nn.Linear(config.hidden_size, 1)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        self.value_scale = nn.Linear(1, 1)
         self.register_buffer("slot_tokens", torch.zeros(config.vocab_size, dtype=torch.bool), persistent=True)
         self.post_init()
 
@@ -216,6 +221,9 @@ class GenPageForPageReward(GenPagePreTrainedModel):
             init.zeros_(self.slot_tokens)  # written by set_slot_tokens; loaded from the checkpoint otherwise
         if module is getattr(self, "score", None):
             init.zeros_(module.weight)  # a fresh head predicts zero reward everywhere
+            init.zeros_(module.bias)
+        if module is getattr(self, "value_scale", None):
+            init.ones_(module.weight)  # a slot starts at the probability its value head gives the entity
             init.zeros_(module.bias)
 
     def set_slot_tokens(self, token_ids: torch.Tensor | list[int], page_token_id: int) -> None:
@@ -242,7 +250,10 @@ class GenPageForPageReward(GenPagePreTrainedModel):
                 **kwargs: Any) -> PageRewardOutput:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=False).last_hidden_state
-        slot_rewards = self.score(hidden).squeeze(-1).float() * self.page_slots(input_ids, attention_mask)
+        before = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1]], dim=1)  # the state that chose each token
+        value = (before * self.lm_head.weight[input_ids]).sum(-1, keepdim=True)
+        slot = self.score(hidden) + self.value_scale(torch.sigmoid(value))
+        slot_rewards = slot.squeeze(-1).float() * self.page_slots(input_ids, attention_mask)
         logits = slot_rewards.sum(-1, keepdim=True)
         loss = None
         if labels is not None:

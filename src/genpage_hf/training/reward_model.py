@@ -32,11 +32,12 @@ from .trainers import LogFileCallback, QuietProgressCallback
 
 
 def reward_model_from_policy(policy: Any, tokenizer: Any) -> GenPageForPageReward:
-    """A reward model whose backbone is a copy of a GenPage policy's (paper: initialized from the policy's checkpoint)."""
+    """A reward model whose backbone and value head are copies of a GenPage policy's (paper: initialized from it)."""
     model = GenPageForPageReward(policy.config.__class__.from_dict(policy.config.to_dict()))
     missing = model.model.load_state_dict(policy.model.state_dict(), strict=False)
     if missing.unexpected_keys:
         raise ValueError(f"policy backbone keys the reward model lacks: {missing.unexpected_keys[:5]}")
+    model.lm_head.load_state_dict(policy.lm_head.state_dict())  # per-token values: the WBC policy's head
     model.set_slot_tokens(tokenizer.entity_token_ids, tokenizer.page_token_id)
     return model
 
