@@ -85,6 +85,21 @@ def test_checkpoint_loads_and_generates_without_genpage_hf(workdir, tmp_path):
     assert rows >= 1 and entities >= 1
 
 
+def test_ab_command_judges_the_checkpoint_beside_built_in_policies(workdir, capsys):
+    """`genpage ab --model_name_or_path DIR --policies production,oracle` prints the GenPage arm and gap_closed."""
+    ckpt = workdir / "runs" / "quickstart" / "checkpoint"
+    config = json.loads((workdir / "runs" / "quickstart" / "metrics.json").read_text())["config"]
+    capsys.readouterr()
+    main(["ab", "--model_name_or_path", str(ckpt), "--policies", "production,oracle", "--users", str(config["users"]),
+          "--entities", str(config["entities"]), "--seed", str(config["seed"]), "--requests", "24",
+          "--max_history", str(config["max_history"]), "--output_json", str(workdir / "ab.json")])
+    table = capsys.readouterr().out
+    assert "genpage" in table and "gap closed" in table
+    arms = {a["policy"]: a for a in json.loads((workdir / "ab.json").read_text())["arms"]}
+    assert set(arms) == {"production", "oracle", "genpage"}
+    assert arms["oracle"]["gap_closed"] == pytest.approx(1.0) and arms["production"]["gap_closed"] == 0.0
+
+
 def _python_blocks(path):
     text = open(path, encoding="utf-8").read()
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
