@@ -183,7 +183,7 @@ def quickstart_wall_times(tmp: str) -> dict:
         with open(os.path.join(folder, "metrics.json"), encoding="utf-8") as f:
             metrics = json.load(f)
         out[dtype] = {"wall_s": round(time.perf_counter() - t0, 1), "load_before_after": [before, load()],
-                      "metrics_dtype": metrics.get("dtype", metrics.get("config", {}).get("dtype"))}
+                      "metrics_precision": metrics["precision"]}
         print("quickstart", dtype, out[dtype], flush=True)
     out["bf16_speedup"] = round(out["fp32"]["wall_s"] / out["bf16"]["wall_s"], 2)
     return out
