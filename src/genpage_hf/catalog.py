@@ -132,8 +132,14 @@ class Catalog:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Catalog":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"catalog file {os.fspath(path)!r} is not a JSON document: {err}") from None
+        except FileNotFoundError:
+            raise FileNotFoundError(f"catalog file {os.fspath(path)!r} does not exist") from None
+        return cls.from_dict(data)
 
 
 DEFAULT_GENRES = (

@@ -184,6 +184,53 @@ def update_genpage(path: str | os.PathLike, additions: Catalog, out_dir: str | o
     return grown
 
 
+# zero-initialized when absent (folders saved before the content embedding existed)
+_OPTIONAL_KEYS = ("model.embed_tokens.content",)
+
+
+def _check_safetensors(path: str) -> None:
+    """Raise a ValueError naming any `*.safetensors` file of `path` that is empty, truncated or corrupt."""
+    from safetensors import safe_open
+
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".safetensors"):
+            file = os.path.join(path, name)
+            try:
+                with safe_open(file, framework="pt") as f:
+                    f.keys()
+            except Exception as err:  # safetensors raises its own SafetensorError (not exported everywhere)
+                raise ValueError(f"weights file {file!r} is empty, truncated or corrupt: {err}") from None
+
+
+def _load_full_model(path: str, **model_kwargs: Any) -> Any:
+    """The model of a full (non-adapter) folder; a ValueError naming the folder when config.json and the weights disagree."""
+    from transformers import AutoModelForCausalLM
+
+    config_file = os.path.join(path, "config.json")
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{config_file!r} is not a JSON document: {err}") from None
+    if not isinstance(config, dict) or config.get("model_type") != GenPageConfig.model_type:
+        found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"{config_file!r}: model_type must be {GenPageConfig.model_type!r}, got {found!r}")
+    model_kwargs.setdefault("ignore_mismatched_sizes", True)  # reported below, naming the keys
+    try:
+        model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **model_kwargs)
+    except OSError as err:
+        raise FileNotFoundError(f"model folder {path!r}: cannot load the weights ({err})") from None
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.endswith(_OPTIONAL_KEYS))
+    unexpected = sorted(info.get("unexpected_keys", ()))
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys", ()))
+    if missing or unexpected or mismatched:
+        parts = [f"{label} {keys[:6]}{' ...' if len(keys) > 6 else ''}" for label, keys in
+                 (("missing keys", missing), ("unexpected keys", unexpected), ("keys of the wrong shape", mismatched))
+                 if keys]
+        raise ValueError(f"model folder {path!r}: config.json disagrees with the weights: {'; '.join(parts)}")
+    return model
+
+
 def load_genpage(path: str | os.PathLike, *, merge_adapter: bool = True, **model_kwargs: Any) -> tuple[Any, Any, Optional[Catalog]]:
     """(model, tokenizer, catalog or None) from a saved folder: a full model, or a PEFT adapter folder.
 
@@ -198,6 +245,7 @@ def load_genpage(path: str | os.PathLike, *, merge_adapter: bool = True, **model
     is_adapter = os.path.exists(os.path.join(path, "adapter_config.json"))
     if not is_adapter and not os.path.exists(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"model folder {path!r} has no config.json (nor adapter_config.json)")
+    _check_safetensors(path)
     if is_adapter:
         from peft import AutoPeftModelForCausalLM
 
@@ -205,7 +253,7 @@ def load_genpage(path: str | os.PathLike, *, merge_adapter: bool = True, **model
         if merge_adapter:
             model = model.merge_and_unload()
     else:
-        model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
+        model = _load_full_model(path, **model_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path)
     catalog_path = os.path.join(path, "catalog.json")
     catalog = Catalog.load(catalog_path) if os.path.exists(catalog_path) else None

@@ -32,6 +32,13 @@ class Command:
 def parse_command(name: str, command: Command, argv: Sequence[str]) -> tuple[Any, ...]:
     """The argument dataclasses of `genpage <name> argv` (also used by training_scripts/ and tests)."""
     parser = HfArgumentParser(command.arguments, prog=f"genpage {name}", description=command.help)
+
+    def one_line_error(message: str) -> None:
+        """argparse's error without the multi-line usage: one line naming the option, exit status 2."""
+        print(f"genpage {name}: error: {message} (genpage {name} --help lists the options)", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = one_line_error  # type: ignore[method-assign]
     return tuple(parser.parse_args_into_dataclasses(args=list(argv)))
 
 
@@ -148,7 +155,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     command = table[name]
     try:
         command.run(*parse_command(name, command, rest))
-    except (ValueError, FileNotFoundError, FileExistsError, KeyError, FloatingPointError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError,
+            KeyError, FloatingPointError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"genpage {name}: error: {message}", file=sys.stderr)
         raise SystemExit(2) from err

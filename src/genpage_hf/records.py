@@ -425,6 +425,8 @@ def from_rows(rows: Iterable[dict], where: str = "record", *, spec: SpecLike = N
 
 def _clean(d: dict) -> dict:
     # Arrow fills absent optional struct fields with None; the schema treats them as "not given".
+    if not isinstance(d, dict):
+        return d  # Impression.from_dict names the bad type
     ctx = d.get("context")
     if isinstance(ctx, dict):
         ctx = {k: v for k, v in ctx.items() if v is not None}
@@ -459,8 +461,12 @@ def load_jsonl(path: str | os.PathLike, *, spec: SpecLike = None) -> list[Impres
     """Read and validate the records of a JSONL file; errors name the line number."""
     schema = record_schema(spec)
     out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{path}:{n}: not UTF-8 text (a binary file?): {err}") from None
             if not line.strip():
                 continue
             try:

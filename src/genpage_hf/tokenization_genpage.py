@@ -62,6 +62,18 @@ def spec_base_tokens(spec: Mapping[str, Any]) -> list[str]:
     return tokens
 
 
+def _validated_spec(spec: Any) -> Mapping[str, Any]:
+    """`spec` checked by `genpage_hf.tokenizer_spec.validate_spec` where the package is installed (this file
+    also runs as Hub remote code without it; there only the keys the tokenizer reads are required)."""
+    try:
+        from genpage_hf.tokenizer_spec import validate_spec
+    except ImportError:
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"GenPageTokenizer: spec must be a mapping, got {type(spec).__name__}") from None
+        return spec
+    return validate_spec(spec)
+
+
 def _backend(vocab: Mapping[str, int], unk_token: str) -> Tokenizer:
     backend = Tokenizer(WordLevel(vocab=dict(vocab), unk_token=unk_token))
     backend.pre_tokenizer = WhitespaceSplit()
@@ -88,6 +100,7 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
     ) -> None:
         if spec is None:
             raise ValueError("GenPageTokenizer needs its `spec` (saved in tokenizer_config.json); got none")
+        spec = _validated_spec(spec)  # a spec read back from a folder is checked like a spec file
         kwargs.pop("tokenizer_object", None)
         if vocab is None and tokenizer_file is not None:
             vocab = Tokenizer.from_file(tokenizer_file).get_vocab()
@@ -111,7 +124,7 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
         cls, spec: Mapping[str, Any], entities: Iterable[str], rows: Iterable[str], **kwargs: Any
     ) -> "GenPageTokenizer":
         """Build the vocabulary: spec tokens, then rows, then entities (new ones are appended later)."""
-        tokens = spec_base_tokens(spec)
+        tokens = spec_base_tokens(_validated_spec(spec))
         tokens += [spec["prefixes"]["row"] + check_id(r, "row id") for r in rows]
         tokens += [spec["prefixes"]["entity"] + check_id(e, "entity id") for e in entities]
         vocab: dict[str, int] = {}
@@ -219,13 +232,19 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
     # ------------------------------------------------------------------ vocabulary growth
     def add_entities(self, entity_ids: Iterable[str]) -> list[int]:
         """Append new entity tokens (existing ids unchanged); returns the ids of the new tokens."""
+        if isinstance(entity_ids, (str, bytes)):
+            raise ValueError(f"add_entities takes a list of entity ids, got the string {entity_ids!r}")
         return self._grow([self.entity_token(check_id(e, "entity id")) for e in entity_ids])
 
     def add_rows(self, row_ids: Iterable[str]) -> list[int]:
         """Append new row tokens (existing ids unchanged); returns the ids of the new tokens."""
+        if isinstance(row_ids, (str, bytes)):
+            raise ValueError(f"add_rows takes a list of row ids, got the string {row_ids!r}")
         return self._grow([self.row_token(check_id(r, "row id")) for r in row_ids])
 
     def _grow(self, tokens: list[str]) -> list[int]:
+        if len(set(tokens)) != len(tokens):
+            raise ValueError(f"duplicate ids among the new tokens: {sorted({t for t in tokens if tokens.count(t) > 1})[:5]}")
         # `add_tokens` would match added tokens by substring before splitting (E:1000 -> E:100 + ...),
         # so the WordLevel model of the backend is replaced (tokenizers' public `Tokenizer.model` setter)
         # by one with the new ids appended; special tokens stay registered on the backend.
@@ -353,6 +372,8 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
         for i in range(start, len(history)):
             tokens += self._action_tokens(history[i], now, f"context.history[{i}]")
         impressions = context.get("impressions") or []
+        if isinstance(impressions, (str, Mapping)) or not isinstance(impressions, Sequence):
+            raise ValueError(f"context.impressions must be a list, got {type(impressions).__name__}")
         if impressions:
             tokens.append(seg["impressions"])
             for i, item in enumerate(impressions[-limits["max_impressions"]:]):
@@ -365,6 +386,8 @@ class GenPageTokenizer(PreTrainedTokenizerFast):
                     raise ValueError(f"{where}.count: expected a count >= 1, got {item['count']!r}")
                 tokens.append(self._bucket("impression_count", count, f"{where}.count"))
         inject = context.get("inject") or []
+        if isinstance(inject, (str, Mapping)) or not isinstance(inject, Sequence):
+            raise ValueError(f"context.inject must be a list, got {type(inject).__name__}")
         if inject:
             tokens.append(seg["inject"])
             for i, item in enumerate(inject[-limits["max_inject"]:]):

@@ -7,9 +7,10 @@ boundaries and duplicate tokens are errors that name the offending key.
 
 from __future__ import annotations
 
+import math
 import os
 from importlib import resources
-from typing import Any, Mapping, Optional
+from typing import Any, Hashable, Mapping, Optional
 
 import yaml
 
@@ -33,6 +34,22 @@ _FIXED_SECTIONS: dict[str, tuple[str, ...]] = {
 }
 _FIELD_SECTIONS = ("profile", "request")  # free field names, each {prefix, values}
 _TOP_KEYS = ("version",) + tuple(_FIXED_SECTIONS) + _FIELD_SECTIONS
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A YAML SafeLoader that refuses duplicate mapping keys (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        """The mapping of `node`; raises SpecError naming a key that appears twice and its line."""
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise SpecError(f"duplicate key {key!r} (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def default_spec_path() -> str:
@@ -102,8 +119,8 @@ def validate_spec(spec: Any) -> dict[str, Any]:
         if not isinstance(bounds, list) or not bounds:
             raise SpecError(f"{key}.boundaries: expected a non-empty list of numbers")
         for i, b in enumerate(bounds):
-            if isinstance(b, bool) or not isinstance(b, (int, float)):
-                raise SpecError(f"{key}.boundaries[{i}]: expected a number, got {b!r}")
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b):
+                raise SpecError(f"{key}.boundaries[{i}]: expected a finite number, got {b!r}")
         for i in range(1, len(bounds)):
             if bounds[i] <= bounds[i - 1]:
                 raise SpecError(f"{key}.boundaries: not strictly increasing at index {i} ({bounds[i - 1]} then {bounds[i]})")
@@ -137,7 +154,11 @@ def load_spec(path: Optional[str | os.PathLike] = None) -> dict[str, Any]:
     path = default_spec_path() if path is None else path
     with open(path, encoding="utf-8") as f:
         try:
-            spec = yaml.safe_load(f)
+            spec = yaml.load(f, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as err:
             raise SpecError(f"{path}: not valid YAML: {err}") from err
+        except UnicodeDecodeError as err:
+            raise SpecError(f"{path}: not UTF-8 text (a binary file?): {err}") from None
+        except SpecError as err:
+            raise SpecError(f"{path}: {err}") from None
     return validate_spec(spec)

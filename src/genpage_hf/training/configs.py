@@ -154,6 +154,9 @@ class GenPageTrainingConfig(TrainingArguments):
             raise ValueError(f"--max_history must be >= 0, got {self.max_history}")
         if self.lora_r < 1:
             raise ValueError(f"--lora_r must be >= 1, got {self.lora_r}")
+        samplers = ("random", "sequential", "group_by_length", "batch_rebalance")
+        if self.train_sampling_strategy not in samplers:
+            raise ValueError(f"--train_sampling_strategy must be one of {samplers}, got {self.train_sampling_strategy!r}")
         super().__post_init__()
         # The collators read target/negative columns the model's forward does not take.
         self.remove_unused_columns = False
