@@ -52,10 +52,18 @@ def main() -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--ab-requests", type=int, default=4000)
     p.add_argument("--autoregressive-entities", type=int, default=1)
+    p.add_argument("--eval-steps", type=int, default=0,
+                   help="> 0: learning curves (held-out day and a training subset) every N steps of both stages")
     p.add_argument("--diagnose", action="store_true",
                    help="also run quality_lib.diagnose (per-factor fit, production's AUC, candidate ranking) per seed")
     p.add_argument("--limit-judge", action="store_true",
                    help="also judge every arm restricted to production's top-20 candidates per row")
+    p.add_argument("--row-value-arm", action="store_true",
+                   help="also judge the model decoded by quality_lib.RowValuePolicy (rows by their entities' values)")
+    p.add_argument("--ab-seed-offset", type=int, default=100,
+                   help="judge requests are drawn with seed + this offset (fresh requests, never those of pilot runs)")
+    p.add_argument("--headline-arm", default="genpage", choices=["genpage", "genpage_rowvalue"],
+                   help="the arm whose gap closed is the headline (both are recorded per seed under ab_arms)")
     p.add_argument("--merge", default=None,
                    help="comma-separated quality JSONs of single seeds (run in parallel) to average into --out")
     p.add_argument("--out", default=os.path.join(RESULTS, "quality.json"))
@@ -80,20 +88,23 @@ def main() -> None:
                         wbc_steps=args.wbc_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                         max_history=args.max_history, num_negatives=args.num_negatives,
                         negative_weight=args.negative_weight, dtype=args.dtype, seed=seed,
-                        extra_wbc=json.loads(args.wbc_extra), content_head=args.content_head)
+                        extra_wbc=json.loads(args.wbc_extra), content_head=args.content_head,
+                        eval_steps=args.eval_steps)
         model, tok, rec = train(data, recipe)
-        ab = judge(data, {"genpage": (model, tok)}, args.ab_requests, seed=seed, max_history=args.max_history,
-                   autoregressive_entities=args.autoregressive_entities)
+        ab = judge(data, {"genpage": (model, tok)}, args.ab_requests, seed=seed + args.ab_seed_offset,
+                   max_history=args.max_history,
+                   autoregressive_entities=args.autoregressive_entities, row_value_arms=args.row_value_arm)
         print(ab["table"], flush=True)
-        g = ab["arms"]["genpage"]
+        g = ab["arms"][args.headline_arm]
         extra = {}
         if args.diagnose:
             extra["diagnosis"] = diagnose(data, model, tok, args.max_history)
         if args.limit_judge:
-            top20 = judge(data, {"genpage": (model, tok)}, args.ab_requests, seed=seed, max_history=args.max_history,
+            top20 = judge(data, {"genpage": (model, tok)}, args.ab_requests, seed=seed + args.ab_seed_offset,
+                          max_history=args.max_history,
                           autoregressive_entities=args.autoregressive_entities, limit=20)
             extra["judge_production_top20"] = {k: v for k, v in top20.items() if k != "table"}
-        seeds.append({"seed": seed, "setup": data.setup, "gap_closed": g["gap_closed"], "gap_closed_ci95": g["gap_closed_ci95"],
+        seeds.append({"seed": seed, "arm": args.headline_arm, "setup": data.setup, "gap_closed": g["gap_closed"], "gap_closed_ci95": g["gap_closed_ci95"],
                       "lift": g["lift"], "lift_ci95": g["lift_ci95"], "page_reward": g["page_reward"],
                       "production_page_reward": ab["arms"]["production"]["page_reward"],
                       "oracle_page_reward": ab["arms"]["oracle"]["page_reward"], "ab_seconds": ab["seconds"],

@@ -212,7 +212,8 @@ class ContextPolicy(GenPagePolicy):
 
 def judge(data: Data, arms: dict[str, tuple[Any, Any]], n_requests: int, seed: int = 0,
           autoregressive_entities: Optional[int] = 1, context_fns: Optional[dict[str, ContextFn]] = None,
-          limit: Optional[int] = None, max_history: Optional[int] = 50, threads: int = 1) -> dict:
+          limit: Optional[int] = None, max_history: Optional[int] = 50, threads: int = 1,
+          row_value_arms: bool = False) -> dict:
     """A/B of production, oracle and each (model, tokenizer) arm on the day after the logs; gap_closed per arm.
 
     With `limit`, every arm (production's candidate generation, the oracle's pool and GenPage's rows)
@@ -225,6 +226,8 @@ def judge(data: Data, arms: dict[str, tuple[Any, Any]], n_requests: int, seed: i
         policies.append(ContextPolicy(data.world, model.eval(), tok, name=name, batch_size=128,
                                       autoregressive_entities=autoregressive_entities, max_history=max_history,
                                       context_fn=context_fns.get(name), limit=limit))
+    if row_value_arms:  # the same models decoded by RowValuePolicy (rows by their entities' values)
+        policies += [RowValuePolicy(data.world, m.eval(), t, max_history, name=f"{n}_rowvalue") for n, (m, t) in arms.items()]
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     start = time.time()
@@ -586,3 +589,46 @@ def candidate_ranking(data: Data, model: Any, tok: Any, max_history: Optional[in
             stats[f"{name}_top10"].append((top - rand) / max(best - rand, 1e-9))
     return {"lists": len(stats["wbc_spearman"]), "limit": limit,
             **{k: round(float(np.nanmean(v)), 4) for k, v in stats.items()}}
+
+
+class RowValuePolicy:
+    """Decodes with the model's ENTITY values only: each eligible row is scored by the expected plays of its
+    best `entities_per_row` entities (sigmoid of value - `offset`, values read after that row's token), rows
+    are placed best first, and each row takes its best not-yet-shown entities. A decoding experiment.
+
+    `offset` turns a WBC logit (weighted odds: plays weigh ~1.2, abandons 0.05) into play log-odds.
+    """
+
+    def __init__(self, world: World, model: Any, tok: Any, max_history: Optional[int], name: str = "genpage_rowvalue",
+                 offset: float = float(np.log(1.2 / 0.05))) -> None:
+        self.world, self.model, self.tok, self.max_history, self.name, self.offset = world, model, tok, max_history, name, offset
+
+    @torch.no_grad()
+    def pages(self, requests: RequestBatch) -> list[dict]:
+        from genpage_hf.simulation.rows import eligibility
+
+        W, R = self.world.config.entities_per_row, self.world.config.rows_per_page
+        head = self.model.get_output_embeddings().weight.float()
+        out = []
+        for i, ctx in enumerate(requests.contexts()):
+            elig = eligibility(self.world, requests, i)
+            rows = list(elig)
+            prompt = self.tok.encode_prompt(ctx, max_history=self.max_history)
+            ids = torch.tensor([prompt + [self.tok.row_to_id(r)] for r in rows])
+            hidden = self.model(input_ids=ids, logits_to_keep=torch.zeros_like(ids, dtype=torch.bool),
+                                output_hidden_states=True, use_cache=False).hidden_states[-1][:, -1].float()
+            values = {r: (head[[self.tok.entity_to_id(e) for e in elig[r]]] @ hidden[k]).numpy() for k, r in enumerate(rows)}
+            score = {r: float(np.sort(1 / (1 + np.exp(-(v - self.offset))))[::-1][:W].sum()) for r, v in values.items()}
+            used: set = set()
+            page = []
+            for r in sorted(rows, key=lambda r: -score[r]):
+                need = min(W, len(elig[r]))
+                picks = [elig[r][j] for j in np.argsort(-values[r]) if elig[r][j] not in used][:need]
+                if len(picks) < need:
+                    continue
+                used.update(picks)
+                page.append({"row": r, "entities": picks})
+                if len(page) == R:
+                    break
+            out.append({"rows": page})
+        return out
