@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from .configs import DataArguments, ModelArguments, NTPConfig, WBCConfig
@@ -19,10 +20,26 @@ def run_stage(model_args: ModelArguments, data_args: DataArguments, args: NTPCon
         raise ValueError("--train_file is required (impression records: .parquet, .jsonl or a folder)")
     if args.use_peft and not model_args.model_name_or_path:
         raise ValueError("--use_peft trains an adapter on a saved base model: give --model_name_or_path")
+    resume = args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        from ..checkpoint import last_complete_checkpoint
+
+        resume = last_complete_checkpoint(args.output_dir)
+        if resume is None:
+            raise ValueError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no complete checkpoint-N folder "
+                             f"in --output_dir {args.output_dir!r}")
+    elif resume:
+        from ..checkpoint import is_complete_checkpoint
+
+        if not os.path.isdir(resume):
+            raise FileNotFoundError(f"--resume_from_checkpoint {resume!r}: no such checkpoint folder")
+        if not is_complete_checkpoint(resume):
+            raise ValueError(f"--resume_from_checkpoint {resume!r} is incomplete (a run killed while saving it?); "
+                             "--resume_from_checkpoint true picks the last complete one")
     model, tokenizer, catalog = load_or_build(model_args)
     stage = posttrain_wbc if isinstance(args, WBCConfig) else pretrain
     run = stage(model, tokenizer, data_args.train_file, args, eval_records=data_args.eval_file,
-                resume_from_checkpoint=args.resume_from_checkpoint, streaming=data_args.streaming)
+                resume_from_checkpoint=resume, streaming=data_args.streaming)
     run.save(args.output_dir, catalog)
     return run
 
