@@ -51,7 +51,7 @@ class QuickstartConfig:
     examples: int = field(default=3, metadata={"help": "example pages rendered in the report"})
     dtype: str = field(default="auto", metadata={"help": "training precision: auto (bf16 where native), fp32 or bf16",
                                                  "choices": list(DTYPES)})
-    tiny: bool = field(default=False, metadata={"help": "a sub-minute smoke run: the tiny() sizes replace every "
+    tiny: bool = field(default=False, metadata={"help": "a sub-minute smoke run: the tiny_config() sizes replace every "
                                                         "size left at its default (numbers not meaningful)"})
 
     def __post_init__(self) -> None:
@@ -70,7 +70,7 @@ class QuickstartConfig:
             raise ValueError(f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
 
     @classmethod
-    def tiny(cls, seed: int = 0, **overrides: Any) -> "QuickstartConfig":
+    def tiny_config(cls, seed: int = 0, **overrides: Any) -> "QuickstartConfig":
         """A sub-minute run for tests and smoke checks (numbers are not meaningful)."""
         values = dict(users=80, days=2, seed=seed, entities=150, hidden_size=32, layers=1, heads=2, max_history=10,
                       batch_size=8, ntp_steps=6, wbc_steps=6, ab_requests=32, latency_pages=2, examples=2, tiny=True)
@@ -78,12 +78,12 @@ class QuickstartConfig:
         return cls(**values)
 
     def resolved(self) -> "QuickstartConfig":
-        """With `tiny`, the tiny() sizes for every setting left at its default; otherwise itself."""
+        """With `tiny`, the tiny_config() sizes for every setting left at its default; otherwise itself."""
         if not self.tiny:
             return self
         defaults = QuickstartConfig()
         changed = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(defaults, f.name)}
-        return QuickstartConfig.tiny(**changed)
+        return QuickstartConfig.tiny_config(**changed)
 
 
 def _stage(bar: tqdm, name: str) -> None:
