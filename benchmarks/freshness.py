@@ -76,6 +76,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--replay_ratio", type=float, default=2.0)
     p.add_argument("--fallback_prob", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--partial", action="store_true",
+                   help="write --json from the days already judged under --out (a run still going), marked partial")
+    p.add_argument("--full_from", default=None,
+                   help="reuse the full_daily folders of another run of the same world and recipe (--out of that run), "
+                        "waiting for each day's folder; only the daily recipe may differ")
     return p.parse_args(argv)
 
 
@@ -154,11 +159,34 @@ def forgetting_auc(path: str, heldout: str, a: argparse.Namespace) -> float:
     return float(evaluate(model.eval(), tok, heldout, args)["eval_entity_auc"])
 
 
+def partial_summary(a: argparse.Namespace, argv: list[str]) -> dict:
+    """freshness.json from the judge caches and update log of a run that has not finished (marked partial)."""
+    import glob
+
+    days, per_day, auc = [], [], {arm: [] for arm in MAIN_ARMS}
+    for path in sorted(glob.glob(os.path.join(a.out, "judge-day-*.json"))):
+        with open(path, encoding="utf-8") as f:
+            result = json.load(f)
+        days.append(int(path[-9:-5]))
+        per_day.append(result["judge"])
+        for arm in MAIN_ARMS:
+            auc[arm].append(result["auc"][arm])
+    seconds = {arm: [] for arm in MAIN_ARMS[1:]}
+    with open(os.path.join(a.out, "incremental_log.jsonl"), encoding="utf-8") as f:
+        for entry in map(json.loads, f):
+            arm, day = entry["output_dir"].split(os.sep)[-2:]
+            if int(day[4:8]) in days:
+                seconds[arm].append(entry["seconds"])
+    return summarize(a, argv, days, per_day, seconds, auc, None, partial=True)
+
+
 def main(argv: list[str]) -> dict:
     import datasets
     from transformers.utils import logging as hf_logging
 
     a = parse_args(argv)
+    if a.partial:
+        return partial_summary(a, [x for x in argv if x != "--partial"])
     torch.set_num_threads(a.threads)
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
@@ -211,6 +239,10 @@ def main(argv: list[str]) -> dict:
             steps, lr = (a.wbc_steps, a.lr) if mode == "full" else (a.daily_steps, a.daily_lr)
             additions = None if arm == "daily_replay" else _additions(world, _known(prev[arm]), d)
             target = out_dir + "-trained" if arm == "daily_replay" else out_dir
+            if arm == "full_daily" and a.full_from:
+                out_dir = target = os.path.join(a.full_from, arm, f"day-{d:04d}")
+                while not os.path.exists(os.path.join(target, "genpage_run.json")):
+                    time.sleep(10)
             summary = incremental_update(prev[arm], target, new_file, day_end(d - 1),
                                          _train_args(WBCConfig, a, target, steps, lr), replay_records=replay,
                                          replay_ratio=a.replay_ratio, additions=additions, mode=mode,
@@ -252,7 +284,7 @@ def main(argv: list[str]) -> dict:
 
 
 def summarize(a: argparse.Namespace, argv: list[str], days: list[int], per_day: list[dict], seconds: dict,
-              auc: dict, seconds_initial: Any) -> dict:
+              auc: dict, seconds_initial: Any, partial: bool = False) -> dict:
     """freshness.json from the per-day judge results."""
     cat = lambda arm, key: np.concatenate([np.asarray(r[arm][key], dtype=float) for r in per_day])  # noqa: E731
     arms = {}
@@ -277,6 +309,7 @@ def summarize(a: argparse.Namespace, argv: list[str], days: list[int], per_day: 
     brand_new = {name: cat(arm, "brand_new_plays") for name, arm in VARIANTS.items()}
     result = {
         "days": days,
+        "partial": partial,
         "arms": arms,
         "replay_vs_stale": {"lift": float(diff.mean()), "ci95": _ci(diff), "relative": float(diff.mean() / stale.mean()),
                             "paired_requests": len(diff)},
