@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..checkpoint import build_genpage, page_generation_config, save_genpage
+from ..catalog import Catalog
+from ..checkpoint import build_genpage, grow_genpage, page_generation_config, save_genpage
 from ..generation import GenPageLogitsProcessor, PageGenerator, PageRequest
 from ..precision import DTYPES, hardware_info
 from ..report import fmt, write_report
@@ -304,6 +305,11 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
     # 6. simulated A/B
     _stage(bar, "simulated A/B")
     t = time.perf_counter()
+    # Titles and live events released on the A/B day join the vocabulary with their content vectors
+    # (fallback-initialized rows, content on both sides, paper §6.1-6.2), so [INJECT] carries them with content.
+    known = set(catalog.entity_ids)
+    serving_catalog = grow_genpage(model, tokenizer, catalog, Catalog(
+        [e for e in world.catalog(up_to_day=users.next_day).entities if e.id not in known], []))
     genpage = GenPagePolicy(world, model, tokenizer, autoregressive_entities=config.autoregressive_entities,
                             max_history=config.max_history)
     report = run_ab(world, users, [RandomPolicy(world, config.seed), ProductionPolicy(world, config.seed), genpage,
@@ -329,7 +335,7 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
     latency = measure_latency(model, tokenizer, contexts[:config.latency_pages], rules[:config.latency_pages],
                               world.config.entities_per_row)
     pages = genpage.generator.generate([PageRequest(c, r) for c, r in zip(contexts[:config.examples], rules[:config.examples])])
-    examples = [_example(p.to_dict(), catalog, f"Example page {i + 1}: user {c['user_id']}, "
+    examples = [_example(p.to_dict(), serving_catalog, f"Example page {i + 1}: user {c['user_id']}, "
                          f"{c['profile']['profile_type']} profile, {c['request']['device']}, {c['request']['time_of_day']}")
                 for i, (p, c) in enumerate(zip(pages, contexts))]
     seconds["latency"] = time.perf_counter() - t
@@ -362,7 +368,7 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
 
     ckpt = os.path.join(out_dir, "checkpoint")
     model.generation_config = page_generation_config(tokenizer)
-    save_genpage(model, tokenizer, ckpt, catalog, metadata={"stage": "quickstart (NTP + WBC)",
+    save_genpage(model, tokenizer, ckpt, serving_catalog, metadata={"stage": "quickstart (NTP + WBC)",
                                                             "dtype": ntp_args.resolved_dtype, "config": asdict(config)})
     template = str(resources.files("genpage_hf").joinpath("model_cards", "template.md"))
     with open(os.path.join(ckpt, "README.md"), "w", encoding="utf-8") as f:
