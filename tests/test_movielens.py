@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ import pytest
 import torch
 
 from genpage_hf import records
-from genpage_hf.adapters import cli as convert_cli
+from genpage_hf.cli import main
 from genpage_hf.adapters import movielens as ml
 from genpage_hf.adapters.content import pca_reduce
 from genpage_hf.adapters.ranking import hit_ndcg, slot_scores, target_ranks
@@ -196,21 +195,20 @@ def test_minilm_encoder_offline() -> None:
 
 def test_convert_cli_writes_records(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     archive = write_archive(tmp_path / "ml-tiny.zip")
-    parser = argparse.ArgumentParser(prog="genpage")
-    convert_cli.register(parser.add_subparsers())
-    ns = parser.parse_args(["convert", "movielens", "--archive", str(archive), "--output_dir", str(tmp_path / "out"),
-                            "--page_size", "2", "--recbole_dataset", "tiny"])
-    ns.func(ns)
+    main(["convert", "movielens", "--archive", str(archive), "--output_dir", str(tmp_path / "out"),
+          "--page_size", "2", "--recbole_dataset", "tiny"])
     out = tmp_path / "out"
     assert {p.name for p in out.iterdir()} >= {"catalog.json", "train.parquet", "valid.parquet", "test.parquet", "tiny"}
     assert len(records.load_parquet(out / "train.parquet")) == 4 and len(records.load_parquet(out / "test.parquet")) == 2
     assert (out / "tiny" / "tiny.inter").read_text().splitlines()[0] == "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+    capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
-        convert_cli.main(["movielens", "--archive", str(tmp_path / "nope.zip"), "--output_dir", str(out)])
+        main(["convert", "movielens", "--archive", str(tmp_path / "nope.zip"), "--output_dir", str(out)])
     assert exit_.value.code == 2 and "does not exist" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        convert_cli.main(["netflix-prize"])
-    assert "unknown dataset 'netflix-prize'" in capsys.readouterr().err
+        main(["convert", "netflix-prize"])
+    err = capsys.readouterr().err
+    assert "unknown command 'convert'" in err and "convert movielens" in err
 
 
 @pytest.mark.skipif(not ARCHIVE.exists(), reason=f"MovieLens archive absent ({ARCHIVE})")

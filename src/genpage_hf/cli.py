@@ -118,6 +118,7 @@ def generate_page(model: Any, tokenizer: Any, context: dict) -> dict:
 
 def commands() -> dict[str, Command]:
     """Every subcommand, from this module and the feature modules."""
+    from .adapters.cli import COMMANDS as convert_commands
     from .simulation.cli import COMMANDS as simulation_commands
     from .studies.quickstart import COMMANDS as quickstart_commands
     from .training.cli import COMMANDS as training_commands
@@ -129,7 +130,8 @@ def commands() -> dict[str, Command]:
                         _init),
         "generate": Command("greedy-decode one page (rows of entities) under the page grammar and print it",
                             (GenerateArguments,), _generate),
-        **simulation_commands, **training_commands, **rl_commands, **incremental_commands, **quickstart_commands,
+        **simulation_commands, **training_commands, **rl_commands, **incremental_commands, **convert_commands,
+        **quickstart_commands,
     }
 
 

@@ -2,20 +2,15 @@
 
     genpage convert movielens --archive ml-latest-small.zip --output_dir data/movielens
 
-Options are the fields of each converter's dataclass, parsed by `transformers.HfArgumentParser`
-(`--help` lists them). `register(subparsers)` adds `convert` to an argparse parser; `main(argv)` runs
-`convert` on the words after it.
+Options are the fields of each converter's dataclass, parsed by `transformers.HfArgumentParser` like
+every `genpage` command (`COMMANDS`, two-word names; `--help` lists them).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
-
-from transformers import HfArgumentParser
+from typing import Any, Optional
 
 
 @dataclass
@@ -68,37 +63,12 @@ def convert_movielens(args: ConvertMovieLensArguments) -> dict[str, str]:
     return paths
 
 
-CONVERTERS: dict[str, tuple[type, Callable[[Any], Any], str]] = {
-    "movielens": (ConvertMovieLensArguments, convert_movielens,
-                  "a MovieLens CSV release: RecBole's leave-one-out split as GenPage records + a catalog"),
-}
+def _commands() -> dict[str, Any]:
+    from ..cli import Command
+
+    return {"convert movielens": Command(
+        "a MovieLens CSV release: RecBole's leave-one-out split as GenPage records + a catalog",
+        (ConvertMovieLensArguments,), convert_movielens)}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    """`genpage convert <dataset> [options]` on the words after `convert`; user errors exit with status 2."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in CONVERTERS:
-        lines = ["usage: genpage convert DATASET [options]   (genpage convert DATASET --help lists its options)", "",
-                 "datasets:"] + [f"  {name:<10} {help_}" for name, (_, _, help_) in CONVERTERS.items()]
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"genpage convert: error: unknown dataset {argv[0]!r}; choose from {', '.join(CONVERTERS)}",
-                  file=sys.stderr)
-            raise SystemExit(2)
-        print("\n".join(lines))
-        return
-    arguments, run, help_ = CONVERTERS[argv[0]]
-    parser = HfArgumentParser(arguments, prog=f"genpage convert {argv[0]}", description=help_)
-    try:
-        (args,) = parser.parse_args_into_dataclasses(args=argv[1:])
-        run(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"genpage convert {argv[0]}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from err
-
-
-def register(subparsers: "argparse._SubParsersAction") -> None:
-    """Add `convert` to an argparse parser's subcommands; the words after it go to `main`."""
-    parser = subparsers.add_parser("convert", help="convert a public data set (movielens) to GenPage records",
-                                   add_help=False)
-    parser.add_argument("argv", nargs=argparse.REMAINDER)
-    parser.set_defaults(func=lambda ns: main(ns.argv))
+COMMANDS = _commands()
