@@ -64,7 +64,8 @@ def main() -> None:
                 parts.append(json.load(f))
         arms = {k: v for part in parts for k, v in part["arms"].items()}
         _finish({"command": " && ".join(p["command"] for p in parts), "setup": parts[0]["setup"], "ab": parts[0]["ab"],
-                 "arms": arms, "seconds": max(p["seconds"] for p in parts), "machine": parts[0]["machine"]},
+                 "arms": arms, "seconds": max(p["seconds"] or 0 for p in parts), "machine": parts[0]["machine"],
+                 "notes": [n for p in parts for n in p.get("notes", [])]},
                 os.path.join(args.out, "context_enrichment.json"))
         return
     command = "OMP_NUM_THREADS=1 python benchmarks/context_enrichment.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -104,8 +105,8 @@ def _finish(result: dict, path: str) -> None:
                 # > 0: this arm's loss is that much (relative) lower than the reference's
                 "wbc_loss_gain_vs_full_context": round(1 - rec["held_out_wbc_loss"] / full["held_out_wbc_loss"], 5),
                 "target_loss_gain_vs_full_context": round(1 - rec["held_out_target_loss"] / full["held_out_target_loss"], 5),
-                "page_reward": rec["ab"]["page_reward"], "gap_closed": rec["ab"]["gap_closed"],
-                "lift_ci95": rec["ab"]["lift_ci95"], "train_seconds": rec["train_seconds"]}
+                "page_reward": rec.get("ab", {}).get("page_reward"), "gap_closed": rec.get("ab", {}).get("gap_closed"),
+                "lift_ci95": rec.get("ab", {}).get("lift_ci95"), "train_seconds": rec["train_seconds"]}
         result["summary"] = summary
         if "params_4x" in result["arms"]:
             result["parameter_ratio_4x"] = round(result["arms"]["params_4x"]["parameters"] / full["parameters"], 2)
