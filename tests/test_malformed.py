@@ -495,6 +495,9 @@ CLI_CASES = [
     ("cli-pretrain-resume-missing", _cli("pretrain", "--model_name_or_path", "{model}", "--train_file", "{records}",
                                          "--output_dir", "{tmp}/p11", "--resume_from_checkpoint", "{tmp}/nockpt"),
      r"nockpt"),
+    ("cli-pretrain-resume-incomplete", _cli("pretrain", "--model_name_or_path", "{model}", "--train_file", "{records}",
+                                            "--output_dir", "{tmp}/p13", "--resume_from_checkpoint", "{model}"),
+     r"incomplete"),
     ("cli-pretrain-sampler", _cli("pretrain", "--model_name_or_path", "{model}", "--train_file", "{records}",
                                   "--output_dir", "{tmp}/p12", "--train_sampling_strategy", "zigzag"),
      r"train_sampling_strategy|zigzag"),
@@ -582,3 +585,17 @@ def test_cli_user_error_exits_2_with_one_line(env: Env, capsys: pytest.CaptureFi
 
 
 _PROGRESS = re.compile(r"\d+%\|.*\|.*(it/s|s/it|examples/s|\?it/s)")
+
+
+def test_missing_content_buffer_alone_is_allowed(env: Env) -> None:
+    """A folder saved before the content embedding existed still loads: only that key may be missing (zero-init)."""
+    from safetensors.torch import load_file, save_file
+
+    def drop_content(path: str) -> None:
+        weights = os.path.join(path, "model.safetensors")
+        tensors = load_file(weights)
+        tensors.pop("model.embed_tokens.content")
+        save_file(tensors, weights, metadata={"format": "pt"})
+
+    model, _, _ = load_genpage(env.broken_folder("legacy_content", drop_content))
+    assert float(model.model.embed_tokens.content.abs().sum()) == 0.0
