@@ -329,6 +329,15 @@ def summarize(a: argparse.Namespace, argv: list[str], days: list[int], per_day: 
         "hardware": hardware_info(),
         "torch_threads": torch.get_num_threads(),
     }
+    margin = 0.05  # the stated margin: daily replay within 5% of the daily full retrain's mean page reward
+    result["verdict"] = {
+        "replay_above_stale": result["replay_vs_stale"]["ci95"][0] > 0,
+        "replay_within_margin_of_full": {"margin": margin, "met": result["replay_vs_full"]["relative"] >= -margin},
+        "replay_cost_fraction_of_full": result["cost_ratio_replay_vs_full"],
+        "content_cold_start_more_new_title_plays_than_mean_init": result["content_vs_mean_init_plays"]["ci95"][0] > 0,
+        "content_cold_start_more_new_title_plays_than_input_only": result["content_vs_input_only_plays"]["ci95"][0] > 0,
+        "seven_days_judged": len(days) >= 7,
+    }
     os.makedirs(os.path.dirname(os.path.abspath(a.json)), exist_ok=True)
     with open(a.json, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
