@@ -77,7 +77,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fallback_prob", type=float, default=0.2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--partial", action="store_true",
-                   help="write --json from the days already judged under --out (a run still going), marked partial")
+                   help="only write --json from the days already judged under --out (partial while fewer than --days)")
     p.add_argument("--full_from", default=None,
                    help="reuse the full_daily folders of another run of the same world and recipe (--out of that run), "
                         "waiting for each day's folder; only the daily recipe may differ")
@@ -177,7 +177,7 @@ def partial_summary(a: argparse.Namespace, argv: list[str]) -> dict:
             arm, day = entry["output_dir"].split(os.sep)[-2:]
             if int(day[4:8]) in days:
                 seconds[arm].append(entry["seconds"])
-    return summarize(a, argv, days, per_day, seconds, auc, None, partial=True)
+    return summarize(a, argv, days, per_day, seconds, auc, None, partial=len(days) < a.days)
 
 
 def main(argv: list[str]) -> dict:
