@@ -201,7 +201,9 @@ class WBCTrainer(_GenPageTrainer):
             from_content = (inputs["cand_content_ids"] != inputs["cand_ids"])[..., None]
             content_rows = self.accelerator.unwrap_model(model).content_head_rows(inputs["cand_content_ids"])
             rows = rows + from_content * content_rows.to(rows.dtype)
-        logits = torch.einsum("bth,btch->btc", at_targets, rows)
+        # A broadcast product summed over the hidden axis rather than einsum: under bf16 autocast einsum
+        # becomes many tiny matrix-vector products, ~2.5x slower forward+backward (benchmarks/dtype.py).
+        logits = (at_targets[:, :, None, :] * rows).sum(-1)
         if head.bias is not None:
             logits = logits + head.bias[inputs["cand_ids"]]
         return logits.float()
