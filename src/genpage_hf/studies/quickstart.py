@@ -44,10 +44,10 @@ class QuickstartConfig:
     wbc_steps: int = field(default=300, metadata={"help": "WBC post-training steps"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate of both stages"})
     ab_requests: int = field(default=4000, metadata={"help": "simulated A/B requests per arm (single 2,000-request "
-                                                            "judgments of one checkpoint ranged over +-4% of the gap)"})
+                                                            "judgments of one checkpoint ranged over +-4 percent of the gap)"})
     autoregressive_entities: Optional[int] = field(
         default=1, metadata={"help": "GenPage arm's entities decoded one by one per row before the rest of the row is "
-                                     "filled from one pass (None: all; hybrid rows judge within 3% of full decoding)"})
+                                     "filled from one pass (None: all; hybrid rows judge within 3 percent of full decoding)"})
     latency_pages: int = field(default=8, metadata={"help": "pages timed per decoding mode"})
     examples: int = field(default=3, metadata={"help": "example pages rendered in the report"})
     dtype: str = field(default="auto", metadata={"help": "training precision: auto (bf16 where native), fp32 or bf16",
