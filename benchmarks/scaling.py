@@ -41,8 +41,8 @@ def _points(arms: dict, key: str) -> list[dict]:
         out.append({"arm": name, key: rec["parameters"] if key == "parameters" else rec["train_records"],
                     "ntp_loss": rec.get("ntp", {}).get("held_out_loss"),
                     **{k: rec[k] for k in METRICS[1:5]},
-                    "page_reward": rec["ab"]["page_reward"], "gap_closed": rec["ab"]["gap_closed"],
-                    "lift_ci95": rec["ab"]["lift_ci95"], "train_seconds": rec["train_seconds"]})
+                    "page_reward": rec.get("ab", {}).get("page_reward"), "gap_closed": rec.get("ab", {}).get("gap_closed"),
+                    "lift_ci95": rec.get("ab", {}).get("lift_ci95"), "train_seconds": rec["train_seconds"]})
     return out
 
 
@@ -66,19 +66,25 @@ def _plot(result: dict, path: str) -> None:
     for row, (sweep, key, label) in enumerate((("model_sweep", "parameters", "parameters"),
                                                ("data_sweep", "train_records", "training records"))):
         pts = sorted(result[sweep]["points"], key=lambda p: p[key])
-        x = [p[key] for p in pts]
+        def series(m: str) -> tuple[list, list]:
+            kept = [(p[key], p[m]) for p in pts if p[m] is not None]
+            return [k for k, _ in kept], [v for _, v in kept]
+
         ax = axes[row, 0]
         for m in ("ntp_loss", "held_out_wbc_loss"):
-            ax.plot(x, [p[m] for p in pts], "o-", label=m)
+            ax.plot(*series(m), "o-", label=m)
         ax.set_xscale("log"), ax.set_yscale("log"), ax.set_xlabel(label), ax.set_title("held-out loss"), ax.legend()
         ax = axes[row, 1]
         for m in ("held_out_row_auc", "held_out_entity_auc"):
-            ax.plot(x, [p[m] for p in pts], "o-", label=m)
+            ax.plot(*series(m), "o-", label=m)
         ax.set_xscale("log"), ax.set_xlabel(label), ax.set_title("held-out weighted AUC"), ax.legend()
         ax = axes[row, 2]
-        ax.plot(x, [p["gap_closed"] for p in pts], "o-")
-        ax.axhline(0, color="grey", lw=0.5)
-        ax.set_xscale("log"), ax.set_xlabel(label), ax.set_title("judge: gap closed (production -> oracle)")
+        judged = series("gap_closed")
+        ax.set_xlabel(label), ax.set_title("judge: gap closed (production -> oracle)" if judged[0] else "not judged")
+        if judged[0]:
+            ax.plot(*judged, "o-")
+            ax.axhline(0, color="grey", lw=0.5)
+            ax.set_xscale("log")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -132,7 +138,7 @@ def main() -> None:
             args.ab_requests, args.seed))
     for sweep, (key, res) in runs.items():
         pts = _points(res["arms"], key)
-        result[sweep] = {"points": pts, "power_law_fits": _fits(pts, key), "ab": res["ab"], "arms": res["arms"]}
+        result[sweep] = {"points": pts, "power_law_fits": _fits(pts, key), "ab": res.get("ab"), "arms": res["arms"]}
     result["seconds"] = round(time.time() - t0, 1)
     result["machine"] = machine(load)
     _finish(result, args.out, "scaling.json" if args.sweep == "both" else f"scaling_{args.sweep}.json")
