@@ -35,7 +35,7 @@ def main() -> None:
     p.add_argument("--eval-steps", type=int, default=50)
     p.add_argument("--negative-weight", type=float, default=0.05)
     p.add_argument("--num-negatives", type=int, default=4)
-    p.add_argument("--ab-requests", type=int, default=1000)
+    p.add_argument("--ab-requests", type=int, default=1000, help="0: learning curves only (no diagnosis, no judge)")
     p.add_argument("--worth-requests", type=int, default=2000)
     p.add_argument("--dtype", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -50,7 +50,11 @@ def main() -> None:
                     seed=args.seed)
     model, tok, rec = train(data, recipe)
     print({k: v for k, v in rec.items() if k.startswith("held_out")}, flush=True)
-    out = {"command": command, "setup": data.setup, "training": rec}
+    out = {"command": command, "setup": data.setup, "training": rec, "machine": machine(load)}
+    with open(args.out, "w", encoding="utf-8") as f:  # learning curves first: the later stages are optional
+        json.dump(out, f, indent=1)
+    if not args.ab_requests:
+        return
     out["diagnosis"] = diagnose(data, model, tok, args.max_history)
     print(json.dumps(out["diagnosis"], indent=1), flush=True)
     full = judge(data, {"genpage": (model, tok)}, args.ab_requests, seed=args.seed, max_history=args.max_history)

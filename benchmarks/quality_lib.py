@@ -548,8 +548,9 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
 @torch.no_grad()
 def candidate_ranking(data: Data, model: Any, tok: Any, max_history: Optional[int], n_contexts: int = 300,
                       limit: int = 20, context_fn: Optional[ContextFn] = None) -> dict:
-    """Decode-relevant ranking: at the first row slot of held-out pages, WBC's values over that row's first
-    `limit` eligible candidates (production's candidate set) against the true affinity, beside production's ranker.
+    """Decode-relevant ranking: for the first logged row with more than a row's width of eligible titles, WBC's
+    values right after that row's token over its first `limit` eligible candidates (production's candidate
+    set) against the true affinity, beside production's ranker.
 
     Per list: Spearman with the truth, and the true affinity of the top-10 picks (mean), relative to the
     best possible top-10 and to a random top-10 (0 = random, 1 = oracle).
@@ -568,10 +569,12 @@ def candidate_ranking(data: Data, model: Any, tok: Any, max_history: Optional[in
     model.eval()
     head = model.get_output_embeddings().weight.float()
     for i, rec in enumerate(recs):
-        row = rec["page"]["rows"][0]["row"]
-        cand_ids = eligibility(world, req, i).get(row, [])[:limit]
-        if len(cand_ids) <= W:
+        elig = eligibility(world, req, i)
+        ranked = [r["row"] for r in rec["page"]["rows"] if len(elig.get(r["row"], [])) > W]
+        if not ranked:  # only short rows (e.g. Continue Watching) on this page
             continue
+        row = ranked[0]
+        cand_ids = elig[row][:limit]
         ctx = contexts[i] if context_fn is None else context_fn(contexts[i])
         ids = tok.encode_prompt(ctx, max_history=max_history) + [tok.row_to_id(row)]
         x = torch.tensor([ids])
