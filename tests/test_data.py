@@ -158,3 +158,20 @@ def test_prompt_matches_serving_when_the_request_has_session_actions(record, mod
     assert ex["labels"][: len(prompt)] == [IGNORE_INDEX] * len(prompt)
     wbc = build_wbc_dataset([rec], tok)[0]
     assert wbc["target_pos"][0] == len(prompt) - 1  # the first row token follows the prompt
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda r: r["page"]["rows"][0]["entities"].__setitem__(1, r["page"]["rows"][0]["entities"][0]), "already shown"),
+    (lambda r: r["context"]["history"].reverse(), "oldest first"),
+    (lambda r: r["context"]["history"][0].__setitem__("duration", -3.0), "duration"),
+])
+def test_training_examples_refuse_malformed_records(record, model_and_tokenizer, corrupt, message):
+    """Records are validated against the tokenizer's spec as examples are built: no training on bad logs."""
+    import copy
+
+    _, tok = model_and_tokenizer
+    bad = copy.deepcopy(record)
+    corrupt(bad)
+    for build in (build_ntp_dataset, build_wbc_dataset):
+        with pytest.raises(ValueError, match=message):
+            build([record, bad], tok)

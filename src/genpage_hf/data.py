@@ -20,6 +20,9 @@ Prompts come from the one prompt builder of training and serving, `GenPageTokeni
 in-session engagements, when a request has any, follow the context after `[SESSION]`. Context
 truncation: histories longer than `max_history` (default: the spec's limit) keep the most recent actions.
 
+Every record is validated against the tokenizer's spec (`records.validate_record`) as its examples are built:
+training never learns from malformed logs (duplicate entities, newest-first histories, negative durations...).
+
 Cold start (paper §6.1): with `fallback_prob` > 0 every entity/row token (context and page) is replaced
 by its type's fallback token with that probability (seeded, per example). The ID goes, the content stays:
 examples then carry `content_ids` (the tokens before replacement), from which the fused embedding reads
@@ -39,7 +42,7 @@ import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from .records import Feedback, Impression, Page, load_jsonl, to_dataset
+from .records import Feedback, Impression, Page, load_jsonl, record_schema, to_dataset, validate_record
 from .rewards import RewardConfig, entity_rewards, page_reward, row_impressed, row_rewards
 
 IGNORE_INDEX = -100
@@ -95,7 +98,8 @@ def records_dataset(records: Any, streaming: bool = False):
         raise ValueError(f"records file {path!r}: expected .parquet, .jsonl or a folder of .parquet files")
     if streaming:
         raise ValueError("streaming reads Parquet logs from a path; got in-memory records")
-    return to_dataset(list(records))
+    # validated against the tokenizer's spec when examples are built (the default spec may not be the model's)
+    return to_dataset(list(records), validate=False)
 
 
 def _map_examples(ds: Any, encode: Any, num_proc: Optional[int], desc: str) -> Any:
@@ -150,10 +154,12 @@ def build_ntp_dataset(
     replace = _FallbackReplacer(tokenizer, fallback_prob)
     keep_content = fallback_prob > 0
     eos = tokenizer.eos_token_id
+    schema = record_schema(tokenizer.spec)
 
     def encode(batch: dict, indices: list[int]) -> dict:
         out: dict[str, list] = {"input_ids": [], "labels": [], "length": [], **({"content_ids": []} if keep_content else {})}
         for i, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
+            validate_record({"context": ctx, "page": page, "feedback": fb}, f"records[{i}]", spec=schema)
             if page_reward(fb, reward_config) <= min_page_reward:
                 continue
             context_ids = tokenizer.encode_prompt(ctx, max_history=max_history)
@@ -253,6 +259,7 @@ def build_wbc_dataset(
     replace = _FallbackReplacer(tokenizer, fallback_prob)
     keep_content = fallback_prob > 0
     entity_fallback = tokenizer.entity_fallback_id
+    schema = record_schema(tokenizer.spec)
     entity_pool = tokenizer.entity_token_ids.numpy()
     row_pool = tokenizer.row_token_ids.numpy()
     cols = ("input_ids", "target_pos", "target_label", "target_weight", "target_is_row", "cand_ids",
@@ -261,6 +268,7 @@ def build_wbc_dataset(
     def encode(batch: dict, indices: list[int]) -> dict:
         out: dict[str, list] = {c: [] for c in cols}
         for i, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
+            validate_record({"context": ctx, "page": page, "feedback": fb}, f"records[{i}]", spec=schema)
             targets = page_targets(page, fb, reward_config, row_target)
             if not targets:
                 continue
