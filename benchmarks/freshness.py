@@ -177,7 +177,9 @@ def partial_summary(a: argparse.Namespace, argv: list[str]) -> dict:
             arm, day = entry["output_dir"].split(os.sep)[-2:]
             if int(day[4:8]) in days:
                 seconds[arm].append(entry["seconds"])
-    return summarize(a, argv, days, per_day, seconds, auc, None, partial=len(days) < a.days)
+    with open(os.path.join(a.out, "stale", "genpage_run.json"), encoding="utf-8") as f:
+        seconds_initial = json.load(f)["incremental"]["seconds"]
+    return summarize(a, argv, days, per_day, seconds, auc, seconds_initial, partial=len(days) < a.days)
 
 
 def main(argv: list[str]) -> dict:
@@ -185,9 +187,9 @@ def main(argv: list[str]) -> dict:
     from transformers.utils import logging as hf_logging
 
     a = parse_args(argv)
+    torch.set_num_threads(a.threads)
     if a.partial:
         return partial_summary(a, [x for x in argv if x != "--partial"])
-    torch.set_num_threads(a.threads)
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
     os.makedirs(a.out, exist_ok=True)
