@@ -279,6 +279,7 @@ def main() -> None:
                          "patience 10",
         },
         "settings": settings,
+        "command": study_command,
         "commands": {
             "peer": "nohup bash benchmarks/movielens_peer.sh > /work/tmp/movielens-peer.log 2>&1 &",
             "study": study_command,
