@@ -29,25 +29,10 @@ import torch
 
 from genpage_hf import load_spec
 from genpage_hf.checkpoint import build_genpage
+from genpage_hf.precision import matmul_peak
 from genpage_hf.training import NTPConfig, NTPTrainer, WBCConfig, WBCTrainer
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "training_throughput.json")
-
-
-def matmul_peak(seconds: float = 4.0) -> float:
-    """Best fp32 matmul FLOP/s over square sizes (several trials each, so neighbours' load spikes are skipped)."""
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        for n in (1024, 2048):
-            a, b = torch.randn(n, n), torch.randn(n, n)
-            a @ b
-            reps = max(2, int(4e9 / (2 * n**3)))
-            t = time.perf_counter()
-            for _ in range(reps):
-                a @ b
-            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
-    return best
 
 
 class CountingCollator:
