@@ -396,12 +396,9 @@ class PartialOracle(OraclePolicy):
         self.drop, self.name = drop, name or "oracle_without_" + "+".join(drop)
 
     def pages(self, requests: RequestBatch) -> Any:
-        from genpage_hf.simulation.pages import fill_rows
-        from genpage_hf.simulation.policies import _rank, candidate_tensor
-        from genpage_hf.simulation.rows import eligible_counts
+        from genpage_hf.simulation.policies import candidate_tensor, pages_by_expected_plays
 
         w = self.world
-        W = w.config.entities_per_row
         cand = candidate_tensor(requests, self.pool)
         B, NR, M = cand.shape
         flat = cand.reshape(B, NR * M)
@@ -409,12 +406,7 @@ class PartialOracle(OraclePolicy):
         score = sum(v for k, v in comps.items() if k not in self.drop)
         blocked = (flat < 0) | (requests.kids[:, None] & ~w.kids_ok[np.maximum(flat, 0)])
         score = np.where(blocked, -np.inf, score).reshape(B, NR, M)
-        cand, score = _rank(cand, score)
-        play_p = 1.0 / (1.0 + np.exp(-(w.config.behavior.play_bias + score[:, :, :W])))
-        value = np.where(eligible_counts(requests) > 0, play_p.sum(2), -np.inf)
-        order = np.argsort(-value, axis=1, kind="stable")
-        order = np.where(np.isfinite(np.take_along_axis(value, order, 1)), order, -1)
-        return fill_rows(requests, cand, order)
+        return pages_by_expected_plays(w, requests, cand, score)
 
 
 def factor_worth(data: Data, n_requests: int, seed: int = 0) -> dict:

@@ -157,16 +157,21 @@ class OraclePolicy:
 
     def pages(self, requests: RequestBatch) -> PageBatch:
         w = self.world
-        W = w.config.entities_per_row
         cand = candidate_tensor(requests, self.pool)
         B, NR, M = cand.shape
         aff = affinity(w, self.users, requests, cand.reshape(B, NR * M)).reshape(B, NR, M)
-        cand, aff = _rank(cand, aff)
-        play_p = 1.0 / (1.0 + np.exp(-(w.config.behavior.play_bias + aff[:, :, :W])))
-        value = np.where(eligible_counts(requests) > 0, play_p.sum(2), -np.inf)
-        order = np.argsort(-value, axis=1, kind="stable")
-        order = np.where(np.isfinite(np.take_along_axis(value, order, 1)), order, -1)
-        return fill_rows(requests, cand, order)
+        return pages_by_expected_plays(w, requests, cand, aff)
+
+
+def pages_by_expected_plays(world: World, requests: RequestBatch, cand: np.ndarray, score: np.ndarray) -> PageBatch:
+    """Pages whose rows hold their best-scored candidates, rows ordered by the expected plays of those
+    entities under the play model (`score` is an affinity-like logit per candidate, -inf when blocked)."""
+    cand, score = _rank(cand, score)
+    play_p = 1.0 / (1.0 + np.exp(-(world.config.behavior.play_bias + score[:, :, :world.config.entities_per_row])))
+    value = np.where(eligible_counts(requests) > 0, play_p.sum(2), -np.inf)
+    order = np.argsort(-value, axis=1, kind="stable")
+    order = np.where(np.isfinite(np.take_along_axis(value, order, 1)), order, -1)
+    return fill_rows(requests, cand, order)
 
 
 def make_policy(name: str, world: World, users: UserPopulation, seed: int = 0) -> Policy:
