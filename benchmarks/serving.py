@@ -12,6 +12,13 @@ page reward in the simulator's A/B judge (same requests, common random numbers).
 overhead (share of `generate()` decode time spent building masks) and the production policy's
 p50 latency per page at batch 1.
 
+The yardstick is the FLOP floor: the model FLOPs of a page, counted from the forward passes the mode
+actually makes (query and key lengths of each call, see `page_flops`), at this run's measured fp32
+matmul peak (`precision.matmul_peak`, same threads). Per mode: `floor_ms`, `p50_over_floor`, and
+`floor_pages_per_s_batch32` beside the measured batch-32 throughput. `pagination` times page 2 of a
+browsing session (its prompt extends page 1's sequence) with the generator's prefix cache and
+without it.
+
     PYTHONPATH=src python benchmarks/serving.py [--model DIR] [--ab-model DIR] [--quick] [--threads 1]
 """
 
@@ -21,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from typing import Any, Callable
 
@@ -32,10 +40,12 @@ import genpage_hf  # noqa: F401  (registers the Auto classes)
 from genpage_hf import load_spec
 from genpage_hf.checkpoint import build_genpage
 from genpage_hf.generation import GenPageLogitsProcessor, PageGenerator, PageRequest
+from genpage_hf.precision import hardware_info, matmul_peak
 from genpage_hf.simulation import ProductionPolicy, UserPopulation, World, WorldConfig, run_ab, warm_up
 from genpage_hf.simulation.genpage_policy import GenPagePolicy
 
 MODES = {"generator_full": None, "hybrid_1": 1, "hybrid_2": 2, "hybrid_3": 3}
+PAGINATION_MODE = "hybrid_1"
 
 
 class TimedProcessor(LogitsProcessor):
@@ -90,6 +100,39 @@ def run_generate(model, tok, requests: list[PageRequest], processor_wrapper=None
         return model.generate(**batch, **kwargs)
 
 
+def forward_shapes(model: torch.nn.Module, fn: Callable[[], Any]) -> list[tuple[int, int, int]]:
+    """(batch, new tokens, cached tokens) of each model forward made by fn()."""
+    shapes: list[tuple[int, int, int]] = []
+
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        cache = kwargs.get("past_key_values")
+        past = int(cache.get_seq_length()) if cache is not None else 0
+        shapes.append((ids.shape[0], ids.shape[1], past))
+
+    handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return shapes
+
+
+def page_flops(config: Any, shapes: list[tuple[int, int, int]]) -> float:
+    """Model FLOPs (2 per multiply-add) of one sequence over forwards of (new, cached) tokens: the
+    layers' projections and MLP per new token, causal attention (QK^T and AV against the cached and
+    earlier new tokens; masked-out key positions are not counted), and the output head at the one
+    position whose logits are kept. Embedding lookups, norms and activations are not matmuls."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    kv = config.num_key_value_heads * (h // config.num_attention_heads)
+    per_token = layers * 2 * (2 * h * h + 2 * h * kv + 3 * h * config.intermediate_size)
+    total = 0.0
+    for _, new, past in shapes:
+        keys = new * past + new * (new + 1) / 2  # keys each new token attends to
+        total += per_token * new + layers * 4 * h * keys + 2 * h * config.vocab_size
+    return total
+
+
 def timed_call(fn: Callable[[], Any]) -> float:
     """Seconds of one call."""
     t0 = time.perf_counter()
@@ -129,6 +172,7 @@ def main() -> None:
     ab_n = args.ab_requests or ab_n
     load_before = os.getloadavg()
     t_start = time.perf_counter()
+    peak_before = matmul_peak("fp32")
 
     world = World(WorldConfig(seed=0))
     users = UserPopulation(world, n_users=1000, seed=0)
@@ -167,9 +211,40 @@ def main() -> None:
     for i in range(n_batch32):
         for name, fn in decoders.items():
             batch32[name].append(timed_call(lambda: fn(b32(i))))
+    peak = max(matmul_peak("fp32"), peak_before)
     for name, fn in decoders.items():
-        results[name] = {**stats(batch1[name]), "pages_per_s_batch32": round(32 / float(np.mean(batch32[name])), 1),
-                         "forward_passes": count_forwards(model, lambda: fn(one(0)))}
+        flops = [page_flops(model.config, forward_shapes(model, lambda: fn(one(i + 1)))) for i in range(n_pages)]
+        floor_ms = 1000 * float(np.median(flops)) / peak
+        measured = stats(batch1[name])
+        results[name] = {**measured, "pages_per_s_batch32": round(32 / float(np.mean(batch32[name])), 2),
+                         "forward_passes": count_forwards(model, lambda: fn(one(0))),
+                         "gflop_per_page": round(float(np.median(flops)) / 1e9, 3), "floor_ms": round(floor_ms, 1),
+                         "p50_over_floor": round(measured["p50_ms"] / floor_ms, 2),
+                         "floor_pages_per_s_batch32": round(peak / float(np.mean(flops)), 2)}
+        results[name]["batch32_share_of_floor"] = round(results[name]["pages_per_s_batch32"]
+                                                        / results[name]["floor_pages_per_s_batch32"], 3)
+
+    # pagination: page 2 of a browsing session, with the generator's prefix cache and without it
+    pagination: dict[str, Any] = {}
+    for name, a in MODES.items():
+        reuse, cold = PageGenerator(model, tok, autoregressive_entities=a), \
+            PageGenerator(model, tok, autoregressive_entities=a, prefix_cache_size=0)
+        with_reuse, without = [], []
+        for i in range(n_pages + 1):
+            first = reuse.generate([requests[i]])[0]
+            second = PageRequest(requests[i].context, requests[i].rules, previous_rows=first.to_dict()["rows"],
+                                 session=[{"entity": first.rows[0].entities[0], "action": "play",
+                                           "timestamp": requests[i].context["timestamp"] - 60.0, "duration": 50.0}])
+            t_reuse = timed_call(lambda: reuse.generate([second]))
+            t_cold = timed_call(lambda: cold.generate([second]))
+            if i:  # the first pair warms up
+                with_reuse.append(t_reuse)
+                without.append(t_cold)
+        pagination[name] = {"page2_ms_reuse": stats(with_reuse)["p50_ms"], "page2_ms_no_reuse": stats(without)["p50_ms"],
+                            "reuse_over_no_reuse": round(float(np.median(with_reuse) / np.median(without)), 3),
+                            "reused_prompt_tokens_per_page": round(reuse.prefix_cache.reused_tokens
+                                                                   / max(reuse.prefix_cache.hits, 1), 1)}
+    results["pagination"] = {**pagination[PAGINATION_MODE], "mode": PAGINATION_MODE, "by_mode": pagination}
 
     # rule-mask overhead: time inside the processor / generate() time, and with vs without rules
     timed: list[TimedProcessor] = []
@@ -194,18 +269,27 @@ def main() -> None:
                    f"parameters, {ab_model.config.num_hidden_layers} layers, width {ab_model.config.hidden_size})")
     arms = [production] + [GenPagePolicy(world, ab_model, ab_tok, name=name, autoregressive_entities=a)
                            for name, a in MODES.items()]
-    report = run_ab(world, users, arms, ab_n, seed=0)
+    report = run_ab(world, users, arms, ab_n, seed=0, baseline="generator_full")  # paired lifts vs full decoding
     for name in MODES:
         results[name]["ab_page_reward"] = round(report.arm(name).page_reward, 4)
     # generate() with the processor and PageGenerator produce the same greedy pages (tests/test_generator.py)
     results["generate_full"]["ab_page_reward"] = results["generator_full"]["ab_page_reward"]
 
     full = results["generate_full"]["p50_ms"]
+    results["command"] = " ".join(["python benchmarks/serving.py", *sys.argv[1:]])
+    results["hardware"] = hardware_info()
+    results["matmul_peak_fp32_gflops"] = round(peak / 1e9, 1)
     results["model"] = model_desc
     results["ab_model"] = ab_desc
     results["targets"] = {
         "hybrid_3_speedup_vs_generate_full": round(full / results["hybrid_3"]["p50_ms"], 2),
         "hybrid_3_speedup_met (>=2x)": full / results["hybrid_3"]["p50_ms"] >= 2.0,
+        "speedup_vs_generator_full": {name: round(results["generator_full"]["p50_ms"] / results[name]["p50_ms"], 2)
+                                      for name in ("hybrid_1", "hybrid_2", "hybrid_3")},
+        "hybrid_1_p50_within_1.5x_floor": results["hybrid_1"]["p50_over_floor"] <= 1.5,
+        "generator_full_p50_within_2.5x_floor": results["generator_full"]["p50_over_floor"] <= 2.5,
+        "hybrid_1_batch32_at_least_70pct_of_floor": results["hybrid_1"]["batch32_share_of_floor"] >= 0.7,
+        "page2_reuse_at_most_half": results["pagination"]["reuse_over_no_reuse"] <= 0.5,
         "rule_mask_overhead_met (<=10%)": rule_overhead <= 0.10,
         "hybrid_ab_value_vs_full_pct": {name: round(100 * (results[name]["ab_page_reward"]
                                                             / results["generator_full"]["ab_page_reward"] - 1), 2)
@@ -214,8 +298,9 @@ def main() -> None:
     results["details"] = {
         "ab": {"requests_per_arm": ab_n, "production_page_reward": round(report.arm("production").page_reward, 4),
                **{f"{a.policy}_ci": [round(x, 4) for x in a.page_reward_ci] for a in report.arms},
-               **{f"{a.policy}_paired_lift_vs_production_ci": [round(x, 4) for x in a.lift_ci] for a in report.arms
-                  if a.policy != "production"},
+               **{f"{a.policy}_paired_lift_vs_generator_full": {"lift": round(a.lift, 4),
+                                                                 "ci95": [round(x, 4) for x in a.lift_ci]}
+                  for a in report.arms if a.policy != "generator_full"},
                "generate_full": "same greedy pages as generator_full (asserted token for token in tests), not re-run"},
         "rule_mask": {"generate_with_rules_p50_ms": stats(with_rules)["p50_ms"],
                       "generate_without_rules_p50_ms": stats(without)["p50_ms"],
@@ -228,7 +313,7 @@ def main() -> None:
                   "cpu_count": os.cpu_count(), "load_avg_before": [round(x, 2) for x in load_before],
                   "load_avg_after": [round(x, 2) for x in os.getloadavg()],
                   "wall_s": round(time.perf_counter() - t_start, 1),
-                  "note": "2 CPU cores shared with other concurrent jobs; load averages above show contention"},
+                  "note": "2 CPU cores, possibly shared with other jobs; load averages above show contention"},
     }
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:

@@ -170,3 +170,100 @@ def test_prompts_come_from_the_tokenizers_one_prompt_builder(catalog, spec):
     assert generator.prompt_ids(PageRequest(ctx)) != tok.encode_prompt(ctx, session=[], max_history=2)  # session kept
     assert generator.prompt_ids(PageRequest(ctx, previous_rows=shown, session=[])) == \
         tok.encode_prompt(ctx, shown, [], max_history=2)
+
+
+def _browse(gen, ctx, rules, pages=3):
+    """Pages of one browsing session (each page's prompt: earlier rows, the latest engagement)."""
+    shown, out = [], []
+    for n in range(pages):
+        session = [{"entity": shown[-1]["entities"][0], "action": "play", "timestamp": 1_999_000.0 + n,
+                    "duration": 300.0}] if shown else []
+        page = gen.generate_page(ctx, rules, previous_rows=shown, session=session)
+        shown += page.to_dict()["rows"]
+        out.append(page)
+    return out
+
+
+@pytest.mark.parametrize("a", [None, 1])
+def test_prefix_reuse_gives_the_same_pages_and_skips_the_shared_prefix(catalog, spec, a):
+    model, tok = tiny(catalog, spec, 1)
+    ctx, rules = context(catalog, 6, 1), RuleSet(rows_per_page=2, entities_per_row=4)
+    cold = _browse(PageGenerator(model, tok, autoregressive_entities=a, prefix_cache_size=0), ctx, rules)
+    gen = PageGenerator(model, tok, autoregressive_entities=a)
+    warm = _browse(gen, ctx, rules)
+    assert [p.token_ids for p in warm] == [p.token_ids for p in cold]
+    for p, q in zip(warm, cold):
+        scores = lambda page: [s for r in page.rows for s in [r.row_score, *r.entity_scores]]  # noqa: E731
+        assert scores(p) == pytest.approx(scores(q), abs=1e-4)
+    # pages 2 and 3 reuse at least the first page's prompt and its tokens up to the last step's (the
+    # last entity, or a hybrid row's filled entities, are chosen but never run through the model)
+    first_page_tokens = len(tok.encode_prompt(ctx)) + len(warm[0].token_ids) - (1 if a is None else 3)
+    assert gen.prefix_cache.hits == 2 and gen.prefix_cache.reused_tokens >= 2 * first_page_tokens
+    counted = []
+    handle = model.register_forward_pre_hook(lambda m, args, kw: counted.append(kw["input_ids"].shape[1]),
+                                             with_kwargs=True)
+    try:
+        gen.generate_page(ctx, rules, previous_rows=warm[0].to_dict()["rows"], session=[])
+    finally:
+        handle.remove()
+    assert counted[0] < 10  # the page-2 prompt ran only its new tokens, not the ~100-token context
+
+
+def test_prefix_reuse_in_a_batch_matches_decoding_without_it(catalog, spec):
+    model, tok = tiny(catalog, spec, 2)
+    rules = RuleSet(rows_per_page=2, entities_per_row=3)
+    contexts = [context(catalog, 8 + 5 * i, i) for i in range(3)]  # prompts of 40+ tokens: worth reusing
+    gen = PageGenerator(model, tok, autoregressive_entities=1)
+    first = gen.generate([PageRequest(c, rules) for c in contexts])
+    # the next pages of the three sessions, and a new request that shares nothing stored
+    follow = [PageRequest(c, rules, previous_rows=p.to_dict()["rows"]) for c, p in zip(contexts, first)]
+    follow.append(PageRequest(context(catalog, 4, 9), rules))
+    warm = gen.generate(follow)
+    assert gen.prefix_cache.hits == 3  # the three next pages; the new request shares too little
+    cold = PageGenerator(model, tok, autoregressive_entities=1, prefix_cache_size=0).generate(follow)
+    assert [p.token_ids for p in warm] == [p.token_ids for p in cold]
+
+
+def test_prefix_cache_drops_states_of_changed_weights(catalog, spec):
+    model, tok = tiny(catalog, spec, 3)
+    ctx, rules = context(catalog, 5, 3), RuleSet(rows_per_page=2, entities_per_row=3)
+    gen = PageGenerator(model, tok)
+    first = gen.generate_page(ctx, rules)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-1.0)  # an in-place update, as an optimizer step makes
+    follow = dict(previous_rows=first.to_dict()["rows"], session=[])
+    warm = gen.generate_page(ctx, rules, **follow)
+    assert gen.prefix_cache.hits == 0
+    assert warm.token_ids == PageGenerator(model, tok, prefix_cache_size=0).generate_page(ctx, rules, **follow).token_ids
+
+
+def test_prefix_cache_keeps_the_most_recent_sequences():
+    from genpage_hf.generation import PrefixCache
+    cache = PrefixCache(max_entries=2, min_tokens=2)
+    state = [(torch.zeros(1, 4, 2), torch.zeros(1, 4, 2))]
+    for key in ([1, 2, 3, 4], [1, 2, 9, 9], [5, 6, 7, 8]):
+        cache.store(key, state)
+    assert len(cache) == 2
+    assert cache.lookup([1, 2, 3, 4, 5])[0] == 2  # [1, 2, 3, 4] was evicted; [1, 2, 9, 9] shares two tokens
+    assert cache.lookup([5, 6, 7, 8])[0] == 3  # the last prompt token is always run
+    assert cache.lookup([7, 7])[0] == 0
+    assert cache.lookup([5, 1, 1])[0] == 0  # one shared token: below min_tokens
+    with pytest.raises(ValueError, match="max_entries"):
+        PrefixCache(max_entries=-1)
+
+
+def test_static_cache_grows_when_a_batch_outgrows_its_budget(catalog, spec):
+    from genpage_hf.generation.generator import _PageCache
+    model, tok = tiny(catalog, spec, 0)
+    gen = PageGenerator(model, tok)
+    cfg = model.config
+    cache = _PageCache(config=cfg, max_cache_len=6)
+    heads, dim = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
+    states = [torch.randn(2, heads, 5, dim) for _ in range(2 * cfg.num_hidden_layers)]
+    for i in range(cfg.num_hidden_layers):
+        cache.update(states[2 * i], states[2 * i + 1], i)
+    assert gen._room(cache, 6) is cache
+    bigger = gen._room(cache, 9)
+    assert bigger.get_max_length() >= 12 and int(bigger.get_seq_length()) == 5
+    for i, layer in enumerate(bigger.layers):
+        assert torch.equal(layer.keys[:, :, :5], states[2 * i]) and torch.equal(layer.values[:, :, :5], states[2 * i + 1])
