@@ -133,6 +133,29 @@ def page_flops(config: Any, shapes: list[tuple[int, int, int]]) -> float:
     return total
 
 
+def page_bytes(config: Any, shapes: list[tuple[int, int, int]], weight_bytes: int) -> list[float]:
+    """Bytes each forward must read at the least: every matmul weight once (embedding rows aside) and
+    the cached keys and values its queries attend to (fp32)."""
+    kv = config.num_key_value_heads * (config.hidden_size // config.num_attention_heads)
+    return [weight_bytes + batch * config.num_hidden_layers * 2 * past * kv * 4 for batch, _, past in shapes]
+
+
+def forward_flops(config: Any, shapes: list[tuple[int, int, int]]) -> list[float]:
+    """`page_flops` of each forward separately."""
+    return [page_flops(config, [shape]) for shape in shapes]
+
+
+def memory_bandwidth(seconds: float = 2.0) -> float:
+    """Best read bandwidth (bytes/s) of summing a 256 MB fp32 tensor, the memory-bound yardstick."""
+    x = torch.ones(64 * 2**20)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        x.sum()
+        best = max(best, x.numel() * 4 / (time.perf_counter() - t))
+    return best
+
+
 def timed_call(fn: Callable[[], Any]) -> float:
     """Seconds of one call."""
     t0 = time.perf_counter()
@@ -212,14 +235,25 @@ def main() -> None:
         for name, fn in decoders.items():
             batch32[name].append(timed_call(lambda: fn(b32(i))))
     peak = max(matmul_peak("fp32"), peak_before)
+    bandwidth = memory_bandwidth()
+    weight_bytes = 4 * sum(m.weight.numel() for n, m in model.named_modules()
+                           if isinstance(m, torch.nn.Linear) and "embed" not in n)
     for name, fn in decoders.items():
-        flops = [page_flops(model.config, forward_shapes(model, lambda: fn(one(i + 1)))) for i in range(n_pages)]
+        shapes = [forward_shapes(model, lambda: fn(one(i + 1))) for i in range(n_pages)]
+        flops = [page_flops(model.config, s) for s in shapes]
         floor_ms = 1000 * float(np.median(flops)) / peak
+        # roofline: each forward takes at least its FLOPs at the matmul peak or its bytes at the
+        # memory bandwidth, whichever is longer (one-token decode steps are memory-bound)
+        roofline = [sum(max(f / peak, b / bandwidth) for f, b in zip(forward_flops(model.config, s),
+                                                                       page_bytes(model.config, s, weight_bytes)))
+                    for s in shapes]
+        roofline_ms = 1000 * float(np.median(roofline))
         measured = stats(batch1[name])
         results[name] = {**measured, "pages_per_s_batch32": round(32 / float(np.mean(batch32[name])), 2),
                          "forward_passes": count_forwards(model, lambda: fn(one(0))),
                          "gflop_per_page": round(float(np.median(flops)) / 1e9, 3), "floor_ms": round(floor_ms, 1),
                          "p50_over_floor": round(measured["p50_ms"] / floor_ms, 2),
+                         "roofline_ms": round(roofline_ms, 1), "p50_over_roofline": round(measured["p50_ms"] / roofline_ms, 2),
                          "floor_pages_per_s_batch32": round(peak / float(np.mean(flops)), 2)}
         results[name]["batch32_share_of_floor"] = round(results[name]["pages_per_s_batch32"]
                                                         / results[name]["floor_pages_per_s_batch32"], 3)
@@ -279,6 +313,12 @@ def main() -> None:
     results["command"] = " ".join(["python benchmarks/serving.py", *sys.argv[1:]])
     results["hardware"] = hardware_info()
     results["matmul_peak_fp32_gflops"] = round(peak / 1e9, 1)
+    results["memory_bandwidth_gb_s"] = round(bandwidth / 1e9, 1)
+    results["floor_definitions"] = {
+        "floor_ms": "model FLOPs of the page's forwards (page_flops) at matmul_peak_fp32_gflops",
+        "roofline_ms": "sum over the page's forwards of max(FLOPs / matmul peak, bytes read / memory bandwidth); "
+                       "bytes = every matmul weight once + the cached keys and values attended to",
+        "floor_pages_per_s_batch32": "matmul peak / mean page FLOPs"}
     results["model"] = model_desc
     results["ab_model"] = ab_desc
     results["targets"] = {
