@@ -252,18 +252,14 @@ def test_prefix_cache_keeps_the_most_recent_sequences():
         PrefixCache(max_entries=-1)
 
 
-def test_static_cache_grows_when_a_batch_outgrows_its_budget(catalog, spec):
-    from genpage_hf.generation.generator import _PageCache
-    model, tok = tiny(catalog, spec, 0)
-    gen = PageGenerator(model, tok)
-    cfg = model.config
-    cache = _PageCache(config=cfg, max_cache_len=6)
-    heads, dim = cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads
-    states = [torch.randn(2, heads, 5, dim) for _ in range(2 * cfg.num_hidden_layers)]
-    for i in range(cfg.num_hidden_layers):
-        cache.update(states[2 * i], states[2 * i + 1], i)
-    assert gen._room(cache, 6) is cache
-    bigger = gen._room(cache, 9)
-    assert bigger.get_max_length() >= 12 and int(bigger.get_seq_length()) == 5
-    for i, layer in enumerate(bigger.layers):
-        assert torch.equal(layer.keys[:, :, :5], states[2 * i]) and torch.equal(layer.values[:, :, :5], states[2 * i + 1])
+def test_in_place_cache_layer_grows_and_keeps_its_states():
+    from genpage_hf.generation.generator import _GrowingLayer
+    layer = _GrowingLayer(capacity=4)
+    states = [torch.randn(2, 3, q, 5) for q in (3, 1, 4)]
+    for q_states in states:
+        keys, values = layer.update(q_states, -q_states)
+    expected = torch.cat(states, dim=2)
+    assert layer.get_seq_length() == 8 and layer._buffers[0].shape[2] >= 8
+    assert torch.equal(keys, expected) and torch.equal(values, -expected)
+    keys, _ = layer.update(torch.ones(2, 3, 1, 5, dtype=torch.bfloat16), torch.ones(2, 3, 1, 5))
+    assert keys.dtype == torch.float32 and torch.equal(keys[:, :, -1], torch.ones(2, 3, 5))

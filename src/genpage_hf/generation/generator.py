@@ -1,10 +1,11 @@
 """`PageGenerator`: batched page decoding under business rules, with hybrid rows and pagination.
 
 Decoding runs the model's own forward with transformers' caches (transformers owns attention, RoPE
-and the cache); this module only decides which tokens to append. The prompt fills a `DynamicCache`,
-which decoding then continues in a `StaticCache` sized to the prompt plus the page's token budget and
-written in place: a `DynamicCache` re-allocates every layer's keys and values (`torch.cat`) at each
-step, 70% of a decode step's time on CPU for an 800-token prompt. It is hand-written rather than a
+and the cache); this module only decides which tokens to append. The cache is a transformers `Cache`
+of `_GrowingLayer`s, written in place: `DynamicCache` re-allocates every layer's keys and values
+(`torch.cat`) at each step (70% of a decode step's time on CPU for an 800-token prompt), and
+`StaticCache` attends over its whole preallocated length under a mask at every step (slower than the
+concatenation for batches of short prompts, measured on the simulated A/B). It is hand-written rather than a
 `generate()` call because hybrid row decoding (paper §6.4) appends a variable number of tokens per
 step: the first `autoregressive_entities` of each row are decoded one by one, then the rest of the
 row is taken from one forward pass as the top-scoring allowed entities (or, when sampling, drawn
@@ -38,7 +39,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
-from transformers import DynamicCache, StaticCache
+from transformers import Cache, DynamicLayer
 
 from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageStep, RuleSet
 
@@ -143,19 +144,39 @@ class PrefixCache:
             self._entries.popitem(last=False)
 
 
-class _PageCache(StaticCache):
-    """transformers' `StaticCache`, casting new states to the dtype it holds: under bf16 autocast one
-    step's keys or values may come out fp32 and the next one's bf16 (RoPE runs in fp32), which the
-    static layers' in-place copy rejects."""
+class _GrowingLayer(DynamicLayer):
+    """A `DynamicLayer` written in place: keys and values live in buffers with spare room (doubled
+    when full) and the layer exposes views of their filled part, so a step copies only its new states
+    and attention spans only the filled part. New states are cast to the buffers' dtypes: under bf16
+    autocast one step's keys may come out fp32 (RoPE runs in fp32) and another's bf16."""
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self._buffers: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+        self._length = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        layer = self.layers[layer_idx]
-        if layer.is_initialized:
-            key_states, value_states = key_states.to(layer.keys.dtype), value_states.to(layer.values.dtype)
-        elif key_states.dtype != value_states.dtype:  # the layer allocates both in the keys' dtype
-            value_states = value_states.to(key_states.dtype)
-        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
+        n, q = self._length, key_states.shape[-2]
+        if self._buffers is None:
+            self.lazy_initialization(key_states, value_states)
+            self._buffers = self._allocate(key_states, value_states, max(self.capacity, q))
+        k, v = self._buffers
+        key_states, value_states = key_states.to(k.dtype), value_states.to(v.dtype)
+        if n + q > k.shape[2]:
+            bigger = self._allocate(k, v, max(n + q, 2 * k.shape[2]))
+            bigger[0][:, :, :n], bigger[1][:, :, :n] = k[:, :, :n], v[:, :, :n]
+            self._buffers = k, v = bigger
+        k[:, :, n:n + q], v[:, :, n:n + q] = key_states, value_states
+        self._length = n + q
+        self.keys, self.values = k[:, :, :n + q], v[:, :, :n + q]
+        return self.keys, self.values
+
+    @staticmethod
+    def _allocate(keys: torch.Tensor, values: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (keys.new_empty((*keys.shape[:2], length, keys.shape[3])),
+                values.new_empty((*values.shape[:2], length, values.shape[3])))
 
 
 def _request_error(err: ValueError, index: int) -> ValueError:
@@ -214,8 +235,7 @@ class PageGenerator:
         """One page (or, with `previous_rows`/`session`, the next page of a paginated request); raises on error."""
         return self.generate([PageRequest(context, RuleSet() if rules is None else rules, previous_rows, session)])[0]
 
-    def _forward(self, new_ids: torch.Tensor, attention_mask: torch.Tensor, cache: DynamicCache | StaticCache
-                 ) -> torch.Tensor:
+    def _forward(self, new_ids: torch.Tensor, attention_mask: torch.Tensor, cache: Cache) -> torch.Tensor:
         """Logits (float32, on the model's device) at the last position after appending `new_ids` to the cache."""
         position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)[:, -new_ids.shape[1]:]
         out = self.model(input_ids=new_ids, attention_mask=attention_mask, position_ids=position_ids,
@@ -298,10 +318,10 @@ class PageGenerator:
         step = processor.step(ids)
         if fail_fast and any(e is not None for e in processor.errors):
             return [None] * B
-        cache = DynamicCache(config=self.model.config)
+        room = L0 + processor.max_new_tokens
+        cache = Cache(layers=[_GrowingLayer(room) for _ in range(self.model.config.num_hidden_layers)])
         reused = self._reuse_prefixes(prompts, cache)
         logits = self._forward(ids[:, reused:], attn, cache)
-        cache = self._in_place(cache, L0 + processor.max_new_tokens)
         tokens: list[list[int]] = [[] for _ in range(B)]
         scores: list[list[float]] = [[] for _ in range(B)]
         a = self.autoregressive_entities
@@ -332,30 +352,11 @@ class PageGenerator:
             step = processor.step(ids)
             if step.done.all():
                 break
-            cache = self._room(cache, ids.shape[1])
             logits = self._forward(new, attn, cache)
         self._store_prefixes(ids, attn, cache)
         return [self._page(t, s) for t, s in zip(tokens, scores)]
 
-    def _in_place(self, cache: DynamicCache, length: int) -> "_PageCache":
-        """The prompt's `cache` continued in a static cache of `length` tokens."""
-        static = _PageCache(config=self.model.config, max_cache_len=max(length, cache.get_seq_length()))
-        for i, layer in enumerate(cache.layers):
-            static.update(layer.keys, layer.values, i)
-        return static
-
-    def _room(self, cache: "_PageCache", length: int) -> "_PageCache":
-        """`cache`, or a copy twice as long when `length` tokens would not fit (a batch whose rows
-        differ in width pads inside hybrid steps, so it may outgrow the page budget)."""
-        if length <= cache.get_max_length():
-            return cache
-        n = cache.get_seq_length()
-        bigger = _PageCache(config=self.model.config, max_cache_len=max(length, 2 * cache.get_max_length()))
-        for i, layer in enumerate(cache.layers):
-            bigger.update(layer.keys[:, :, :n], layer.values[:, :, :n], i)
-        return bigger
-
-    def _reuse_prefixes(self, prompts: list[list[int]], cache: DynamicCache) -> int:
+    def _reuse_prefixes(self, prompts: list[list[int]], cache: Cache) -> int:
         """Writes into the empty `cache` the stored states of the longest prompt prefix the batch can
         share, and returns its length in the left-padded layout (0: nothing reused).
 
@@ -392,7 +393,7 @@ class PageGenerator:
             cache.update(keys, values, i)
         return C
 
-    def _store_prefixes(self, ids: torch.Tensor, attn: torch.Tensor, cache: "_PageCache") -> None:
+    def _store_prefixes(self, ids: torch.Tensor, attn: torch.Tensor, cache: Cache) -> None:
         """Stores the cached states of the batch's last sequences under their real (unpadded) tokens."""
         n = cache.get_seq_length()
         keep = min(self.prefix_cache.max_entries, ids.shape[0])
