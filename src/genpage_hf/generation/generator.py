@@ -399,7 +399,6 @@ class PageGenerator:
         keep = min(self.prefix_cache.max_entries, ids.shape[0])
         if keep == 0 or n == 0:
             return
-        n = int(n)
         for b in range(ids.shape[0] - keep, ids.shape[0]):
             real = attn[b, :n].bool()
             states = [(layer.keys[b, :, :n][:, real], layer.values[b, :, :n][:, real]) for layer in cache.layers]
