@@ -13,6 +13,11 @@
 #   GENPAGE_PY   a python with genpage_hf       [python3]
 #   MODELS       models to run, in order        ["Pop SASRec"]
 #   THREADS      torch threads                  [1]
+#   RESUME       a RecBole checkpoint (saved/*.pth) of an interrupted SASRec run, and
+#   RESUME_LOG   that run's RecBole log: training resumes after the checkpoint's epoch (RecBole's
+#                Trainer.resume_checkpoint: weights, optimizer, best score, patience counter) and the
+#                reported curve and seconds include the earlier epochs. The random state is not
+#                restored, so the resumed epochs differ from an uninterrupted run's.
 # Writes $PEER_DIR/<model>.json (valid/test HR@10 and NDCG@10, epochs, seconds, parameters, versions)
 # and $PEER_DIR/<model>_split.json (RecBole's own valid/test cases, to check against ours, with the
 # target's rank under the best model, for the cold-tail figures).
@@ -50,6 +55,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_model, get_trainer, init_logger, init_seed
 
 model_name, data_dir, dataset, out_dir, threads = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+resume, resume_log = (sys.argv[6], sys.argv[7]) if len(sys.argv) > 7 and sys.argv[6] else (None, None)
 torch.set_num_threads(threads)
 config_dict = {
     "data_path": data_dir, "checkpoint_dir": f"{out_dir}/saved", "use_gpu": False, "device": "cpu",
@@ -68,11 +74,23 @@ ds = create_dataset(config)
 train_data, valid_data, test_data = data_preparation(config, ds)
 model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
 trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-curve = []
+curve, prior_seconds, start_epoch = [], 0.0, None
+if resume:
+    import re
+    log_text = open(resume_log).read()
+    start_epoch = torch.load(resume, map_location="cpu")["epoch"] + 1
+    curve = [[int(e), float(v)] for e, v in re.findall(r"epoch (\d+) evaluating \[time: [\d.]+s, valid_score: ([\d.]+)\]", log_text)
+             if int(e) < start_epoch]
+    prior_seconds = sum(float(t) for e, t in re.findall(r"epoch (\d+) training \[time: ([\d.]+)s", log_text) if int(e) < start_epoch)
+    if len(curve) != start_epoch:
+        sys.exit(f"{resume_log} holds {len(curve)} validated epochs before epoch {start_epoch}, the checkpoint's next")
+    trainer.resume_checkpoint(resume)
 start = time.time()
-best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=True, show_progress=False,
-                                           callback_fn=lambda epoch, score: curve.append([epoch, float(score)]))
-train_seconds = time.time() - start
+trainer.fit(train_data, valid_data, saved=True, show_progress=False,
+            callback_fn=lambda epoch, score: curve.append([epoch, float(score)]))
+train_seconds = prior_seconds + time.time() - start
+# The best model's validation result, evaluated again (a resumed fit returns none when no epoch beats the checkpoint).
+best_valid = trainer.evaluate(valid_data, load_best_model=True, show_progress=False)
 test = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
 
 def cases(data):
@@ -107,7 +125,7 @@ json.dump({
                                       "stopping_step", "MAX_ITEM_LIST_LENGTH") if k in config},
     "versions": {"recbole": recbole.__version__, "torch": torch.__version__, "numpy": numpy.__version__,
                  "scipy": scipy.__version__, "pandas": pandas.__version__, "python": platform.python_version()},
-    "torch_threads": torch.get_num_threads(),
+    "torch_threads": torch.get_num_threads(), "resumed_from_epoch": start_epoch,
 }, open(f"{out_dir}/{model_name}.json", "w"), indent=1)
 print(model_name, "valid", best_valid, "test", test, f"{train_seconds:.0f}s")
 EOF
@@ -117,6 +135,6 @@ cd "$PEER_DIR"  # RecBole writes log/ and log_tensorboard/ into the working dire
 for model in $MODELS; do
   echo "== $model $(date -u +%FT%TZ)"
   OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 \
-    "$RECBOLE_VENV/bin/python" "$PEER_DIR/run_recbole.py" "$model" "$PEER_DIR" "$DATASET" "$PEER_DIR" "$THREADS"
+    "$RECBOLE_VENV/bin/python" "$PEER_DIR/run_recbole.py" "$model" "$PEER_DIR" "$DATASET" "$PEER_DIR" "$THREADS" "${RESUME:-}" "${RESUME_LOG:-}"
 done
 echo "== done $(date -u +%FT%TZ)"

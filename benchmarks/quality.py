@@ -46,6 +46,8 @@ def main() -> None:
     p.add_argument("--max-history", type=int, default=20)
     p.add_argument("--num-negatives", type=int, default=4)
     p.add_argument("--negative-weight", type=float, default=0.05)
+    p.add_argument("--row-explore", type=float, default=0.0,
+                   help="share of logged pages the production policy serves in a random row order (no pin)")
     p.add_argument("--wbc-extra", default="{}", help="further WBCConfig fields as JSON")
     p.add_argument("--content-head", action="store_true",
                    help="WBC scores entities with lm_head row + output-side content (quality_lib.ContentHeadWBCTrainer)")
@@ -83,7 +85,7 @@ def main() -> None:
     seeds = []
     for seed in (int(s) for s in args.seeds.split(",")):
         start = time.time()
-        data = simulate(args.users, args.days, seed)
+        data = simulate(args.users, args.days, seed, row_explore=args.row_explore)
         recipe = Recipe(hidden_size=width, layers=layers, heads=args.heads, ntp_steps=args.ntp_steps,
                         wbc_steps=args.wbc_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                         max_history=args.max_history, num_negatives=args.num_negatives,

@@ -47,12 +47,14 @@ class Data:
     setup: dict
 
 
-def simulate(users: int, days: int, seed: int = 0, **world: Any) -> Data:
-    """Production-policy logs of `days` days (the last held out); `world` overrides WorldConfig fields."""
+def simulate(users: int, days: int, seed: int = 0, row_explore: float = 0.0, **world: Any) -> Data:
+    """Production-policy logs of `days` days (the last held out); `world` overrides WorldConfig fields.
+
+    `row_explore`: share of LOGGED pages served in a random row order (the warm-up days stay unexplored)."""
     w = World(WorldConfig(seed=seed, **world))
     pop = UserPopulation(w, n_users=users, seed=seed)
-    policy = ProductionPolicy(w, seed)
-    warm_up(w, pop, seed, policy)
+    warm_up(w, pop, seed, ProductionPolicy(w, seed))
+    policy = ProductionPolicy(w, seed, row_explore=row_explore)
     by_day = []
     for _ in range(days):  # what write_logs writes, kept in memory (no Parquet round trip)
         by_day.append([r for s in run_day(w, pop, policy, seed) for r in s.records()])
@@ -61,7 +63,7 @@ def simulate(users: int, days: int, seed: int = 0, **world: Any) -> Data:
     if w.config.history_length > spec["context"]["max_history"]:
         spec["context"]["max_history"] = w.config.history_length
     train, held = [r for recs in by_day[:-1] for r in recs], by_day[-1]
-    setup = {"users": users, "days": days, "seed": seed, "world": world, "train_records": len(train),
+    setup = {"users": users, "days": days, "seed": seed, "world": world, "row_explore": row_explore, "train_records": len(train),
              "held_out_records": len(held)}
     return Data(w, pop, train, held, w.catalog(up_to_day=pop.next_day), spec, setup)
 

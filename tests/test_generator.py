@@ -220,6 +220,9 @@ def test_prefix_reuse_in_a_batch_matches_decoding_without_it(catalog, spec):
     follow.append(PageRequest(context(catalog, 4, 9), rules))
     warm = gen.generate(follow)
     assert gen.prefix_cache.hits == 3  # the three next pages; the new request shares too little
+    # batched, each next page runs as many new tokens as the longest new part (the whole new prompt)
+    lengths = [len(gen.prompt_ids(r)) for r in follow]
+    assert gen.prefix_cache.reused_tokens == sum(n - lengths[-1] for n in lengths[:3])
     cold = PageGenerator(model, tok, autoregressive_entities=1, prefix_cache_size=0).generate(follow)
     assert [p.token_ids for p in warm] == [p.token_ids for p in cold]
 

@@ -18,8 +18,8 @@ from genpage_hf.cli import demo_context, parse_command
 from genpage_hf.generation import RuleSet
 from genpage_hf.training.configs import GenPageGRPOConfig, RewardModelConfig
 from genpage_hf.training.grpo import FORMAT_KINDS, GenPageGRPOTrainer, build_grpo_dataset, page_compliance
-from genpage_hf.training.reward_model import (PageRewardFunction, load_reward_model, reward_model_from_policy,
-                                              train_reward_model)
+from genpage_hf.training.reward_model import (PageRewardFunction, build_reward_dataset, load_reward_model,
+                                              reward_model_from_policy, train_reward_model)
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
@@ -127,6 +127,31 @@ def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, 
     slots = rm.page_slots(ids)
     assert int(slots.sum()) == 4
     assert torch.allclose(out.logits[0, 0], out.slot_rewards[slots].sum())
+
+
+def test_reward_examples_add_counterfactual_pages_with_zero_reward_at_replaced_slots(policy_folder):
+    _, tok, _ = load_genpage(policy_folder)
+    ents, rows = _ids(tok)
+    record = {"context": demo_context(tok, seed=1),
+              "page": {"rows": [{"row": rows[0], "entities": ents[:4]}, {"row": rows[1], "entities": ents[4:8]}]},
+              "feedback": {"impressed": [True] * 8, "played": [True] * 8, "play_duration": [3000.0] * 8,
+                           "thumbs": [0] * 8, "abandoned": [False] * 8}}
+    logged, = build_reward_dataset([record], tok, max_history=10)
+    original, negative = build_reward_dataset([record], tok, max_history=10, negative_pages=1, negative_fraction=0.5,
+                                              seed=3)
+    assert original == logged
+    ids, neg_ids = np.array(logged["input_ids"]), np.array(negative["input_ids"])
+    targets, neg_targets = np.array(logged["slot_targets"]), np.array(negative["slot_targets"])
+    replaced = np.flatnonzero(ids != neg_ids)
+    assert 0 < len(replaced) < 8 and (targets[replaced] > 0).all()  # played slots, now other titles...
+    assert (neg_targets[replaced] == 0).all()  # ...worth nothing
+    kept = np.setdiff1d(np.flatnonzero(targets), replaced)
+    assert (neg_targets[kept] == targets[kept]).all()
+    assert np.isin(neg_ids[replaced], tok.entity_token_ids.numpy()).all()
+    assert not np.isin(neg_ids[replaced], ids[replaced]).any()  # never a title of the logged page
+    assert negative["page_reward"] == pytest.approx(neg_targets.sum())
+    with pytest.raises(ValueError, match="negative_fraction"):
+        RewardModelConfig(output_dir="unused", negative_fraction=0.0)
 
 
 def test_reward_model_folder_loads_through_its_auto_class_in_a_fresh_process(tmp_path, policy_folder):

@@ -253,3 +253,18 @@ def test_simulator_vocabulary_is_the_default_spec(warm):
     ctx = requests(*warm, n=5)[0].contexts()[0]
     assert sorted(ctx["profile"]) == sorted(spec["profile"]) and sorted(ctx["request"]) == sorted(spec["request"])
     assert Context.from_dict(ctx).to_dict() == ctx  # the default spec validates what the simulator writes
+
+
+def test_row_exploration_shows_every_row_at_the_top_and_keeps_entities_valid(warm):
+    world, users = warm
+    req, _ = requests(world, users, 1500)
+    plain = ProductionPolicy(world, explore=0.0).pages(req)
+    explored = ProductionPolicy(world, explore=0.0, row_explore=0.5).pages(req)
+    validate_pages(req, explored)  # rows and titles still eligible: only the order is explored
+    has_cw = (plain.rows == CONTINUE_WATCHING).any(1)
+    assert (plain.rows[has_cw, 0] == CONTINUE_WATCHING).all()  # pinned without row exploration
+    cw_first = (explored.rows[has_cw, 0] == CONTINUE_WATCHING).mean()
+    assert 0.4 < cw_first < 0.75  # about half the pages keep the pin, the rest start with a random row
+    assert len(np.unique(explored.rows[:, 0])) > len(np.unique(plain.rows[:, 0])) + 3
+    with pytest.raises(ValueError, match="row_explore"):
+        ProductionPolicy(world, row_explore=1.5)

@@ -96,6 +96,8 @@ class PrefixCache:
     (heads, tokens, head_dim)` tensors on the model's device: about 8 KB per token for the default
     256-wide, 4-layer model. Entries belong to the weights that computed them: `PageGenerator` drops
     them when its model's parameters change in place (an optimizer step, `load_state_dict`).
+    `hits` and `reused_tokens` count the sequences that decoded from stored states and the prompt
+    tokens they did not recompute (in a batch, as many as the batch's longest new part allows).
     """
 
     def __init__(self, max_entries: int = 8, min_tokens: int = 32) -> None:
@@ -129,8 +131,6 @@ class PrefixCache:
         if best_key is None or best < self.min_tokens:
             return 0, None
         self._entries.move_to_end(best_key)
-        self.hits += 1
-        self.reused_tokens += best
         return best, self._entries[best_key]
 
     def store(self, tokens: Sequence[int], states: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
@@ -376,6 +376,10 @@ class PageGenerator:
         C = L0 - S
         if C <= 0:
             return 0
+        # Counted here, not at lookup: a sequence reuses only what the batch's longest new part leaves it.
+        taken = [len(p) - S for p in prompts if len(p) - S > 0]
+        self.prefix_cache.hits += len(taken)
+        self.prefix_cache.reused_tokens += sum(taken)
         device = self.model.device
         for i in range(self.model.config.num_hidden_layers):
             keys = values = None

@@ -102,12 +102,19 @@ class ProductionPolicy:
     Its ranker sees popularity, a noisy quality estimate, the genre mix of the whole play history
     (no recency), language and whether a title was already played; it does not see latent tastes,
     time-of-day/device effects, recency or in-session signals, which is the room GenPage has to learn.
+    Its exploration: `explore` swaps a shown title with a deeper candidate per row and jitters the row
+    order below the pinned Continue Watching row; `row_explore` (off by default) serves that share of
+    pages with the eligible rows in a uniformly random order, no pin, so that logs show every row at
+    every position (what a learner needs to value row order, which the pin otherwise fixes).
     """
 
     name = "production"
 
-    def __init__(self, world: World, seed: int = 0, explore: float = 0.1, candidates_per_row: int = 20) -> None:
-        self.world, self.explore, self.limit = world, explore, candidates_per_row
+    def __init__(self, world: World, seed: int = 0, explore: float = 0.1, candidates_per_row: int = 20,
+                 row_explore: float = 0.0) -> None:
+        if not 0.0 <= explore <= 1.0 or not 0.0 <= row_explore <= 1.0:
+            raise ValueError(f"explore and row_explore must be probabilities in [0, 1], got {explore}, {row_explore}")
+        self.world, self.explore, self.limit, self.row_explore = world, explore, candidates_per_row, row_explore
         self.rng = np.random.default_rng([world.config.seed, seed, 12])
         noise = np.random.default_rng([world.config.seed, 13]).normal(0, 0.6, world.n)
         self.quality_estimate = (world.quality + noise).astype(np.float32)
@@ -139,6 +146,9 @@ class ProductionPolicy:
         value = _row_value(score, W, counts) + ROW_PRIOR
         value[:, CONTINUE_WATCHING] += 100.0  # pinned on top when present
         value += np.where(self.rng.random((B, 1)) < self.explore, self.rng.gumbel(size=value.shape) * 0.5, 0.0)
+        if self.row_explore > 0:  # row-order exploration: a uniformly random order of the eligible rows, no pin
+            shuffled = self.rng.random((B, 1)) < self.row_explore
+            value = np.where(shuffled & np.isfinite(value), self.rng.random(value.shape), value)
         order = np.argsort(-value, axis=1, kind="stable")
         order = np.where(np.isfinite(np.take_along_axis(value, order, 1)), order, -1)
         return fill_rows(req, cand, order)

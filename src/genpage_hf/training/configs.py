@@ -219,9 +219,18 @@ class RewardModelConfig(GenPageTrainingConfig):
         default=None, metadata={"help": "train on one half of the USERS (0 or 1, split by --example_seed): the other "
                                         "half trains a held-out reward model; default: every record"})
 
+    negative_pages: int = field(
+        default=1, metadata={"help": "counterfactual copies of each logged page, a --negative_fraction of its slots "
+                                     "replaced by uniformly drawn titles with reward 0 (teaches what titles the logs "
+                                     "never showed are worth; 0: logged pages only)"})
+    negative_fraction: float = field(default=0.5, metadata={"help": "share of entity slots replaced in a negative page"})
+
     def __post_init__(self) -> None:
         if self.records_half not in (None, 0, 1):
             raise ValueError(f"--records_half must be 0, 1 or unset, got {self.records_half}")
+        if self.negative_pages < 0 or not 0.0 < self.negative_fraction <= 1.0:
+            raise ValueError(f"--negative_pages must be >= 0 and --negative_fraction in (0, 1], got "
+                             f"{self.negative_pages} and {self.negative_fraction}")
         super().__post_init__()
 
 

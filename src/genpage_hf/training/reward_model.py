@@ -54,13 +54,24 @@ def check_same_tokenizer(reward_tokenizer: Any, policy_tokenizer: Any, what: str
 
 
 def build_reward_dataset(records: Any, tokenizer: Any, *, max_history: Optional[int] = None,
-                         reward_config: Optional[RewardConfig] = None, num_proc: Optional[int] = None) -> Any:
+                         reward_config: Optional[RewardConfig] = None, num_proc: Optional[int] = None,
+                         negative_pages: int = 0, negative_fraction: float = 0.5, seed: int = 0) -> Any:
     """Examples `input_ids` (prompt + page + [EOS]), `slot_targets` (entity reward at each entity's position,
-    0 elsewhere and where not impressed), `page_reward` and `length`."""
+    0 elsewhere and where not impressed), `page_reward` and `length`.
+
+    `negative_pages` counterfactual copies of every logged page are added, each with a `negative_fraction`
+    of its entity slots replaced by catalog entities drawn uniformly (not on the page) whose target is 0:
+    the logs only hold the logging policy's picks, and without such negatives a reward model has never
+    seen what an arbitrary title is worth and scores pages of other policies (random ones included) too high.
+    """
+    if negative_pages < 0 or not 0.0 < negative_fraction <= 1.0:
+        raise ValueError(f"negative_pages must be >= 0 and negative_fraction in (0, 1], got {negative_pages}, "
+                         f"{negative_fraction}")
+    entity_ids = tokenizer.entity_token_ids.numpy()
 
     def encode(batch: dict, indices: list[int]) -> dict:
         out: dict[str, list] = {"input_ids": [], "slot_targets": [], "page_reward": [], "length": []}
-        for ctx, page, fb in zip(batch["context"], batch["page"], batch["feedback"]):
+        for index, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
             prompt = tokenizer.encode_prompt(ctx, max_history=max_history)
             page_ids = tokenizer.encode_page(page, add_eos=True)
             reward = entity_rewards(fb, reward_config)
@@ -71,10 +82,18 @@ def build_reward_dataset(records: Any, tokenizer: Any, *, max_history: Optional[
                 raise ValueError(f"record of user {ctx.get('user_id')!r}: {len(entity_pos)} page entities but "
                                  f"{len(reward)} feedback slots")
             targets[entity_pos] = reward
-            out["input_ids"].append(prompt + page_ids)
-            out["slot_targets"].append(targets.tolist())
-            out["page_reward"].append(float(reward.sum()))
-            out["length"].append(len(prompt) + len(page_ids))
+            rng = np.random.default_rng([seed, index])
+            for copy in range(negative_pages + 1):
+                ids, slot_targets = np.asarray(prompt + page_ids), targets.copy()
+                if copy:  # a counterfactual page: replaced slots hold titles the logs never showed there
+                    replaced = np.asarray(entity_pos)[rng.random(len(entity_pos)) < negative_fraction]
+                    pool = np.setdiff1d(entity_ids, ids[entity_pos])
+                    ids[replaced] = rng.choice(pool, len(replaced), replace=False)
+                    slot_targets[replaced] = 0.0
+                out["input_ids"].append(ids.tolist())
+                out["slot_targets"].append(slot_targets.tolist())
+                out["page_reward"].append(float(slot_targets.sum()))
+                out["length"].append(len(ids))
         return out
 
     return _map_examples(records_dataset(records), encode, num_proc, "reward-model examples")
@@ -120,8 +139,10 @@ class RewardModelTrainer(Trainer):
         args.label_names = ["labels"]
         build = dict(max_history=args.max_history, reward_config=args.reward_config(), num_proc=args.dataset_num_proc)
         if is_records(train_dataset):
-            train_dataset = build_reward_dataset(train_dataset, processing_class, **build)
-        if is_records(eval_dataset):
+            train_dataset = build_reward_dataset(train_dataset, processing_class, negative_pages=args.negative_pages,
+                                                 negative_fraction=args.negative_fraction, seed=args.example_seed,
+                                                 **build)
+        if is_records(eval_dataset):  # evaluated on logged pages only: their rewards are observed
             eval_dataset = build_reward_dataset(eval_dataset, processing_class, **build)
         kwargs.setdefault("compute_metrics", _page_metrics)
         super().__init__(model=model, args=args, data_collator=RewardCollator(processing_class.pad_token_id),
