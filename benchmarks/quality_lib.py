@@ -53,8 +53,9 @@ def simulate(users: int, days: int, seed: int = 0, row_explore: float = 0.0, **w
     `row_explore`: share of LOGGED pages served in a random row order (the warm-up days stay unexplored)."""
     w = World(WorldConfig(seed=seed, **world))
     pop = UserPopulation(w, n_users=users, seed=seed)
-    warm_up(w, pop, seed, ProductionPolicy(w, seed))
-    policy = ProductionPolicy(w, seed, row_explore=row_explore)
+    policy = ProductionPolicy(w, seed)
+    warm_up(w, pop, seed, policy)
+    policy.row_explore = row_explore  # as write_logs does: the warm-up stays unexplored
     by_day = []
     for _ in range(days):  # what write_logs writes, kept in memory (no Parquet round trip)
         by_day.append([r for s in run_day(w, pop, policy, seed) for r in s.records()])
@@ -89,6 +90,7 @@ class Recipe:
     eval_steps: int = 0  # > 0: learning curves (train subset and held-out day) every eval_steps
     content_head: bool = False  # WBC scores every entity with lm_head row + content_head_proj(content), folded after
     extra_wbc: dict = field(default_factory=dict)  # further WBCConfig fields
+    extra_ntp: dict = field(default_factory=dict)  # further NTPConfig fields
 
 
 def _apply(records: list[dict], fn: Optional[ContextFn]) -> list[dict]:
@@ -149,7 +151,7 @@ def train(data: Data, recipe: Recipe, context_fn: Optional[ContextFn] = None) ->
         if recipe.eval_steps:
             curve_kw = dict(eval_strategy="steps", eval_steps=recipe.eval_steps, per_device_eval_batch_size=64)
         if recipe.ntp_steps:
-            args = _config(NTPConfig, os.path.join(tmp, "ntp"), recipe, recipe.ntp_steps, **curve_kw)
+            args = _config(NTPConfig, os.path.join(tmp, "ntp"), recipe, recipe.ntp_steps, **curve_kw, **recipe.extra_ntp)
             run = pretrain(model, tok, train_recs, args, eval_records=held if recipe.eval_steps else None)
             ev = evaluate(model, tok, held, args)
             rec["ntp"] = {"train_loss_curve": _curve(run.log_history, "loss"),

@@ -86,6 +86,7 @@ def replay_world(log_dir: str):
     world, users = world_from_logs(log_dir)
     policy = ProductionPolicy(world, meta["seed"])
     warm_up(world, users, meta["seed"], policy)
+    policy.row_explore = meta.get("row_explore", 0.0)  # as write_logs: exploration on the logged days only
     served = sum(len(s.requests) for _ in range(meta["days"]) for s in run_day(world, users, policy, meta["seed"]))
     if served != meta["records"]:
         raise RuntimeError(f"replay served {served} requests but the logs hold {meta['records']}: not the same world")

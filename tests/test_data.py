@@ -175,3 +175,17 @@ def test_training_examples_refuse_malformed_records(record, model_and_tokenizer,
     for build in (build_ntp_dataset, build_wbc_dataset):
         with pytest.raises(ValueError, match=message):
             build([record, bad], tok)
+
+
+def test_ntp_history_targets_label_each_history_title_only(record, model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    page_only, = build_ntp_dataset([record], tok)
+    both, = build_ntp_dataset([record], tok, history_targets=True)
+    assert both["input_ids"] == page_only["input_ids"]
+    ids, plain, labels = (np.array(both[k]) if k != "plain" else np.array(page_only["labels"])
+                          for k in ("input_ids", "plain", "labels"))
+    added = np.flatnonzero((labels != IGNORE_INDEX) & (plain == IGNORE_INDEX))
+    # the known titles of the history (m1, m3), each labelled with itself; the unknown title's fallback is no target
+    assert tok.convert_ids_to_tokens(ids[added].tolist()) == [tok.entity_token("m1"), tok.entity_token("m3")]
+    assert (labels[added] == ids[added]).all()
+    assert (labels[plain != IGNORE_INDEX] == plain[plain != IGNORE_INDEX]).all()  # page targets unchanged

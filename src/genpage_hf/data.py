@@ -149,9 +149,18 @@ def build_ntp_dataset(
     fallback_prob: float = 0.0,
     seed: int = 0,
     num_proc: Optional[int] = None,
+    history_targets: bool = False,
 ):
-    """NTP examples (`input_ids`, `labels`, `length`) of the positively engaged pages of `records`."""
+    """NTP examples (`input_ids`, `labels`, `length`) of the positively engaged pages of `records`.
+
+    `history_targets`: the title of every history (and in-session) action is a target too (catalog titles;
+    not the fallback token of an unknown one), predicted
+    from the profile, the request and the actions before it: next-title prediction over the user's
+    history, as a sequential recommender learns it, beside the page's tokens."""
     replace = _FallbackReplacer(tokenizer, fallback_prob)
+    action_ids = np.array(tokenizer.convert_tokens_to_ids(
+        [tokenizer.spec["action_types"]["prefix"] + a for a in tokenizer.spec["action_types"]["values"]]))
+    is_entity = tokenizer.entity_mask.numpy()
     keep_content = fallback_prob > 0
     eos = tokenizer.eos_token_id
     schema = record_schema(tokenizer.spec)
@@ -168,7 +177,10 @@ def build_ntp_dataset(
             if keep_content:
                 out["content_ids"].append(original.tolist())
             labels = ids.copy()
-            labels[: len(context_ids)] = IGNORE_INDEX
+            context = labels[: len(context_ids)]
+            action_entity = np.zeros(len(context), dtype=bool)  # an entity followed by its action token
+            action_entity[:-1] = is_entity[ids[:len(context) - 1]] & np.isin(ids[1:len(context)], action_ids)
+            context[~action_entity if history_targets else slice(None)] = IGNORE_INDEX
             out["input_ids"].append(ids.tolist())
             out["labels"].append(labels.tolist())
             out["length"].append(len(ids))

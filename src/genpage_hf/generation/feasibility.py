@@ -169,6 +169,12 @@ class _Matching:
         return out
 
     def _augment(self, slot: int, seen: set[int]) -> bool:
+        owner = self.owner
+        for e in self.adjacency[slot]:  # a free entity first: most slots need no re-routing (no recursion)
+            if e not in owner and e not in seen:
+                seen.add(e)
+                owner[e] = slot
+                return True
         for e in self.adjacency[slot]:
             if e in seen:
                 continue

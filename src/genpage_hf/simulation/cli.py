@@ -50,10 +50,15 @@ class SimulateArguments:
 
     output_dir: str = field(metadata={"help": "output log directory"})
     days: int = field(default=14, metadata={"help": "logged days (after the unlogged warm-up)"})
+    row_explore: float = field(
+        default=0.0, metadata={"help": "share of logged pages served in a uniformly random row order, no pinned row "
+                                       "(exploration that shows every row at every position)"})
 
     def __post_init__(self) -> None:
         if self.days < 1:
             raise ValueError(f"--days must be >= 1, got {self.days}")
+        if not 0.0 <= self.row_explore <= 1.0:
+            raise ValueError(f"--row_explore must be in [0, 1], got {self.row_explore}")
 
 
 @dataclass
@@ -82,7 +87,7 @@ def _simulate(world_args: WorldArguments, args: SimulateArguments) -> None:
     from .logs import write_logs
 
     world, users = world_args.build(args.days)
-    meta = write_logs(world, users, args.days, world_args.seed, args.output_dir)
+    meta = write_logs(world, users, args.days, world_args.seed, args.output_dir, row_explore=args.row_explore)
     print(f"wrote {meta['records']} impressions over {args.days} days to {args.output_dir}")
 
 

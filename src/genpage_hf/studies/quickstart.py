@@ -35,6 +35,9 @@ class QuickstartConfig:
     days: int = field(default=4, metadata={"help": "logged days (the last one is held out for offline metrics)"})
     seed: int = field(default=0, metadata={"help": "seed of the world, the logs, the model and the A/B"})
     entities: int = field(default=1500, metadata={"help": "back-catalog size of the simulated world"})
+    row_explore: float = field(
+        default=0.0, metadata={"help": "share of logged pages the production policy serves in a random row order "
+                                       "(row-order exploration, no pinned row)"})
     hidden_size: int = field(default=128, metadata={"help": "model width"})
     layers: int = field(default=2, metadata={"help": "decoder layers"})
     heads: int = field(default=4, metadata={"help": "attention heads"})
@@ -63,6 +66,8 @@ class QuickstartConfig:
         for name in ("max_history", "ntp_steps", "wbc_steps", "examples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.row_explore <= 1.0:
+            raise ValueError(f"--row_explore must be in [0, 1], got {self.row_explore}")
         if self.days < 2:
             raise ValueError(f"--days must be >= 2 (the last day is held out), got {self.days}")
         if self.hidden_size % self.heads:
@@ -235,7 +240,7 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
     world = World(WorldConfig(seed=config.seed, n_entities=config.entities))
     users = UserPopulation(world, n_users=config.users, seed=config.seed)
     log_dir = os.path.join(out_dir, "logs")
-    meta = write_logs(world, users, days=config.days, seed=config.seed, out_dir=log_dir)
+    meta = write_logs(world, users, days=config.days, seed=config.seed, out_dir=log_dir, row_explore=config.row_explore)
     records, catalog, _ = load_logs(log_dir)
     last_day = meta["first_day"] + meta["days"] - 1
     held_out = world.day_of(np.array([r.context.timestamp for r in records])) == last_day

@@ -183,6 +183,9 @@ class NTPConfig(GenPageTrainingConfig):
 
     min_page_reward: float = field(
         default=0.0, metadata={"help": "keep pages whose page reward is above this (positively engaged pages)"})
+    history_targets: bool = field(
+        default=False, metadata={"help": "also predict the title of every history action from the actions before it "
+                                         "(next-title prediction over the user's history, beside the page tokens)"})
 
 
 @dataclass

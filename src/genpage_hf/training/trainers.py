@@ -132,7 +132,7 @@ class NTPTrainer(_GenPageTrainer):
     def build_examples(records: Any, tokenizer: Any, args: NTPConfig, seed: int) -> Any:
         return build_ntp_dataset(records, tokenizer, max_history=args.max_history, min_page_reward=args.min_page_reward,
                                  reward_config=args.reward_config(), fallback_prob=args.fallback_prob, seed=seed,
-                                 num_proc=args.dataset_num_proc)
+                                 num_proc=args.dataset_num_proc, history_targets=args.history_targets)
 
     def _logits_and_targets(self, model: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         labels = inputs["labels"]
