@@ -268,3 +268,20 @@ def test_row_exploration_shows_every_row_at_the_top_and_keeps_entities_valid(war
     assert len(np.unique(explored.rows[:, 0])) > len(np.unique(plain.rows[:, 0])) + 3
     with pytest.raises(ValueError, match="row_explore"):
         ProductionPolicy(world, row_explore=1.5)
+
+
+def test_logs_with_row_exploration_record_it_and_unpin_some_pages(tmp_path):
+    import json
+
+    from genpage_hf.simulation import load_logs
+
+    world = World(WorldConfig(seed=2, **SMALL))
+    meta = write_logs(world, UserPopulation(world, 150, seed=2), days=1, seed=2, out_dir=tmp_path, row_explore=0.5)
+    assert json.loads((tmp_path / "world_config.json").read_text())["row_explore"] == meta["row_explore"] == 0.5
+    records, _, _ = load_logs(tmp_path)
+    cw = ROW_IDS[CONTINUE_WATCHING]
+    with_cw = [[row for row, _ in rec.page.rows] for rec in records if any(row == cw for row, _ in rec.page.rows)]
+    first = np.mean([rows[0] == cw for rows in with_cw])
+    assert len(with_cw) > 20 and 0.3 < first < 0.8  # the pin holds on the unexplored half only
+    with pytest.raises(ValueError, match="row_explore"):
+        write_logs(world, UserPopulation(world, 10, seed=2), days=1, seed=2, out_dir=tmp_path / "x", row_explore=2.0)
