@@ -58,6 +58,9 @@ class StudyArguments:
     reuse_genpage: bool = field(default=False, metadata={
         "help": "take GenPage's figures from the existing <results>.json instead of training: re-collects the peer's "
                 "results (e.g. once movielens_peer.sh has finished) and rewrites the .json and .md"})
+    reuse_from: Optional[str] = field(default=None, metadata={
+        "help": "with --reuse_genpage: comma-separated result JSONs to take GenPage's variants from (e.g. variants "
+                "trained in parallel runs, one each); default: <results>.json"})
     page_size: int = field(default=5, metadata={"help": "titles per training page (consecutive next titles)"})
     max_history: int = field(default=20, metadata={"help": "ratings in a GenPage context (RecBole's cap is 50)"})
     hidden_size: int = field(default=64, metadata={"help": "model width"})
@@ -69,6 +72,9 @@ class StudyArguments:
     max_minutes: float = field(default=9.0, metadata={"help": "training time cap per variant, minutes"})
     batch_size: int = field(default=64, metadata={"help": "training pages per batch"})
     learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate"})
+    history_targets: bool = field(default=False, metadata={
+        "help": "NTP also predicts every title of each context's history from the ratings before it (NTPConfig."
+                "history_targets: next-title targets at every history position, as SASRec trains)"})
     threads: int = field(default=1, metadata={"help": "torch threads (the machine is shared)"})
     seed: int = field(default=0, metadata={"help": "initialization and shuffling seed"})
 
@@ -185,12 +191,16 @@ def main() -> None:
     runs: dict[str, Any] = {}
     study_command = " ".join(["python", "benchmarks/movielens.py", *sys.argv[1:]])
     if args.reuse_genpage:  # GenPage's figures from the committed results; the peer's are collected afresh
-        with open(args.results + ".json", encoding="utf-8") as f:
-            earlier = json.load(f)
         ours = lambda key: key.startswith("genpage") or key.startswith("cold_tail.genpage")
-        results = {k: v for k, v in earlier["results"].items() if ours(k)}
-        runs = {k: v for k, v in earlier["runs"].items() if ours(k)}
-        study_command, settings = earlier["commands"]["study"], earlier["settings"]
+        results, runs, commands = {}, {}, []
+        for path in (args.reuse_from or args.results + ".json").split(","):
+            with open(path, encoding="utf-8") as f:
+                earlier = json.load(f)
+            results.update({k: v for k, v in earlier["results"].items() if ours(k)})
+            runs.update({k: v for k, v in earlier["runs"].items() if ours(k)})
+            commands.append(earlier["commands"]["study"])
+            settings = earlier["settings"]
+        study_command = " & ".join(commands)
     else:
         settings = asdict(args)
     for variant in [v for v in args.variants.split(",") if v and not args.reuse_genpage]:
@@ -214,7 +224,8 @@ def main() -> None:
         config = NTPConfig(
             output_dir=os.path.join(args.output_dir, variant), num_train_epochs=args.epochs,
             per_device_train_batch_size=args.batch_size, learning_rate=args.learning_rate, warmup_steps=100,
-            max_history=args.max_history, dtype="fp32", use_cpu=True, seed=args.seed, logging_steps=50,
+            max_history=args.max_history, history_targets=args.history_targets, dtype="fp32", use_cpu=True,
+            seed=args.seed, logging_steps=50,
             save_strategy="no", report_to="none", disable_tqdm=False, dataloader_num_workers=0)
         trainer = NTPTrainer(model=model, args=config, train_dataset=train_ds, processing_class=tokenizer,
                              callbacks=[selector])
@@ -374,7 +385,12 @@ def markdown(report: dict) -> str:
     else:
         verdict = ("SASRec's figures are missing: its run (benchmarks/movielens_peer.sh) had not finished when this "
                    "report was written, so GenPage is compared with Pop only. Re-collect with --reuse_genpage true.")
-    lines += ["", "## Verdict", "", verdict, "", "## Formulation", "", *FORMULATION]
+    formulation = list(FORMULATION)
+    if report["settings"].get("history_targets"):
+        formulation.insert(2, "- History targets (`NTPConfig.history_targets`): NTP also predicts the title of every "
+                              "rating in each training context from the ratings before it, as SASRec trains on every "
+                              "position of a sequence; the page targets stay.")
+    lines += ["", "## Verdict", "", verdict, "", "## Formulation", "", *formulation]
     lines += ["", "## Protocol", ""] + [f"- {k}: {v}" for k, v in report["protocol"].items()]
     lines += ["", "## Commands", ""] + [f"- {k}: `{v}`" for k, v in report["commands"].items()]
     m = report["machine"]

@@ -5,7 +5,9 @@
 On fresh requests of the day after the logs (seed [0, 31337], not the judge's): the first row of
 production's, GenPage's and the oracle's pages, and the expected page reward (`simulation.truth`,
 128 draws) of production's and GenPage's pages as served and with Continue Watching moved from the
-top to row 2, 3, 5 or 10 (the other rows keep their order). Writes --out (JSON, command inside).
+top to row 2, 3, 5 or 10 (the other rows keep their order). With --rl_study_dir (a benchmarks/rl.py
+--work_dir), also whether its training and held-out reward models prefer GenPage's pages with Continue
+Watching moved to row 2, as the truth does. Writes --out (JSON, command inside).
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rl import as_dicts, replay_world  # noqa: E402
+from rl import as_dicts, replay_world, rm_sequences  # noqa: E402
 
 from genpage_hf.checkpoint import load_genpage  # noqa: E402
 from genpage_hf.precision import hardware_info  # noqa: E402
 from genpage_hf.simulation import OraclePolicy, ProductionPolicy  # noqa: E402
 from genpage_hf.simulation.genpage_policy import GenPagePolicy  # noqa: E402
 from genpage_hf.simulation.truth import expected_page_rewards  # noqa: E402
+from genpage_hf.training.reward_model import PageRewardFunction, load_reward_model  # noqa: E402
 
 CW = "continue_watching"
 
@@ -38,6 +41,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quickstart_dir", required=True)
     p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--rl_study_dir", default=None, help="benchmarks/rl.py --work_dir holding rm_train/ and rm_heldout/")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "quality_row_order.json"))
     a = p.parse_args()
@@ -66,9 +70,24 @@ def main() -> None:
                     pg["rows"].insert(min(row - 1, len(pg["rows"]) - 1), pg["rows"].pop(0))
             rewards[f"cw_to_row_{row}"] = float(expected_page_rewards(world, users, req, moved, draws=128, seed=0).mean())
         result["expected_page_reward"][name] = rewards
+        if name == "genpage" and a.rl_study_dir:
+            moved = copy.deepcopy(pages)
+            for pg in moved:
+                if pg["rows"] and pg["rows"][0]["row"] == CW:
+                    pg["rows"].insert(1, pg["rows"].pop(0))
+            changed = np.array([x != y for x, y in zip(pages, moved)])
+            contexts = req.contexts()
+            result["reward_models_on_cw_to_row_2"] = {}
+            for rm_name in ("rm_train", "rm_heldout"):
+                score = PageRewardFunction(load_reward_model(os.path.join(a.rl_study_dir, rm_name))[0], tok).score
+                served = np.array(score(rm_sequences(tok, contexts, pages, 50)))
+                after = np.array(score(rm_sequences(tok, contexts, moved, 50)))
+                result["reward_models_on_cw_to_row_2"][rm_name] = {
+                    "as_served": float(served.mean()), "cw_to_row_2": float(after.mean()),
+                    "share_of_changed_pages_preferring_cw_to_row_2": float((after > served)[changed].mean())}
     with open(a.out, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
-    print(json.dumps({k: result[k] for k in ("first_row", "expected_page_reward")}, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "command")}, indent=1))
 
 
 if __name__ == "__main__":
