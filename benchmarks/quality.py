@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--negative-weight", type=float, default=0.05)
     p.add_argument("--row-explore", type=float, default=0.0,
                    help="share of logged pages the production policy serves in a random row order (no pin)")
+    p.add_argument("--row-ips-clip", type=float, default=0.0,
+                   help="> 0: pilot inverse-propensity weights of WBC row targets per (row, slot), clipped here")
     p.add_argument("--ntp-extra", default="{}", help="further NTPConfig fields as JSON")
     p.add_argument("--wbc-extra", default="{}", help="further WBCConfig fields as JSON")
     p.add_argument("--content-head", action="store_true",
@@ -91,7 +93,7 @@ def main() -> None:
                         wbc_steps=args.wbc_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                         max_history=args.max_history, num_negatives=args.num_negatives,
                         negative_weight=args.negative_weight, dtype=args.dtype, seed=seed,
-                        extra_wbc=json.loads(args.wbc_extra), extra_ntp=json.loads(args.ntp_extra), content_head=args.content_head,
+                        extra_wbc=json.loads(args.wbc_extra), extra_ntp=json.loads(args.ntp_extra), row_ips_clip=args.row_ips_clip, content_head=args.content_head,
                         eval_steps=args.eval_steps)
         model, tok, rec = train(data, recipe)
         ab = judge(data, {"genpage": (model, tok)}, args.ab_requests, seed=seed + args.ab_seed_offset,

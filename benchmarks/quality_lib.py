@@ -91,6 +91,7 @@ class Recipe:
     content_head: bool = False  # WBC scores every entity with lm_head row + content_head_proj(content), folded after
     extra_wbc: dict = field(default_factory=dict)  # further WBCConfig fields
     extra_ntp: dict = field(default_factory=dict)  # further NTPConfig fields
+    row_ips_clip: float = 0.0  # > 0: row targets weighted by inverse (row, slot) logging propensity, clipped (pilot)
 
 
 def _apply(records: list[dict], fn: Optional[ContextFn]) -> list[dict]:
@@ -131,6 +132,40 @@ class ContentHeadWBCTrainer(WBCTrainer):
         ids = self.processing_class.entity_token_ids.to(inner.device)
         head = inner.get_output_embeddings().weight
         head[ids] += inner.content_head_rows(ids).to(head.dtype)
+
+
+def row_ips(examples: Any, tok: Any, clip: float) -> Any:
+    """Pilot: each row target's weight times 1 / (R_k * P(row | slot k)), the inverse of how often the logging
+    policy put that row at that slot (R_k rows seen at slot k, so a uniform policy weighs 1), clipped at `clip`."""
+    page_id = tok.page_token_id
+
+    def slots(ex: dict) -> list[tuple[int, int]]:
+        ids = np.asarray(ex["input_ids"])
+        start = int(np.flatnonzero(ids == page_id)[-1])
+        is_row = np.isin(ids, tok.row_token_ids.numpy())
+        return [(int(is_row[start + 1:p + 1].sum()), int(c[0])) for p, c, r in
+                zip(ex["target_pos"], ex["cand_ids"], ex["target_is_row"]) if r]
+
+    counts: dict = {}
+    for ex in examples:
+        for key in slots(ex):
+            counts[key] = counts.get(key, 0) + 1
+    per_slot: dict = {}
+    for (k, _), n in counts.items():
+        total, rows = per_slot.get(k, (0, 0))
+        per_slot[k] = (total + n, rows + 1)
+
+    def reweight(ex: dict) -> dict:
+        keys, w, j = slots(ex), list(ex["target_weight"]), 0
+        for i, r in enumerate(ex["target_is_row"]):
+            if r:
+                k, row = keys[j]
+                total, rows = per_slot[k]
+                w[i] *= min(clip, total / (rows * counts[(k, row)]))
+                j += 1
+        return {"target_weight": w}
+
+    return examples.map(reweight, desc="row IPS")
 
 
 def train(data: Data, recipe: Recipe, context_fn: Optional[ContextFn] = None) -> tuple[Any, Any, dict]:
@@ -174,6 +209,11 @@ def train(data: Data, recipe: Recipe, context_fn: Optional[ContextFn] = None) ->
             trainer = ContentHeadWBCTrainer(model=model, args=wargs, train_dataset=train_recs, processing_class=tok)
             trainer.train()
             trainer.fold()
+            rec["wbc_curves"] = {"loss": _curve(trainer.state.log_history, "loss")}
+        elif recipe.row_ips_clip > 0:
+            examples = row_ips(WBCTrainer.build_examples(train_recs, tok, wargs, recipe.seed), tok, recipe.row_ips_clip)
+            trainer = WBCTrainer(model=model, args=wargs, train_dataset=examples, processing_class=tok)
+            trainer.train()
             rec["wbc_curves"] = {"loss": _curve(trainer.state.log_history, "loss")}
         else:
             run = posttrain_wbc(model, tok, train_recs, wargs)
