@@ -48,6 +48,8 @@ def main() -> None:
     p.add_argument("--negative-weight", type=float, default=0.05)
     p.add_argument("--row-explore", type=float, default=0.0,
                    help="share of logged pages the production policy serves in a random row order (no pin)")
+    p.add_argument("--top-swap", type=float, default=0.0,
+                   help="pilot: share of logged pages whose top row is swapped with one of rows 2-4 (quality_lib.TopSwapProduction)")
     p.add_argument("--row-ips-clip", type=float, default=0.0,
                    help="> 0: pilot inverse-propensity weights of WBC row targets per (row, slot), clipped here")
     p.add_argument("--ntp-extra", default="{}", help="further NTPConfig fields as JSON")
@@ -88,7 +90,7 @@ def main() -> None:
     seeds = []
     for seed in (int(s) for s in args.seeds.split(",")):
         start = time.time()
-        data = simulate(args.users, args.days, seed, row_explore=args.row_explore)
+        data = simulate(args.users, args.days, seed, row_explore=args.row_explore, top_swap=args.top_swap)
         recipe = Recipe(hidden_size=width, layers=layers, heads=args.heads, ntp_steps=args.ntp_steps,
                         wbc_steps=args.wbc_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                         max_history=args.max_history, num_negatives=args.num_negatives,

@@ -47,7 +47,28 @@ class Data:
     setup: dict
 
 
-def simulate(users: int, days: int, seed: int = 0, row_explore: float = 0.0, **world: Any) -> Data:
+class TopSwapProduction(ProductionPolicy):
+    """Pilot exploration: production's pages, a share `swap` of them with the top row swapped with one of
+    rows 2-4 (uniformly), so other rows are seen on top of pages that are otherwise production's."""
+
+    def __init__(self, world: World, seed: int, swap: float) -> None:
+        super().__init__(world, seed)
+        self.swap, self.swap_rng = swap, np.random.default_rng([world.config.seed, seed, 77])
+
+    def pages(self, requests: Any) -> Any:
+        out = super().pages(requests)
+        B = len(out.rows)
+        j = self.swap_rng.integers(1, 4, B)
+        pick = np.flatnonzero((self.swap_rng.random(B) < self.swap) & (out.rows[np.arange(B), j] >= 0))
+        for arr in (out.rows, out.entities):
+            top = arr[pick, 0].copy()
+            arr[pick, 0] = arr[pick, j[pick]]
+            arr[pick, j[pick]] = top
+        return out
+
+
+def simulate(users: int, days: int, seed: int = 0, row_explore: float = 0.0, top_swap: float = 0.0,
+             **world: Any) -> Data:
     """Production-policy logs of `days` days (the last held out); `world` overrides WorldConfig fields.
 
     `row_explore`: share of LOGGED pages served in a random row order (the warm-up days stay unexplored)."""
@@ -56,6 +77,9 @@ def simulate(users: int, days: int, seed: int = 0, row_explore: float = 0.0, **w
     policy = ProductionPolicy(w, seed)
     warm_up(w, pop, seed, policy)
     policy.row_explore = row_explore  # as write_logs does: the warm-up stays unexplored
+    if top_swap:
+        policy = TopSwapProduction(w, seed, top_swap)
+        policy.rng = np.random.default_rng([w.config.seed, seed, 12, 1])  # its own stream, apart from the warm-up's
     by_day = []
     for _ in range(days):  # what write_logs writes, kept in memory (no Parquet round trip)
         by_day.append([r for s in run_day(w, pop, policy, seed) for r in s.records()])
@@ -64,7 +88,7 @@ def simulate(users: int, days: int, seed: int = 0, row_explore: float = 0.0, **w
     if w.config.history_length > spec["context"]["max_history"]:
         spec["context"]["max_history"] = w.config.history_length
     train, held = [r for recs in by_day[:-1] for r in recs], by_day[-1]
-    setup = {"users": users, "days": days, "seed": seed, "world": world, "row_explore": row_explore, "train_records": len(train),
+    setup = {"users": users, "days": days, "seed": seed, "world": world, "row_explore": row_explore, "top_swap": top_swap, "train_records": len(train),
              "held_out_records": len(held)}
     return Data(w, pop, train, held, w.catalog(up_to_day=pop.next_day), spec, setup)
 
