@@ -49,7 +49,7 @@ def main() -> None:
     p.add_argument("--row-explore", type=float, default=0.0,
                    help="share of logged pages the production policy serves in a random row order (no pin)")
     p.add_argument("--top-swap", type=float, default=0.0,
-                   help="pilot: share of logged pages whose top row is swapped with one of rows 2-4 (quality_lib.TopSwapProduction)")
+                   help="pilot: share of logged pages whose top row is swapped with one of rows 2-4 (quality_pilots.TopSwapProduction)")
     p.add_argument("--row-ips-clip", type=float, default=0.0,
                    help="> 0: pilot inverse-propensity weights of WBC row targets per (row, slot), clipped here")
     p.add_argument("--ntp-extra", default="{}", help="further NTPConfig fields as JSON")
