@@ -37,6 +37,15 @@ from genpage_hf.training.reward_model import PageRewardFunction, load_reward_mod
 CW = "continue_watching"
 
 
+def cw_moved(pages: list[dict], row: int) -> list[dict]:
+    """Copies of `pages` with a top Continue Watching row moved to `row` (1-based); other rows keep their order."""
+    moved = copy.deepcopy(pages)
+    for pg in moved:
+        if pg["rows"] and pg["rows"][0]["row"] == CW:
+            pg["rows"].insert(min(row - 1, len(pg["rows"]) - 1), pg["rows"].pop(0))
+    return moved
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quickstart_dir", required=True)
@@ -64,17 +73,11 @@ def main() -> None:
             continue
         rewards = {"as_served": float(expected_page_rewards(world, users, req, pages, draws=128, seed=0).mean())}
         for row in (2, 3, 5, 10):
-            moved = copy.deepcopy(pages)
-            for pg in moved:
-                if pg["rows"] and pg["rows"][0]["row"] == CW:
-                    pg["rows"].insert(min(row - 1, len(pg["rows"]) - 1), pg["rows"].pop(0))
+            moved = cw_moved(pages, row)
             rewards[f"cw_to_row_{row}"] = float(expected_page_rewards(world, users, req, moved, draws=128, seed=0).mean())
         result["expected_page_reward"][name] = rewards
         if name == "genpage" and a.rl_study_dir:
-            moved = copy.deepcopy(pages)
-            for pg in moved:
-                if pg["rows"] and pg["rows"][0]["row"] == CW:
-                    pg["rows"].insert(1, pg["rows"].pop(0))
+            moved = cw_moved(pages, 2)
             changed = np.array([x != y for x, y in zip(pages, moved)])
             contexts = req.contexts()
             result["reward_models_on_cw_to_row_2"] = {}

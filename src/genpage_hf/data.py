@@ -154,9 +154,9 @@ def build_ntp_dataset(
     """NTP examples (`input_ids`, `labels`, `length`) of the positively engaged pages of `records`.
 
     `history_targets`: the title of every history (and in-session) action is a target too (catalog titles;
-    not the fallback token of an unknown one), predicted
-    from the profile, the request and the actions before it: next-title prediction over the user's
-    history, as a sequential recommender learns it, beside the page's tokens."""
+    not the fallback token of an unknown one), predicted from the profile, the request and the actions
+    before it: next-title prediction over the user's history, as a sequential recommender learns it,
+    beside the page's tokens."""
     replace = _FallbackReplacer(tokenizer, fallback_prob)
     action_ids = np.array(tokenizer.convert_tokens_to_ids(
         [tokenizer.spec["action_types"]["prefix"] + a for a in tokenizer.spec["action_types"]["values"]]))
@@ -177,10 +177,11 @@ def build_ntp_dataset(
             if keep_content:
                 out["content_ids"].append(original.tolist())
             labels = ids.copy()
-            context = labels[: len(context_ids)]
-            action_entity = np.zeros(len(context), dtype=bool)  # an entity followed by its action token
-            action_entity[:-1] = is_entity[ids[:len(context) - 1]] & np.isin(ids[1:len(context)], action_ids)
-            context[~action_entity if history_targets else slice(None)] = IGNORE_INDEX
+            n = len(context_ids)
+            ignored = np.ones(n, dtype=bool)
+            if history_targets:  # keep each entity followed by its action token (a history action's title)
+                ignored[:-1] = ~(is_entity[ids[:n - 1]] & np.isin(ids[1:n], action_ids))
+            labels[:n][ignored] = IGNORE_INDEX
             out["input_ids"].append(ids.tolist())
             out["labels"].append(labels.tolist())
             out["length"].append(len(ids))

@@ -82,12 +82,14 @@ def build_reward_dataset(records: Any, tokenizer: Any, *, max_history: Optional[
                 raise ValueError(f"record of user {ctx.get('user_id')!r}: {len(entity_pos)} page entities but "
                                  f"{len(reward)} feedback slots")
             targets[entity_pos] = reward
-            rng = np.random.default_rng([seed, index])
+            logged = np.asarray(prompt + page_ids)
+            if negative_pages:
+                rng = np.random.default_rng([seed, index])
+                pool = np.setdiff1d(entity_ids, logged[entity_pos])  # titles not on the logged page
             for copy in range(negative_pages + 1):
-                ids, slot_targets = np.asarray(prompt + page_ids), targets.copy()
+                ids, slot_targets = logged.copy(), targets.copy()
                 if copy:  # a counterfactual page: replaced slots hold titles the logs never showed there
                     replaced = np.asarray(entity_pos)[rng.random(len(entity_pos)) < negative_fraction]
-                    pool = np.setdiff1d(entity_ids, ids[entity_pos])
                     ids[replaced] = rng.choice(pool, len(replaced), replace=False)
                     slot_targets[replaced] = 0.0
                 out["input_ids"].append(ids.tolist())
