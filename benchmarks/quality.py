@@ -54,6 +54,8 @@ def main() -> None:
                    help="> 0: pilot inverse-propensity weights of WBC row targets per (row, slot), clipped here")
     p.add_argument("--ntp-extra", default="{}", help="further NTPConfig fields as JSON")
     p.add_argument("--wbc-extra", default="{}", help="further WBCConfig fields as JSON")
+    p.add_argument("--content-head-ntp", action="store_true",
+                   help="pilot: NTP also scores every token with its lm_head row + the output-side content term")
     p.add_argument("--content-head", action="store_true",
                    help="WBC scores entities with lm_head row + output-side content (quality_lib.ContentHeadWBCTrainer)")
     p.add_argument("--dtype", default="auto")
@@ -66,7 +68,7 @@ def main() -> None:
     p.add_argument("--limit-judge", action="store_true",
                    help="also judge every arm restricted to production's top-20 candidates per row")
     p.add_argument("--row-value-arm", action="store_true",
-                   help="also judge the model decoded by quality_lib.RowValuePolicy (rows by their entities' values)")
+                   help="also judge the model decoded with PageGenerator(row_order='entity_value') (rows by their entities' values)")
     p.add_argument("--ab-seed-offset", type=int, default=100,
                    help="judge requests are drawn with seed + this offset (fresh requests, never those of pilot runs)")
     p.add_argument("--headline-arm", default="genpage", choices=["genpage", "genpage_rowvalue"],
@@ -95,7 +97,7 @@ def main() -> None:
                         wbc_steps=args.wbc_steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
                         max_history=args.max_history, num_negatives=args.num_negatives,
                         negative_weight=args.negative_weight, dtype=args.dtype, seed=seed,
-                        extra_wbc=json.loads(args.wbc_extra), extra_ntp=json.loads(args.ntp_extra), row_ips_clip=args.row_ips_clip, content_head=args.content_head,
+                        extra_wbc=json.loads(args.wbc_extra), extra_ntp=json.loads(args.ntp_extra), row_ips_clip=args.row_ips_clip, content_head=args.content_head, content_head_ntp=args.content_head_ntp,
                         eval_steps=args.eval_steps)
         model, tok, rec = train(data, recipe)
         ab = judge(data, {"genpage": (model, tok)}, args.ab_requests, seed=seed + args.ab_seed_offset,

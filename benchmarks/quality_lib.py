@@ -29,7 +29,8 @@ from genpage_hf.simulation.genpage_policy import GenPagePolicy
 from genpage_hf.simulation.rows import requests_from_contexts
 from genpage_hf.simulation.users import PLAY, RequestBatch
 from genpage_hf.simulation.world import CONTINUE_WATCHING, SHOW
-from genpage_hf.training import NTPConfig, WBCConfig, WBCTrainer, evaluate, posttrain_wbc, pretrain
+from genpage_hf.training import NTPConfig, NTPTrainer, WBCConfig, WBCTrainer, evaluate, posttrain_wbc, pretrain
+from genpage_hf.training.trainers import _page_mask
 
 ContextFn = Callable[[dict], dict]
 
@@ -95,6 +96,7 @@ class Recipe:
     content: bool = True
     eval_steps: int = 0  # > 0: learning curves (train subset and held-out day) every eval_steps
     content_head: bool = False  # WBC scores every entity with lm_head row + content_head_proj(content), folded after
+    content_head_ntp: bool = False  # NTP too scores every token with lm_head row + content_head_proj(content) (pilot)
     extra_wbc: dict = field(default_factory=dict)  # further WBCConfig fields
     extra_ntp: dict = field(default_factory=dict)  # further NTPConfig fields
     row_ips_clip: float = 0.0  # > 0: row targets weighted by inverse (row, slot) logging propensity, clipped (pilot)
@@ -140,6 +142,20 @@ class ContentHeadWBCTrainer(WBCTrainer):
         head[ids] += inner.content_head_rows(ids).to(head.dtype)
 
 
+class ContentHeadNTPTrainer(NTPTrainer):
+    """NTP whose softmax scores every token with its lm_head row PLUS the output-side content term (pilot)."""
+
+    def _logits_and_targets(self, model: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = inputs["labels"]
+        keep = _page_mask(labels)
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                    logits_to_keep=torch.zeros_like(keep), output_hidden_states=True, use_cache=False)
+        inner = self.accelerator.unwrap_model(model)
+        head = inner.get_output_embeddings().weight
+        rows = head + inner.content_head_rows(torch.arange(head.shape[0], device=head.device)).to(head.dtype)
+        return (out.hidden_states[-1][keep] @ rows.T).float(), labels[:, 1:][keep[:, :-1]]
+
+
 def train(data: Data, recipe: Recipe, context_fn: Optional[ContextFn] = None) -> tuple[Any, Any, dict]:
     """Build, pretrain (NTP) and post-train (WBC) one model; returns model, tokenizer and its record."""
     torch.manual_seed(recipe.seed)
@@ -159,7 +175,12 @@ def train(data: Data, recipe: Recipe, context_fn: Optional[ContextFn] = None) ->
             curve_kw = dict(eval_strategy="steps", eval_steps=recipe.eval_steps, per_device_eval_batch_size=64)
         if recipe.ntp_steps:
             args = _config(NTPConfig, os.path.join(tmp, "ntp"), recipe, recipe.ntp_steps, **curve_kw, **recipe.extra_ntp)
-            run = pretrain(model, tok, train_recs, args, eval_records=held if recipe.eval_steps else None)
+            if recipe.content_head_ntp:
+                run = ContentHeadNTPTrainer(model=model, args=args, train_dataset=train_recs, processing_class=tok)
+                run.train()
+                run = run.state
+            else:
+                run = pretrain(model, tok, train_recs, args, eval_records=held if recipe.eval_steps else None)
             ev = evaluate(model, tok, held, args)
             rec["ntp"] = {"train_loss_curve": _curve(run.log_history, "loss"),
                           "held_out_loss_curve": _curve(run.log_history, "eval_loss"),
@@ -244,8 +265,11 @@ def judge(data: Data, arms: dict[str, tuple[Any, Any]], n_requests: int, seed: i
         policies.append(ContextPolicy(data.world, model.eval(), tok, name=name, batch_size=128,
                                       autoregressive_entities=autoregressive_entities, max_history=max_history,
                                       context_fn=context_fns.get(name), limit=limit))
-    if row_value_arms:  # the same models decoded by RowValuePolicy (rows by their entities' values)
-        policies += [RowValuePolicy(data.world, m.eval(), t, max_history, name=f"{n}_rowvalue") for n, (m, t) in arms.items()]
+    if row_value_arms:  # the same models decoded with row_order="entity_value" (rows by their entities' values)
+        policies += [ContextPolicy(data.world, m.eval(), t, name=f"{n}_rowvalue", batch_size=128,
+                                   autoregressive_entities=autoregressive_entities, max_history=max_history,
+                                   context_fn=context_fns.get(n), limit=limit, row_order="entity_value")
+                     for n, (m, t) in arms.items()]
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     start = time.time()
@@ -602,46 +626,3 @@ def candidate_ranking(data: Data, model: Any, tok: Any, max_history: Optional[in
             stats[f"{name}_top10"].append((top - rand) / max(best - rand, 1e-9))
     return {"lists": len(stats["wbc_spearman"]), "limit": limit,
             **{k: round(float(np.nanmean(v)), 4) for k, v in stats.items()}}
-
-
-class RowValuePolicy:
-    """Decodes with the model's ENTITY values only: each eligible row is scored by the expected plays of its
-    best `entities_per_row` entities (sigmoid of value - `offset`, values read after that row's token), rows
-    are placed best first, and each row takes its best not-yet-shown entities. A decoding experiment.
-
-    `offset` turns a WBC logit (weighted odds: plays weigh ~1.2, abandons 0.05) into play log-odds.
-    """
-
-    def __init__(self, world: World, model: Any, tok: Any, max_history: Optional[int], name: str = "genpage_rowvalue",
-                 offset: float = float(np.log(1.2 / 0.05))) -> None:
-        self.world, self.model, self.tok, self.max_history, self.name, self.offset = world, model, tok, max_history, name, offset
-
-    @torch.no_grad()
-    def pages(self, requests: RequestBatch) -> list[dict]:
-        from genpage_hf.simulation.rows import eligibility
-
-        W, R = self.world.config.entities_per_row, self.world.config.rows_per_page
-        head = self.model.get_output_embeddings().weight.float()
-        out = []
-        for i, ctx in enumerate(requests.contexts()):
-            elig = eligibility(self.world, requests, i)
-            rows = list(elig)
-            prompt = self.tok.encode_prompt(ctx, max_history=self.max_history)
-            ids = torch.tensor([prompt + [self.tok.row_to_id(r)] for r in rows])
-            hidden = self.model(input_ids=ids, logits_to_keep=torch.zeros_like(ids, dtype=torch.bool),
-                                output_hidden_states=True, use_cache=False).hidden_states[-1][:, -1].float()
-            values = {r: (head[[self.tok.entity_to_id(e) for e in elig[r]]] @ hidden[k]).numpy() for k, r in enumerate(rows)}
-            score = {r: float(np.sort(1 / (1 + np.exp(-(v - self.offset))))[::-1][:W].sum()) for r, v in values.items()}
-            used: set = set()
-            page = []
-            for r in sorted(rows, key=lambda r: -score[r]):
-                need = min(W, len(elig[r]))
-                picks = [elig[r][j] for j in np.argsort(-values[r]) if elig[r][j] not in used][:need]
-                if len(picks) < need:
-                    continue
-                used.update(picks)
-                page.append({"row": r, "entities": picks})
-                if len(page) == R:
-                    break
-            out.append({"rows": page})
-        return out

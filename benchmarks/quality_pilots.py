@@ -1,16 +1,19 @@
 """Pilots of the quality study (issue 14) that did not help, kept so their results can be reproduced.
 
 `TopSwapProduction` (quality.py --top-swap) and `row_ips` (--row-ips-clip); results in
-benchmarks/results/quality_screens.json.
+benchmarks/results/quality_screens.json. `RowValuePolicy`, the first form of value-guided row order
+(quality_diagnosis.json's `row_value_decoding`), now `PageGenerator(row_order="entity_value")`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
+import torch
 
 from genpage_hf.simulation import ProductionPolicy
+from genpage_hf.simulation.users import RequestBatch
 from genpage_hf.simulation.world import World
 
 
@@ -66,3 +69,48 @@ def row_ips(examples: Any, tok: Any, clip: float) -> Any:
         return {"target_weight": w}
 
     return examples.map(reweight, desc="row IPS")
+
+
+class RowValuePolicy:
+    """Decodes with the model's ENTITY values only: each eligible row is scored by the expected plays of its
+    best `entities_per_row` entities (sigmoid of value - `offset`, values read after that row's token), rows
+    are placed best first, and each row takes its best not-yet-shown entities. A decoding experiment; the library's
+    `PageGenerator(row_order="entity_value")` does this inside constrained decoding (quality_diagnosis.json's
+    `row_value_decoding` ran this class).
+
+    `offset` turns a WBC logit (weighted odds: plays weigh ~1.2, abandons 0.05) into play log-odds.
+    """
+
+    def __init__(self, world: World, model: Any, tok: Any, max_history: Optional[int], name: str = "genpage_rowvalue",
+                 offset: float = float(np.log(1.2 / 0.05))) -> None:
+        self.world, self.model, self.tok, self.max_history, self.name, self.offset = world, model, tok, max_history, name, offset
+
+    @torch.no_grad()
+    def pages(self, requests: RequestBatch) -> list[dict]:
+        from genpage_hf.simulation.rows import eligibility
+
+        W, R = self.world.config.entities_per_row, self.world.config.rows_per_page
+        head = self.model.get_output_embeddings().weight.float()
+        out = []
+        for i, ctx in enumerate(requests.contexts()):
+            elig = eligibility(self.world, requests, i)
+            rows = list(elig)
+            prompt = self.tok.encode_prompt(ctx, max_history=self.max_history)
+            ids = torch.tensor([prompt + [self.tok.row_to_id(r)] for r in rows])
+            hidden = self.model(input_ids=ids, logits_to_keep=torch.zeros_like(ids, dtype=torch.bool),
+                                output_hidden_states=True, use_cache=False).hidden_states[-1][:, -1].float()
+            values = {r: (head[[self.tok.entity_to_id(e) for e in elig[r]]] @ hidden[k]).numpy() for k, r in enumerate(rows)}
+            score = {r: float(np.sort(1 / (1 + np.exp(-(v - self.offset))))[::-1][:W].sum()) for r, v in values.items()}
+            used: set = set()
+            page = []
+            for r in sorted(rows, key=lambda r: -score[r]):
+                need = min(W, len(elig[r]))
+                picks = [elig[r][j] for j in np.argsort(-values[r]) if elig[r][j] not in used][:need]
+                if len(picks) < need:
+                    continue
+                used.update(picks)
+                page.append({"row": r, "entities": picks})
+                if len(page) == R:
+                    break
+            out.append({"rows": page})
+        return out

@@ -74,8 +74,8 @@ def test_batched_requests_with_different_widths_match_one_by_one(catalog, spec):
         PageRequest(context(catalog, 9, 1), RuleSet(rows_per_page=2, entities_per_row=2, row_widths={"top10": 5})),
         PageRequest(context(catalog, 6, 2), RuleSet(rows_per_page=1, entities_per_row=6, blocked_rows=["trending"])),
     ]
-    for a in (None, 0, 1):
-        gen = PageGenerator(model, tok, autoregressive_entities=a)
+    for a, order in ((None, "model"), (0, "model"), (1, "model"), (1, "entity_value"), (None, "entity_value")):
+        gen = PageGenerator(model, tok, autoregressive_entities=a, row_order=order)
         batched = gen.generate(requests)
         assert [p.token_ids for p in batched] == [gen.generate([r])[0].token_ids for r in requests]
 
@@ -101,6 +101,47 @@ def test_scores_are_the_models_logits_where_each_token_was_chosen(catalog, spec,
     expected = logits[scored_at].gather(1, ids[0, len(prompt):, None])[:, 0]
     got = [s for r in page.rows for s in (r.row_score, *r.entity_scores)]
     assert torch.allclose(torch.tensor(got), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("a", [None, 1])
+def test_entity_value_rows_are_the_rows_whose_best_entities_promise_most(catalog, spec, a):
+    """Each row of an entity_value page is, among the rows the rules still allow, the one whose best
+    entities (values read by a plain forward right after that row's token) have the largest sum of
+    sigmoid(value - offset); its row_score is that sum."""
+    model, tok = tiny(catalog, spec, 2)
+    ctx = context(catalog, 5, 2)
+    width, offset = 3, 1.5
+    elig = {r: catalog.entity_ids[i % 3::3] for i, r in enumerate(catalog.row_ids)}
+    rules = RuleSet(rows_per_page=3, entities_per_row=width, row_eligibility=elig, row_widths={catalog.row_ids[1]: 2})
+    page = PageGenerator(model, tok, autoregressive_entities=a, row_order="entity_value",
+                         row_value_offset=offset).generate_page(ctx, rules)
+    assert not violations(page.to_dict(), rules, tok.entities_per_row, tok.rows_per_page)
+    prefix, used_rows, used = tok.encode_prompt(ctx), set(), set()
+    for row in page.rows:
+        values = {}
+        for r in catalog.row_ids:
+            if r in used_rows:
+                continue
+            with torch.no_grad():
+                logits = model(torch.tensor([prefix + [tok.row_to_id(r)]])).logits[0, -1]
+            ids = torch.tensor([tok.entity_to_id(e) for e in elig[r] if e not in used])
+            best = logits[ids].topk(min(rules.row_widths.get(r, width), len(ids))).values
+            values[r] = float(torch.sigmoid(best - offset).sum())
+        assert row.row == max(values, key=values.get)
+        assert row.row_score == pytest.approx(values[row.row], abs=1e-4)
+        prefix += [tok.row_to_id(row.row)] + [tok.entity_to_id(e) for e in row.entities]
+        used_rows.add(row.row)
+        used.update(row.entities)
+
+
+@SETTINGS
+@given(data=st.data(), seed=st.integers(0, 3))
+def test_entity_value_pages_obey_the_rules(catalog, spec, data, seed):
+    model, tok = tiny(catalog, spec, seed)
+    rules = data.draw(rule_sets(catalog.entity_ids, catalog.row_ids))
+    page = PageGenerator(model, tok, autoregressive_entities=1, row_order="entity_value").generate_page(
+        context(catalog, 4, seed), rules)
+    assert not violations(page.to_dict(), rules, tok.entities_per_row, tok.rows_per_page)
 
 
 def test_hybrid_fill_takes_the_top_scoring_eligible_entities(catalog, spec):
@@ -141,6 +182,12 @@ def test_invalid_generator_arguments(catalog, spec):
         PageGenerator(model, tok, autoregressive_entities=-1)
     with pytest.raises(ValueError, match="temperature"):
         PageGenerator(model, tok, temperature=0)
+    with pytest.raises(ValueError, match="row_order"):
+        PageGenerator(model, tok, row_order="value")
+    with pytest.raises(ValueError, match="greedy"):
+        PageGenerator(model, tok, row_order="entity_value", do_sample=True)
+    with pytest.raises(ValueError, match="row_value_offset"):
+        PageGenerator(model, tok, row_order="entity_value", row_value_offset=float("nan"))
     with pytest.raises(ValueError, match="does not divide"):
         GenPageLogitsProcessor([RuleSet(rows_per_page=2, entities_per_row=2)] * 2, tok).allowed(torch.tensor([tok.encode_prompt(context(catalog, 2, 0))] * 3))
 

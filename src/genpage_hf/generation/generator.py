@@ -173,6 +173,16 @@ class _GrowingLayer(DynamicLayer):
         self.keys, self.values = k[:, :, :n + q], v[:, :, :n + q]
         return self.keys, self.values
 
+    def crop(self, tokens_to_remove: int) -> None:
+        """Forget the last `-tokens_to_remove` states (transformers' `crop` convention: a negative count)."""
+        if tokens_to_remove > 0:
+            raise ValueError(f"crop takes a negative count of tokens to remove, got {tokens_to_remove}")
+        if tokens_to_remove == 0 or self._buffers is None:
+            return
+        self._length = max(self._length + tokens_to_remove, 0)
+        k, v = self._buffers
+        self.keys, self.values = k[:, :, :self._length], v[:, :, :self._length]
+
     @staticmethod
     def _allocate(keys: torch.Tensor, values: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         return (keys.new_empty((*keys.shape[:2], length, keys.shape[3])),
@@ -199,12 +209,22 @@ class PageGenerator:
         max_history: history actions kept in prompts (default: the tokenizer spec's).
         prefix_cache_size: decoded sequences kept for prompts that extend them (pagination); 0 turns
             reuse off. The generator's `prefix_cache` must be cleared when the model's weights change.
+        row_order: how the next row is chosen. "model": the row token the model scores highest (its
+            learned row value; what `generate()` does). "entity_value" (greedy only): every row the
+            rules allow is scored by the expected plays of the best entities it could hold, read from
+            the entity values right after that row's token (all rows in one extra forward pass);
+            the row with the highest sum is placed next. WBC values are weighted log-odds, so
+            `row_value_offset` (log of the typical positive weight over the abandon weight; WBC's
+            default rewards give about log(1.0 / 0.05) = 3) is subtracted before the sigmoid.
+            A row value learned from logs carries where the logging policy placed that row; the
+            entity values are learned per impression, so they carry less of it (issue 14 studies).
+        row_value_offset: see `row_order`; a finite number.
     """
 
     def __init__(
         self, model: Any, tokenizer: Any, autoregressive_entities: Optional[int] = None, do_sample: bool = False,
         temperature: float = 1.0, seed: Optional[int] = None, max_history: Optional[int] = None,
-        prefix_cache_size: int = 8,
+        prefix_cache_size: int = 8, row_order: str = "model", row_value_offset: float = 3.0,
     ) -> None:
         for name, value in (("autoregressive_entities", autoregressive_entities), ("max_history", max_history),
                             ("seed", seed), ("prefix_cache_size", prefix_cache_size)):
@@ -215,12 +235,20 @@ class PageGenerator:
         if (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature)
                 or temperature <= 0):
             raise ValueError(f"PageGenerator: temperature must be a finite number > 0, got {temperature!r}")
+        if row_order not in ("model", "entity_value"):
+            raise ValueError(f"PageGenerator: row_order must be 'model' or 'entity_value', got {row_order!r}")
+        if row_order == "entity_value" and do_sample:
+            raise ValueError("PageGenerator: row_order='entity_value' is a greedy decoding; use do_sample=False")
+        if (isinstance(row_value_offset, bool) or not isinstance(row_value_offset, (int, float))
+                or not math.isfinite(row_value_offset)):
+            raise ValueError(f"PageGenerator: row_value_offset must be a finite number, got {row_value_offset!r}")
         if not callable(getattr(model, "forward", None)) or not hasattr(tokenizer, "encode_prompt"):
             raise ValueError("PageGenerator needs a GenPage model and its GenPageTokenizer")
         self.model, self.tokenizer = model, tokenizer
         self.autoregressive_entities = autoregressive_entities
         self.do_sample, self.temperature, self.max_history = do_sample, float(temperature), max_history
         self.seed = seed
+        self.row_order, self.row_value_offset = row_order, float(row_value_offset)
         self.prefix_cache = PrefixCache(prefix_cache_size)
         self._rngs: dict[torch.device, torch.Generator] = {}
 
@@ -332,6 +360,11 @@ class PageGenerator:
             K = int(count.max())
             masked = logits.masked_fill(~step.allowed, float("-inf"))
             ranked = self._perturbed(masked) if self.do_sample else masked
+            by_value = None
+            if self.row_order == "entity_value":
+                by_value = self._row_values(ids, attn, cache, step, processor, active)
+                if by_value is not None:  # sequences at a row boundary rank their allowed rows by value
+                    ranked = torch.where(by_value.isfinite().any(1, keepdim=True), by_value, ranked)
             if K == 1:
                 picks = ranked.argmax(1, keepdim=True)
             else:
@@ -343,7 +376,8 @@ class PageGenerator:
                         torch.cat([ids, self._step_tokens(picks.cpu().tolist(), count)[0].to(device)], 1)).all():
                     picks = self._pick_one_by_one(ids, ranked, step, processor, count)
             chosen = picks.cpu().tolist()
-            values = logits.gather(1, picks).cpu().tolist()
+            scored = logits if by_value is None else torch.where(by_value.isfinite().any(1, keepdim=True), by_value, logits)
+            values = scored.gather(1, picks).cpu().tolist()
             for b in np.flatnonzero(active).tolist():
                 tokens[b] += chosen[b][:count[b]]
                 scores[b] += values[b][:count[b]]
@@ -355,6 +389,43 @@ class PageGenerator:
             logits = self._forward(new, attn, cache)
         self._store_prefixes(ids, attn, cache)
         return [self._page(t, s) for t, s in zip(tokens, scores)]
+
+    def _row_values(self, ids: torch.Tensor, attn: torch.Tensor, cache: Cache, step: PageStep,
+                    processor: GenPageLogitsProcessor, active: np.ndarray) -> Optional[torch.Tensor]:
+        """(B, V) expected plays of each allowed next row (-inf elsewhere) for the sequences at a row
+        boundary; None when no sequence is at one.
+
+        One forward appends every candidate row token of a sequence at the same position, each seeing
+        the sequence and itself only (a 4D attention mask: the candidates are siblings, not a
+        sequence), reads the entity values after each, and then drops those states from the cache.
+        """
+        device = ids.device
+        is_row = torch.zeros(step.allowed.shape[1], dtype=torch.bool, device=device)
+        is_row[torch.from_numpy(processor.row_ids).to(device)] = True
+        at_row = torch.from_numpy(active & (step.open_slots == 0)).to(device)
+        allowed_rows = step.allowed & is_row & at_row[:, None]
+        J = int(allowed_rows.sum(1).max())
+        if J == 0:
+            return None
+        valid, cand = allowed_rows.float().topk(J, dim=1)
+        valid = valid.bool()
+        B, L = attn.shape
+        mask = torch.zeros(B, 1, J, L + J, dtype=torch.bool, device=device)
+        mask[:, 0, :, :L] = attn.bool()[:, None, :]
+        mask[:, 0, :, L:] = torch.eye(J, dtype=torch.bool, device=device)
+        out = self.model(input_ids=cand.masked_fill(~valid, self.tokenizer.pad_token_id), attention_mask=mask,
+                         position_ids=attn.sum(1, keepdim=True).expand(B, J), past_key_values=cache, use_cache=True,
+                         logits_to_keep=J)
+        for layer in cache.layers:
+            layer.crop(-J)
+        options, widths = processor.row_entity_options(ids, torch.where(valid, cand, -1).cpu().numpy())
+        width = torch.from_numpy(widths).to(device)
+        top = out.logits[:, -J:, :].float().masked_fill(~torch.from_numpy(options).to(device), float("-inf"))
+        top = top.topk(max(int(widths.max()), 1), dim=-1).values  # (B, J, width): each row's best entities
+        counted = (torch.arange(top.shape[-1], device=device) < width[..., None]) & top.isfinite()
+        value = torch.sigmoid(top - self.row_value_offset).masked_fill(~counted, 0.0).sum(-1)
+        scores = torch.full(step.allowed.shape, float("-inf"), device=device)
+        return scores.scatter_(1, cand, value.masked_fill(~valid, float("-inf")))
 
     def _reuse_prefixes(self, prompts: list[list[int]], cache: Cache) -> int:
         """Writes into the empty `cache` the stored states of the longest prompt prefix the batch can

@@ -385,6 +385,33 @@ class GenPageLogitsProcessor(LogitsProcessor):
         allowed = torch.from_numpy(mask).to(input_ids.device)  # one host->device copy (none on the CPU)
         return PageStep(allowed, p.request, done, open_slots, n_in_row, n_rows, fill_safe)
 
+    def row_entity_options(self, input_ids: torch.Tensor, row_tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What each candidate next row could hold on the page so far, for value-guided row choice.
+
+        `row_tokens` (B, J) holds row token ids per sequence (-1: none). Returns the (B, J, V) entities
+        that row may take (its eligibility, the entity candidates and blocklists, de-duplication
+        against the page and earlier pages; not the feasibility search, which the chosen row's own
+        entity steps still run) and the (B, J) row widths (0 where there is no row).
+        """
+        p = self._prompt(input_ids)
+        s0 = int(p.start.min()) + 1
+        gen = input_ids[:, s0:].cpu().numpy()
+        B, J = row_tokens.shape
+        options, widths = np.zeros((B, J, self.vocab_size), dtype=bool), np.zeros((B, J), dtype=np.int64)
+        for b in range(B):
+            real = row_tokens[b] >= 0
+            prog = self._progress(p, gen, s0, b) if real.any() else None
+            if prog is None:
+                continue
+            rules = self._tables[int(p.request[b])]
+            slots = self._slot_of[row_tokens[b, real]]
+            if (slots < 0).any() or (slots >= len(self.row_ids)).any():
+                raise ValueError(f"row_entity_options: sequence {b} holds a token that is not a catalog row")
+            opts = rules.eligible[slots]
+            options[b, real] = opts & ~prog.used_entities if rules.dedup_entities else opts
+            widths[b, real] = rules.widths[slots]
+        return options, widths
+
     def completable(self, input_ids: torch.Tensor) -> np.ndarray:
         """(B,) whether each sequence's page so far can still be completed under its rules."""
         p = self._prompt(input_ids)

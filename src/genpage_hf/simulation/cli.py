@@ -73,6 +73,9 @@ class ABArguments:
         default=None, metadata={"help": "GenPage arm: entities per row decoded one by one (default: all; else hybrid)"})
     max_history: Optional[int] = field(
         default=None, metadata={"help": "GenPage arm: history actions kept per prompt (default: the spec's)"})
+    row_order: str = field(default="model", metadata={
+        "help": "GenPage arm: next row by the model's row value ('model') or by its best entities' values "
+                "('entity_value'; see PageGenerator)", "choices": ["model", "entity_value"]})
     baseline: str = field(default="production", metadata={"help": "arm the lifts are measured against"})
     requests: int = field(default=4000, metadata={"help": "simulated requests per arm"})
     output_json: Optional[str] = field(default=None, metadata={"help": "also write the report as JSON here"})
@@ -80,6 +83,8 @@ class ABArguments:
     def __post_init__(self) -> None:
         if self.requests < 1:
             raise ValueError(f"--requests must be >= 1, got {self.requests}")
+        if self.row_order not in ("model", "entity_value"):
+            raise ValueError(f"--row_order must be 'model' or 'entity_value', got {self.row_order!r}")
 
 
 def _simulate(world_args: WorldArguments, args: SimulateArguments) -> None:
@@ -109,7 +114,7 @@ def _ab(world_args: WorldArguments, args: ABArguments) -> None:
 
         model, tokenizer, _ = load_genpage(args.model_name_or_path)
         policies.append(GenPagePolicy(world, model.eval(), tokenizer, autoregressive_entities=args.autoregressive_entities,
-                                      max_history=args.max_history))
+                                      max_history=args.max_history, row_order=args.row_order))
     arm_names = [p.name for p in policies]
     baseline = args.baseline if args.baseline in arm_names else arm_names[0]
     report = run_ab(world, users, policies, args.requests, world_args.seed, baseline=baseline)

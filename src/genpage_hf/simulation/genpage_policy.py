@@ -18,18 +18,19 @@ from .world import World
 
 
 class GenPagePolicy:
-    """Serves pages from a GenPage model through `PageGenerator` (greedy or sampled, full or hybrid rows)."""
+    """Serves pages from a GenPage model through `PageGenerator` (greedy or sampled, full or hybrid rows,
+    rows by the model's row values or by their entities' values: `row_order`)."""
 
     def __init__(
         self, world: World, model: Any, tokenizer: Any, name: str = "genpage",
         autoregressive_entities: Optional[int] = None, do_sample: bool = False, seed: int = 0,
-        batch_size: int = 32, max_history: Optional[int] = None,
+        batch_size: int = 32, max_history: Optional[int] = None, row_order: str = "model",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.world, self.name, self.batch_size = world, name, batch_size
         self.generator = PageGenerator(model, tokenizer, autoregressive_entities, do_sample=do_sample, seed=seed,
-                                       max_history=max_history)
+                                       max_history=max_history, row_order=row_order)
 
     def rules(self, requests: RequestBatch, index: int) -> RuleSet:
         """The RuleSet of request `index`: the world's layout and that request's eligibility mapping."""

@@ -51,6 +51,10 @@ class QuickstartConfig:
     autoregressive_entities: Optional[int] = field(
         default=1, metadata={"help": "GenPage arm's entities decoded one by one per row before the rest of the row is "
                                      "filled from one pass (None: all; hybrid rows judge within 3 percent of full decoding)"})
+    row_order: str = field(
+        default="model", metadata={"help": "GenPage arm's next row: by the model's row value ('model') or by the "
+                                           "expected plays of its best entities ('entity_value', see PageGenerator)",
+                                   "choices": ["model", "entity_value"]})
     latency_pages: int = field(default=8, metadata={"help": "pages timed per decoding mode"})
     examples: int = field(default=3, metadata={"help": "example pages rendered in the report"})
     dtype: str = field(default="auto", metadata={"help": "training precision: auto (bf16 where native), fp32 or bf16",
@@ -72,6 +76,8 @@ class QuickstartConfig:
             raise ValueError(f"--days must be >= 2 (the last day is held out), got {self.days}")
         if self.hidden_size % self.heads:
             raise ValueError(f"--hidden_size {self.hidden_size} is not divisible by --heads {self.heads}")
+        if self.row_order not in ("model", "entity_value"):
+            raise ValueError(f"--row_order must be 'model' or 'entity_value', got {self.row_order!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
 
@@ -316,7 +322,7 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
     serving_catalog = grow_genpage(model, tokenizer, catalog, Catalog(
         [e for e in world.catalog(up_to_day=users.next_day).entities if e.id not in known], []))
     genpage = GenPagePolicy(world, model, tokenizer, autoregressive_entities=config.autoregressive_entities,
-                            max_history=config.max_history)
+                            max_history=config.max_history, row_order=config.row_order)
     report = run_ab(world, users, [RandomPolicy(world, config.seed), ProductionPolicy(world, config.seed), genpage,
                                    OraclePolicy(world, users)], n_requests=config.ab_requests, seed=config.seed)
     arms = {a.policy: {"mean_page_reward": a.page_reward, "ci95": list(a.page_reward_ci),
@@ -361,7 +367,8 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
         "ab": {"requests": config.ab_requests, "arms": arms, "lift_vs_production": lift, "gap_closed": g.gap_closed,
                "gap_closed_ci95": gap_closed["lift_ci95"],
                "genpage_decoding": ("greedy, fully autoregressive" if config.autoregressive_entities is None
-                                    else f"greedy, hybrid ({config.autoregressive_entities} autoregressive entities per row)")},
+                                    else f"greedy, hybrid ({config.autoregressive_entities} autoregressive entities per row)")
+               + f", rows by {'their entities values' if config.row_order == 'entity_value' else 'the model row value'}"},
         "latency": {"description": (f"Batch-1 wall-clock per page over {config.latency_pages} requests on this machine "
                                     f"({torch.get_num_threads()} torch threads), same rules in every mode."),
                     "modes": latency},
