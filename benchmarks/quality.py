@@ -55,9 +55,9 @@ def main() -> None:
     p.add_argument("--ntp-extra", default="{}", help="further NTPConfig fields as JSON")
     p.add_argument("--wbc-extra", default="{}", help="further WBCConfig fields as JSON")
     p.add_argument("--content-head-ntp", action="store_true",
-                   help="pilot: NTP also scores every token with its lm_head row + the output-side content term")
+                   help="NTPConfig(content_scoring=True): NTP scores every token with its lm_head row + the output-side content term")
     p.add_argument("--content-head", action="store_true",
-                   help="WBC scores entities with lm_head row + output-side content (quality_lib.ContentHeadWBCTrainer)")
+                   help="WBCConfig(content_scoring=True): WBC scores entities with lm_head row + output-side content")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--ab-requests", type=int, default=4000)
     p.add_argument("--autoregressive-entities", type=int, default=1)
@@ -71,7 +71,9 @@ def main() -> None:
                    help="also judge the model decoded with PageGenerator(row_order='entity_value') (rows by their entities' values)")
     p.add_argument("--ab-seed-offset", type=int, default=100,
                    help="judge requests are drawn with seed + this offset (fresh requests, never those of pilot runs)")
-    p.add_argument("--headline-arm", default="genpage", choices=["genpage", "genpage_rowvalue"],
+    p.add_argument("--page-value-arm", action="store_true",
+                   help="also judge PageGenerator(row_order='page_value') (rows and entities from the values at each row boundary)")
+    p.add_argument("--headline-arm", default="genpage", choices=["genpage", "genpage_rowvalue", "genpage_pagevalue"],
                    help="the arm whose gap closed is the headline (both are recorded per seed under ab_arms)")
     p.add_argument("--merge", default=None,
                    help="comma-separated quality JSONs of single seeds (run in parallel) to average into --out")
@@ -102,7 +104,8 @@ def main() -> None:
         model, tok, rec = train(data, recipe)
         ab = judge(data, {"genpage": (model, tok)}, args.ab_requests, seed=seed + args.ab_seed_offset,
                    max_history=args.max_history,
-                   autoregressive_entities=args.autoregressive_entities, row_value_arms=args.row_value_arm)
+                   autoregressive_entities=args.autoregressive_entities, row_value_arms=args.row_value_arm,
+                   page_value_arms=args.page_value_arm)
         print(ab["table"], flush=True)
         g = ab["arms"][args.headline_arm]
         extra = {}

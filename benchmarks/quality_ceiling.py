@@ -5,7 +5,7 @@ trains on), with features a GenPage prompt carries: a per-title bias (L2-penaliz
 played-title content x the title's content (a bilinear taste, 16x16), the recency-weighted and in-session
 history content . title content, in-progress / finished flags, language match, impression count
 (fatigue), time-of-day x type, device x type and weekend x show. Variants add today's popularity (which
-production sees and a GenPage prompt does not) or drop the bilinear taste. Each fitted learner serves
+production sees and a GenPage prompt does not), drop the bilinear taste, or keep only some features. Each fitted learner serves
 pages like the oracle does: every eligible title scored, rows ordered by the expected plays of their best
 titles (`pages_by_expected_plays`). Judged on the day after the logs (request seed `--ab-seed`, not the
 judge's own). It reads the simulator's request arrays for its features, so it is a diagnostic, not a policy
@@ -22,7 +22,7 @@ import os
 import shlex
 import sys
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -94,10 +94,16 @@ class LogisticLearner:
     """Play log-odds = title bias + taste' M content + w . linear; pages like the oracle's (see module docstring)."""
 
     def __init__(self, world: World, data: dict[str, torch.Tensor], name: str, bilinear: bool = True,
-                 popularity: bool = False, bias_l2: float = 1.0) -> None:
+                 popularity: bool = False, bias_l2: float = 1.0, only: Optional[tuple[str, ...]] = None) -> None:
         self.world, self.name = world, name
         n_linear = data["linear"].shape[1]
         keep = torch.ones(n_linear)
+        if only is not None:  # just these linear features (names from LINEAR; "context" = the x type one-hots)
+            keep.zero_()
+            for f in only:
+                keep[len(LINEAR):] = 1.0 if f == "context" else keep[len(LINEAR):]
+                if f != "context":
+                    keep[LINEAR.index(f)] = 1.0
         if not popularity:
             keep[LINEAR.index("today's popularity")] = 0.0
         D = data["content"].shape[1]
@@ -153,7 +159,12 @@ def main() -> None:
     learners = [LogisticLearner(data.world, imp, "logistic"),
                 LogisticLearner(data.world, imp, "logistic_no_bilinear_taste", bilinear=False),
                 LogisticLearner(data.world, imp, "logistic_title_bias_l2_10", bias_l2=10.0),
-                LogisticLearner(data.world, imp, "logistic_plus_todays_popularity", popularity=True)]
+                LogisticLearner(data.world, imp, "logistic_plus_todays_popularity", popularity=True),
+                LogisticLearner(data.world, imp, "title_bias_only", bilinear=False, only=()),
+                LogisticLearner(data.world, imp, "title_bias_and_progress", bilinear=False, only=("in progress", "finished")),
+                LogisticLearner(data.world, imp, "title_bias_progress_recency_session", bilinear=False,
+                                only=("in progress", "finished", "recency . content", "session . content")),
+                LogisticLearner(data.world, imp, "no_title_bias", bias_l2=1e6)]
     pols = [ProductionPolicy(data.world, a.ab_seed), OraclePolicy(data.world, data.users), *learners]
     report = run_ab(data.world, data.users, pols, n_requests=a.requests, seed=a.ab_seed, batch_size=250)
     arms = {x.policy: {"page_reward": round(x.page_reward, 4), "gap_closed": round(x.gap_closed, 4),

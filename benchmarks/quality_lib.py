@@ -29,8 +29,7 @@ from genpage_hf.simulation.genpage_policy import GenPagePolicy
 from genpage_hf.simulation.rows import requests_from_contexts
 from genpage_hf.simulation.users import PLAY, RequestBatch
 from genpage_hf.simulation.world import CONTINUE_WATCHING, SHOW
-from genpage_hf.training import NTPConfig, NTPTrainer, WBCConfig, WBCTrainer, evaluate, posttrain_wbc, pretrain
-from genpage_hf.training.trainers import _page_mask
+from genpage_hf.training import NTPConfig, WBCConfig, WBCTrainer, evaluate, posttrain_wbc, pretrain
 
 ContextFn = Callable[[dict], dict]
 
@@ -95,8 +94,8 @@ class Recipe:
     seed: int = 0
     content: bool = True
     eval_steps: int = 0  # > 0: learning curves (train subset and held-out day) every eval_steps
-    content_head: bool = False  # WBC scores every entity with lm_head row + content_head_proj(content), folded after
-    content_head_ntp: bool = False  # NTP too scores every token with lm_head row + content_head_proj(content) (pilot)
+    content_head: bool = False  # WBCConfig.content_scoring: lm_head row + content term for every entity, folded after
+    content_head_ntp: bool = False  # NTPConfig.content_scoring
     extra_wbc: dict = field(default_factory=dict)  # further WBCConfig fields
     extra_ntp: dict = field(default_factory=dict)  # further NTPConfig fields
     row_ips_clip: float = 0.0  # > 0: row targets weighted by inverse (row, slot) logging propensity, clipped (pilot)
@@ -117,45 +116,6 @@ def _curve(history: list[dict], key: str) -> list[list[float]]:
     return [[int(h["step"]), round(float(h[key]), 5)] for h in history if key in h and "step" in h]
 
 
-class ContentHeadWBCTrainer(WBCTrainer):
-    """WBC whose entity scores use the lm_head row PLUS the output-side content term for every candidate.
-
-    `fold()` writes the content term into the lm_head rows once training is over, so serving (plain
-    lm_head) scores exactly what training scored.
-    """
-
-    def candidate_logits(self, model: torch.nn.Module, inputs: dict) -> torch.Tensor:
-        ids = inputs["input_ids"]
-        out = model(input_ids=ids, logits_to_keep=torch.zeros_like(ids, dtype=torch.bool), output_hidden_states=True,
-                    use_cache=False)
-        at_targets = torch.take_along_dim(out.hidden_states[-1], inputs["target_pos"][..., None], dim=1)
-        inner = self.accelerator.unwrap_model(model)
-        rows = inner.get_output_embeddings().weight[inputs["cand_ids"]]
-        rows = rows + inner.content_head_rows(inputs["cand_ids"]).to(rows.dtype)  # zero for rows (no content)
-        return torch.einsum("bth,btch->btc", at_targets, rows).float()
-
-    @torch.no_grad()
-    def fold(self) -> None:
-        inner = self.accelerator.unwrap_model(self.model)
-        ids = self.processing_class.entity_token_ids.to(inner.device)
-        head = inner.get_output_embeddings().weight
-        head[ids] += inner.content_head_rows(ids).to(head.dtype)
-
-
-class ContentHeadNTPTrainer(NTPTrainer):
-    """NTP whose softmax scores every token with its lm_head row PLUS the output-side content term (pilot)."""
-
-    def _logits_and_targets(self, model: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = inputs["labels"]
-        keep = _page_mask(labels)
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                    logits_to_keep=torch.zeros_like(keep), output_hidden_states=True, use_cache=False)
-        inner = self.accelerator.unwrap_model(model)
-        head = inner.get_output_embeddings().weight
-        rows = head + inner.content_head_rows(torch.arange(head.shape[0], device=head.device)).to(head.dtype)
-        return (out.hidden_states[-1][keep] @ rows.T).float(), labels[:, 1:][keep[:, :-1]]
-
-
 def train(data: Data, recipe: Recipe, context_fn: Optional[ContextFn] = None) -> tuple[Any, Any, dict]:
     """Build, pretrain (NTP) and post-train (WBC) one model; returns model, tokenizer and its record."""
     torch.manual_seed(recipe.seed)
@@ -174,19 +134,16 @@ def train(data: Data, recipe: Recipe, context_fn: Optional[ContextFn] = None) ->
         if recipe.eval_steps:
             curve_kw = dict(eval_strategy="steps", eval_steps=recipe.eval_steps, per_device_eval_batch_size=64)
         if recipe.ntp_steps:
-            args = _config(NTPConfig, os.path.join(tmp, "ntp"), recipe, recipe.ntp_steps, **curve_kw, **recipe.extra_ntp)
-            if recipe.content_head_ntp:
-                run = ContentHeadNTPTrainer(model=model, args=args, train_dataset=train_recs, processing_class=tok)
-                run.train()
-                run = run.state
-            else:
-                run = pretrain(model, tok, train_recs, args, eval_records=held if recipe.eval_steps else None)
+            args = _config(NTPConfig, os.path.join(tmp, "ntp"), recipe, recipe.ntp_steps, **curve_kw,
+                           **{"content_scoring": recipe.content_head_ntp, **recipe.extra_ntp})
+            run = pretrain(model, tok, train_recs, args, eval_records=held if recipe.eval_steps else None)
             ev = evaluate(model, tok, held, args)
             rec["ntp"] = {"train_loss_curve": _curve(run.log_history, "loss"),
                           "held_out_loss_curve": _curve(run.log_history, "eval_loss"),
                           "held_out_loss": ev["eval_loss"], "held_out_recall@10": ev.get("eval_recall@10")}
         wargs = _config(WBCConfig, os.path.join(tmp, "wbc"), recipe, recipe.wbc_steps, num_negatives=recipe.num_negatives,
-                        negative_weight=recipe.negative_weight, **curve_kw, **recipe.extra_wbc)
+                        negative_weight=recipe.negative_weight, **curve_kw,
+                        **{"content_scoring": recipe.content_head, **recipe.extra_wbc})
         if recipe.eval_steps:
             sub = train_recs[:: max(1, len(train_recs) // len(held))][: len(held)]
             evals = {"held_out": WBCTrainer.build_examples(held, tok, wargs, recipe.seed + 1),
@@ -198,11 +155,6 @@ def train(data: Data, recipe: Recipe, context_fn: Optional[ContextFn] = None) ->
             rec["wbc_curves"] = {k: _curve(hist, k) for k in
                                  ("loss", "eval_train_loss", "eval_held_out_loss", "eval_train_entity_auc",
                                   "eval_held_out_entity_auc", "eval_train_row_auc", "eval_held_out_row_auc")}
-        elif recipe.content_head:
-            trainer = ContentHeadWBCTrainer(model=model, args=wargs, train_dataset=train_recs, processing_class=tok)
-            trainer.train()
-            trainer.fold()
-            rec["wbc_curves"] = {"loss": _curve(trainer.state.log_history, "loss")}
         elif recipe.row_ips_clip > 0:
             from quality_pilots import row_ips
 
@@ -252,7 +204,7 @@ class ContextPolicy(GenPagePolicy):
 def judge(data: Data, arms: dict[str, tuple[Any, Any]], n_requests: int, seed: int = 0,
           autoregressive_entities: Optional[int] = 1, context_fns: Optional[dict[str, ContextFn]] = None,
           limit: Optional[int] = None, max_history: Optional[int] = 50, threads: int = 1,
-          row_value_arms: bool = False) -> dict:
+          row_value_arms: bool = False, page_value_arms: bool = False) -> dict:
     """A/B of production, oracle and each (model, tokenizer) arm on the day after the logs; gap_closed per arm.
 
     With `limit`, every arm (production's candidate generation, the oracle's pool and GenPage's rows)
@@ -269,6 +221,11 @@ def judge(data: Data, arms: dict[str, tuple[Any, Any]], n_requests: int, seed: i
         policies += [ContextPolicy(data.world, m.eval(), t, name=f"{n}_rowvalue", batch_size=128,
                                    autoregressive_entities=autoregressive_entities, max_history=max_history,
                                    context_fn=context_fns.get(n), limit=limit, row_order="entity_value")
+                     for n, (m, t) in arms.items()]
+    if page_value_arms:  # row_order="page_value": each row and its entities from the values at its row boundary
+        policies += [ContextPolicy(data.world, m.eval(), t, name=f"{n}_pagevalue", batch_size=128,
+                                   autoregressive_entities=None, max_history=max_history,
+                                   context_fn=context_fns.get(n), limit=limit, row_order="page_value")
                      for n, (m, t) in arms.items()]
     old = torch.get_num_threads()
     torch.set_num_threads(threads)

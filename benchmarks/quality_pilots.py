@@ -2,7 +2,9 @@
 
 `TopSwapProduction` (quality.py --top-swap) and `row_ips` (--row-ips-clip); results in
 benchmarks/results/quality_screens.json. `RowValuePolicy`, the first form of value-guided row order
-(quality_diagnosis.json's `row_value_decoding`), now `PageGenerator(row_order="entity_value")`.
+(quality_diagnosis.json's `row_value_decoding`), now `PageGenerator(row_order="entity_value")`;
+`PageValuePolicy`, the one-shot form of page-level values (quality_screens.json, screen `eta`), now
+`PageGenerator(row_order="page_value")`.
 """
 
 from __future__ import annotations
@@ -113,4 +115,44 @@ class RowValuePolicy:
                 if len(page) == R:
                     break
             out.append({"rows": page})
+        return out
+
+
+class PageValuePolicy:
+    """Pilot decoding with page-level entity values (WBCConfig.entity_targets_above): ONE forward per request;
+    the entity logits at the prompt's last position ([PAGE]) score every eligible title; rows are placed by the
+    expected plays of their best titles (sigmoid of value - `offset`) and take their best not-yet-shown titles."""
+
+    def __init__(self, world: World, model: Any, tok: Any, max_history: Optional[int], name: str = "genpage_pagevalue",
+                 offset: float = 3.0, batch_size: int = 64) -> None:
+        self.world, self.model, self.tok, self.max_history, self.name = world, model, tok, max_history, name
+        self.offset, self.batch_size = offset, batch_size
+
+    @torch.no_grad()
+    def pages(self, requests: RequestBatch) -> list[dict]:
+        from genpage_hf.simulation.rows import eligibility
+
+        W, R = self.world.config.entities_per_row, self.world.config.rows_per_page
+        contexts = requests.contexts()
+        out = []
+        for s in range(0, len(contexts), self.batch_size):
+            prompts = [self.tok.encode_prompt(c, max_history=self.max_history) for c in contexts[s:s + self.batch_size]]
+            batch = self.tok.pad({"input_ids": prompts}, return_tensors="pt")
+            logits = self.model(**batch, logits_to_keep=1, use_cache=False).logits[:, -1].float().numpy()
+            for k in range(len(prompts)):
+                elig = eligibility(self.world, requests, s + k)
+                values = {r: logits[k, [self.tok.entity_to_id(e) for e in ents]] for r, ents in elig.items()}
+                score = {r: float(np.sort(1 / (1 + np.exp(-(v - self.offset))))[::-1][:W].sum()) for r, v in values.items()}
+                used: set = set()
+                page = []
+                for r in sorted(elig, key=lambda r: -score[r]):
+                    need = min(W, len(elig[r]))
+                    picks = [elig[r][j] for j in np.argsort(-values[r]) if elig[r][j] not in used][:need]
+                    if len(picks) < need:
+                        continue
+                    used.update(picks)
+                    page.append({"row": r, "entities": picks})
+                    if len(page) == R:
+                        break
+                out.append({"rows": page})
         return out

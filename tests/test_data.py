@@ -82,6 +82,23 @@ def test_row_targets_above_add_lower_rows_at_the_row_slots_above(record, model_a
     assert top["target_label"][n] == plain["target_label"][3]
 
 
+def test_entity_targets_above_add_each_entity_at_the_row_boundaries_at_or_above_its_row(record, model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    plain = build_wbc_dataset([record], tok, num_negatives=2, seed=1)[0]
+    above = build_wbc_dataset([record], tok, num_negatives=2, seed=1, entity_targets_above=True)[0]
+    c = len(tok.encode_prompt(record["context"]))
+    n = len(plain["target_pos"])
+    assert above["target_pos"][:n] == plain["target_pos"] and above["input_ids"] == plain["input_ids"]
+    # m1, m2 (row 0) at the page's first boundary; m4, m6 (row 1) at both boundaries (before rows 0 and 1)
+    assert above["target_pos"][n:] == [c - 1, c - 1, c - 1, c + 3, c - 1, c + 3]
+    assert [ids[0] for ids in above["cand_ids"][n:]] == [tok.entity_to_id(e) for e in ("m1", "m2", "m4", "m4", "m6", "m6")]
+    assert above["target_is_row"][n:] == [0] * 6
+    np.testing.assert_allclose(above["target_weight"][n:], [1.0, 0.05, 1.75, 1.75, 0.05, 0.05], rtol=1e-6)
+    assert above["target_label"][n:] == [1.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+    ent = tok.entity_mask
+    assert all(ent[torch.tensor(ids[1:])].all() for ids in above["cand_ids"][n:])  # entity negatives
+
+
 def test_negatives_never_equal_target_and_match_its_type(record, model_and_tokenizer):
     _, tok = model_and_tokenizer
     ds = build_wbc_dataset([record] * 20, tok, num_negatives=40, fallback_prob=0.3, seed=3)

@@ -74,7 +74,8 @@ def test_batched_requests_with_different_widths_match_one_by_one(catalog, spec):
         PageRequest(context(catalog, 9, 1), RuleSet(rows_per_page=2, entities_per_row=2, row_widths={"top10": 5})),
         PageRequest(context(catalog, 6, 2), RuleSet(rows_per_page=1, entities_per_row=6, blocked_rows=["trending"])),
     ]
-    for a, order in ((None, "model"), (0, "model"), (1, "model"), (1, "entity_value"), (None, "entity_value")):
+    for a, order in ((None, "model"), (0, "model"), (1, "model"), (1, "entity_value"), (None, "entity_value"),
+                     (None, "page_value")):
         gen = PageGenerator(model, tok, autoregressive_entities=a, row_order=order)
         batched = gen.generate(requests)
         assert [p.token_ids for p in batched] == [gen.generate([r])[0].token_ids for r in requests]
@@ -135,13 +136,47 @@ def test_entity_value_rows_are_the_rows_whose_best_entities_promise_most(catalog
 
 
 @SETTINGS
-@given(data=st.data(), seed=st.integers(0, 3))
-def test_entity_value_pages_obey_the_rules(catalog, spec, data, seed):
+@given(data=st.data(), seed=st.integers(0, 3), order=st.sampled_from(["entity_value", "page_value"]))
+def test_value_ordered_pages_obey_the_rules(catalog, spec, data, seed, order):
     model, tok = tiny(catalog, spec, seed)
     rules = data.draw(rule_sets(catalog.entity_ids, catalog.row_ids))
-    page = PageGenerator(model, tok, autoregressive_entities=1, row_order="entity_value").generate_page(
+    a = 1 if order == "entity_value" else None
+    page = PageGenerator(model, tok, autoregressive_entities=a, row_order=order).generate_page(
         context(catalog, 4, seed), rules)
     assert not violations(page.to_dict(), rules, tok.entities_per_row, tok.rows_per_page)
+
+
+def test_page_value_rows_and_entities_come_from_the_values_at_each_row_boundary(catalog, spec):
+    """Each row of a page_value page is, among the rows still allowed, the one whose best entities by the
+    logits at the row boundary (before its row token) have the largest sum of sigmoid(value - offset), and
+    it holds exactly those entities, best first; its row_score is that sum."""
+    model, tok = tiny(catalog, spec, 1)
+    ctx = context(catalog, 6, 1)
+    width, offset = 3, 0.5
+    elig = {r: catalog.entity_ids[i % 4::4] for i, r in enumerate(catalog.row_ids)}
+    rules = RuleSet(rows_per_page=3, entities_per_row=width, row_eligibility=elig, row_widths={catalog.row_ids[2]: 2})
+    gen = PageGenerator(model, tok, row_order="page_value", row_value_offset=offset)
+    page = gen.generate_page(ctx, rules)
+    assert len(page.rows) == 3
+    prefix, used_rows, used = tok.encode_prompt(ctx), set(), set()
+    for row in page.rows:
+        with torch.no_grad():
+            logits = model(torch.tensor([prefix])).logits[0, -1]
+        best = {}
+        for r in catalog.row_ids:
+            if r in used_rows:
+                continue
+            ids = [tok.entity_to_id(e) for e in elig[r] if e not in used]
+            top = logits[ids].topk(min(rules.row_widths.get(r, width), len(ids)))
+            best[r] = (float(torch.sigmoid(top.values - offset).sum()), [ids[i] for i in top.indices.tolist()])
+        choice = max(best, key=lambda r: best[r][0])
+        assert row.row == choice and row.row_score == pytest.approx(best[choice][0], abs=1e-4)
+        assert [tok.entity_to_id(e) for e in row.entities] == best[choice][1]
+        prefix += [tok.row_to_id(row.row)] + best[choice][1]
+        used_rows.add(row.row)
+        used.update(row.entities)
+    batched = gen.generate([PageRequest(ctx, rules), PageRequest(context(catalog, 2, 3), rules)])
+    assert batched[0].token_ids == page.token_ids  # left padding in a batch changes nothing
 
 
 def test_hybrid_fill_takes_the_top_scoring_eligible_entities(catalog, spec):
@@ -186,6 +221,8 @@ def test_invalid_generator_arguments(catalog, spec):
         PageGenerator(model, tok, row_order="value")
     with pytest.raises(ValueError, match="greedy"):
         PageGenerator(model, tok, row_order="entity_value", do_sample=True)
+    with pytest.raises(ValueError, match="autoregressive_entities must be None"):
+        PageGenerator(model, tok, row_order="page_value", autoregressive_entities=1)
     with pytest.raises(ValueError, match="row_value_offset"):
         PageGenerator(model, tok, row_order="entity_value", row_value_offset=float("nan"))
     with pytest.raises(ValueError, match="does not divide"):

@@ -92,6 +92,52 @@ def test_training_lowers_ntp_then_wbc_loss(sim_log, tmp_path):
     assert any("loss" in entry for entry in logged)
 
 
+@pytest.mark.parametrize("stage", ["ntp", "wbc"])
+def test_content_scoring_trains_the_content_term_and_serves_what_it_trained(sim_log, tmp_path, stage):
+    """With content_scoring, training scores lm_head row + content term; the head it leaves (and every
+    checkpoint it saves) holds their sum, so plain lm_head scores what training scored, and the content
+    projection is trained."""
+    records, catalog, _ = sim_log
+    model, tok = _fresh(catalog)
+    cls, config = (NTPTrainer, NTPConfig) if stage == "ntp" else (WBCTrainer, WBCConfig)
+    args = config(str(tmp_path / "run"), max_steps=6, learning_rate=3e-3, dtype="fp32", content_scoring=True,
+                  save_strategy="steps", save_steps=3)
+    trainer = cls(model=model, args=args, train_dataset=records[:40], processing_class=tok)
+    proj_before = model.content_head_proj.weight.detach().clone()
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with torch.no_grad():  # folded (plain head) and unfolded (row - content + content) score alike
+        plain = trainer.compute_loss(model, batch)
+        trainer._fold_content(-1.0)
+        unfolded = trainer.compute_loss(model, batch)
+        trainer._fold_content(+1.0)
+    torch.testing.assert_close(plain, unfolded)
+    trainer.train()
+    assert not trainer._unfolded and not torch.equal(model.content_head_proj.weight, proj_before)
+    with torch.no_grad():
+        served = trainer.compute_loss(model, batch)  # after training: plain lm_head
+        trainer._fold_content(-1.0)
+        trained = trainer.compute_loss(model, batch)  # what the last training step's scoring gives
+        trainer._fold_content(+1.0)
+    torch.testing.assert_close(served, trained)
+    # the checkpoint saved mid-training (step 6 = the last) holds the folded head, not the training split
+    from safetensors.torch import load_file
+
+    state = load_file(str(tmp_path / "run" / "checkpoint-6" / "model.safetensors"))
+    torch.testing.assert_close(state["lm_head.weight"], model.lm_head.weight.detach())
+
+
+def test_content_scoring_needs_content_and_no_peft(sim_log, tmp_path):
+    records, catalog, _ = sim_log
+    model, tok = _fresh(catalog)
+    with pytest.raises(ValueError, match="PEFT"):
+        WBCTrainer(model=model, args=WBCConfig(str(tmp_path), content_scoring=True, use_peft=True),
+                   train_dataset=records[:4], processing_class=tok)
+    model.content_head_proj = None
+    with pytest.raises(ValueError, match="content_dim"):
+        WBCTrainer(model=model, args=WBCConfig(str(tmp_path), content_scoring=True), train_dataset=records[:4],
+                   processing_class=tok)
+
+
 def test_trainer_builds_its_own_examples_like_sft_trainer(sim_log, tmp_path):
     """Given records, WBCTrainer prepares the same examples and collator as the data builders do by hand."""
     records, catalog, _ = sim_log

@@ -251,6 +251,7 @@ def build_wbc_dataset(
     num_proc: Optional[int] = None,
     row_target: str = "row",
     row_targets_above: bool = False,
+    entity_targets_above: bool = False,
 ):
     """WBC examples of `records` (see module docstring); records without any target are skipped.
 
@@ -258,6 +259,10 @@ def build_wbc_dataset(
     `row_targets_above`: every impressed row is ALSO a target (same reward) at each row slot above it,
     so greedy decoding chooses each row among values learned for every row shown lower on logged
     pages, not only for the rows the logging policy happened to put at that slot.
+    `entity_targets_above`: every impressed entity is ALSO a target (same reward) at each row boundary
+    at or above its row (the positions that predict a row token, where the grammar never places an
+    entity), so the entity logits there learn what an entity is worth to this user below the rows so
+    far, whichever row holds it: page-level values, read by `PageGenerator(row_order="page_value")`.
 
     Columns: `input_ids`; per target `target_pos` (position whose hidden state scores the target),
     `target_label`, `target_weight`, `target_is_row`, `cand_ids` ([target id] + negative ids);
@@ -293,10 +298,14 @@ def build_wbc_dataset(
             reward = np.array([t[1] for t in targets], dtype=np.float32)
             is_row = np.array([t[2] for t in targets])
             target_ids, original_ids = ids[pos], original[pos]
+            slots = len(context_ids) + np.cumsum([0] + [1 + len(r["entities"]) for r in page["rows"][:-1]])
+            dups = []
             if row_targets_above:
-                slots = len(context_ids) + np.cumsum([0] + [1 + len(r["entities"]) for r in page["rows"][:-1]])
-                dup = np.array([(t, p) for t in np.flatnonzero(is_row) for p in slots[slots < pos[t]]],
-                               dtype=np.int64).reshape(-1, 2)
+                dups += [(t, p) for t in np.flatnonzero(is_row) for p in slots[slots < pos[t]]]
+            if entity_targets_above:  # the boundary before each row token at or above the entity's row
+                dups += [(t, p) for t in np.flatnonzero(~is_row) for p in slots[slots < pos[t]]]
+            if dups:
+                dup = np.array(dups, dtype=np.int64).reshape(-1, 2)
                 src, pos = dup[:, 0], np.concatenate([pos, dup[:, 1]])
                 reward, is_row = np.concatenate([reward, reward[src]]), np.concatenate([is_row, is_row[src]])
                 target_ids = np.concatenate([target_ids, target_ids[src]])

@@ -43,6 +43,8 @@ from transformers import Cache, DynamicLayer
 
 from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageStep, RuleSet
 
+ROW_ORDERS = ("model", "entity_value", "page_value")
+
 
 @dataclass
 class PageRequest:
@@ -218,6 +220,11 @@ class PageGenerator:
             default rewards give about log(1.0 / 0.05) = 3) is subtracted before the sigmoid.
             A row value learned from logs carries where the logging policy placed that row; the
             entity values are learned per impression, so they carry less of it (issue 14 studies).
+            "page_value" (greedy only; for models trained with `WBCConfig(entity_targets_above=True)`):
+            each row is written in one step from the entity values at its row boundary (page-level
+            values: what an entity is worth below the rows so far, whichever row holds it): the
+            allowed row whose best allowed entities have the largest expected plays, with those
+            entities; one forward pass per row. `autoregressive_entities` must then be None.
         row_value_offset: see `row_order`; a finite number.
     """
 
@@ -235,10 +242,13 @@ class PageGenerator:
         if (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature)
                 or temperature <= 0):
             raise ValueError(f"PageGenerator: temperature must be a finite number > 0, got {temperature!r}")
-        if row_order not in ("model", "entity_value"):
-            raise ValueError(f"PageGenerator: row_order must be 'model' or 'entity_value', got {row_order!r}")
-        if row_order == "entity_value" and do_sample:
-            raise ValueError("PageGenerator: row_order='entity_value' is a greedy decoding; use do_sample=False")
+        if row_order not in ROW_ORDERS:
+            raise ValueError(f"PageGenerator: row_order must be one of {ROW_ORDERS}, got {row_order!r}")
+        if row_order != "model" and do_sample:
+            raise ValueError(f"PageGenerator: row_order={row_order!r} is a greedy decoding; use do_sample=False")
+        if row_order == "page_value" and autoregressive_entities is not None:
+            raise ValueError("PageGenerator: row_order='page_value' writes each row in one step; "
+                             f"autoregressive_entities must be None, got {autoregressive_entities!r}")
         if (isinstance(row_value_offset, bool) or not isinstance(row_value_offset, (int, float))
                 or not math.isfinite(row_value_offset)):
             raise ValueError(f"PageGenerator: row_value_offset must be a finite number, got {row_value_offset!r}")
@@ -355,6 +365,19 @@ class PageGenerator:
         a = self.autoregressive_entities
         while not step.done.all():
             active = ~step.done
+            if self.row_order == "page_value":
+                picks, count, values = self._page_value_step(ids, logits, step, processor)
+                chosen = picks.cpu().tolist()
+                for b in np.flatnonzero(active).tolist():
+                    tokens[b] += chosen[b][:count[b]]
+                    scores[b] += values[b][:count[b]]
+                new, new_attn = (t.to(device) for t in self._step_tokens(chosen, count))
+                ids, attn = torch.cat([ids, new], 1), torch.cat([attn, new_attn], 1)
+                step = processor.step(ids)
+                if step.done.all():
+                    break
+                logits = self._forward(new, attn, cache)
+                continue
             fill = active & (step.open_slots > 1) & (a is not None) & (step.n_in_row >= (a or 0))
             count = np.where(fill, step.open_slots, active.astype(int))
             K = int(count.max())
@@ -407,8 +430,7 @@ class PageGenerator:
         J = int(allowed_rows.sum(1).max())
         if J == 0:
             return None
-        valid, cand = allowed_rows.float().topk(J, dim=1)
-        valid = valid.bool()
+        valid, cand = self._allowed_rows(allowed_rows, J)
         B, L = attn.shape
         mask = torch.zeros(B, 1, J, L + J, dtype=torch.bool, device=device)
         mask[:, 0, :, :L] = attn.bool()[:, None, :]
@@ -419,13 +441,65 @@ class PageGenerator:
         for layer in cache.layers:
             layer.crop(-J)
         options, widths = processor.row_entity_options(ids, torch.where(valid, cand, -1).cpu().numpy())
-        width = torch.from_numpy(widths).to(device)
-        top = out.logits[:, -J:, :].float().masked_fill(~torch.from_numpy(options).to(device), float("-inf"))
-        top = top.topk(max(int(widths.max()), 1), dim=-1).values  # (B, J, width): each row's best entities
-        counted = (torch.arange(top.shape[-1], device=device) < width[..., None]) & top.isfinite()
-        value = torch.sigmoid(top - self.row_value_offset).masked_fill(~counted, 0.0).sum(-1)
+        value, _ = self._expected_plays(out.logits[:, -J:, :].float(), options, widths)
         scores = torch.full(step.allowed.shape, float("-inf"), device=device)
         return scores.scatter_(1, cand, value.masked_fill(~valid, float("-inf")))
+
+    @staticmethod
+    def _allowed_rows(allowed_rows: torch.Tensor, J: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(valid, ids) (B, J): each sequence's allowed row tokens in token-id order (ties in value then
+        go to the lowest id, whatever the batch), padded with invalid entries."""
+        cand = torch.argsort((~allowed_rows).to(torch.int8), dim=1, stable=True)[:, :J]
+        return allowed_rows.gather(1, cand), cand
+
+    def _expected_plays(self, values: torch.Tensor, options: np.ndarray,
+                        widths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per candidate row (B, J): the sum of sigmoid(value - offset) over its `widths` best allowed
+        entities (`options` (B, J, V); `values` (B, J, V) or (B, V) shared by the rows), and those entities' ids."""
+        device = values.device
+        width = torch.from_numpy(widths).to(device)
+        masked = values.expand(options.shape).masked_fill(~torch.from_numpy(options).to(device), float("-inf"))
+        top = masked.topk(max(int(widths.max()), 1), dim=-1)  # (B, J, width): each row's best entities
+        counted = (torch.arange(top.values.shape[-1], device=device) < width[..., None]) & top.values.isfinite()
+        return torch.sigmoid(top.values - self.row_value_offset).masked_fill(~counted, 0.0).sum(-1), top.indices
+
+    def _page_value_step(self, ids: torch.Tensor, logits: torch.Tensor, step: PageStep,
+                         processor: GenPageLogitsProcessor) -> tuple[torch.Tensor, np.ndarray, list[list[float]]]:
+        """One whole row per sequence from the page-level entity values at its row boundary (`row_order=
+        "page_value"`): (picks (B, K): row token then its entities, best first; tokens per sequence; scores).
+
+        The row is the allowed one whose best allowed entities have the largest expected plays; it takes
+        those entities, unless the page would then be incompletable under the rules, in which case its
+        entities are picked one by one, each the best one the rules still allow. Finished sequences
+        take their allowed token ([EOS] or padding)."""
+        device = ids.device
+        B = ids.shape[0]
+        active = ~step.done
+        is_row = torch.zeros(step.allowed.shape[1], dtype=torch.bool, device=device)
+        is_row[torch.from_numpy(processor.row_ids).to(device)] = True
+        allowed_rows = step.allowed & is_row & torch.from_numpy(active & (step.open_slots == 0)).to(device)[:, None]
+        at_row = allowed_rows.any(1).cpu().numpy()
+        valid, cand = self._allowed_rows(allowed_rows, max(int(allowed_rows.sum(1).max()), 1))
+        options, widths = processor.row_entity_options(ids, torch.where(valid, cand, -1).cpu().numpy())
+        value, best = self._expected_plays(logits[:, None, :], options, widths)
+        j = value.masked_fill(~valid, float("-inf")).argmax(1)  # (B,)
+        row = cand.gather(1, j[:, None])  # (B, 1)
+        width = torch.from_numpy(widths).to(device).gather(1, j[:, None])[:, 0].cpu().numpy()
+        count = np.where(at_row, 1 + width, active.astype(int))
+        K = int(count.max())
+        picks = torch.full((B, K), self.tokenizer.pad_token_id, dtype=torch.long, device=device)
+        picks[:, 0] = torch.where(torch.from_numpy(at_row).to(device), row[:, 0],
+                                  logits.masked_fill(~step.allowed, float("-inf")).argmax(1))
+        if K > 1:
+            picks[:, 1:] = best[torch.arange(B, device=device), j][:, :K - 1]
+            with_row = torch.cat([ids, picks[:, :1]], 1)
+            if not processor.completable(torch.cat([ids, self._step_tokens(picks.cpu().tolist(), count)[0].to(device)],
+                                                   1)).all():
+                after_row = processor.step(with_row)
+                picks[:, 1:] = self._pick_one_by_one(with_row, logits, after_row, processor, np.maximum(count - 1, 0))
+        scores = logits.gather(1, picks)
+        scores[:, 0] = torch.where(torch.from_numpy(at_row).to(device), value.gather(1, j[:, None])[:, 0], scores[:, 0])
+        return picks, count, scores.cpu().tolist()
 
     def _reuse_prefixes(self, prompts: list[list[int]], cache: Cache) -> int:
         """Writes into the empty `cache` the stored states of the longest prompt prefix the batch can

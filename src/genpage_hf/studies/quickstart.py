@@ -46,6 +46,9 @@ class QuickstartConfig:
     ntp_steps: int = field(default=300, metadata={"help": "NTP pretraining steps"})
     wbc_steps: int = field(default=300, metadata={"help": "WBC post-training steps"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate of both stages"})
+    content_scoring: bool = field(
+        default=False, metadata={"help": "both stages score every entity with its lm_head row plus the output-side "
+                                         "content term (NTPConfig/WBCConfig.content_scoring)"})
     ab_requests: int = field(default=4000, metadata={"help": "simulated A/B requests per arm (single 2,000-request "
                                                             "judgments of one checkpoint ranged over +-4 percent of the gap)"})
     autoregressive_entities: Optional[int] = field(
@@ -270,7 +273,8 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
         return config_class(output_dir=os.path.join(out_dir, "runs", stage), max_steps=steps,
                             per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
                             warmup_steps=max(1, steps // 10), logging_steps=max(1, steps // 30), disable_tqdm=True,
-                            seed=config.seed, max_history=config.max_history, dtype=config.dtype)
+                            seed=config.seed, max_history=config.max_history, dtype=config.dtype,
+                            content_scoring=config.content_scoring)
 
     ntp_args, wbc_args = args(NTPConfig, "ntp", config.ntp_steps), args(WBCConfig, "wbc", config.wbc_steps)
 

@@ -101,6 +101,11 @@ class GenPageTrainingConfig(TrainingArguments):
     fallback_prob: float = field(
         default=0.0, metadata={"help": "probability of replacing an entity/row token by its fallback token (cold start; "
                                         "the entity's content vector is kept)"})
+    content_scoring: bool = field(
+        default=False, metadata={"help": "score every token during training with its lm_head row PLUS the output-side "
+                                         "content term content_head_proj(content) (semantic fusion on the output side): "
+                                         "titles seen in few impressions are valued from their content; folded into "
+                                         "the lm_head rows when training ends and in every saved checkpoint"})
     example_seed: int = field(default=0, metadata={"help": "seed of negatives, fallback replacement and the user split"})
     eval_fraction: float = field(
         default=0.0, metadata={"help": "without --eval_file: share of USERS held out of the training records"})
@@ -202,6 +207,10 @@ class WBCConfig(GenPageTrainingConfig):
         default=False, metadata={"help": "also score every impressed row's reward at each row slot above it (greedy "
                                          "then chooses each row among values learned for every row shown lower, not "
                                          "only for the rows the logging policy put at that slot)"})
+    entity_targets_above: bool = field(
+        default=False, metadata={"help": "also score every impressed entity's reward at each row boundary at or above "
+                                         "its row: page-level entity values, whichever row holds the entity (read by "
+                                         "PageGenerator(row_order='page_value'))"})
 
     def __post_init__(self) -> None:
         if self.num_negatives < 0:

@@ -76,6 +76,9 @@ class _GenPageTrainer(Trainer):
             eval_dataset = self.build_examples(eval_dataset, processing_class, args, args.example_seed + 1)
         if peft_config is None and args.use_peft:
             peft_config = args.lora_config()
+        if peft_config is not None and args.content_scoring:
+            raise ValueError(f"{type(self).__name__}: content_scoring folds the content term into the full lm_head "
+                             "when training ends; it does not combine with a PEFT adapter")
         if peft_config is not None:
             from peft import get_peft_model
 
@@ -88,6 +91,35 @@ class _GenPageTrainer(Trainer):
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(QuietProgressCallback)
         self.add_callback(LogFileCallback)
+        self._unfolded = False
+        if args.content_scoring:
+            if getattr(self.accelerator.unwrap_model(self.model), "content_head_proj", None) is None:
+                raise ValueError(f"{type(self).__name__}: content_scoring needs a model with content vectors "
+                                 "(GenPageConfig.content_dim > 0)")
+            self.add_callback(_ContentFolding(self))
+
+    def content_rows(self, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        """(..., hidden) output-side content term of token `ids` (zero for tokens without content)."""
+        return self.accelerator.unwrap_model(model).content_head_rows(ids)
+
+    @torch.no_grad()
+    def _fold_content(self, sign: float) -> None:
+        """lm_head rows += sign * content term: -1 when training starts (training scores row + content),
+        +1 when it ends, so the saved and served head is plain `lm_head` scoring what training scored."""
+        inner = self.accelerator.unwrap_model(self.model)
+        head = inner.get_output_embeddings().weight
+        head += sign * inner.content_head_rows(torch.arange(head.shape[0], device=head.device)).to(head.dtype)
+        self._unfolded = sign < 0
+
+    def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
+        """`Trainer.save_model`, with the content term folded into the head while training scores it apart."""
+        if not self._unfolded:
+            return super().save_model(output_dir, _internal_call)
+        self._fold_content(+1.0)
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            self._fold_content(-1.0)
 
     def _finite(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss, or a FloatingPointError: a NaN/inf loss stops training before it reaches the weights."""
@@ -95,6 +127,20 @@ class _GenPageTrainer(Trainer):
             raise FloatingPointError(f"{type(self).__name__}: the loss is {loss.item()} at step {self.state.global_step}; "
                                      "training stopped and nothing was saved (check learning_rate, weights, data)")
         return loss
+
+
+class _ContentFolding(TrainerCallback):
+    """With `content_scoring`: takes the content term out of the lm_head rows when training begins (after
+    a resumed checkpoint is loaded) and puts it back, updated, when training ends."""
+
+    def __init__(self, trainer: "_GenPageTrainer") -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._fold_content(-1.0)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.trainer._fold_content(+1.0)
 
 
 def _content_kwargs(inputs: dict) -> dict:
@@ -137,6 +183,13 @@ class NTPTrainer(_GenPageTrainer):
     def _logits_and_targets(self, model: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         labels = inputs["labels"]
         keep = _page_mask(labels)
+        if self._unfolded:  # content scoring: every token's row is its lm_head row + its content term
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                        logits_to_keep=torch.zeros_like(keep), output_hidden_states=True, use_cache=False,
+                        **_content_kwargs(inputs))
+            head = self.accelerator.unwrap_model(model).get_output_embeddings().weight
+            rows = head + self.content_rows(model, torch.arange(head.shape[0], device=head.device)).to(head.dtype)
+            return (out.hidden_states[-1][keep] @ rows.T).float(), labels[:, 1:][keep[:, :-1]]
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), logits_to_keep=keep,
                     use_cache=False, **_content_kwargs(inputs))
         return out.logits.float(), labels[:, 1:][keep[:, :-1]]
@@ -185,7 +238,8 @@ class WBCTrainer(_GenPageTrainer):
                                  negative_weight=args.negative_weight, max_history=args.max_history,
                                  reward_config=args.reward_config(), fallback_prob=args.fallback_prob, seed=seed,
                                  num_proc=args.dataset_num_proc, row_target=args.row_target,
-                                 row_targets_above=args.row_targets_above)
+                                 row_targets_above=args.row_targets_above,
+                                 entity_targets_above=args.entity_targets_above)
 
     def candidate_logits(self, model: torch.nn.Module, inputs: dict) -> torch.Tensor:
         """(batch, targets, candidates) logits: hidden state at each target position · lm_head row of each id."""
@@ -197,10 +251,11 @@ class WBCTrainer(_GenPageTrainer):
         at_targets = torch.take_along_dim(hidden, inputs["target_pos"][..., None], dim=1)
         head = self.accelerator.unwrap_model(model).get_output_embeddings()
         rows = head.weight[inputs["cand_ids"]]  # (B, T, C, H): only the candidates' rows of the projection
-        if "cand_content_ids" in inputs:  # fallback-replaced candidates: fallback row + projected content
+        if self._unfolded:  # content scoring: every candidate adds its (pre-replacement) entity's content term
+            rows = rows + self.content_rows(model, inputs.get("cand_content_ids", inputs["cand_ids"])).to(rows.dtype)
+        elif "cand_content_ids" in inputs:  # fallback-replaced candidates: fallback row + projected content
             from_content = (inputs["cand_content_ids"] != inputs["cand_ids"])[..., None]
-            content_rows = self.accelerator.unwrap_model(model).content_head_rows(inputs["cand_content_ids"])
-            rows = rows + from_content * content_rows.to(rows.dtype)
+            rows = rows + from_content * self.content_rows(model, inputs["cand_content_ids"]).to(rows.dtype)
         # A broadcast product summed over the hidden axis rather than einsum: under bf16 autocast einsum
         # becomes many tiny matrix-vector products, ~2.5x slower forward+backward (benchmarks/dtype.py).
         logits = (at_targets[:, :, None, :] * rows).sum(-1)
