@@ -1,6 +1,6 @@
 """Serving: business-rule constrained decoding, hybrid row decoding and pagination (paper §2.3, §6.3, §6.4)."""
 
-from .generator import GeneratedPage, GeneratedRow, PageGenerator, PageRequest, PrefixCache
+from .generator import ROW_ORDERS, GeneratedPage, GeneratedRow, PageGenerator, PageRequest, PrefixCache
 from .rules import GenPageLogitsProcessor, IncompletePageError, InfeasibleRulesError, PageStep, RuleSet
 
 __all__ = [
@@ -13,5 +13,6 @@ __all__ = [
     "PageRequest",
     "PageStep",
     "PrefixCache",
+    "ROW_ORDERS",
     "RuleSet",
 ]

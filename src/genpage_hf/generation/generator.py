@@ -594,4 +594,4 @@ class PageGenerator:
         return GeneratedPage(rows, page_ids)
 
 
-__all__ = ["GeneratedPage", "GeneratedRow", "PageGenerator", "PageRequest", "PrefixCache"]
+__all__ = ["GeneratedPage", "GeneratedRow", "PageGenerator", "PageRequest", "PrefixCache", "ROW_ORDERS"]

@@ -74,8 +74,10 @@ class ABArguments:
     max_history: Optional[int] = field(
         default=None, metadata={"help": "GenPage arm: history actions kept per prompt (default: the spec's)"})
     row_order: str = field(default="model", metadata={
-        "help": "GenPage arm: next row by the model's row value ('model') or by its best entities' values "
-                "('entity_value'; see PageGenerator)", "choices": ["model", "entity_value"]})
+        "help": "GenPage arm: next row by the model's row value ('model'), by its best entities' values read after "
+                "each row token ('entity_value'), or each row and its entities from the page-level values at its "
+                "row boundary ('page_value': autoregressive_entities does not apply); see PageGenerator",
+        "choices": ["model", "entity_value", "page_value"]})
     baseline: str = field(default="production", metadata={"help": "arm the lifts are measured against"})
     requests: int = field(default=4000, metadata={"help": "simulated requests per arm"})
     output_json: Optional[str] = field(default=None, metadata={"help": "also write the report as JSON here"})
@@ -83,8 +85,10 @@ class ABArguments:
     def __post_init__(self) -> None:
         if self.requests < 1:
             raise ValueError(f"--requests must be >= 1, got {self.requests}")
-        if self.row_order not in ("model", "entity_value"):
-            raise ValueError(f"--row_order must be 'model' or 'entity_value', got {self.row_order!r}")
+        from ..generation import ROW_ORDERS
+
+        if self.row_order not in ROW_ORDERS:
+            raise ValueError(f"--row_order must be one of {ROW_ORDERS}, got {self.row_order!r}")
 
 
 def _simulate(world_args: WorldArguments, args: SimulateArguments) -> None:
@@ -113,7 +117,8 @@ def _ab(world_args: WorldArguments, args: ABArguments) -> None:
         from .genpage_policy import GenPagePolicy
 
         model, tokenizer, _ = load_genpage(args.model_name_or_path)
-        policies.append(GenPagePolicy(world, model.eval(), tokenizer, autoregressive_entities=args.autoregressive_entities,
+        a = None if args.row_order == "page_value" else args.autoregressive_entities  # whole rows: see --row_order
+        policies.append(GenPagePolicy(world, model.eval(), tokenizer, autoregressive_entities=a,
                                       max_history=args.max_history, row_order=args.row_order))
     arm_names = [p.name for p in policies]
     baseline = args.baseline if args.baseline in arm_names else arm_names[0]

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..catalog import Catalog
 from ..checkpoint import build_genpage, grow_genpage, page_generation_config, save_genpage
-from ..generation import GenPageLogitsProcessor, PageGenerator, PageRequest
+from ..generation import ROW_ORDERS, GenPageLogitsProcessor, PageGenerator, PageRequest
 from ..precision import DTYPES, hardware_info
 from ..report import fmt, write_report
 
@@ -46,8 +46,11 @@ class QuickstartConfig:
     ntp_steps: int = field(default=300, metadata={"help": "NTP pretraining steps"})
     wbc_steps: int = field(default=300, metadata={"help": "WBC post-training steps"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate of both stages"})
+    entity_targets_above: bool = field(
+        default=True, metadata={"help": "WBC also scores every impressed entity at each row boundary at or above its "
+                                         "row: page-level entity values (WBCConfig.entity_targets_above)"})
     content_scoring: bool = field(
-        default=False, metadata={"help": "both stages score every entity with its lm_head row plus the output-side "
+        default=True, metadata={"help": "both stages score every entity with its lm_head row plus the output-side "
                                          "content term (NTPConfig/WBCConfig.content_scoring)"})
     ab_requests: int = field(default=4000, metadata={"help": "simulated A/B requests per arm (single 2,000-request "
                                                             "judgments of one checkpoint ranged over +-4 percent of the gap)"})
@@ -55,9 +58,11 @@ class QuickstartConfig:
         default=1, metadata={"help": "GenPage arm's entities decoded one by one per row before the rest of the row is "
                                      "filled from one pass (None: all; hybrid rows judge within 3 percent of full decoding)"})
     row_order: str = field(
-        default="model", metadata={"help": "GenPage arm's next row: by the model's row value ('model') or by the "
-                                           "expected plays of its best entities ('entity_value', see PageGenerator)",
-                                   "choices": ["model", "entity_value"]})
+        default="page_value", metadata={"help": "GenPage arm's next row: by the model's row value ('model'), by the "
+                                           "expected plays of its best entities read after each row token "
+                                           "('entity_value'), or each row with its entities from the page-level values "
+                                           "at its row boundary ('page_value': --autoregressive_entities does not "
+                                           "apply); see PageGenerator", "choices": ["model", "entity_value", "page_value"]})
     latency_pages: int = field(default=8, metadata={"help": "pages timed per decoding mode"})
     examples: int = field(default=3, metadata={"help": "example pages rendered in the report"})
     dtype: str = field(default="auto", metadata={"help": "training precision: auto (bf16 where native), fp32 or bf16",
@@ -79,8 +84,8 @@ class QuickstartConfig:
             raise ValueError(f"--days must be >= 2 (the last day is held out), got {self.days}")
         if self.hidden_size % self.heads:
             raise ValueError(f"--hidden_size {self.hidden_size} is not divisible by --heads {self.heads}")
-        if self.row_order not in ("model", "entity_value"):
-            raise ValueError(f"--row_order must be 'model' or 'entity_value', got {self.row_order!r}")
+        if self.row_order not in ROW_ORDERS:
+            raise ValueError(f"--row_order must be one of {ROW_ORDERS}, got {self.row_order!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
 
@@ -99,6 +104,17 @@ class QuickstartConfig:
         defaults = QuickstartConfig()
         changed = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != getattr(defaults, f.name)}
         return QuickstartConfig.tiny_config(**changed)
+
+
+def _decoding(config: QuickstartConfig) -> str:
+    """How the A/B's GenPage arm decodes, in words (metrics.json, report)."""
+    if config.row_order == "page_value":
+        return "greedy, each row and its entities from the page-level values at its row boundary (row_order=page_value)"
+    entities = ("fully autoregressive" if config.autoregressive_entities is None
+                else f"hybrid ({config.autoregressive_entities} autoregressive entities per row)")
+    rows = ("rows by the expected plays of their best entities (row_order=entity_value)"
+            if config.row_order == "entity_value" else "rows by the model's row values")
+    return f"greedy, {entities}, {rows}"
 
 
 def _stage(bar: tqdm, name: str) -> None:
@@ -277,6 +293,7 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
                             content_scoring=config.content_scoring)
 
     ntp_args, wbc_args = args(NTPConfig, "ntp", config.ntp_steps), args(WBCConfig, "wbc", config.wbc_steps)
+    wbc_args.entity_targets_above = config.entity_targets_above
 
     def train_stage(train_fn: Any, stage_args: Any) -> dict:
         """Run one training stage; its summary for metrics.json (examples, steps, loss curve, seconds)."""
@@ -325,8 +342,9 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
     known = set(catalog.entity_ids)
     serving_catalog = grow_genpage(model, tokenizer, catalog, Catalog(
         [e for e in world.catalog(up_to_day=users.next_day).entities if e.id not in known], []))
-    genpage = GenPagePolicy(world, model, tokenizer, autoregressive_entities=config.autoregressive_entities,
-                            max_history=config.max_history, row_order=config.row_order)
+    a = None if config.row_order == "page_value" else config.autoregressive_entities  # whole rows: see --row_order
+    genpage = GenPagePolicy(world, model, tokenizer, autoregressive_entities=a, max_history=config.max_history,
+                            row_order=config.row_order)
     report = run_ab(world, users, [RandomPolicy(world, config.seed), ProductionPolicy(world, config.seed), genpage,
                                    OraclePolicy(world, users)], n_requests=config.ab_requests, seed=config.seed)
     arms = {a.policy: {"mean_page_reward": a.page_reward, "ci95": list(a.page_reward_ci),
@@ -370,9 +388,7 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
         "offline": offline,
         "ab": {"requests": config.ab_requests, "arms": arms, "lift_vs_production": lift, "gap_closed": g.gap_closed,
                "gap_closed_ci95": gap_closed["lift_ci95"],
-               "genpage_decoding": ("greedy, fully autoregressive" if config.autoregressive_entities is None
-                                    else f"greedy, hybrid ({config.autoregressive_entities} autoregressive entities per row)")
-               + f", rows by {'their entities values' if config.row_order == 'entity_value' else 'the model row value'}"},
+               "genpage_decoding": _decoding(config)},
         "latency": {"description": (f"Batch-1 wall-clock per page over {config.latency_pages} requests on this machine "
                                     f"({torch.get_num_threads()} torch threads), same rules in every mode."),
                     "modes": latency},
