@@ -122,7 +122,11 @@ def main() -> None:
                       "oracle_page_reward": ab["arms"]["oracle"]["page_reward"], "ab_seconds": ab["seconds"],
                       "ab_arms": ab["arms"],
                       "training": rec, **extra, "seconds": round(time.time() - start, 1)})
-    _write(args.out, seeds, args.ab_requests, command, ab["decoding"], round(time.time() - t0, 1), machine(load))
+    decoding = {"genpage": ab["decoding"] + ", rows by the model's row values",
+                "genpage_rowvalue": f"PageGenerator(row_order='entity_value', autoregressive_entities="
+                                    f"{args.autoregressive_entities})",
+                "genpage_pagevalue": "PageGenerator(row_order='page_value')"}[args.headline_arm]
+    _write(args.out, seeds, args.ab_requests, command, decoding, round(time.time() - t0, 1), machine(load))
 
 
 def _write(out: str, seeds: list[dict], ab_requests: int, command: str, decoding: str, seconds: float,

@@ -44,7 +44,9 @@ from genpage_hf.precision import hardware_info, matmul_peak
 from genpage_hf.simulation import ProductionPolicy, UserPopulation, World, WorldConfig, run_ab, warm_up
 from genpage_hf.simulation.genpage_policy import GenPagePolicy
 
-MODES = {"generator_full": None, "hybrid_1": 1, "hybrid_2": 2, "hybrid_3": 3}
+# name -> (autoregressive_entities, row_order); page_value writes each row in one step (one forward per row)
+MODES = {"generator_full": (None, "model"), "hybrid_1": (1, "model"), "hybrid_2": (2, "model"), "hybrid_3": (3, "model"),
+         "page_value": (None, "page_value")}
 PAGINATION_MODE = "hybrid_1"
 
 
@@ -222,8 +224,8 @@ def main() -> None:
     # Modes are timed round-robin (page i of every mode, then page i+1) so load swings on the shared
     # machine hit all modes alike.
     decoders: dict[str, Callable[[list[PageRequest]], Any]] = {"generate_full": lambda r: run_generate(model, tok, r)}
-    for name, a in MODES.items():
-        decoders[name] = PageGenerator(model, tok, autoregressive_entities=a).generate
+    for name, (a, order) in MODES.items():
+        decoders[name] = PageGenerator(model, tok, autoregressive_entities=a, row_order=order).generate
     for fn in decoders.values():
         fn(one(0))  # warm-up
     batch1: dict[str, list[float]] = {name: [] for name in decoders}
@@ -260,9 +262,9 @@ def main() -> None:
 
     # pagination: page 2 of a browsing session, with the generator's prefix cache and without it
     pagination: dict[str, Any] = {}
-    for name, a in MODES.items():
-        reuse, cold = PageGenerator(model, tok, autoregressive_entities=a), \
-            PageGenerator(model, tok, autoregressive_entities=a, prefix_cache_size=0)
+    for name, (a, order) in MODES.items():
+        reuse, cold = PageGenerator(model, tok, autoregressive_entities=a, row_order=order), \
+            PageGenerator(model, tok, autoregressive_entities=a, row_order=order, prefix_cache_size=0)
         with_reuse, without = [], []
         for i in range(n_pages + 1):
             first = reuse.generate([requests[i]])[0]
@@ -301,8 +303,8 @@ def main() -> None:
         ab_tok = AutoTokenizer.from_pretrained(args.ab_model)
         ab_desc = (f"trained checkpoint {args.ab_model} ({sum(p.numel() for p in ab_model.parameters()) / 1e6:.2f}M "
                    f"parameters, {ab_model.config.num_hidden_layers} layers, width {ab_model.config.hidden_size})")
-    arms = [production] + [GenPagePolicy(world, ab_model, ab_tok, name=name, autoregressive_entities=a)
-                           for name, a in MODES.items()]
+    arms = [production] + [GenPagePolicy(world, ab_model, ab_tok, name=name, autoregressive_entities=a, row_order=order)
+                           for name, (a, order) in MODES.items()]
     report = run_ab(world, users, arms, ab_n, seed=0, baseline="generator_full")  # paired lifts vs full decoding
     for name in MODES:
         results[name]["ab_page_reward"] = round(report.arm(name).page_reward, 4)
@@ -325,7 +327,7 @@ def main() -> None:
         "hybrid_3_speedup_vs_generate_full": round(full / results["hybrid_3"]["p50_ms"], 2),
         "hybrid_3_speedup_met (>=2x)": full / results["hybrid_3"]["p50_ms"] >= 2.0,
         "speedup_vs_generator_full": {name: round(results["generator_full"]["p50_ms"] / results[name]["p50_ms"], 2)
-                                      for name in ("hybrid_1", "hybrid_2", "hybrid_3")},
+                                      for name in ("hybrid_1", "hybrid_2", "hybrid_3", "page_value")},
         "hybrid_1_p50_within_1.5x_floor": results["hybrid_1"]["p50_over_floor"] <= 1.5,
         "generator_full_p50_within_2.5x_floor": results["generator_full"]["p50_over_floor"] <= 2.5,
         "hybrid_1_batch32_at_least_70pct_of_floor": results["hybrid_1"]["batch32_share_of_floor"] >= 0.7,
@@ -333,7 +335,7 @@ def main() -> None:
         "rule_mask_overhead_met (<=10%)": rule_overhead <= 0.10,
         "hybrid_ab_value_vs_full_pct": {name: round(100 * (results[name]["ab_page_reward"]
                                                             / results["generator_full"]["ab_page_reward"] - 1), 2)
-                                        for name in ("hybrid_1", "hybrid_2", "hybrid_3")},
+                                        for name in ("hybrid_1", "hybrid_2", "hybrid_3", "page_value")},
     }
     results["details"] = {
         "ab": {"requests_per_arm": ab_n, "production_page_reward": round(report.arm("production").page_reward, 4),

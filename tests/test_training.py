@@ -126,6 +126,17 @@ def test_content_scoring_trains_the_content_term_and_serves_what_it_trained(sim_
     torch.testing.assert_close(state["lm_head.weight"], model.lm_head.weight.detach())
 
 
+def test_offline_metrics_score_only_the_logged_targets(sim_log, tmp_path):
+    """Extra training positions (targets above) do not change what evaluate() measures."""
+    records, catalog, _ = sim_log
+    model, tok = _fresh(catalog)
+    plain = evaluate(model, tok, records[:30], WBCConfig(str(tmp_path), dtype="fp32"))
+    above = evaluate(model, tok, records[:30], WBCConfig(str(tmp_path), dtype="fp32", entity_targets_above=True,
+                                                          row_targets_above=True))
+    keys = ("eval_loss", "eval_target_loss", "eval_row_auc", "eval_entity_auc")
+    assert [above[k] for k in keys] == pytest.approx([plain[k] for k in keys])
+
+
 def test_content_scoring_needs_content_and_no_peft(sim_log, tmp_path):
     records, catalog, _ = sim_log
     model, tok = _fresh(catalog)

@@ -143,16 +143,19 @@ def measure_latency(model: Any, tokenizer: Any, contexts: list[dict], rules: lis
     from transformers import LogitsProcessorList
 
 
-    modes: dict[str, Any] = {"generate_full": None, "generator_full": None}
+    modes: dict[str, tuple[Optional[int], str]] = {"generate_full": (None, "model"), "generator_full": (None, "model")}
     for a in (1, 2, 3):
         if a < width:
-            modes[f"hybrid_{a}"] = a
+            modes[f"hybrid_{a}"] = (a, "model")
+    if width > 1:
+        modes["entity_value_hybrid_1"] = (1, "entity_value")
+    modes["page_value"] = (None, "page_value")
     out = {}
     counter, handle = _count_forward_passes(model)
     try:
-        for mode, a in modes.items():
+        for mode, (a, row_order) in modes.items():
             times, passes = [], []
-            generator = PageGenerator(model, tokenizer, autoregressive_entities=a)
+            generator = PageGenerator(model, tokenizer, autoregressive_entities=a, row_order=row_order)
             for context, rule in zip(contexts, rules):
                 counter[0] = 0
                 start = time.perf_counter()

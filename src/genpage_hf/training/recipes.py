@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from ..data import records_dataset, split_records
@@ -84,9 +84,15 @@ def posttrain_wbc(model: Any, tokenizer: Any, records: Any, args: Optional[WBCCo
 
 
 def evaluate(model: Any, tokenizer: Any, records: Any, args: NTPConfig | WBCConfig) -> dict[str, float]:
-    """Offline metrics on held-out records: WBCConfig -> loss, target_loss, row_auc, entity_auc; NTPConfig -> loss, recall@k."""
+    """Offline metrics on held-out records: WBCConfig -> loss, target_loss, row_auc, entity_auc; NTPConfig -> loss, recall@k.
+
+    WBC metrics score the logged targets where the page logged them: the extra positions that
+    `row_targets_above` / `entity_targets_above` add in training are left out, so the metrics stay
+    comparable across training options."""
     trainer_class = WBCTrainer if isinstance(args, WBCConfig) else NTPTrainer
     if not isinstance(args, (NTPConfig, WBCConfig)):
         raise ValueError(f"evaluate needs an NTPConfig or a WBCConfig, got {type(args).__name__}")
+    if isinstance(args, WBCConfig) and (args.row_targets_above or args.entity_targets_above):
+        args = replace(args, row_targets_above=False, entity_targets_above=False)
     trainer = trainer_class(model=model, args=args, eval_dataset=records_dataset(records), processing_class=tokenizer)
     return trainer.evaluate()
