@@ -156,8 +156,12 @@ def render_report(metrics: Mapping[str, Any]) -> str:
             a = ab["arms"][arm]
             lines.append(f"| {arm} | {fmt(a['mean_page_reward'])} | {_ci(a['ci95'])} | {fmt(a['plays_per_page'])} | "
                          f"{fmt(a['diversity'])} | {fmt(a['coverage'])} |")
+    gap, gap_ci = ab.get("gap_closed"), ab.get("gap_closed_ci95")
+    closed = (f" It closes {100 * gap:.1f}% of the production-to-oracle gap (95% CI "
+              f"[{100 * gap_ci[0]:.1f}%, {100 * gap_ci[1]:.1f}%])." if gap is not None and gap_ci else "")
     lines += ["", f"Lift of GenPage over production: {fmt(lift['mean'])} page reward "
-              f"(95% CI {_ci(lift['ci95'])}; relative {fmt(lift['relative'])}).", "",
+              f"(95% CI {_ci(lift['ci95'])}; relative {fmt(lift['relative'])}).{closed}",
+              f"GenPage decoding: {ab.get('genpage_decoding', 'greedy')}.", "",
               "![A/B comparison](ab_comparison.png)", "", "## Latency by decoding mode", "",
               f"{lat['description']}", "", "| mode | p50 ms | p95 ms | forward passes / page |", "|---|---|---|---|"]
     for mode, m in lat["modes"].items():
