@@ -31,7 +31,7 @@ from ..report import fmt, write_report
 class QuickstartConfig:
     """Sizes of one quickstart run; the defaults finish in about ten minutes on a 2-core CPU."""
 
-    users: int = field(default=3000, metadata={"help": "simulated users"})
+    users: int = field(default=6000, metadata={"help": "simulated users"})
     days: int = field(default=4, metadata={"help": "logged days (the last one is held out for offline metrics)"})
     seed: int = field(default=0, metadata={"help": "seed of the world, the logs, the model and the A/B"})
     entities: int = field(default=1500, metadata={"help": "back-catalog size of the simulated world"})
@@ -43,8 +43,8 @@ class QuickstartConfig:
     heads: int = field(default=4, metadata={"help": "attention heads"})
     max_history: int = field(default=50, metadata={"help": "history actions kept per context"})
     batch_size: int = field(default=32, metadata={"help": "training batch size"})
-    ntp_steps: int = field(default=300, metadata={"help": "NTP pretraining steps"})
-    wbc_steps: int = field(default=300, metadata={"help": "WBC post-training steps"})
+    ntp_steps: int = field(default=600, metadata={"help": "NTP pretraining steps"})
+    wbc_steps: int = field(default=600, metadata={"help": "WBC post-training steps"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate of both stages"})
     entity_targets_above: bool = field(
         default=True, metadata={"help": "WBC also scores every impressed entity at each row boundary at or above its "
