@@ -362,45 +362,13 @@ class PageGenerator:
         logits = self._forward(ids[:, reused:], attn, cache)
         tokens: list[list[int]] = [[] for _ in range(B)]
         scores: list[list[float]] = [[] for _ in range(B)]
-        a = self.autoregressive_entities
         while not step.done.all():
             active = ~step.done
             if self.row_order == "page_value":
                 picks, count, values = self._page_value_step(ids, logits, step, processor)
-                chosen = picks.cpu().tolist()
-                for b in np.flatnonzero(active).tolist():
-                    tokens[b] += chosen[b][:count[b]]
-                    scores[b] += values[b][:count[b]]
-                new, new_attn = (t.to(device) for t in self._step_tokens(chosen, count))
-                ids, attn = torch.cat([ids, new], 1), torch.cat([attn, new_attn], 1)
-                step = processor.step(ids)
-                if step.done.all():
-                    break
-                logits = self._forward(new, attn, cache)
-                continue
-            fill = active & (step.open_slots > 1) & (a is not None) & (step.n_in_row >= (a or 0))
-            count = np.where(fill, step.open_slots, active.astype(int))
-            K = int(count.max())
-            masked = logits.masked_fill(~step.allowed, float("-inf"))
-            ranked = self._perturbed(masked) if self.do_sample else masked
-            by_value = None
-            if self.row_order == "entity_value":
-                by_value = self._row_values(ids, attn, cache, step, processor, active)
-                if by_value is not None:  # sequences at a row boundary rank their allowed rows by value
-                    ranked = torch.where(by_value.isfinite().any(1, keepdim=True), by_value, ranked)
-            if K == 1:
-                picks = ranked.argmax(1, keepdim=True)
             else:
-                picks = ranked.topk(K, dim=1).indices
-                # one-token steps keep argmax (generate()'s tie-breaking) so greedy matches it exactly
-                picks[:, 0] = torch.where(torch.from_numpy(fill).to(device), picks[:, 0], ranked.argmax(1))
-                # The top entities are the one-by-one choice whenever the page stays completable with all of them.
-                if not step.fill_safe[fill].all() and not processor.completable(
-                        torch.cat([ids, self._step_tokens(picks.cpu().tolist(), count)[0].to(device)], 1)).all():
-                    picks = self._pick_one_by_one(ids, ranked, step, processor, count)
+                picks, count, values = self._token_step(ids, attn, cache, logits, step, processor)
             chosen = picks.cpu().tolist()
-            scored = logits if by_value is None else torch.where(by_value.isfinite().any(1, keepdim=True), by_value, logits)
-            values = scored.gather(1, picks).cpu().tolist()
             for b in np.flatnonzero(active).tolist():
                 tokens[b] += chosen[b][:count[b]]
                 scores[b] += values[b][:count[b]]
@@ -412,6 +380,37 @@ class PageGenerator:
             logits = self._forward(new, attn, cache)
         self._store_prefixes(ids, attn, cache)
         return [self._page(t, s) for t, s in zip(tokens, scores)]
+
+    def _token_step(self, ids: torch.Tensor, attn: torch.Tensor, cache: Cache, logits: torch.Tensor, step: PageStep,
+                    processor: GenPageLogitsProcessor) -> tuple[torch.Tensor, np.ndarray, list[list[float]]]:
+        """One step of token-by-token (or hybrid) decoding: (picks (B, K), tokens per sequence, scores).
+
+        A sequence appends one token, or fills the rest of its row from this pass (hybrid rows).
+        """
+        device, a = ids.device, self.autoregressive_entities
+        active = ~step.done
+        fill = active & (step.open_slots > 1) & (a is not None) & (step.n_in_row >= (a or 0))
+        count = np.where(fill, step.open_slots, active.astype(int))
+        K = int(count.max())
+        masked = logits.masked_fill(~step.allowed, float("-inf"))
+        ranked = self._perturbed(masked) if self.do_sample else masked
+        scored = logits
+        if self.row_order == "entity_value":
+            by_value = self._row_values(ids, attn, cache, step, processor, active)
+            if by_value is not None:  # sequences at a row boundary rank their allowed rows by value
+                at_row = by_value.isfinite().any(1, keepdim=True)
+                ranked, scored = torch.where(at_row, by_value, ranked), torch.where(at_row, by_value, logits)
+        if K == 1:
+            picks = ranked.argmax(1, keepdim=True)
+        else:
+            picks = ranked.topk(K, dim=1).indices
+            # one-token steps keep argmax (generate()'s tie-breaking) so greedy matches it exactly
+            picks[:, 0] = torch.where(torch.from_numpy(fill).to(device), picks[:, 0], ranked.argmax(1))
+            # The top entities are the one-by-one choice whenever the page stays completable with all of them.
+            if not step.fill_safe[fill].all() and not processor.completable(
+                    torch.cat([ids, self._step_tokens(picks.cpu().tolist(), count)[0].to(device)], 1)).all():
+                picks = self._pick_one_by_one(ids, ranked, step, processor, count)
+        return picks, count, scored.gather(1, picks).cpu().tolist()
 
     def _row_values(self, ids: torch.Tensor, attn: torch.Tensor, cache: Cache, step: PageStep,
                     processor: GenPageLogitsProcessor, active: np.ndarray) -> Optional[torch.Tensor]:
