@@ -73,6 +73,24 @@ def row_ips(examples: Any, tok: Any, clip: float) -> Any:
     return examples.map(reweight, desc="row IPS")
 
 
+def _page_by_values(elig: dict, values: dict, offset: float, width: int, rows: int) -> dict:
+    """A page from per-row entity values: rows by the expected plays of their best `width` entities
+    (sigmoid of value - offset), each taking its best entities not shown higher up."""
+    score = {r: float(np.sort(1 / (1 + np.exp(-(v - offset))))[::-1][:width].sum()) for r, v in values.items()}
+    used: set = set()
+    page = []
+    for r in sorted(values, key=lambda r: -score[r]):
+        need = min(width, len(elig[r]))
+        picks = [elig[r][j] for j in np.argsort(-values[r]) if elig[r][j] not in used][:need]
+        if len(picks) < need:
+            continue
+        used.update(picks)
+        page.append({"row": r, "entities": picks})
+        if len(page) == rows:
+            break
+    return {"rows": page}
+
+
 class RowValuePolicy:
     """Decodes with the model's ENTITY values only: each eligible row is scored by the expected plays of its
     best `entities_per_row` entities (sigmoid of value - `offset`, values read after that row's token), rows
@@ -102,19 +120,7 @@ class RowValuePolicy:
             hidden = self.model(input_ids=ids, logits_to_keep=torch.zeros_like(ids, dtype=torch.bool),
                                 output_hidden_states=True, use_cache=False).hidden_states[-1][:, -1].float()
             values = {r: (head[[self.tok.entity_to_id(e) for e in elig[r]]] @ hidden[k]).numpy() for k, r in enumerate(rows)}
-            score = {r: float(np.sort(1 / (1 + np.exp(-(v - self.offset))))[::-1][:W].sum()) for r, v in values.items()}
-            used: set = set()
-            page = []
-            for r in sorted(rows, key=lambda r: -score[r]):
-                need = min(W, len(elig[r]))
-                picks = [elig[r][j] for j in np.argsort(-values[r]) if elig[r][j] not in used][:need]
-                if len(picks) < need:
-                    continue
-                used.update(picks)
-                page.append({"row": r, "entities": picks})
-                if len(page) == R:
-                    break
-            out.append({"rows": page})
+            out.append(_page_by_values(elig, values, self.offset, W, R))
         return out
 
 
@@ -142,17 +148,5 @@ class PageValuePolicy:
             for k in range(len(prompts)):
                 elig = eligibility(self.world, requests, s + k)
                 values = {r: logits[k, [self.tok.entity_to_id(e) for e in ents]] for r, ents in elig.items()}
-                score = {r: float(np.sort(1 / (1 + np.exp(-(v - self.offset))))[::-1][:W].sum()) for r, v in values.items()}
-                used: set = set()
-                page = []
-                for r in sorted(elig, key=lambda r: -score[r]):
-                    need = min(W, len(elig[r]))
-                    picks = [elig[r][j] for j in np.argsort(-values[r]) if elig[r][j] not in used][:need]
-                    if len(picks) < need:
-                        continue
-                    used.update(picks)
-                    page.append({"row": r, "entities": picks})
-                    if len(page) == R:
-                        break
-                out.append({"rows": page})
+                out.append(_page_by_values(elig, values, self.offset, W, R))
         return out
