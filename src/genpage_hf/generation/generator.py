@@ -396,7 +396,7 @@ class PageGenerator:
         ranked = self._perturbed(masked) if self.do_sample else masked
         scored = logits
         if self.row_order == "entity_value":
-            by_value = self._row_values(ids, attn, cache, step, processor, active)
+            by_value = self._row_values(ids, attn, cache, step, processor)
             if by_value is not None:  # sequences at a row boundary rank their allowed rows by value
                 at_row = by_value.isfinite().any(1, keepdim=True)
                 ranked, scored = torch.where(at_row, by_value, ranked), torch.where(at_row, by_value, logits)
@@ -413,7 +413,7 @@ class PageGenerator:
         return picks, count, scored.gather(1, picks).cpu().tolist()
 
     def _row_values(self, ids: torch.Tensor, attn: torch.Tensor, cache: Cache, step: PageStep,
-                    processor: GenPageLogitsProcessor, active: np.ndarray) -> Optional[torch.Tensor]:
+                    processor: GenPageLogitsProcessor) -> Optional[torch.Tensor]:
         """(B, V) expected plays of each allowed next row (-inf elsewhere) for the sequences at a row
         boundary; None when no sequence is at one.
 
@@ -422,10 +422,7 @@ class PageGenerator:
         sequence), reads the entity values after each, and then drops those states from the cache.
         """
         device = ids.device
-        is_row = torch.zeros(step.allowed.shape[1], dtype=torch.bool, device=device)
-        is_row[torch.from_numpy(processor.row_ids).to(device)] = True
-        at_row = torch.from_numpy(active & (step.open_slots == 0)).to(device)
-        allowed_rows = step.allowed & is_row & at_row[:, None]
+        allowed_rows = self._boundary_rows(step, processor)
         J = int(allowed_rows.sum(1).max())
         if J == 0:
             return None
@@ -443,6 +440,15 @@ class PageGenerator:
         value, _ = self._expected_plays(out.logits[:, -J:, :].float(), options, widths)
         scores = torch.full(step.allowed.shape, float("-inf"), device=device)
         return scores.scatter_(1, cand, value.masked_fill(~valid, float("-inf")))
+
+    @staticmethod
+    def _boundary_rows(step: PageStep, processor: GenPageLogitsProcessor) -> torch.Tensor:
+        """(B, V) the row tokens each unfinished sequence at a row boundary may take next (False elsewhere)."""
+        device = step.allowed.device
+        is_row = torch.zeros(step.allowed.shape[1], dtype=torch.bool, device=device)
+        is_row[torch.from_numpy(processor.row_ids).to(device)] = True
+        at_row = torch.from_numpy(~step.done & (step.open_slots == 0)).to(device)
+        return step.allowed & is_row & at_row[:, None]
 
     @staticmethod
     def _allowed_rows(allowed_rows: torch.Tensor, J: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -474,9 +480,7 @@ class PageGenerator:
         device = ids.device
         B = ids.shape[0]
         active = ~step.done
-        is_row = torch.zeros(step.allowed.shape[1], dtype=torch.bool, device=device)
-        is_row[torch.from_numpy(processor.row_ids).to(device)] = True
-        allowed_rows = step.allowed & is_row & torch.from_numpy(active & (step.open_slots == 0)).to(device)[:, None]
+        allowed_rows = self._boundary_rows(step, processor)
         at_row = allowed_rows.any(1).cpu().numpy()
         valid, cand = self._allowed_rows(allowed_rows, max(int(allowed_rows.sum(1).max()), 1))
         options, widths = processor.row_entity_options(ids, torch.where(valid, cand, -1).cpu().numpy())
