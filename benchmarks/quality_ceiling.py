@@ -142,6 +142,25 @@ class LogisticLearner:
         return pages_by_expected_plays(w, requests, cand, affinity_like)
 
 
+def started_titles(data: Any, policies: list[Any], n: int = 500) -> dict:
+    """Where each policy puts the user's started (in-progress) titles, on `n` fresh next-day requests."""
+    from genpage_hf.simulation.world import CONTINUE_WATCHING
+
+    rng = np.random.default_rng([data.setup["seed"], 999])
+    req = data.users.sample_requests(data.users.next_day, rng, users=rng.integers(0, data.users.n, n))
+    out = {"requests": n, "request_seed": [data.setup["seed"], 999]}
+    for pol in policies:
+        pages = pol.pages(req)
+        rows, ents = pages.rows, pages.entities
+        started = req.lookup(*req.progress, ents.reshape(n, -1)).reshape(ents.shape) > 0
+        cw = rows == CONTINUE_WATCHING
+        out[pol.name] = {"continue_watching_on_top": round(float(cw[:, 0].mean()), 3),
+                         "continue_watching_row_shown": round(float(cw.any(1).mean()), 3),
+                         "started_titles_in_other_rows_1_2_per_page": round(float((started[:, :2] & ~cw[:, :2, None]).sum((1, 2)).mean()), 3),
+                         "started_titles_in_continue_watching_per_page": round(float((started & cw[..., None]).sum((1, 2)).mean()), 3)}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--users", type=int, default=3000)
@@ -166,6 +185,7 @@ def main() -> None:
                                 only=("in progress", "finished", "recency . content", "session . content")),
                 LogisticLearner(data.world, imp, "no_title_bias", bias_l2=1e6)]
     pols = [ProductionPolicy(data.world, a.ab_seed), OraclePolicy(data.world, data.users), *learners]
+    inspection = started_titles(data, [pols[0], pols[1], learners[5]])
     report = run_ab(data.world, data.users, pols, n_requests=a.requests, seed=a.ab_seed, batch_size=250)
     arms = {x.policy: {"page_reward": round(x.page_reward, 4), "gap_closed": round(x.gap_closed, 4),
                        "gap_closed_ci95": [round(v, 4) for v in x.gap_closed_ci], "lift": round(x.lift, 4),
@@ -177,6 +197,7 @@ def main() -> None:
            "fit_loss": {x.name: round(x.loss, 5) for x in learners}, "linear_features": list(LINEAR) + [
                "time of day x type (16)", "device x type (16)"],
            "judge": {"requests": a.requests, "seed": a.ab_seed}, "arms": arms, "table": report.table(),
+           "started_titles": inspection,
            "seconds": round(time.time() - start, 1), "machine": machine(load)}
     with open(a.out, "w") as f:
         json.dump(out, f, indent=1)
