@@ -14,6 +14,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import sys
 import tempfile
 import time
 
@@ -79,7 +81,7 @@ def main() -> None:
         print(n, sizes[str(n)], flush=True)
     logs = write_logs_rate(args.users, 5)
     print("write_logs", logs, flush=True)
-    result = {"pages_per_s": default["pages_per_s"], "target_pages_per_s": 5000, "default_world": default,
+    result = {"command": "python benchmarks/simulator.py " + shlex.join(sys.argv[1:]), "pages_per_s": default["pages_per_s"], "target_pages_per_s": 5000, "default_world": default,
               "by_catalog_size": sizes, "write_logs": logs,
               "machine": {"cpus": os.cpu_count(), "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
                           "python": platform.python_version(), "numpy": np.__version__}}
