@@ -102,13 +102,17 @@ class _GenPageTrainer(Trainer):
         """(..., hidden) output-side content term of token `ids` (zero for tokens without content)."""
         return self.accelerator.unwrap_model(model).content_head_rows(ids)
 
+    def head_and_content(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        """The lm_head weight (vocab, hidden) and every token's content term, in the head's dtype."""
+        head = self.accelerator.unwrap_model(model).get_output_embeddings().weight
+        return head, self.content_rows(model, torch.arange(head.shape[0], device=head.device)).to(head.dtype)
+
     @torch.no_grad()
     def _fold_content(self, sign: float) -> None:
         """lm_head rows += sign * content term: -1 when training starts (training scores row + content),
         +1 when it ends, so the saved and served head is plain `lm_head` scoring what training scored."""
-        inner = self.accelerator.unwrap_model(self.model)
-        head = inner.get_output_embeddings().weight
-        head += sign * inner.content_head_rows(torch.arange(head.shape[0], device=head.device)).to(head.dtype)
+        head, content = self.head_and_content(self.model)
+        head += sign * content
         self._unfolded = sign < 0
 
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
@@ -187,8 +191,8 @@ class NTPTrainer(_GenPageTrainer):
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
                         logits_to_keep=torch.zeros_like(keep), output_hidden_states=True, use_cache=False,
                         **_content_kwargs(inputs))
-            head = self.accelerator.unwrap_model(model).get_output_embeddings().weight
-            rows = head + self.content_rows(model, torch.arange(head.shape[0], device=head.device)).to(head.dtype)
+            head, content = self.head_and_content(model)
+            rows = head + content
             return (out.hidden_states[-1][keep] @ rows.T).float(), labels[:, 1:][keep[:, :-1]]
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), logits_to_keep=keep,
                     use_cache=False, **_content_kwargs(inputs))
