@@ -181,6 +181,8 @@ def main() -> None:
                 LogisticLearner(data.world, imp, "logistic_plus_todays_popularity", popularity=True),
                 LogisticLearner(data.world, imp, "title_bias_only", bilinear=False, only=()),
                 LogisticLearner(data.world, imp, "title_bias_and_progress", bilinear=False, only=("in progress", "finished")),
+                LogisticLearner(data.world, imp, "title_bias_progress_todays_popularity", bilinear=False, popularity=True,
+                                only=("in progress", "finished", "today's popularity")),
                 LogisticLearner(data.world, imp, "title_bias_progress_recency_session", bilinear=False,
                                 only=("in progress", "finished", "recency . content", "session . content")),
                 LogisticLearner(data.world, imp, "no_title_bias", bias_l2=1e6)]
