@@ -28,6 +28,7 @@ import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 import numpy as np
 import torch
@@ -73,9 +74,14 @@ class RLStudyArguments:
     autoregressive_entities: int = field(
         default=1, metadata={"help": "entities per row decoded one by one (hybrid rows) in rollouts and in the WBC/GRPO "
                                      "arms; the rest of a row comes from one pass"})
+    rm_value_at: str = field(
+        default="row_boundary", metadata={"help": "where the reward models read each slot's value (RewardModelConfig."
+                                                  "value_at): entity or row_boundary", "choices": ["entity", "row_boundary"]})
     truth_requests: int = field(default=96, metadata={"help": "fresh requests for RM-vs-truth (not the judge's)"})
     truth_draws: int = field(default=128, metadata={"help": "browses averaged per page for the expected reward"})
     ab_requests: int = field(default=500, metadata={"help": "A/B judge requests per arm"})
+    ab_seed: Optional[int] = field(default=None, metadata={"help": "A/B judge request seed (default: --seed, the judge's own; "
+                                                     "screen with another)"})
     threads: int = field(default=1, metadata={"help": "torch threads (1 on a shared, oversubscribed CPU)"})
 
 
@@ -128,7 +134,8 @@ def main(a: RLStudyArguments) -> dict:
         args = RewardModelConfig(output_dir=os.path.join(a.work_dir, f"rm_{name}"), max_steps=a.rm_steps,
                                  per_device_train_batch_size=a.rm_batch_size, learning_rate=a.rm_learning_rate,
                                  warmup_steps=max(1, a.rm_steps // 10), logging_steps=max(1, a.rm_steps // 20),
-                                 max_history=a.max_history, seed=seed, example_seed=seed, disable_tqdm=True)
+                                 max_history=a.max_history, seed=seed, example_seed=seed, disable_tqdm=True,
+                                 value_at=a.rm_value_at)
         run = train_reward_model(policy, tok, half, args, eval_records=other.select(range(min(256, len(other)))))
         run.save(os.path.join(a.work_dir, f"rm_{name}"), catalog)
         rms[name] = run.trainer.model.eval()
@@ -204,8 +211,11 @@ def main(a: RLStudyArguments) -> dict:
     # the A/B judge on its own next-day requests; baseline WBC so GRPO's lift is paired against WBC
     t = time.perf_counter()
     bar.set_description("rl study: A/B judge")
-    judged = [ProductionPolicy(world, a.seed), arms["wbc"], arms["grpo"], OraclePolicy(world, users)]
-    report = run_ab(world, users, judged, n_requests=a.ab_requests, seed=a.seed, baseline="wbc")
+    value_arms = [GenPagePolicy(world, m, tok, name=f"{n}_page_value", row_order="page_value", max_history=a.max_history)
+                  for n, m in (("wbc", policy), ("grpo", grpo_policy))]
+    judged = [ProductionPolicy(world, a.seed), arms["wbc"], arms["grpo"], *value_arms, OraclePolicy(world, users)]
+    ab_seed = a.seed if a.ab_seed is None else a.ab_seed
+    report = run_ab(world, users, judged, n_requests=a.ab_requests, seed=ab_seed, baseline="wbc")
     seconds["ab"] = time.perf_counter() - t
     bar.update()
     bar.close()
@@ -243,6 +253,7 @@ def main(a: RLStudyArguments) -> dict:
         "seconds": seconds,
         "machine": hardware_info(),
         "ab_requests": a.ab_requests,
+        "ab_seed": ab_seed,
     }
     os.makedirs(os.path.dirname(os.path.abspath(a.results)), exist_ok=True)
     with open(a.results + ".json", "w", encoding="utf-8") as f:

@@ -129,6 +129,41 @@ def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, 
     assert torch.allclose(out.logits[0, 0], out.slot_rewards[slots].sum())
 
 
+def test_row_boundary_reward_reads_each_slot_value_above_its_row_and_survives_a_save(tmp_path, policy_folder):
+    policy, tok, catalog = load_genpage(policy_folder)
+    ents, rows = _ids(tok)
+    prompt = tok.encode_prompt(demo_context(tok), max_history=10)
+    page = {"rows": [{"row": rows[0], "entities": ents[:3]}, {"row": rows[1], "entities": ents[3:6]}]}
+    ids = torch.tensor([prompt + tok.encode_page(page)])
+    rm = reward_model_from_policy(policy, tok, value_at="row_boundary").eval()  # score head 0: slot = sigmoid(value)
+    with torch.no_grad():
+        slots = rm(input_ids=ids).slot_rewards[0]
+        hidden = policy.model(input_ids=ids).last_hidden_state[0]
+    values = hidden @ policy.lm_head.weight.T
+    p = len(prompt)  # ids: ... [PAGE]=p-1, row0=p, 3 entities, row1=p+4, 3 entities, [EOS]
+    for t in range(p + 1, p + 4):
+        assert slots[t] == pytest.approx(torch.sigmoid(values[p - 1, ids[0, t]]).item(), abs=1e-5)
+    for t in range(p + 5, p + 8):
+        assert slots[t] == pytest.approx(torch.sigmoid(values[p + 3, ids[0, t]]).item(), abs=1e-5)
+    assert int((slots != 0).sum()) == 6
+    # the row token above a title does not move its value (it does when read after the row token)
+    swapped = ids.clone()
+    swapped[0, p + 4] = tok.row_to_id(rows[2])
+    entity_rm = reward_model_from_policy(policy, tok).eval()
+    with torch.no_grad():
+        assert torch.allclose(rm(input_ids=swapped).slot_rewards[0], slots, atol=1e-6)
+        assert not torch.allclose(entity_rm(input_ids=swapped).slot_rewards[0, p + 5:p + 8],
+                                  entity_rm(input_ids=ids).slot_rewards[0, p + 5:p + 8], atol=1e-4)
+    save_genpage(rm, tok, tmp_path / "rm", catalog)
+    loaded, _ = load_reward_model(tmp_path / "rm")
+    assert loaded.config.reward_value_at == "row_boundary"
+    assert PageRewardFunction(loaded, tok).score(ids.tolist())[0] == pytest.approx(slots.sum().item(), abs=1e-5)
+    with pytest.raises(ValueError, match="value_at"):
+        reward_model_from_policy(policy, tok, value_at="row")
+    with pytest.raises(ValueError, match="value_at"):
+        RewardModelConfig(output_dir="unused", value_at="row")
+
+
 def test_reward_examples_add_counterfactual_pages_with_zero_reward_at_replaced_slots(policy_folder):
     _, tok, _ = load_genpage(policy_folder)
     ents, rows = _ids(tok)

@@ -190,6 +190,10 @@ class PageRewardOutput(ModelOutput):
     slot_rewards: Optional[torch.Tensor] = None
 
 
+REWARD_VALUE_AT = ("entity", "row_boundary")
+"""Where `GenPageForPageReward` reads each slot's value: the state before the entity, or at its row's boundary."""
+
+
 class GenPageForPageReward(GenPagePreTrainedModel):
     """Page reward model (paper §5.3): the GenPage backbone and a scalar head scoring every page slot.
 
@@ -198,7 +202,12 @@ class GenPageForPageReward(GenPagePreTrainedModel):
     above and left of it, and the entity: position and cascade effects), plus `value_scale` of the
     sigmoid of the entity's per-token value, the state before it times its `lm_head` row (the policy's
     WBC value when `lm_head` is copied from a WBC policy: what the entity is worth to this user, which
-    carries over to pages the logs never showed). The page score (`logits`, one label) is the sum over
+    carries over to pages the logs never showed). With `config.reward_value_at = "row_boundary"` the
+    value is read instead from the state at the boundary above the entity's row (the `[PAGE]` marker or
+    the previous row's last entity), times the entity's `lm_head` row: the page-level value a WBC policy
+    trained with `entity_targets_above` learns (what the title is worth below the rows so far, whichever
+    row holds it), which does not depend on the row token the logs paired it with; that is what lets
+    the score rank pages whose rows hold titles the logging policy never put there. The page score (`logits`, one label) is the sum over
     slots, like the reward system's page reward (the sum of entity rewards). Which tokens are scored slots is the `slot_tokens` buffer
     (the catalog entities), the page start `config.page_token_id`. With `labels` (page rewards) the
     loss is the MSE of the page score, as for any one-label `AutoModelForSequenceClassification`.
@@ -245,13 +254,33 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         slots = after_last & is_page.any(-1, keepdim=True) & self.slot_tokens[input_ids]
         return slots if attention_mask is None else slots & attention_mask.bool()
 
+    def row_boundary_states(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, hidden): at each page position, the state just before its row's first token.
+
+        A page token that is not a scored slot starts a row (row tokens; `[EOS]` and padding come after
+        the last slot, so they start nothing scored); the boundary is the position before it.
+        """
+        is_page = input_ids == self.config.page_token_id
+        in_page = (is_page.flip(-1).cumsum(-1).flip(-1) == 0) & is_page.any(-1, keepdim=True)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+        row_start = torch.where(in_page & ~self.slot_tokens[input_ids], positions, 0).cummax(-1).values
+        boundary = (row_start - 1).clamp_min(0)
+        return hidden.gather(1, boundary.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
                 **kwargs: Any) -> PageRewardOutput:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=False).last_hidden_state
-        before = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1]], dim=1)  # the state that chose each token
-        value = (before * self.lm_head.weight[input_ids]).sum(-1, keepdim=True)
+        value_at = getattr(self.config, "reward_value_at", "entity")
+        if value_at == "entity":
+            state = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1]], dim=1)  # the state that chose each token
+        elif value_at == "row_boundary":
+            self.page_slots(input_ids)  # raises if page_token_id is unset
+            state = self.row_boundary_states(hidden, input_ids)
+        else:
+            raise ValueError(f"config.reward_value_at must be one of {REWARD_VALUE_AT}, got {value_at!r}")
+        value = (state * self.lm_head.weight[input_ids]).sum(-1, keepdim=True)
         slot = self.score(hidden) + self.value_scale(torch.sigmoid(value))
         slot_rewards = slot.squeeze(-1).float() * self.page_slots(input_ids, attention_mask)
         logits = slot_rewards.sum(-1, keepdim=True)
@@ -262,4 +291,4 @@ class GenPageForPageReward(GenPagePreTrainedModel):
 
 
 __all__ = ["GenPageFusedEmbedding", "GenPagePreTrainedModel", "GenPageModel", "GenPageForPageGeneration",
-           "GenPageForPageReward", "PageRewardOutput"]
+           "GenPageForPageReward", "PageRewardOutput", "REWARD_VALUE_AT"]

@@ -19,6 +19,7 @@ from transformers.trainer_utils import SaveStrategy, SchedulerType
 from trl import GRPOConfig
 
 from ..data import ROW_TARGETS
+from ..modeling_genpage import REWARD_VALUE_AT
 from ..precision import DTYPES, default_device, resolve_dtype
 from ..rewards import RewardConfig
 
@@ -236,6 +237,12 @@ class RewardModelConfig(GenPageTrainingConfig):
                                      "replaced by uniformly drawn titles with reward 0 (teaches what titles the logs "
                                      "never showed are worth; 0: logged pages only)"})
     negative_fraction: float = field(default=0.5, metadata={"help": "share of entity slots replaced in a negative page"})
+    value_at: str = field(
+        default="entity", metadata={"help": "where each slot's value is read: entity (the state before the entity, "
+                                            "after its row token) or row_boundary (the state above the entity's row: "
+                                            "the page-level value of a WBC policy trained with entity_targets_above, "
+                                            "which generalizes to rows the logs never paired with the title)",
+                                    "choices": list(REWARD_VALUE_AT)})
 
     def __post_init__(self) -> None:
         if self.records_half not in (None, 0, 1):
@@ -243,6 +250,8 @@ class RewardModelConfig(GenPageTrainingConfig):
         if self.negative_pages < 0 or not 0.0 < self.negative_fraction <= 1.0:
             raise ValueError(f"--negative_pages must be >= 0 and --negative_fraction in (0, 1], got "
                              f"{self.negative_pages} and {self.negative_fraction}")
+        if self.value_at not in REWARD_VALUE_AT:
+            raise ValueError(f"--value_at must be entity or row_boundary, got {self.value_at!r}")
         super().__post_init__()
 
 
