@@ -48,7 +48,7 @@ from genpage_hf.simulation.truth import expected_page_rewards
 from genpage_hf.generation import PageRequest
 from genpage_hf.training.configs import GenPageGRPOConfig, RewardModelConfig
 from genpage_hf.training.grpo import FORMAT_KINDS, GenPageGRPOTrainer, build_grpo_dataset
-from genpage_hf.training.reward_model import PageRewardFunction, train_reward_model
+from genpage_hf.training.reward_model import PageRewardFunction, load_reward_model, train_reward_model
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -77,9 +77,16 @@ class RLStudyArguments:
     rm_value_at: str = field(
         default="row_boundary", metadata={"help": "where the reward models read each slot's value (RewardModelConfig."
                                                   "value_at): entity or row_boundary", "choices": ["entity", "row_boundary"]})
+    rm_slot_model: str = field(
+        default="position", metadata={"help": "how the reward models turn a slot's value into its reward "
+                                              "(RewardModelConfig.slot_model): hidden or position",
+                                      "choices": ["hidden", "position"]})
     truth_requests: int = field(default=96, metadata={"help": "fresh requests for RM-vs-truth (not the judge's)"})
     truth_draws: int = field(default=128, metadata={"help": "browses averaged per page for the expected reward"})
     ab_requests: int = field(default=500, metadata={"help": "A/B judge requests per arm"})
+    reuse_reward_models: bool = field(
+        default=False, metadata={"help": "load the reward models already in --work_dir (same split and settings) "
+                                         "instead of training them again (for screening GRPO settings)"})
     ab_seed: Optional[int] = field(default=None, metadata={"help": "A/B judge request seed (default: --seed, the judge's own; "
                                                      "screen with another)"})
     threads: int = field(default=1, metadata={"help": "torch threads (1 on a shared, oversubscribed CPU)"})
@@ -129,13 +136,22 @@ def main(a: RLStudyArguments) -> dict:
     rms, rm_metrics = {}, {}
     for name, half, seed in (("train", half_a, a.seed), ("heldout", half_b, a.seed + 1)):
         t = time.perf_counter()
+        folder = os.path.join(a.work_dir, f"rm_{name}")
+        if a.reuse_reward_models and os.path.isfile(os.path.join(folder, "config.json")):
+            rms[name] = load_reward_model(folder)[0]
+            made = (getattr(rms[name].config, "reward_value_at", "entity"), getattr(rms[name].config, "reward_slot_model", "hidden"))
+            if made != (a.rm_value_at, a.rm_slot_model):
+                raise ValueError(f"{folder} is a {made} reward model, not {(a.rm_value_at, a.rm_slot_model)}")
+            rm_metrics[name] = {"records": len(half), "reused_from": folder}
+            bar.update()
+            continue
         bar.set_description(f"rl study: reward model ({name})")
         other = half_b if half is half_a else half_a
         args = RewardModelConfig(output_dir=os.path.join(a.work_dir, f"rm_{name}"), max_steps=a.rm_steps,
                                  per_device_train_batch_size=a.rm_batch_size, learning_rate=a.rm_learning_rate,
                                  warmup_steps=max(1, a.rm_steps // 10), logging_steps=max(1, a.rm_steps // 20),
                                  max_history=a.max_history, seed=seed, example_seed=seed, disable_tqdm=True,
-                                 value_at=a.rm_value_at)
+                                 value_at=a.rm_value_at, slot_model=a.rm_slot_model)
         run = train_reward_model(policy, tok, half, args, eval_records=other.select(range(min(256, len(other)))))
         run.save(os.path.join(a.work_dir, f"rm_{name}"), catalog)
         rms[name] = run.trainer.model.eval()

@@ -99,7 +99,8 @@ def test_grpo_steps_through_trl_change_the_policy_obey_the_rules_and_keep_kl_fin
     assert len({tuple(c) for c in pages}) > 1
 
 
-def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, policy_folder):
+@pytest.mark.parametrize("value_at,slot_model", [("entity", "hidden"), ("row_boundary", "position")])
+def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, policy_folder, value_at, slot_model):
     policy, tok, _ = load_genpage(policy_folder)
     ents, rows = _ids(tok)
     rng = np.random.default_rng(0)
@@ -115,7 +116,7 @@ def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, 
                                      "abandoned": [not p for p in played]}})
     args = RewardModelConfig(output_dir=str(tmp_path / "rm"), max_steps=30, per_device_train_batch_size=8,
                              learning_rate=3e-3, warmup_steps=0, logging_steps=5, max_history=10, use_cpu=True,
-                             dtype="fp32", disable_tqdm=True)
+                             dtype="fp32", disable_tqdm=True, value_at=value_at, slot_model=slot_model)
     run = train_reward_model(policy, tok, records, args, eval_records=records)
     losses = [e["loss"] for e in run.log_history if "loss" in e]
     assert losses[-1] < 0.5 * losses[0]
@@ -129,7 +130,7 @@ def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, 
     assert torch.allclose(out.logits[0, 0], out.slot_rewards[slots].sum())
 
 
-def test_row_boundary_reward_reads_each_slot_value_above_its_row_and_survives_a_save(tmp_path, policy_folder):
+def test_row_boundary_and_position_rewards_read_each_slot_value_above_its_row_and_survive_a_save(tmp_path, policy_folder):
     policy, tok, catalog = load_genpage(policy_folder)
     ents, rows = _ids(tok)
     prompt = tok.encode_prompt(demo_context(tok), max_history=10)
@@ -158,8 +159,26 @@ def test_row_boundary_reward_reads_each_slot_value_above_its_row_and_survives_a_
     loaded, _ = load_reward_model(tmp_path / "rm")
     assert loaded.config.reward_value_at == "row_boundary"
     assert PageRewardFunction(loaded, tok).score(ids.tolist())[0] == pytest.approx(slots.sum().item(), abs=1e-5)
+    # the position model: the same value probability times the learned reach of the slot's (row, column)
+    pos_rm = reward_model_from_policy(policy, tok, value_at="row_boundary", slot_model="position").eval()
+    assert not hasattr(pos_rm, "score")
+    with torch.no_grad():
+        pos_rm.position_logits.normal_()
+        pos_slots = pos_rm(input_ids=ids).slot_rewards[0]
+    reach = 2 * torch.sigmoid(pos_rm.position_logits)
+    for row, start in ((0, p + 1), (1, p + 5)):
+        for column in range(3):
+            assert pos_slots[start + column] == pytest.approx((slots[start + column] * reach[row, column]).item(), abs=1e-5)
+    save_genpage(pos_rm, tok, tmp_path / "pos_rm", catalog)
+    loaded, _ = load_reward_model(tmp_path / "pos_rm")
+    assert loaded.config.reward_slot_model == "position"
+    assert PageRewardFunction(loaded, tok).score(ids.tolist())[0] == pytest.approx(pos_slots.sum().item(), abs=1e-5)
     with pytest.raises(ValueError, match="value_at"):
         reward_model_from_policy(policy, tok, value_at="row")
+    with pytest.raises(ValueError, match="reward_slot_model"):
+        reward_model_from_policy(policy, tok, slot_model="linear")
+    with pytest.raises(ValueError, match="slot_model"):
+        RewardModelConfig(output_dir="unused", slot_model="linear")
     with pytest.raises(ValueError, match="value_at"):
         RewardModelConfig(output_dir="unused", value_at="row")
 

@@ -192,6 +192,11 @@ class PageRewardOutput(ModelOutput):
 
 REWARD_VALUE_AT = ("entity", "row_boundary")
 """Where `GenPageForPageReward` reads each slot's value: the state before the entity, or at its row's boundary."""
+REWARD_SLOT_MODELS = ("hidden", "position")
+"""How `GenPageForPageReward` turns a slot's value into its reward: plus a head on the slot's state, or times a
+learned reach of its (row, column) position."""
+REWARD_MAX_POSITIONS = 32
+"""Rows and columns with their own learned reach (`reward_slot_model="position"`); later ones share the last."""
 
 
 class GenPageForPageReward(GenPagePreTrainedModel):
@@ -207,7 +212,14 @@ class GenPageForPageReward(GenPagePreTrainedModel):
     the previous row's last entity), times the entity's `lm_head` row: the page-level value a WBC policy
     trained with `entity_targets_above` learns (what the title is worth below the rows so far, whichever
     row holds it), which does not depend on the row token the logs paired it with; that is what lets
-    the score rank pages whose rows hold titles the logging policy never put there. The page score (`logits`, one label) is the sum over
+    the score rank pages whose rows hold titles the logging policy never put there.
+
+    With `config.reward_slot_model = "position"` there is no `score` head: a slot's reward is
+    `value_scale` of the sigmoid of its value times a learned reach of its (row, column) on the page,
+    `2 * sigmoid(position_logits[row, column])`, a position-based click model (the chance a user gets
+    to the slot). The head on the slot's own state fits the logged pages but scores other policies'
+    pages against the truth; the position model has no input but the value and the place, so it cannot.
+    The page score (`logits`, one label) is the sum over
     slots, like the reward system's page reward (the sum of entity rewards). Which tokens are scored slots is the `slot_tokens` buffer
     (the catalog entities), the page start `config.page_token_id`. With `labels` (page rewards) the
     loss is the MSE of the page score, as for any one-label `AutoModelForSequenceClassification`.
@@ -217,7 +229,13 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         super().__init__(config)
         self.num_labels = 1
         self.model = GenPageModel(config)
-        self.score = nn.Linear(config.hidden_size, 1)
+        self.slot_model = getattr(config, "reward_slot_model", "hidden")
+        if self.slot_model not in REWARD_SLOT_MODELS:
+            raise ValueError(f"config.reward_slot_model must be one of {REWARD_SLOT_MODELS}, got {self.slot_model!r}")
+        if self.slot_model == "hidden":
+            self.score = nn.Linear(config.hidden_size, 1)
+        else:
+            self.position_logits = nn.Parameter(torch.zeros(REWARD_MAX_POSITIONS, REWARD_MAX_POSITIONS))
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.value_scale = nn.Linear(1, 1)
         self.register_buffer("slot_tokens", torch.zeros(config.vocab_size, dtype=torch.bool), persistent=True)
@@ -231,6 +249,8 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         if module is getattr(self, "score", None):
             init.zeros_(module.weight)  # a fresh head predicts zero reward everywhere
             init.zeros_(module.bias)
+        if module is self and hasattr(self, "position_logits"):
+            init.zeros_(self.position_logits)  # reach 1 everywhere until trained
         if module is getattr(self, "value_scale", None):
             init.ones_(module.weight)  # a slot starts at the probability its value head gives the entity
             init.zeros_(module.bias)
@@ -254,18 +274,30 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         slots = after_last & is_page.any(-1, keepdim=True) & self.slot_tokens[input_ids]
         return slots if attention_mask is None else slots & attention_mask.bool()
 
-    def row_boundary_states(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-        """(batch, seq, hidden): at each page position, the state just before its row's first token.
+    def slot_layout(self, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row start, row index, column), each (batch, seq), of every page position.
 
         A page token that is not a scored slot starts a row (row tokens; `[EOS]` and padding come after
-        the last slot, so they start nothing scored); the boundary is the position before it.
+        the last slot, so they start nothing scored); a slot's column counts the slots since its row start.
+        Values outside the page are meaningless (slots are masked by `page_slots`).
         """
         is_page = input_ids == self.config.page_token_id
         in_page = (is_page.flip(-1).cumsum(-1).flip(-1) == 0) & is_page.any(-1, keepdim=True)
+        starts = in_page & ~self.slot_tokens[input_ids]
         positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
-        row_start = torch.where(in_page & ~self.slot_tokens[input_ids], positions, 0).cummax(-1).values
-        boundary = (row_start - 1).clamp_min(0)
+        row_start = torch.where(starts, positions, 0).cummax(-1).values
+        return row_start, (starts.cumsum(-1) - 1).clamp_min(0), (positions - row_start - 1).clamp_min(0)
+
+    def row_boundary_states(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, seq, hidden): at each page position, the state just before its row's first token."""
+        boundary = (self.slot_layout(input_ids)[0] - 1).clamp_min(0)
         return hidden.gather(1, boundary.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+    def reach(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, seq): the learned reach `2 * sigmoid(position_logits[row, column])` of every page position."""
+        _, row, column = self.slot_layout(input_ids)
+        last = REWARD_MAX_POSITIONS - 1
+        return 2 * torch.sigmoid(self.position_logits[row.clamp_max(last), column.clamp_max(last)])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 position_ids: Optional[torch.Tensor] = None, labels: Optional[torch.Tensor] = None,
@@ -281,7 +313,8 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         else:
             raise ValueError(f"config.reward_value_at must be one of {REWARD_VALUE_AT}, got {value_at!r}")
         value = (state * self.lm_head.weight[input_ids]).sum(-1, keepdim=True)
-        slot = self.score(hidden) + self.value_scale(torch.sigmoid(value))
+        slot = self.value_scale(torch.sigmoid(value))
+        slot = slot + self.score(hidden) if self.slot_model == "hidden" else slot * self.reach(input_ids).unsqueeze(-1)
         slot_rewards = slot.squeeze(-1).float() * self.page_slots(input_ids, attention_mask)
         logits = slot_rewards.sum(-1, keepdim=True)
         loss = None
@@ -291,4 +324,4 @@ class GenPageForPageReward(GenPagePreTrainedModel):
 
 
 __all__ = ["GenPageFusedEmbedding", "GenPagePreTrainedModel", "GenPageModel", "GenPageForPageGeneration",
-           "GenPageForPageReward", "PageRewardOutput", "REWARD_VALUE_AT"]
+           "GenPageForPageReward", "PageRewardOutput", "REWARD_MAX_POSITIONS", "REWARD_SLOT_MODELS", "REWARD_VALUE_AT"]

@@ -19,7 +19,7 @@ from transformers.trainer_utils import SaveStrategy, SchedulerType
 from trl import GRPOConfig
 
 from ..data import ROW_TARGETS
-from ..modeling_genpage import REWARD_VALUE_AT
+from ..modeling_genpage import REWARD_SLOT_MODELS, REWARD_VALUE_AT
 from ..precision import DTYPES, default_device, resolve_dtype
 from ..rewards import RewardConfig
 
@@ -243,6 +243,11 @@ class RewardModelConfig(GenPageTrainingConfig):
                                             "the page-level value of a WBC policy trained with entity_targets_above, "
                                             "which generalizes to rows the logs never paired with the title)",
                                     "choices": list(REWARD_VALUE_AT)})
+    slot_model: str = field(
+        default="hidden", metadata={"help": "a slot's reward: hidden (a head on the slot's state plus the scaled value "
+                                            "probability) or position (the scaled value probability times a learned "
+                                            "reach of its row and column: a position-based click model)",
+                                    "choices": list(REWARD_SLOT_MODELS)})
 
     def __post_init__(self) -> None:
         if self.records_half not in (None, 0, 1):
@@ -251,7 +256,9 @@ class RewardModelConfig(GenPageTrainingConfig):
             raise ValueError(f"--negative_pages must be >= 0 and --negative_fraction in (0, 1], got "
                              f"{self.negative_pages} and {self.negative_fraction}")
         if self.value_at not in REWARD_VALUE_AT:
-            raise ValueError(f"--value_at must be entity or row_boundary, got {self.value_at!r}")
+            raise ValueError(f"--value_at must be one of {REWARD_VALUE_AT}, got {self.value_at!r}")
+        if self.slot_model not in REWARD_SLOT_MODELS:
+            raise ValueError(f"--slot_model must be one of {REWARD_SLOT_MODELS}, got {self.slot_model!r}")
         super().__post_init__()
 
 

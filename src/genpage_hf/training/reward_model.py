@@ -31,13 +31,15 @@ from .configs import RewardModelConfig
 from .trainers import LogFileCallback, QuietProgressCallback
 
 
-def reward_model_from_policy(policy: Any, tokenizer: Any, value_at: str = "entity") -> GenPageForPageReward:
+def reward_model_from_policy(policy: Any, tokenizer: Any, value_at: str = "entity",
+                             slot_model: str = "hidden") -> GenPageForPageReward:
     """A reward model whose backbone and value head are copies of a GenPage policy's (paper: initialized from it);
-    `value_at` says where each slot's value is read (`REWARD_VALUE_AT`, saved in its config)."""
+    `value_at` says where each slot's value is read (`REWARD_VALUE_AT`), `slot_model` how it becomes the slot's
+    reward (`REWARD_SLOT_MODELS`); both are saved in its config."""
     if value_at not in REWARD_VALUE_AT:
         raise ValueError(f"value_at must be one of {REWARD_VALUE_AT}, got {value_at!r}")
     config = policy.config.__class__.from_dict(policy.config.to_dict())
-    config.reward_value_at = value_at
+    config.reward_value_at, config.reward_slot_model = value_at, slot_model
     model = GenPageForPageReward(config)
     missing = model.model.load_state_dict(policy.model.state_dict(), strict=False)
     if missing.unexpected_keys:
@@ -212,7 +214,7 @@ def train_reward_model(policy_or_path: Any, tokenizer: Any, records: Any, args: 
     records = records_dataset(records)
     if args.records_half is not None:
         records = half_of_records(records, args.records_half, args.example_seed)
-    model = reward_model_from_policy(policy, tokenizer, args.value_at)
+    model = reward_model_from_policy(policy, tokenizer, args.value_at, args.slot_model)
     trainer = RewardModelTrainer(model, args, train_dataset=records, eval_dataset=eval_records,
                                  processing_class=tokenizer)
     if len(trainer.train_dataset) == 0:
