@@ -247,6 +247,8 @@ def main(a: RLStudyArguments) -> dict:
                             "plays_per_page": x.plays_per_page, "rows_reached": x.rows_reached} for x in report.arms},
         "grpo_vs_wbc": {"lift": g.lift, "ci95": list(g.lift_ci), "lift_pct": g.lift_pct,
                         "ci_excludes_zero": bool(g.lift_ci[0] > 0)},
+        "grpo_vs_wbc_page_value": dict(zip(("lift", "ci95"), report.paired_lift("grpo_page_value", "wbc_page_value"))),
+        "grpo_vs_best_wbc": dict(zip(("lift", "ci95"), report.paired_lift("grpo", "wbc_page_value"))),
         "gap_closed": {x.policy: x.gap_closed for x in report.arms},
         "rm_train_gain": gain(scores["train"]),
         "rm_heldout_gain": gain(scores["heldout"]),

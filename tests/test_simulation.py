@@ -150,6 +150,12 @@ def test_judge_ranks_oracle_over_production_over_random(warm):
     assert 0 < prod.coverage < rnd.coverage <= 1 and 0 < prod.diversity < 2
     assert abs(sum(prod.row_mix.values()) - 1) < 1e-3
     assert "oracle" in report.table()
+    lift, ci = report.paired_lift("oracle", "production")  # any pair, as the baseline's lifts are
+    assert lift == pytest.approx(orc.lift) and ci == pytest.approx(orc.lift_ci)
+    assert report.paired_lift("production", "random")[1][0] > 0
+    assert "page_rewards" not in report.to_dict()
+    with pytest.raises(KeyError, match="no arm named"):
+        report.paired_lift("genpage", "production")
 
 
 def test_continue_watching_on_top_cuts_browsing_depth(warm):

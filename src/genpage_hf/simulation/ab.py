@@ -54,9 +54,21 @@ class ABReport:
     seed: int
     baseline: str
     arms: list[ArmResult]
+    # per-request page rewards of every arm (request order), for paired comparisons between any two arms
+    page_rewards: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("page_rewards")
+        return out
+
+    def paired_lift(self, arm: str, baseline: str) -> tuple[float, tuple[float, float]]:
+        """(mean, 95% CI) of `arm` minus `baseline` page reward, paired over the shared requests."""
+        for name in (arm, baseline):
+            if name not in self.page_rewards:
+                raise KeyError(f"no arm named {name!r}; arms: {list(self.page_rewards)}")
+        d = self.page_rewards[arm] - self.page_rewards[baseline]
+        return float(d.mean()), _ci(d)
 
     def arm(self, name: str) -> ArmResult:
         for a in self.arms:
@@ -152,4 +164,4 @@ def run_ab(world: World, users: UserPopulation, policies: Sequence[Policy], n_re
             d = np.concatenate(rewards[arm.policy]) - prod
             lo, hi = _ci(d) if arm.policy != "production" else (0.0, 0.0)
             arm.gap_closed, arm.gap_closed_ci = float(d.mean() / gap), (lo / gap, hi / gap)
-    return ABReport(n_requests, seed, baseline, arms)
+    return ABReport(n_requests, seed, baseline, arms, {n: np.concatenate(rewards[n]) for n in names})
