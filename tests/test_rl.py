@@ -44,7 +44,7 @@ def _rules(tok) -> RuleSet:
 
 
 def _reward_model(policy, tok, seed=0):
-    rm = reward_model_from_policy(policy, tok)
+    rm = reward_model_from_policy(policy, tok, value_at="entity", slot_model="hidden")
     torch.manual_seed(seed)
     torch.nn.init.normal_(rm.score.weight, std=1.0)  # an untrained head scores zero: give the rewards some spread
     return rm
@@ -136,7 +136,7 @@ def test_row_boundary_and_position_rewards_read_each_slot_value_above_its_row_an
     prompt = tok.encode_prompt(demo_context(tok), max_history=10)
     page = {"rows": [{"row": rows[0], "entities": ents[:3]}, {"row": rows[1], "entities": ents[3:6]}]}
     ids = torch.tensor([prompt + tok.encode_page(page)])
-    rm = reward_model_from_policy(policy, tok, value_at="row_boundary").eval()  # score head 0: slot = sigmoid(value)
+    rm = reward_model_from_policy(policy, tok, slot_model="hidden").eval()  # score head 0: slot = sigmoid(value)
     with torch.no_grad():
         slots = rm(input_ids=ids).slot_rewards[0]
         hidden = policy.model(input_ids=ids).last_hidden_state[0]
@@ -150,7 +150,7 @@ def test_row_boundary_and_position_rewards_read_each_slot_value_above_its_row_an
     # the row token above a title does not move its value (it does when read after the row token)
     swapped = ids.clone()
     swapped[0, p + 4] = tok.row_to_id(rows[2])
-    entity_rm = reward_model_from_policy(policy, tok).eval()
+    entity_rm = reward_model_from_policy(policy, tok, value_at="entity", slot_model="hidden").eval()
     with torch.no_grad():
         assert torch.allclose(rm(input_ids=swapped).slot_rewards[0], slots, atol=1e-6)
         assert not torch.allclose(entity_rm(input_ids=swapped).slot_rewards[0, p + 5:p + 8],
@@ -160,7 +160,7 @@ def test_row_boundary_and_position_rewards_read_each_slot_value_above_its_row_an
     assert loaded.config.reward_value_at == "row_boundary"
     assert PageRewardFunction(loaded, tok).score(ids.tolist())[0] == pytest.approx(slots.sum().item(), abs=1e-5)
     # the position model: the same value probability times the learned reach of the slot's (row, column)
-    pos_rm = reward_model_from_policy(policy, tok, value_at="row_boundary", slot_model="position").eval()
+    pos_rm = reward_model_from_policy(policy, tok).eval()  # the defaults: row_boundary values, position model
     assert not hasattr(pos_rm, "score")
     with torch.no_grad():
         pos_rm.position_logits.normal_()

@@ -217,10 +217,11 @@ class GenPageForPageReward(GenPagePreTrainedModel):
     With `config.reward_slot_model = "position"` there is no `score` head: a slot's reward is
     `value_scale` of the sigmoid of its value times a learned reach of its (row, column) on the page,
     `2 * sigmoid(position_logits[row, column])`, a position-based click model (the chance a user gets
-    to the slot). The head on the slot's own state fits the logged pages but scores other policies'
-    pages against the truth; the position model has no input but the value and the place, so it cannot.
-    The page score (`logits`, one label) is the sum over
-    slots, like the reward system's page reward (the sum of entity rewards). Which tokens are scored slots is the `slot_tokens` buffer
+    to the slot). The head on the slot's own state fits the logged pages, but on other policies' pages
+    it learned to offset the value term and ranked them inversely to the simulator's truth; the position
+    model has no input but the value and the place. (A config without these keys reads "entity" and
+    "hidden", the first design, so older folders load unchanged; `RewardModelConfig` defaults to
+    "row_boundary" and "position".) The page score (`logits`, one label) is the sum over slots, like the reward system's page reward (the sum of entity rewards). Which tokens are scored slots is the `slot_tokens` buffer
     (the catalog entities), the page start `config.page_token_id`. With `labels` (page rewards) the
     loss is the MSE of the page score, as for any one-label `AutoModelForSequenceClassification`.
     """

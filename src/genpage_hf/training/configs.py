@@ -238,13 +238,13 @@ class RewardModelConfig(GenPageTrainingConfig):
                                      "never showed are worth; 0: logged pages only)"})
     negative_fraction: float = field(default=0.5, metadata={"help": "share of entity slots replaced in a negative page"})
     value_at: str = field(
-        default="entity", metadata={"help": "where each slot's value is read: entity (the state before the entity, "
+        default="row_boundary", metadata={"help": "where each slot's value is read: entity (the state before the entity, "
                                             "after its row token) or row_boundary (the state above the entity's row: "
                                             "the page-level value of a WBC policy trained with entity_targets_above, "
                                             "which generalizes to rows the logs never paired with the title)",
                                     "choices": list(REWARD_VALUE_AT)})
     slot_model: str = field(
-        default="hidden", metadata={"help": "a slot's reward: hidden (a head on the slot's state plus the scaled value "
+        default="position", metadata={"help": "a slot's reward: hidden (a head on the slot's state plus the scaled value "
                                             "probability) or position (the scaled value probability times a learned "
                                             "reach of its row and column: a position-based click model)",
                                     "choices": list(REWARD_SLOT_MODELS)})

@@ -31,8 +31,8 @@ from .configs import RewardModelConfig
 from .trainers import LogFileCallback, QuietProgressCallback
 
 
-def reward_model_from_policy(policy: Any, tokenizer: Any, value_at: str = "entity",
-                             slot_model: str = "hidden") -> GenPageForPageReward:
+def reward_model_from_policy(policy: Any, tokenizer: Any, value_at: str = "row_boundary",
+                             slot_model: str = "position") -> GenPageForPageReward:
     """A reward model whose backbone and value head are copies of a GenPage policy's (paper: initialized from it);
     `value_at` says where each slot's value is read (`REWARD_VALUE_AT`), `slot_model` how it becomes the slot's
     reward (`REWARD_SLOT_MODELS`); both are saved in its config."""
