@@ -45,7 +45,6 @@ from genpage_hf.simulation.genpage_policy import GenPagePolicy
 from genpage_hf.simulation.logs import warm_up
 from genpage_hf.simulation.rows import requests_from_contexts
 from genpage_hf.simulation.truth import expected_page_rewards
-from genpage_hf.generation import PageRequest
 from genpage_hf.training.configs import GenPageGRPOConfig, RewardModelConfig
 from genpage_hf.training.grpo import FORMAT_KINDS, GenPageGRPOTrainer, build_grpo_dataset
 from genpage_hf.training.reward_model import PageRewardFunction, load_reward_model, train_reward_model
@@ -169,9 +168,7 @@ def main(a: RLStudyArguments) -> dict:
     pick = np.random.default_rng([a.seed, 5]).choice(len(day_records), n_prompts, replace=False)
     contexts = [day_records[i].context.to_dict() for i in pick]
     req = requests_from_contexts(world, contexts)
-    rules_of = GenPagePolicy(world, policy, tok, max_history=a.max_history)
-    grpo_data = build_grpo_dataset([PageRequest(c, rules_of.rules(req, i)) for i, c in enumerate(contexts)], tok,
-                                   max_history=a.max_history)
+    grpo_data = build_grpo_dataset(GenPagePolicy(world, policy, tok).page_requests(req), tok, max_history=a.max_history)
     grpo_policy, _, _ = load_genpage(ckpt)
     gargs = GenPageGRPOConfig(output_dir=os.path.join(a.work_dir, "grpo"), max_steps=a.grpo_steps,
                               per_device_train_batch_size=a.grpo_batch_size, num_generations=a.num_generations,

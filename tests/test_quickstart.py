@@ -56,6 +56,23 @@ def test_report_numbers_are_metrics_json(workdir):
     assert verdict in report
 
 
+def test_quickstart_rl_stage_judges_the_grpo_policy(tmp_path):
+    out = tmp_path / "rl"
+    main(["quickstart", "--tiny", "--rl", "--output_dir", str(out)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["ab"]["arms"]) == {"random", "production", "genpage", "genpage_grpo", "oracle"}
+    rl = metrics["training"]["rl"]
+    assert rl["reward_model"]["steps"] == 4 and rl["grpo"]["steps"] == 2 and rl["grpo"]["kl_last"] >= 0
+    assert (rl["reward_model"]["value_at"], rl["reward_model"]["slot_model"]) == ("row_boundary", "position")
+    lift, ci = metrics["ab"]["grpo_vs_genpage"]["lift"], metrics["ab"]["grpo_vs_genpage"]["ci95"]
+    arms = metrics["ab"]["arms"]
+    assert lift == pytest.approx(arms["genpage_grpo"]["mean_page_reward"] - arms["genpage"]["mean_page_reward"], abs=1e-5)
+    assert ci[0] <= lift <= ci[1]
+    report = (out / "report.md").read_text()
+    assert report == render_report(metrics) and "genpage_grpo" in report and "RL: Dr. GRPO" in report
+    assert (out / "runs" / "wbc_policy" / "config.json").exists()
+
+
 FRESH = textwrap.dedent(
     """
     import sys

@@ -15,7 +15,9 @@ import matplotlib
 matplotlib.use("Agg")  # headless: the report is written to files
 import matplotlib.pyplot as plt  # noqa: E402
 
-ARM_ORDER = ("random", "production", "genpage", "oracle")
+ARM_ORDER = ("random", "production", "genpage", "genpage_grpo", "oracle")
+ARM_COLORS = {"random": "#999999", "production": "#4c72b0", "genpage": "#dd8452", "genpage_grpo": "#c44e52",
+              "oracle": "#55a868"}
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -55,7 +57,7 @@ def plot_ab(metrics: Mapping[str, Any], path: str) -> None:
     lows = [m - metrics["ab"]["arms"][a]["ci95"][0] for a, m in zip(arms, means)]
     highs = [metrics["ab"]["arms"][a]["ci95"][1] - m for a, m in zip(arms, means)]
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    colors = ["#999999", "#4c72b0", "#dd8452", "#55a868"][: len(arms)]
+    colors = [ARM_COLORS[a] for a in arms]
     ax.bar(arms, means, yerr=[lows, highs], capsize=6, color=colors)
     ax.set_ylabel("mean page reward (95% CI)")
     ax.set_title(f"Simulated A/B, {metrics['ab']['requests']} requests per arm")
@@ -144,6 +146,13 @@ def render_report(metrics: Mapping[str, Any]) -> str:
     for stage in ("ntp", "wbc"):
         t = train[stage]
         lines.append(f"| {stage.upper()} | {fmt(t['examples'])} | {fmt(t['steps'])} | {fmt(t['final_loss'])} | {fmt(t['seconds'], 3)} |")
+    if "rl" in train:
+        rm, grpo = train["rl"]["reward_model"], train["rl"]["grpo"]
+        lines.append(f"| RL: reward model ({rm['value_at']}, {rm['slot_model']}) | {fmt(rm['records'])} | "
+                     f"{fmt(rm['steps'])} | - | {fmt(rm['seconds'], 3)} |")
+        lines.append(f"| RL: Dr. GRPO (RM reward {fmt(grpo['rm_reward_first'])} -> {fmt(grpo['rm_reward_last'])}, KL "
+                     f"{fmt(grpo['kl_last'])}) | {fmt(grpo['prompts'])} requests | {fmt(grpo['steps'])} | - | "
+                     f"{fmt(grpo['seconds'], 3)} |")
     lines += ["", "![training curves](training_curves.png)", "", "## Offline metrics (held-out impressions)", "",
               "| metric | value |", "|---|---|"]
     for key, value in off.items():
@@ -161,7 +170,12 @@ def render_report(metrics: Mapping[str, Any]) -> str:
               f"[{100 * gap_ci[0]:.1f}%, {100 * gap_ci[1]:.1f}%])." if gap is not None and gap_ci else "")
     lines += ["", f"Lift of GenPage over production: {fmt(lift['mean'])} page reward "
               f"(95% CI {_ci(lift['ci95'])}; relative {fmt(lift['relative'])}).{closed}",
-              f"GenPage decoding: {ab.get('genpage_decoding', 'greedy')}.", "",
+              f"GenPage decoding: {ab.get('genpage_decoding', 'greedy')}."]
+    if "grpo_vs_genpage" in ab:
+        g = ab["grpo_vs_genpage"]
+        lines.append(f"The GRPO policy (genpage_grpo: its own row values, hybrid rows, as its rollouts) vs GenPage: "
+                     f"{fmt(g['lift'])} page reward (paired 95% CI {_ci(g['ci95'])}).")
+    lines += ["",
               "![A/B comparison](ab_comparison.png)", "", "## Latency by decoding mode", "",
               f"{lat['description']}", "", "| mode | p50 ms | p95 ms | forward passes / page |", "|---|---|---|---|"]
     for mode, m in lat["modes"].items():

@@ -42,14 +42,16 @@ class GenPagePolicy:
             row_candidates=list(elig), row_eligibility=elig, allow_short_page=True,
         )
 
+    def page_requests(self, requests: RequestBatch) -> list[PageRequest]:
+        """The requests as `PageRequest`s (record-schema context + `rules`): what the generator and GRPO take."""
+        return [PageRequest(c, self.rules(requests, i)) for i, c in enumerate(requests.contexts())]
+
     def pages(self, requests: RequestBatch) -> list[dict]:
         """One record-schema page per request, in request order, decoded in batches."""
-        contexts = requests.contexts()
+        todo = self.page_requests(requests)
         out: list[dict] = []
-        for start in range(0, len(contexts), self.batch_size):
-            batch = [PageRequest(contexts[i], self.rules(requests, i))
-                     for i in range(start, min(start + self.batch_size, len(contexts)))]
-            out += [page.to_dict() for page in self.generator.generate(batch)]
+        for start in range(0, len(todo), self.batch_size):
+            out += [page.to_dict() for page in self.generator.generate(todo[start:start + self.batch_size])]
         return out
 
 

@@ -63,6 +63,12 @@ class QuickstartConfig:
                                            "('entity_value'), or each row with its entities from the page-level values "
                                            "at its row boundary ('page_value': --autoregressive_entities does not "
                                            "apply); see PageGenerator", "choices": ["model", "entity_value", "page_value"]})
+    rl: bool = field(
+        default=False, metadata={"help": "add the RL stage (paper §5.3): a page reward model on the training logs, then "
+                                         "Dr. GRPO through TRL from the WBC policy; the A/B judges the GRPO policy as the "
+                                         "arm genpage_grpo (rows by its own row values, hybrid rows, as it was trained)"})
+    rm_steps: int = field(default=150, metadata={"help": "--rl: reward-model training steps"})
+    grpo_steps: int = field(default=150, metadata={"help": "--rl: GRPO steps (16 sampled pages each, 4 per request)"})
     latency_pages: int = field(default=8, metadata={"help": "pages timed per decoding mode"})
     examples: int = field(default=3, metadata={"help": "example pages rendered in the report"})
     dtype: str = field(default="auto", metadata={"help": "training precision: auto (bf16 where native), fp32 or bf16",
@@ -75,7 +81,7 @@ class QuickstartConfig:
                      "latency_pages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_history", "ntp_steps", "wbc_steps", "examples"):
+        for name in ("max_history", "ntp_steps", "wbc_steps", "examples", "rm_steps", "grpo_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.row_explore <= 1.0:
@@ -93,7 +99,8 @@ class QuickstartConfig:
     def tiny_config(cls, seed: int = 0, **overrides: Any) -> "QuickstartConfig":
         """A sub-minute run for tests and smoke checks (numbers are not meaningful)."""
         values = dict(users=80, days=2, seed=seed, entities=150, hidden_size=32, layers=1, heads=2, max_history=10,
-                      batch_size=8, ntp_steps=6, wbc_steps=6, ab_requests=32, latency_pages=2, examples=2, tiny=True)
+                      batch_size=8, ntp_steps=6, wbc_steps=6, ab_requests=32, latency_pages=2, examples=2, rm_steps=4,
+                      grpo_steps=2, tiny=True)
         values.update(overrides)
         return cls(**values)
 
@@ -115,6 +122,55 @@ def _decoding(config: QuickstartConfig) -> str:
     rows = ("rows by the expected plays of their best entities (row_order=entity_value)"
             if config.row_order == "entity_value" else "rows by the model's row values")
     return f"greedy, {entities}, {rows}"
+
+
+def _rl_stage(model: Any, tokenizer: Any, catalog: Catalog, world: Any, train_records: list, out_dir: str,
+              config: QuickstartConfig) -> tuple[Any, Any, dict]:
+    """Page reward model on the training logs, then Dr. GRPO from the (saved) WBC policy on requests of the last
+    training day; returns (GRPO policy, its tokenizer, summary). The settings are those of benchmarks/rl.py."""
+    from ..checkpoint import load_genpage
+    from ..simulation.genpage_policy import GenPagePolicy
+    from ..simulation.rows import requests_from_contexts
+    from ..training.configs import GenPageGRPOConfig, RewardModelConfig
+    from ..training.grpo import GenPageGRPOTrainer, build_grpo_dataset
+    from ..training.reward_model import train_reward_model
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; documented in grpo.py
+    runs = os.path.join(out_dir, "runs")
+    t = time.perf_counter()
+    rm_args = RewardModelConfig(output_dir=os.path.join(runs, "reward_model"), max_steps=config.rm_steps,
+                                per_device_train_batch_size=config.batch_size, warmup_steps=max(1, config.rm_steps // 10),
+                                logging_steps=max(1, config.rm_steps // 30), disable_tqdm=True, seed=config.seed,
+                                max_history=config.max_history, dtype=config.dtype)
+    rm_run = train_reward_model(model, tokenizer, train_records, rm_args)
+    rm_seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    policy_dir = os.path.join(runs, "wbc_policy")  # TRL re-loads the KL reference from the policy's folder
+    save_genpage(model, tokenizer, policy_dir, catalog)
+    policy, policy_tokenizer, _ = load_genpage(policy_dir)
+    last_day = max(int(world.day_of(np.array([r.context.timestamp]))[0]) for r in train_records)
+    day = [r for r in train_records if int(world.day_of(np.array([r.context.timestamp]))[0]) == last_day]
+    grpo_args = GenPageGRPOConfig(output_dir=os.path.join(runs, "grpo"), max_steps=config.grpo_steps, seed=config.seed,
+                                  max_history=config.max_history, autoregressive_entities=1, use_cpu=not torch.cuda.is_available(),
+                                  disable_tqdm=True)
+    n_prompts = min(len(day), config.grpo_steps * grpo_args.per_device_train_batch_size // grpo_args.num_generations)
+    pick = np.random.default_rng([config.seed, 5]).choice(len(day), n_prompts, replace=False)
+    contexts = [day[i].context.to_dict() for i in pick]
+    requests = GenPagePolicy(world, policy, policy_tokenizer).page_requests(requests_from_contexts(world, contexts))
+    trainer = GenPageGRPOTrainer(policy, rm_run.trainer.model.eval(), grpo_args, processing_class=policy_tokenizer,
+                                 train_dataset=build_grpo_dataset(requests, policy_tokenizer, config.max_history))
+    trainer.train()
+    history = [e for e in trainer.state.log_history if "kl" in e]
+    rewards = [e["rewards/page_reward_model/mean"] for e in history]
+    k = max(1, len(rewards) // 10)
+    summary = {"reward_model": {"steps": config.rm_steps, "records": len(train_records), "seconds": rm_seconds,
+                                "value_at": rm_args.value_at, "slot_model": rm_args.slot_model},
+               "grpo": {"steps": config.grpo_steps, "prompts": n_prompts, "temperature": grpo_args.temperature,
+                        "learning_rate": grpo_args.learning_rate, "beta": grpo_args.beta,
+                        "rm_reward_first": float(np.mean(rewards[:k])), "rm_reward_last": float(np.mean(rewards[-k:])),
+                        "kl_last": float(np.mean([e["kl"] for e in history[-k:]])),
+                        "seconds": time.perf_counter() - t}}
+    return policy.eval(), policy_tokenizer, summary
 
 
 def _stage(bar: tqdm, name: str) -> None:
@@ -260,7 +316,7 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
     torch.manual_seed(config.seed)
     seconds: dict[str, float] = {}
     t_all = time.perf_counter()
-    bar = tqdm(total=7, unit="stage", desc="quickstart")
+    bar = tqdm(total=8 if config.rl else 7, unit="stage", desc="quickstart")
 
     # 1. simulate logs
     _stage(bar, "simulate")
@@ -324,6 +380,17 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
              seconds["wbc"])
     bar.update()
 
+    # 4b. RL post-training (--rl): reward model, then GRPO from the WBC policy
+    rl = None
+    if config.rl:
+        _stage(bar, "RL (reward model + GRPO)")
+        grpo_model, grpo_tokenizer, rl = _rl_stage(model, tokenizer, catalog, world, train_records, out_dir, config)
+        seconds["rl"] = rl["reward_model"]["seconds"] + rl["grpo"]["seconds"]
+        _summary("rl", f"reward model {config.rm_steps} steps, GRPO {config.grpo_steps} steps: RM reward of rollouts "
+                 f"{rl['grpo']['rm_reward_first']:.3f} -> {rl['grpo']['rm_reward_last']:.3f}, KL {rl['grpo']['kl_last']:.3f}",
+                 seconds["rl"])
+        bar.update()
+
     # 5. offline metrics on the held-out day
     _stage(bar, "offline metrics")
     t = time.perf_counter()
@@ -348,8 +415,13 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
     a = None if config.row_order == "page_value" else config.autoregressive_entities  # whole rows: see --row_order
     genpage = GenPagePolicy(world, model, tokenizer, autoregressive_entities=a, max_history=config.max_history,
                             row_order=config.row_order)
-    report = run_ab(world, users, [RandomPolicy(world, config.seed), ProductionPolicy(world, config.seed), genpage,
-                                   OraclePolicy(world, users)], n_requests=config.ab_requests, seed=config.seed)
+    arms = [RandomPolicy(world, config.seed), ProductionPolicy(world, config.seed), genpage]
+    if config.rl:  # the GRPO policy decodes as its rollouts did: its own row values, hybrid rows
+        grow_genpage(grpo_model, grpo_tokenizer, catalog, Catalog(
+            [e for e in world.catalog(up_to_day=users.next_day).entities if e.id not in known], []))
+        arms.append(GenPagePolicy(world, grpo_model, grpo_tokenizer, name="genpage_grpo", autoregressive_entities=1,
+                                  max_history=config.max_history))
+    report = run_ab(world, users, arms + [OraclePolicy(world, users)], n_requests=config.ab_requests, seed=config.seed)
     arms = {a.policy: {"mean_page_reward": a.page_reward, "ci95": list(a.page_reward_ci),
                        "plays_per_page": a.plays_per_page, "diversity": a.diversity, "coverage": a.coverage,
                        "rows_reached": a.rows_reached, "gap_closed": a.gap_closed} for a in report.arms}
@@ -387,11 +459,13 @@ def _run_quickstart(out_dir: str, config: QuickstartConfig) -> dict:
                  "entities": len(catalog.entities), "rows": len(catalog.rows)},
         "model": {"parameters": n_params, "layers": config.layers, "hidden_size": config.hidden_size,
                   "vocab_size": len(tokenizer)},
-        "training": {"ntp": ntp, "wbc": wbc},
+        "training": {"ntp": ntp, "wbc": wbc, **({"rl": rl} if rl else {})},
         "offline": offline,
         "ab": {"requests": config.ab_requests, "arms": arms, "lift_vs_production": lift, "gap_closed": g.gap_closed,
                "gap_closed_ci95": gap_closed["lift_ci95"],
-               "genpage_decoding": _decoding(config)},
+               "genpage_decoding": _decoding(config),
+               **({"grpo_vs_genpage": dict(zip(("lift", "ci95"), report.paired_lift("genpage_grpo", "genpage")))}
+                  if config.rl else {})},
         "latency": {"description": (f"Batch-1 wall-clock per page over {config.latency_pages} requests on this machine "
                                     f"({torch.get_num_threads()} torch threads), same rules in every mode."),
                     "modes": latency},
