@@ -1,21 +1,27 @@
 """RL post-training study (issue 10, paper §5.3/§7.4): Dr. GRPO through TRL from the quickstart's WBC policy.
 
     export OMP_NUM_THREADS=1   # on a shared, oversubscribed CPU one thread per process is far faster
-    genpage quickstart --output_dir runs/qs --tiny False --ntp_steps 150 --wbc_steps 150 --ab_requests 32
-    python benchmarks/rl.py --quickstart_dir runs/qs --rm_steps 150 --grpo_steps 60 --ab_requests 800
+    genpage quickstart --output_dir runs/qs --ab_requests 200      # the default recipe's WBC policy and logs
+    python benchmarks/rl.py --quickstart_dir runs/qs --ab_requests 2000
+    # screening GRPO settings: judge on another request seed, reuse the reward models
+    python benchmarks/rl.py --quickstart_dir runs/qs --work_dir runs/rl-study --ab_seed 700 --reuse_reward_models ...
 
 Protocol, in the default simulated world of the quickstart's logs:
 1. the world and users are replayed to the day after the logs (the A/B judge's day);
 2. the logs are split by user into two halves: the TRAINING reward model learns on half A (seed s), the
-   HELD-OUT reward model on half B (seed s+1); both start from the WBC policy's backbone;
+   HELD-OUT reward model on half B (seed s+1); both start from the WBC policy's backbone and read slot
+   values at row boundaries with the position slot model (`--rm_value_at`, `--rm_slot_model`);
 3. reward-model quality: on fresh next-day requests (NOT the judge's), pages of random, production,
    WBC, GRPO and oracle are scored by both reward models and by the simulator's expected page reward
    (`simulation.truth`, a many-draw average); Spearman correlation pooled over all (request, policy) pages;
 4. GRPO (`GenPageGRPOTrainer`: Dr. GRPO, beta > 0, rule-constrained sampled rollouts) on the last
    logged day's requests, rewarded by the training RM + format rewards; the held-out RM scores the same
    rollouts at weight 0 (logged per step, never optimized);
-5. the A/B judge on its own next-day requests with common random numbers: production, WBC, GRPO,
-   oracle, greedy decoding under each request's rules; GRPO vs WBC is the paired lift (baseline WBC).
+5. the A/B judge on its own next-day requests (`--ab_seed`, default the judge's own) with common random
+   numbers: production, WBC, GRPO (greedy, rows by the model's row values, hybrid rows: the decoding the
+   rollouts sample), the same two models decoded with `row_order="page_value"`, oracle, under each
+   request's rules; GRPO vs WBC is the paired lift under the same decoding (baseline WBC), and
+   `grpo_vs_wbc_page_value` / `grpo_vs_best_wbc` pair GRPO with WBC's page_value decoding.
 
 Nothing is tuned on the judge's requests. Writes benchmarks/results/rl.json, rl.md, rl.png.
 """
@@ -61,15 +67,15 @@ class RLStudyArguments:
     results: str = field(default=os.path.join(RESULTS, "rl"), metadata={"help": "prefix of the .json/.md/.png"})
     seed: int = field(default=0, metadata={"help": "seed of the RM split, training and the A/B"})
     max_history: int = field(default=50, metadata={"help": "history actions per prompt (the quickstart's)"})
-    rm_steps: int = field(default=60, metadata={"help": "reward-model training steps (each RM)"})
+    rm_steps: int = field(default=150, metadata={"help": "reward-model training steps (each RM)"})
     rm_batch_size: int = field(default=32, metadata={"help": "reward-model batch size"})
     rm_learning_rate: float = field(default=3e-4, metadata={"help": "reward-model learning rate"})
-    grpo_steps: int = field(default=40, metadata={"help": "GRPO steps"})
+    grpo_steps: int = field(default=150, metadata={"help": "GRPO steps"})
     grpo_batch_size: int = field(default=16, metadata={"help": "pages per GRPO step"})
     num_generations: int = field(default=4, metadata={"help": "pages sampled per request (GRPO group)"})
-    temperature: float = field(default=0.5, metadata={"help": "rollout sampling temperature"})
+    temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "GRPO learning rate"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "GRPO learning rate"})
     autoregressive_entities: int = field(
         default=1, metadata={"help": "entities per row decoded one by one (hybrid rows) in rollouts and in the WBC/GRPO "
                                      "arms; the rest of a row comes from one pass"})

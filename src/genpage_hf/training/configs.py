@@ -271,13 +271,16 @@ class GenPageGRPOConfig(GRPOConfig):
     loss_type: str = field(default="dr_grpo", metadata={"help": "GRPO loss variant (Dr. GRPO: length-unbiased)"})
     scale_rewards: str = field(default="none", metadata={"help": "advantage scaling: none (Dr. GRPO), group or batch"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient to the reference (starting) policy; > 0"})
-    learning_rate: float = field(default=2e-5, metadata={"help": "peak learning rate"})
+    learning_rate: float = field(default=3e-4, metadata={"help": "peak learning rate (the package's models are small: "
+                                                                  "benchmarks/rl.py moved the judge at 3e-4, not 1e-4)"})
     lr_scheduler_type: SchedulerType | str = field(default="constant", metadata={"help": "learning-rate schedule"})
     num_generations: Optional[int] = field(default=4, metadata={"help": "sampled pages per request (the group)"})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "completions (pages) per device and step"})
     max_completion_length: Optional[int] = field(
         default=None, metadata={"help": "page token budget (default: the longest page of the requests' rules)"})
-    temperature: float = field(default=0.5, metadata={"help": "sampling temperature of rollouts and of the loss"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of rollouts and of the loss (1.0: "
+                                                                "rollouts explore row orders the WBC policy ranks low; "
+                                                                "at 0.5 GRPO did not move the judge)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "activation checkpointing (slow on CPU)"})
     bf16: Optional[bool] = field(default=None, metadata={"help": "set by --dtype"})
     logging_steps: float = field(default=1, metadata={"help": "log every N steps"})
