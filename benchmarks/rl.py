@@ -246,6 +246,7 @@ def main(a: RLStudyArguments) -> dict:
     result = {
         "command": "python benchmarks/rl.py " + " ".join(shlex.quote(x) for x in sys.argv[1:]),
         "config": asdict(a),
+        "quickstart_config": _quickstart_config(a.quickstart_dir),
         "arms": {x.policy: {"ab_page_reward": x.page_reward, "ci95": list(x.page_reward_ci),
                             "plays_per_page": x.plays_per_page, "rows_reached": x.rows_reached} for x in report.arms},
         "grpo_vs_wbc": {"lift": g.lift, "ci95": list(g.lift_ci), "lift_pct": g.lift_pct,
@@ -285,6 +286,15 @@ def main(a: RLStudyArguments) -> dict:
     return result
 
 
+def _quickstart_config(quickstart_dir: str):
+    """The settings of the quickstart run whose WBC policy and logs the study starts from (its metrics.json)."""
+    path = os.path.join(quickstart_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)["config"]
+
+
 def plot(result: dict, path: str) -> None:
     import matplotlib
 
@@ -310,6 +320,10 @@ def plot(result: dict, path: str) -> None:
     plt.close(fig)
 
 
+def _lift(x: dict) -> str:
+    return f"{x['lift']:+.4f} [{x['ci95'][0]:+.4f}, {x['ci95'][1]:+.4f}] (paired 95% CI)"
+
+
 def markdown(r: dict, png: str) -> str:
     arms = r["arms"]
     lines = [
@@ -333,7 +347,12 @@ def markdown(r: dict, png: str) -> str:
     lines += [
         "",
         f"**GRPO vs WBC (paired):** {gv['lift']:+.4f} page reward, 95% CI [{gv['ci95'][0]:+.4f}, {gv['ci95'][1]:+.4f}] "
-        f"({'excludes zero' if gv['ci_excludes_zero'] else 'does NOT exclude zero'}).",
+        f"({'excludes zero' if gv['ci_excludes_zero'] else 'does NOT exclude zero'}); both decode greedily with rows by "
+        "the model's own row values and hybrid rows, as the rollouts sample.",
+        "",
+        f"**Against WBC's best decoding** (`row_order=\"page_value\"`, rows and entities from the page-level values at "
+        f"row boundaries): GRPO {_lift(r['grpo_vs_best_wbc'])}; both under page_value: GRPO "
+        f"{_lift(r['grpo_vs_wbc_page_value'])}.",
         "",
         f"**Gains of GRPO over WBC** (greedy pages, {rm['truth_requests']} fresh requests): training RM "
         f"{r['rm_train_gain']:+.4f}, held-out RM {r['rm_heldout_gain']:+.4f}, simulator expected reward "
@@ -343,7 +362,8 @@ def markdown(r: dict, png: str) -> str:
         f"**Reward models vs truth** (Spearman, pooled over random/production/WBC/GRPO/oracle pages of the same "
         f"requests): training RM {rm['spearman_vs_truth']:.3f} (within-request mean {rm['spearman_within_request_mean']:.3f}), "
         f"held-out RM {rm['heldout']['spearman_vs_truth']:.3f}. Expected page reward by policy: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in rm["truth_by_policy"].items()) + ".",
+        + ", ".join(f"{k} {v:.3f}" for k, v in rm["truth_by_policy"].items()) + "; the training RM's mean score: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in rm["mean_score_by_policy"].items()) + ".",
         "",
         f"GRPO: {r['grpo']['steps']} steps × {r['grpo']['pages_per_step']} pages ({r['grpo']['num_generations']} per "
         f"request), {r['grpo']['loss_type']}, scale_rewards={r['grpo']['scale_rewards']}, beta {r['grpo']['beta']}, "
