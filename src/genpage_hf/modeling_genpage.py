@@ -305,18 +305,18 @@ class GenPageForPageReward(GenPagePreTrainedModel):
                 **kwargs: Any) -> PageRewardOutput:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=False).last_hidden_state
+        slots = self.page_slots(input_ids, attention_mask)  # raises first if page_token_id is unset
         value_at = getattr(self.config, "reward_value_at", "entity")
         if value_at == "entity":
             state = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1]], dim=1)  # the state that chose each token
         elif value_at == "row_boundary":
-            self.page_slots(input_ids)  # raises if page_token_id is unset
             state = self.row_boundary_states(hidden, input_ids)
         else:
             raise ValueError(f"config.reward_value_at must be one of {REWARD_VALUE_AT}, got {value_at!r}")
         value = (state * self.lm_head.weight[input_ids]).sum(-1, keepdim=True)
         slot = self.value_scale(torch.sigmoid(value))
         slot = slot + self.score(hidden) if self.slot_model == "hidden" else slot * self.reach(input_ids).unsqueeze(-1)
-        slot_rewards = slot.squeeze(-1).float() * self.page_slots(input_ids, attention_mask)
+        slot_rewards = slot.squeeze(-1).float() * slots
         logits = slot_rewards.sum(-1, keepdim=True)
         loss = None
         if labels is not None:

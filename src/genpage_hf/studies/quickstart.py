@@ -148,8 +148,8 @@ def _rl_stage(model: Any, tokenizer: Any, catalog: Catalog, world: Any, train_re
     policy_dir = os.path.join(runs, "wbc_policy")  # TRL re-loads the KL reference from the policy's folder
     save_genpage(model, tokenizer, policy_dir, catalog)
     policy, policy_tokenizer, _ = load_genpage(policy_dir)
-    last_day = max(int(world.day_of(np.array([r.context.timestamp]))[0]) for r in train_records)
-    day = [r for r in train_records if int(world.day_of(np.array([r.context.timestamp]))[0]) == last_day]
+    days = world.day_of(np.array([r.context.timestamp for r in train_records]))
+    day = [r for r, d in zip(train_records, days) if d == days.max()]
     grpo_args = GenPageGRPOConfig(output_dir=os.path.join(runs, "grpo"), max_steps=config.grpo_steps, seed=config.seed,
                                   max_history=config.max_history, autoregressive_entities=1, use_cpu=not torch.cuda.is_available(),
                                   disable_tqdm=True)
