@@ -208,9 +208,15 @@ def test_reward_examples_add_counterfactual_pages_with_zero_reward_at_replaced_s
         RewardModelConfig(output_dir="unused", negative_fraction=0.0)
 
 
-def test_reward_model_folder_loads_through_its_auto_class_in_a_fresh_process(tmp_path, policy_folder):
+@pytest.mark.parametrize("slot_model", ["hidden", "position"])
+def test_reward_model_folder_loads_through_its_auto_class_in_a_fresh_process(tmp_path, policy_folder, slot_model):
     policy, tok, catalog = load_genpage(policy_folder)
-    rm = _reward_model(policy, tok)
+    if slot_model == "hidden":
+        rm = _reward_model(policy, tok)
+    else:  # the default: row-boundary values times a reach per position (random here, so positions matter)
+        rm = reward_model_from_policy(policy, tok)
+        torch.manual_seed(0)
+        torch.nn.init.normal_(rm.position_logits)
     folder = tmp_path / "rm"
     save_genpage(rm, tok, folder, catalog)
     seq = tok.encode_prompt(demo_context(tok), max_history=10) + tok.encode_page(
