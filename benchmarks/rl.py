@@ -75,7 +75,7 @@ class RLStudyArguments:
     num_generations: int = field(default=4, metadata={"help": "pages sampled per request (GRPO group)"})
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient"})
-    learning_rate: float = field(default=3e-4, metadata={"help": "GRPO learning rate"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "GRPO learning rate"})
     autoregressive_entities: int = field(
         default=1, metadata={"help": "entities per row decoded one by one (hybrid rows) in rollouts and in the WBC/GRPO "
                                      "arms; the rest of a row comes from one pass"})

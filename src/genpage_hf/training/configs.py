@@ -271,8 +271,9 @@ class GenPageGRPOConfig(GRPOConfig):
     loss_type: str = field(default="dr_grpo", metadata={"help": "GRPO loss variant (Dr. GRPO: length-unbiased)"})
     scale_rewards: str = field(default="none", metadata={"help": "advantage scaling: none (Dr. GRPO), group or batch"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient to the reference (starting) policy; > 0"})
-    learning_rate: float = field(default=3e-4, metadata={"help": "peak learning rate (the package's models are small: "
-                                                                  "benchmarks/rl.py moved the judge at 3e-4, not 1e-4)"})
+    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate (with temperature 1.0; "
+                                                                  "benchmarks/rl.py screens: 1e-4 beat 3e-4, which "
+                                                                  "drifted further from the reference)"})
     lr_scheduler_type: SchedulerType | str = field(default="constant", metadata={"help": "learning-rate schedule"})
     num_generations: Optional[int] = field(default=4, metadata={"help": "sampled pages per request (the group)"})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "completions (pages) per device and step"})
