@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from conftest import TINY_MODEL
+from test_rules import context
 from genpage_hf import load_spec, precision
 from genpage_hf.checkpoint import build_genpage
-from genpage_hf.generation import PageGenerator, PageRequest
+from genpage_hf.generation import PageGenerator, PageRequest, RuleSet
 from genpage_hf.precision import page_agreement, prepare_for_serving, resolve_dtype, rule_violations, serving_dtype
 from genpage_hf.training import NTPConfig, WBCConfig, evaluate, posttrain_wbc, pretrain
 
@@ -151,3 +152,42 @@ def test_greedy_pages_in_bf16_agree_with_fp32_and_keep_the_rules(trained, world_
     agreement = page_agreement(pages["bf16"], pages["fp32"])
     print(f"greedy agreement bf16 vs fp32: {agreement}")
     assert agreement["slots"] >= SLOT_AGREEMENT
+
+
+def test_transposed_weight_storage_keeps_values_pages_checkpoints_and_training(catalog, spec, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    model, tok = build_genpage(catalog, spec, seed=0, initializer_range=0.5, **TINY_MODEL)
+    relaid, reference = copy.deepcopy(model), copy.deepcopy(model)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert precision.transpose_weight_storage(relaid) == len(linears) > 0
+    assert precision.transpose_weight_storage(relaid) == 0  # already laid out: nothing to do
+    for (name, a), b in zip(relaid.named_parameters(), model.parameters()):
+        assert torch.equal(a, b), name
+    weights = [m.weight for m in relaid.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(w.t().is_contiguous() and not w.is_contiguous() for w in weights)
+    ids = torch.tensor([tok.encode_prompt(context(catalog, 5, 0))])
+    with torch.no_grad():
+        torch.testing.assert_close(relaid(ids).logits, model(ids).logits, rtol=1e-5, atol=1e-5)
+    request = [PageRequest(context(catalog, 5, 0), RuleSet(rows_per_page=2, entities_per_row=3))]
+    assert (PageGenerator(relaid.eval(), tok, autoregressive_entities=1).generate(request)[0].token_ids
+            == PageGenerator(model.eval(), tok, autoregressive_entities=1).generate(request)[0].token_ids)
+    relaid.save_pretrained(tmp_path)  # saved contiguous, loads as a plain model with the same values
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    for a, b in zip(loaded.parameters(), model.parameters()):
+        assert torch.equal(a, b)
+    # a training step on the re-laid model moves the weights as on the default layout
+    for m in (relaid, reference):
+        m.train()
+        optimizer = torch.optim.AdamW(m.parameters(), lr=1e-2)
+        m(ids, labels=ids).loss.backward()
+        optimizer.step()
+    for a, b in zip(relaid.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_prepare_for_serving_relays_cpu_weights(catalog, spec):
+    model, _ = build_genpage(catalog, spec, seed=0, **TINY_MODEL)
+    prepare_for_serving(model, dtype="fp32")
+    assert all(m.weight.t().is_contiguous() for m in model.modules() if isinstance(m, torch.nn.Linear))
+

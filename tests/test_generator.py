@@ -350,3 +350,33 @@ def test_in_place_cache_layer_grows_and_keeps_its_states():
     assert torch.equal(keys, expected) and torch.equal(values, -expected)
     keys, _ = layer.update(torch.ones(2, 3, 1, 5, dtype=torch.bfloat16), torch.ones(2, 3, 1, 5))
     assert keys.dtype == torch.float32 and torch.equal(keys[:, :, -1], torch.ones(2, 3, 5))
+
+
+def test_prompts_of_different_lengths_are_prefilled_alone_into_the_padded_cache(catalog, spec):
+    model, tok = tiny(catalog, spec, 2)
+    requests = [PageRequest(context(catalog, n, n), RuleSet(rows_per_page=2, entities_per_row=3)) for n in (2, 9, 5)]
+    gen = PageGenerator(model, tok, autoregressive_entities=1, prefix_cache_size=0)
+    prompts = [gen.prompt_ids(r) for r in requests]
+    shapes = []
+    handle = model.register_forward_pre_hook(lambda m, args, kw: shapes.append(tuple(kw["input_ids"].shape)),
+                                             with_kwargs=True)
+    try:
+        gen.generate(requests)
+    finally:
+        handle.remove()
+    assert shapes[:3] == [(1, len(p)) for p in prompts]  # each prompt alone, no pad positions computed
+    assert all(s[0] == 3 for s in shapes[3:])  # then the batch decodes together
+    # the padded cache holds, at each prompt's real positions, the states a padded batch prefill computes
+    from genpage_hf.generation.generator import Cache, _GrowingLayer
+
+    L0 = max(len(p) for p in prompts)
+    ids = torch.tensor([[tok.pad_token_id] * (L0 - len(p)) + p for p in prompts])
+    attn = torch.tensor([[0] * (L0 - len(p)) + [1] * len(p) for p in prompts])
+    padded, alone = (Cache(layers=[_GrowingLayer(L0) for _ in range(model.config.num_hidden_layers)]) for _ in "ab")
+    with torch.no_grad():
+        torch.testing.assert_close(gen._prefill_unpadded(prompts, alone), gen._forward(ids, attn, padded),
+                                   rtol=1e-4, atol=1e-4)
+    for a, b in zip(alone.layers, padded.layers):
+        real = attn.bool()[:, None, :, None].expand_as(a.keys)
+        torch.testing.assert_close(a.keys[real], b.keys[real], rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a.values[real], b.values[real], rtol=1e-4, atol=1e-4)

@@ -149,9 +149,30 @@ def serving_dtype(requested: str = "auto", device: str | torch.device = "cpu", b
     return "bf16" if torch.device(device).type == "cuda" or batch_size >= SERVING_MIN_BF16_BATCH else "fp32"
 
 
+def transpose_weight_storage(model: torch.nn.Module) -> int:
+    """Stores every `nn.Linear` weight of `model` as the transpose of a contiguous (in, out) matrix;
+    returns how many it re-laid. Values, shapes, `state_dict` and saved checkpoints are unchanged.
+
+    `F.linear(x, W)` multiplies by W^T. With W^T contiguous, one-row products (batch-1 decode steps)
+    read the weight row by row: on this project's CPU a 256x768 step takes 39 us against 78 us with
+    the default layout, the 256x2002 output head 94 us against 245 us, and a batch-1 page decodes
+    about 17% faster (`benchmarks/serving.py`); larger products are unaffected.
+    """
+    count = 0
+    with torch.no_grad():
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if isinstance(module, torch.nn.Linear) and weight is not None and weight.dim() == 2 \
+                    and weight.stride() != (1, weight.shape[0]):
+                weight.data = weight.data.t().contiguous().t()
+                count += 1
+    return count
+
+
 def prepare_for_serving(model: torch.nn.Module, dtype: str = "auto", batch_size: int = 32,
                         flags: Optional[Iterable[str]] = None) -> torch.nn.Module:
-    """Casts `model`'s weights in place to its `serving_dtype` (rotary frequencies stay fp32) and returns it in eval mode.
+    """Casts `model`'s weights in place to its `serving_dtype` (rotary frequencies stay fp32), on CPU
+    re-lays its linear weights for one-row products (`transpose_weight_storage`), and returns it in eval mode.
 
     Serve-only: save checkpoints from the fp32 training model, not from a bf16-cast one.
     """
@@ -162,6 +183,8 @@ def prepare_for_serving(model: torch.nn.Module, dtype: str = "auto", batch_size:
     for name, buf in rotary.items():  # bf16-rounded RoPE frequencies shift angles by up to ~0.5 rad at position 500
         owner, _, attr = name.rpartition(".")
         setattr(model.get_submodule(owner), attr, buf)
+    if model.device.type == "cpu":
+        transpose_weight_storage(model)
     return model.eval()
 
 
@@ -193,4 +216,5 @@ def page_agreement(pages: list[dict[str, Any]], reference: list[dict[str, Any]])
 
 
 __all__ = ["DTYPES", "cpu_flags", "default_device", "hardware_info", "native_bf16", "processor_name",
-           "matmul_peak", "page_agreement", "prepare_for_serving", "resolve_dtype", "rule_violations", "serving_dtype", "torch_dtype"]
+           "matmul_peak", "page_agreement", "prepare_for_serving", "resolve_dtype", "rule_violations", "serving_dtype", "torch_dtype",
+           "transpose_weight_storage"]
