@@ -340,7 +340,7 @@ def test_prefix_cache_keeps_the_most_recent_sequences():
 
 
 def test_in_place_cache_layer_grows_and_keeps_its_states():
-    from genpage_hf.generation.generator import _GrowingLayer
+    from genpage_hf.generation.kv_cache import _GrowingLayer
     layer = _GrowingLayer(capacity=4)
     states = [torch.randn(2, 3, q, 5) for q in (3, 1, 4)]
     for q_states in states:
@@ -367,7 +367,9 @@ def test_prompts_of_different_lengths_are_prefilled_alone_into_the_padded_cache(
     assert shapes[:3] == [(1, len(p)) for p in prompts]  # each prompt alone, no pad positions computed
     assert all(s[0] == 3 for s in shapes[3:])  # then the batch decodes together
     # the padded cache holds, at each prompt's real positions, the states a padded batch prefill computes
-    from genpage_hf.generation.generator import Cache, _GrowingLayer
+    from transformers import Cache
+
+    from genpage_hf.generation.kv_cache import _GrowingLayer
 
     L0 = max(len(p) for p in prompts)
     ids = torch.tensor([[tok.pad_token_id] * (L0 - len(p)) + p for p in prompts])
