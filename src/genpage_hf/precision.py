@@ -154,9 +154,10 @@ def transpose_weight_storage(model: torch.nn.Module) -> int:
     returns how many it re-laid. Values, shapes, `state_dict` and saved checkpoints are unchanged.
 
     `F.linear(x, W)` multiplies by W^T. With W^T contiguous, one-row products (batch-1 decode steps)
-    read the weight row by row: on this project's CPU a 256x768 step takes 39 us against 78 us with
-    the default layout, the 256x2002 output head 94 us against 245 us, and a batch-1 page decodes
-    about 17% faster (`benchmarks/serving.py`); larger products are unaffected.
+    read the weight row by row: on this project's CPU a 256x768 step takes 33-39 us against 52-78 us
+    with the default layout, the 256x2002 output head 94-104 us against 245-267 us, and a batch-1 page
+    decodes 6-9% faster (`benchmarks/results/serving.json`, `weight_layout`); products of 32 rows or
+    more are unaffected.
     """
     count = 0
     with torch.no_grad():
