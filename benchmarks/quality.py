@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from quality_lib import Recipe, diagnose, judge, machine, simulate, train  # noqa: E402
+from quality_lib import Recipe, diagnose, judge, machine, save_run, simulate, train  # noqa: E402
 
 from genpage_hf.simulation.ab import Z95  # noqa: E402
 
@@ -77,6 +77,9 @@ def main() -> None:
                    help="the arm whose gap closed is the headline (both are recorded per seed under ab_arms)")
     p.add_argument("--merge", default=None,
                    help="comma-separated quality JSONs of single seeds (run in parallel) to average into --out")
+    p.add_argument("--save-dir", default=None,
+                   help="keep each seed's trained model and tokenizer (DIR/seedS/model) and its judge state (the world "
+                        "and users before the judge, DIR/seedS/judge_state.pkl) for later decoding studies")
     p.add_argument("--out", default=os.path.join(RESULTS, "quality.json"))
     args = p.parse_args()
     if args.merge:
@@ -102,6 +105,8 @@ def main() -> None:
                         extra_wbc=json.loads(args.wbc_extra), extra_ntp=json.loads(args.ntp_extra), row_ips_clip=args.row_ips_clip, content_head=args.content_head, content_head_ntp=args.content_head_ntp,
                         eval_steps=args.eval_steps)
         model, tok, rec = train(data, recipe)
+        if args.save_dir:
+            save_run(os.path.join(args.save_dir, f"seed{seed}"), data, model, tok)
         ab = judge(data, {"genpage": (model, tok)}, args.ab_requests, seed=seed + args.ab_seed_offset,
                    max_history=args.max_history,
                    autoregressive_entities=args.autoregressive_entities, row_value_arms=args.row_value_arm,

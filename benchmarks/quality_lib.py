@@ -9,11 +9,13 @@ on), with common random numbers, to production, the oracle and the GenPage arms.
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ import torch
 from genpage_hf import load_spec
 from genpage_hf.checkpoint import build_genpage
 from genpage_hf.evaluation import weighted_auc
+from genpage_hf.generation import column_reach
 from genpage_hf.precision import hardware_info
 from genpage_hf.rewards import entity_rewards
 from genpage_hf.simulation import OraclePolicy, ProductionPolicy, UserPopulation, World, WorldConfig, run_ab, run_day, warm_up
@@ -173,6 +176,30 @@ def train(data: Data, recipe: Recipe, context_fn: Optional[ContextFn] = None) ->
     return model, tok, rec
 
 
+def save_run(path: str, data: Data, model: Any, tok: Any) -> None:
+    """Keeps a trained arm for later decoding studies: model and tokenizer (save_pretrained) under
+    `path`/model, the world and users as they stand before the judge (pickle) in judge_state.pkl, and
+    the training logs' `column_reach` in column_reach.json."""
+    os.makedirs(path, exist_ok=True)
+    model.save_pretrained(os.path.join(path, "model"))
+    tok.save_pretrained(os.path.join(path, "model"))
+    with open(os.path.join(path, "judge_state.pkl"), "wb") as f:
+        pickle.dump({"world": data.world, "users": data.users, "setup": data.setup}, f)
+    with open(os.path.join(path, "column_reach.json"), "w", encoding="utf-8") as f:
+        json.dump(column_reach(data.train), f)
+
+
+def load_run(path: str) -> tuple[Data, Any, Any]:
+    """What `save_run` kept: (Data with the judge's world and users, no records), model, tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with open(os.path.join(path, "judge_state.pkl"), "rb") as f:
+        state = pickle.load(f)
+    model = AutoModelForCausalLM.from_pretrained(os.path.join(path, "model"))
+    tok = AutoTokenizer.from_pretrained(os.path.join(path, "model"))
+    return Data(state["world"], state["users"], [], [], None, {}, state["setup"]), model, tok
+
+
 class ContextPolicy(GenPagePolicy):
     """GenPagePolicy whose contexts pass through `context_fn` and whose rows may be cut to `limit` candidates."""
 
@@ -204,8 +231,16 @@ class ContextPolicy(GenPagePolicy):
 def judge(data: Data, arms: dict[str, tuple[Any, Any]], n_requests: int, seed: int = 0,
           autoregressive_entities: Optional[int] = 1, context_fns: Optional[dict[str, ContextFn]] = None,
           limit: Optional[int] = None, max_history: Optional[int] = 50, threads: int = 1,
-          row_value_arms: bool = False, page_value_arms: bool = False) -> dict:
+          row_value_arms: bool = False, page_value_arms: bool = False,
+          page_value_variants: Sequence[tuple[str, dict]] = (), paired_with: Optional[str] = None,
+          model_arms: bool = True) -> dict:
     """A/B of production, oracle and each (model, tokenizer) arm on the day after the logs; gap_closed per arm.
+
+    `page_value_variants`: (suffix, PageGenerator keywords) pairs, one more page_value arm each,
+    "{name}_pagevalue_{suffix}", decoded with those keywords (row_value_offset, column_weights).
+    `paired_with`: an arm name; every arm then also gets `vs_paired` = [mean, ci_low, ci_high] of its page
+    reward minus that arm's, paired over the shared requests. `model_arms=False` leaves out the arms decoded
+    with the model's own row values (row_order="model"), keeping only the value-ordered ones asked for.
 
     With `limit`, every arm (production's candidate generation, the oracle's pool and GenPage's rows)
     ranks only the first `limit` prior-ordered candidates of each row.
@@ -213,7 +248,7 @@ def judge(data: Data, arms: dict[str, tuple[Any, Any]], n_requests: int, seed: i
     context_fns = context_fns or {}
     policies: list[Any] = [ProductionPolicy(data.world, seed)]
     policies.append(OraclePolicy(data.world, data.users, pool=limit or 200))
-    for name, (model, tok) in arms.items():
+    for name, (model, tok) in arms.items() if model_arms else ():
         policies.append(ContextPolicy(data.world, model.eval(), tok, name=name, batch_size=128,
                                       autoregressive_entities=autoregressive_entities, max_history=max_history,
                                       context_fn=context_fns.get(name), limit=limit))
@@ -227,6 +262,10 @@ def judge(data: Data, arms: dict[str, tuple[Any, Any]], n_requests: int, seed: i
                                    autoregressive_entities=None, max_history=max_history,
                                    context_fn=context_fns.get(n), limit=limit, row_order="page_value")
                      for n, (m, t) in arms.items()]
+    policies += [ContextPolicy(data.world, m.eval(), t, name=f"{n}_pagevalue_{suffix}", batch_size=128,
+                               autoregressive_entities=None, max_history=max_history, context_fn=context_fns.get(n),
+                               limit=limit, row_order="page_value", **kw)
+                 for suffix, kw in page_value_variants for n, (m, t) in arms.items()]
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     start = time.time()
@@ -242,6 +281,9 @@ def judge(data: Data, arms: dict[str, tuple[Any, Any]], n_requests: int, seed: i
                                  "lift": a.lift, "lift_ci95": list(a.lift_ci), "gap_closed": a.gap_closed,
                                  "gap_closed_ci95": list(a.gap_closed_ci), "plays_per_page": a.plays_per_page,
                                  "rows_reached": a.rows_reached, "coverage": a.coverage, "row_mix": a.row_mix}
+        if paired_with is not None:
+            mean, (low, high) = report.paired_lift(a.policy, paired_with)
+            out["arms"][a.policy]["vs_paired"] = [mean, low, high]
     out["table"] = report.table()
     return out
 
