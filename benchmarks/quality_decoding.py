@@ -8,17 +8,15 @@ sum of w_c * sigmoid(value_c - row_value_offset) over its columns c (best entity
 WBC's weighted log-odds into expected plays; its default (3.0) is a guess from WBC's default weights
 (log(1.0 / 0.05)). The column weights w_c are 1 by default, as if users saw every column; with
 "reach" they are the training logs' `column_reach` (the share of reached rows whose c-th slot was
-impressed), so a row's value rests on the columns users actually see. With `reserve_front` F, a row's
-columns after its first F skip the entities that are among another allowed row's F best (kept for a
-later row's front, where users see them). None of these needs retraining.
+impressed), so a row's value rests on the columns users actually see. Neither needs retraining.
 
 This study loads the arms that `quality.py --save-dir DIR` kept (DIR/seedS) and:
 
-1. selection: judges every (offset, weighting, reserve) variant on `--screen-requests` next-day requests drawn with
+1. selection: judges every (offset, weighting) variant on `--screen-requests` next-day requests drawn with
    seed + `--screen-offset` (700: never the judge's requests) and takes the variant with the highest gap
    closed averaged over the seeds;
 2. judgment: the judge's own requests (seed + `--judge-offset`, as quality.py), the chosen variant beside
-   the default (offset 3, uniform weights, no reserve), with the paired difference chosen - default per seed.
+   the default (offset 3, uniform weights), with the paired difference chosen - default per seed.
 
 Runs saved without column_reach.json get it from their training logs, regenerated with the run's
 simulate() arguments (deterministic; the record count is checked against the run's).
@@ -42,12 +40,12 @@ from quality_lib import judge, load_run, machine, simulate  # noqa: E402
 
 from genpage_hf.generation import column_reach  # noqa: E402
 
-DEFAULT = "o3_uniform_r0"
+DEFAULT = "o3_uniform"
 WEIGHTINGS = ("uniform", "reach")
 
 
-def _name(offset: float, weighting: str, reserve: int) -> str:
-    return f"o{offset:g}_{weighting}_r{reserve}"
+def _name(offset: float, weighting: str) -> str:
+    return f"o{offset:g}_{weighting}"
 
 
 def run_reach(path: str) -> list[float]:
@@ -67,14 +65,12 @@ def run_reach(path: str) -> list[float]:
         return json.load(f)
 
 
-def _judge_variants(path: str, n_requests: int, seed: int, variants: tuple[tuple[float, str, int], ...],
+def _judge_variants(path: str, n_requests: int, seed: int, variants: tuple[tuple[float, str], ...],
                     max_history: int) -> dict:
-    """The kept arm at `path` judged with one page_value arm per (offset, weighting, reserve), paired with the
-    default."""
-    reach = run_reach(path) if any(w == "reach" for _, w, _ in variants) else None
+    """The kept arm at `path` judged with one page_value arm per (offset, weighting), paired with the default."""
+    reach = run_reach(path) if any(w == "reach" for _, w in variants) else None
     data, model, tok = load_run(path)
-    kw = [(_name(o, w, f), {"row_value_offset": o, "column_weights": reach if w == "reach" else None,
-                            "reserve_front": f}) for o, w, f in variants]
+    kw = [(_name(o, w), {"row_value_offset": o, "column_weights": reach if w == "reach" else None}) for o, w in variants]
     ab = judge(data, {"genpage": (model, tok)}, n_requests, seed=seed, max_history=max_history,
                autoregressive_entities=None, page_value_variants=kw, model_arms=False,
                paired_with=f"genpage_pagevalue_{DEFAULT}")
@@ -88,7 +84,6 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--offsets", default="2,3,4,5", help="row_value_offset candidates (3 is always judged)")
     p.add_argument("--weightings", default="uniform,reach", help=f"column weightings among {WEIGHTINGS}")
-    p.add_argument("--reserves", default="0,4", help="reserve_front candidates (0 is always judged)")
     p.add_argument("--screen-requests", type=int, default=2000)
     p.add_argument("--screen-offset", type=int, default=700, help="screen requests are drawn with seed + this")
     p.add_argument("--judge-requests", type=int, default=4000)
@@ -101,7 +96,6 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     offsets = sorted({float(o) for o in args.offsets.split(",")} | {3.0})
     weightings = [w for w in WEIGHTINGS if w in args.weightings.split(",") or w == "uniform"]
-    reserves = sorted({int(f) for f in args.reserves.split(",")} | {0})
     if args.screen_offset == args.judge_offset:
         raise SystemExit("--screen-offset must differ from --judge-offset: nothing is chosen on the judge's requests")
     paths = {seed: os.path.join(args.runs, f"seed{seed}") for seed in seeds}
@@ -110,7 +104,7 @@ def main() -> None:
             raise SystemExit(f"{path}/model does not exist: run quality.py --save-dir {args.runs} first")
     command = "OMP_NUM_THREADS=1 python benchmarks/quality_decoding.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t0, load = time.time(), os.getloadavg()
-    variants = tuple((o, w, f) for o in offsets for w in weightings for f in reserves)
+    variants = tuple((o, w) for o in offsets for w in weightings)
     n = len(seeds)
 
     with ProcessPoolExecutor(max_workers=min(args.workers, n)) as pool:
@@ -119,11 +113,11 @@ def main() -> None:
                                           [args.max_history] * n)))
         for seed in seeds:
             print(f"screen, seed {seed}\n{screen[seed]['table']}", flush=True)
-        mean_screen = {_name(*v): float(np.mean([screen[s]["arms"][f"genpage_pagevalue_{_name(*v)}"]["gap_closed"]
-                                                  for s in seeds])) for v in variants}
+        mean_screen = {_name(o, w): float(np.mean([screen[s]["arms"][f"genpage_pagevalue_{_name(o, w)}"]["gap_closed"]
+                                                  for s in seeds])) for o, w in variants}
         chosen = max(variants, key=lambda v: (mean_screen[_name(*v)], _name(*v) == DEFAULT))  # ties keep the default
         print(f"screen gap closed: {mean_screen}; chosen {_name(*chosen)}", flush=True)
-        pair = tuple(dict.fromkeys([(3.0, "uniform", 0), chosen]))
+        pair = tuple(dict.fromkeys([(3.0, "uniform"), chosen]))
         judged = dict(zip(seeds, pool.map(_judge_variants, [paths[s] for s in seeds], [args.judge_requests] * n,
                                           [s + args.judge_offset for s in seeds], [pair] * n,
                                           [args.max_history] * n)))
@@ -136,8 +130,8 @@ def main() -> None:
     c, d = _name(*chosen), DEFAULT
     result = {
         "what": "page_value decoding's row valuation (row_value_offset x column weights: uniform or the training "
-                "logs' column_reach x reserve_front) chosen on screen requests (seed + screen_offset), then judged on the judge's "
-                "requests (seed + judge_offset) beside the default (offset 3, uniform, no reserve)",
+                "logs' column_reach) chosen on screen requests (seed + screen_offset), then judged on the judge's "
+                "requests (seed + judge_offset) beside the default (offset 3, uniform)",
         "command": command, "runs": os.path.abspath(args.runs), "seeds": seeds,
         "variants": [_name(*v) for v in variants],
         "screen_requests": args.screen_requests, "screen_offset": args.screen_offset,

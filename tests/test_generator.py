@@ -136,13 +136,13 @@ def test_entity_value_rows_are_the_rows_whose_best_entities_promise_most(catalog
 
 
 @SETTINGS
-@given(data=st.data(), seed=st.integers(0, 3), order=st.sampled_from(["entity_value", "page_value", "reserve"]))
+@given(data=st.data(), seed=st.integers(0, 3), order=st.sampled_from(["entity_value", "page_value"]))
 def test_value_ordered_pages_obey_the_rules(catalog, spec, data, seed, order):
     model, tok = tiny(catalog, spec, seed)
     rules = data.draw(rule_sets(catalog.entity_ids, catalog.row_ids))
     a = 1 if order == "entity_value" else None
-    kw = {"row_order": "page_value", "reserve_front": 2} if order == "reserve" else {"row_order": order}
-    page = PageGenerator(model, tok, autoregressive_entities=a, **kw).generate_page(context(catalog, 4, seed), rules)
+    page = PageGenerator(model, tok, autoregressive_entities=a, row_order=order).generate_page(
+        context(catalog, 4, seed), rules)
     assert not violations(page.to_dict(), rules, tok.entities_per_row, tok.rows_per_page)
 
 
@@ -183,48 +183,11 @@ def test_page_value_rows_and_entities_come_from_the_values_at_each_row_boundary(
     assert batched[0].token_ids == page.token_ids  # left padding in a batch changes nothing
 
 
-def test_reserve_front_keeps_other_rows_best_entities_out_of_a_rows_back_columns(catalog, spec):
-    """With reserve_front=F, the first row is the same row, with the same F entities in front; its other
-    entities are its best ones that are not among the F best of another allowed row (enough are free here)."""
-    model, tok = tiny(catalog, spec, 1)
-    ctx = context(catalog, 6, 1)
-    width, F = 4, 1
-    elig = {r: catalog.entity_ids[2 * i:2 * i + 8] for i, r in enumerate(catalog.row_ids)}  # overlapping pools
-    rules = RuleSet(rows_per_page=2, entities_per_row=width, row_eligibility=elig)
-    plain = PageGenerator(model, tok, row_order="page_value").generate_page(ctx, rules)
-    page = PageGenerator(model, tok, row_order="page_value", reserve_front=F).generate_page(ctx, rules)
-    assert not violations(page.to_dict(), rules, tok.entities_per_row, tok.rows_per_page)
-    first = page.rows[0]
-    assert first.row == plain.rows[0].row and first.entities[:F] == plain.rows[0].entities[:F]
-    with torch.no_grad():
-        logits = model(torch.tensor([tok.encode_prompt(ctx)])).logits[0, -1]
-
-    def ranked(entities):
-        return sorted(entities, key=lambda e: -float(logits[tok.entity_to_id(e)]))
-
-    reserved = {e for r in catalog.row_ids if r != first.row for e in ranked(elig[r])[:F]}
-    free = [e for e in ranked(elig[first.row]) if e not in reserved and e not in first.entities[:F]]
-    assert first.entities[F:] == free[:width - F]
-    assert first.entities != plain.rows[0].entities  # the check above is not vacuous here
-    # pools barely wider than a row: reserved entities fill what free ones cannot, and pages stay full
-    tight = {r: catalog.entity_ids[i:i + 5] for i, r in enumerate(catalog.row_ids)}
-    rules = RuleSet(rows_per_page=3, entities_per_row=width, row_eligibility=tight)
-    for f in (1, 2, 4):
-        page = PageGenerator(model, tok, row_order="page_value", reserve_front=f).generate_page(ctx, rules)
-        assert [len(r.entities) for r in page.rows] == [width] * 3
-        assert not violations(page.to_dict(), rules, tok.entities_per_row, tok.rows_per_page)
-
-
 def test_column_weights_are_checked(catalog, spec):
     model, tok = tiny(catalog, spec, 1)
     for bad in ([], [1.0, -0.5], [1.0, float("nan")], [True]):
         with pytest.raises(ValueError, match="column_weights"):
             PageGenerator(model, tok, row_order="page_value", column_weights=bad)
-    for bad in (-1, 1.5, True):
-        with pytest.raises(ValueError, match="reserve_front must be an integer"):
-            PageGenerator(model, tok, row_order="page_value", reserve_front=bad)
-    with pytest.raises(ValueError, match="reserve_front applies to row_order='page_value'"):
-        PageGenerator(model, tok, reserve_front=2)
     short = PageGenerator(model, tok, row_order="page_value", column_weights=[1.0, 0.5])
     with pytest.raises(ValueError, match="column_weights has 2 weights but a row holds 3 entities"):
         short.generate_page(context(catalog, 3, 1), RuleSet(rows_per_page=1, entities_per_row=3))

@@ -123,17 +123,13 @@ class PageGenerator:
             slot the logs show impressed (`column_reach`): a user rarely scrolls to the last columns,
             so a row's value rests on its first ones. None: every column counts 1. Finite numbers >= 0,
             at least as many as the widest row.
-        reserve_front: for "page_value": a row's first `reserve_front` columns take its best entities; the
-            rest of the row takes its best entities that are not among the `reserve_front` best of another
-            row the rules still allow (kept for the front of a later row, where users see them), unless
-            none else is left. 0: every row takes its best entities.
     """
 
     def __init__(
         self, model: Any, tokenizer: Any, autoregressive_entities: Optional[int] = None, do_sample: bool = False,
         temperature: float = 1.0, seed: Optional[int] = None, max_history: Optional[int] = None,
         prefix_cache_size: int = 8, row_order: str = "model", row_value_offset: float = 3.0,
-        column_weights: Optional[Sequence[float]] = None, reserve_front: int = 0,
+        column_weights: Optional[Sequence[float]] = None,
     ) -> None:
         for name, value in (("autoregressive_entities", autoregressive_entities), ("max_history", max_history),
                             ("seed", seed), ("prefix_cache_size", prefix_cache_size)):
@@ -154,10 +150,6 @@ class PageGenerator:
         if (isinstance(row_value_offset, bool) or not isinstance(row_value_offset, (int, float))
                 or not math.isfinite(row_value_offset)):
             raise ValueError(f"PageGenerator: row_value_offset must be a finite number, got {row_value_offset!r}")
-        if isinstance(reserve_front, bool) or not isinstance(reserve_front, int) or reserve_front < 0:
-            raise ValueError(f"PageGenerator: reserve_front must be an integer >= 0, got {reserve_front!r}")
-        if reserve_front and row_order != "page_value":
-            raise ValueError(f"PageGenerator: reserve_front applies to row_order='page_value', not {row_order!r}")
         if column_weights is not None:
             column_weights = list(column_weights)
             if not column_weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)
@@ -172,7 +164,6 @@ class PageGenerator:
         self.seed = seed
         self.row_order, self.row_value_offset = row_order, float(row_value_offset)
         self.column_weights = None if column_weights is None else torch.tensor(column_weights, dtype=torch.float32)
-        self.reserve_front = reserve_front
         self.prefix_cache = PrefixCache(prefix_cache_size)
         self._rngs: dict[torch.device, torch.Generator] = {}
 
@@ -419,8 +410,6 @@ class PageGenerator:
                                   logits.masked_fill(~step.allowed, float("-inf")).argmax(1))
         if K > 1:
             picks[:, 1:] = best[torch.arange(B, device=device), j][:, :K - 1]
-            if self.reserve_front:
-                picks[:, 1:] = self._fill_reserving(logits, options, valid, best, j, K - 1)
             with_row = torch.cat([ids, picks[:, :1]], 1)
             if not processor.completable(torch.cat([ids, self._step_tokens(picks.cpu().tolist(), count)[0].to(device)],
                                                    1)).all():
@@ -429,32 +418,6 @@ class PageGenerator:
         scores = logits.gather(1, picks)
         scores[:, 0] = torch.where(torch.from_numpy(at_row).to(device), value.gather(1, j[:, None])[:, 0], scores[:, 0])
         return picks, count, scores.cpu().tolist()
-
-    def _fill_reserving(self, logits: torch.Tensor, options: np.ndarray, valid: torch.Tensor, best: torch.Tensor,
-                        j: torch.Tensor, n: int) -> torch.Tensor:
-        """(B, n) entities of each chosen row `j` under `reserve_front` = F: its F best first, then its
-        best entities that are not among the F best of another allowed candidate row (those are kept
-        for that row's front columns; taken only when nothing else is left)."""
-        B, J, V = options.shape
-        device = logits.device
-        F = min(self.reserve_front, best.shape[-1])
-        eligible = torch.from_numpy(options).to(device)  # (B, J, V)
-        rows = torch.arange(B, device=device)
-        others = valid.clone()
-        others[rows, j] = False
-        front = best[:, :, :F]  # (B, J, F): every candidate row's F best
-        front_ok = others[:, :, None] & eligible.gather(2, front)
-        reserved = torch.zeros(B, V, device=device).scatter_add_(1, front.reshape(B, -1),
-                                                                 front_ok.reshape(B, -1).float()) > 0
-        own = best[rows, j][:, :F]  # (B, F)
-        score = logits.float().masked_fill(~eligible[rows, j], float("-inf"))
-        score = score.scatter(1, own, float("-inf"))  # already in the front
-        # reserved entities rank below every free one, in their own value order (kept as a last resort)
-        finite = score.isfinite()
-        span = score.masked_fill(~finite, 0.0).abs().max()
-        score = torch.where(reserved & finite, score - (2 * span + 1), score)
-        back = score.topk(max(n - F, 0), dim=1).indices if n > F else own[:, :0]
-        return torch.cat([own, back], 1)[:, :n]
 
     def _reuse_prefixes(self, prompts: list[list[int]], cache: Cache) -> int:
         """Writes into the empty `cache` the stored states of the longest prompt prefix the batch can
