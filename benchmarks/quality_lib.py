@@ -9,7 +9,6 @@ on), with common random numbers, to production, the oracle and the GenPage arms.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import tempfile
@@ -23,7 +22,6 @@ import torch
 from genpage_hf import load_spec
 from genpage_hf.checkpoint import build_genpage
 from genpage_hf.evaluation import weighted_auc
-from genpage_hf.generation import column_reach
 from genpage_hf.precision import hardware_info
 from genpage_hf.rewards import entity_rewards
 from genpage_hf.simulation import OraclePolicy, ProductionPolicy, UserPopulation, World, WorldConfig, run_ab, run_day, warm_up
@@ -178,15 +176,12 @@ def train(data: Data, recipe: Recipe, context_fn: Optional[ContextFn] = None) ->
 
 def save_run(path: str, data: Data, model: Any, tok: Any) -> None:
     """Keeps a trained arm for later decoding studies: model and tokenizer (save_pretrained) under
-    `path`/model, the world and users as they stand before the judge (pickle) in judge_state.pkl, and
-    the training logs' `column_reach` in column_reach.json."""
+    `path`/model, and the world and users as they stand before the judge (pickle) in judge_state.pkl."""
     os.makedirs(path, exist_ok=True)
     model.save_pretrained(os.path.join(path, "model"))
     tok.save_pretrained(os.path.join(path, "model"))
     with open(os.path.join(path, "judge_state.pkl"), "wb") as f:
         pickle.dump({"world": data.world, "users": data.users, "setup": data.setup}, f)
-    with open(os.path.join(path, "column_reach.json"), "w", encoding="utf-8") as f:
-        json.dump(column_reach(data.train), f)
 
 
 def load_run(path: str) -> tuple[Data, Any, Any]:
@@ -237,7 +232,7 @@ def judge(data: Data, arms: dict[str, tuple[Any, Any]], n_requests: int, seed: i
     """A/B of production, oracle and each (model, tokenizer) arm on the day after the logs; gap_closed per arm.
 
     `page_value_variants`: (suffix, PageGenerator keywords) pairs, one more page_value arm each,
-    "{name}_pagevalue_{suffix}", decoded with those keywords (row_value_offset, column_weights).
+    "{name}_pagevalue_{suffix}", decoded with those keywords (e.g. row_value_offset).
     `paired_with`: an arm name; every arm then also gets `vs_paired` = [mean, ci_low, ci_high] of its page
     reward minus that arm's, paired over the shared requests. `model_arms=False` leaves out the arms decoded
     with the model's own row values (row_order="model"), keeping only the value-ordered ones asked for.

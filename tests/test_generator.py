@@ -8,7 +8,7 @@ from transformers import LogitsProcessorList
 
 from genpage_hf.catalog import default_catalog
 from genpage_hf.cli import generate_page
-from genpage_hf.generation import GenPageLogitsProcessor, PageGenerator, PageRequest, RuleSet, column_reach
+from genpage_hf.generation import GenPageLogitsProcessor, PageGenerator, PageRequest, RuleSet
 
 from conftest import TINY_MODEL
 from test_rules import context, rule_sets, tiny, violations
@@ -146,19 +146,16 @@ def test_value_ordered_pages_obey_the_rules(catalog, spec, data, seed, order):
     assert not violations(page.to_dict(), rules, tok.entities_per_row, tok.rows_per_page)
 
 
-@pytest.mark.parametrize("weights", [None, [1.0, 0.3, 0.05]])
-def test_page_value_rows_and_entities_come_from_the_values_at_each_row_boundary(catalog, spec, weights):
+def test_page_value_rows_and_entities_come_from_the_values_at_each_row_boundary(catalog, spec):
     """Each row of a page_value page is, among the rows still allowed, the one whose best entities by the
-    logits at the row boundary (before its row token) have the largest sum of sigmoid(value - offset)
-    (the c-th best weighted by column_weights[c]), and it holds exactly those entities, best first; its
-    row_score is that sum."""
+    logits at the row boundary (before its row token) have the largest sum of sigmoid(value - offset), and
+    it holds exactly those entities, best first; its row_score is that sum."""
     model, tok = tiny(catalog, spec, 1)
     ctx = context(catalog, 6, 1)
     width, offset = 3, 0.5
     elig = {r: catalog.entity_ids[i % 4::4] for i, r in enumerate(catalog.row_ids)}
     rules = RuleSet(rows_per_page=3, entities_per_row=width, row_eligibility=elig, row_widths={catalog.row_ids[2]: 2})
-    gen = PageGenerator(model, tok, row_order="page_value", row_value_offset=offset, column_weights=weights)
-    w = torch.tensor(weights or [1.0] * width)
+    gen = PageGenerator(model, tok, row_order="page_value", row_value_offset=offset)
     page = gen.generate_page(ctx, rules)
     assert len(page.rows) == 3
     prefix, used_rows, used = tok.encode_prompt(ctx), set(), set()
@@ -171,8 +168,7 @@ def test_page_value_rows_and_entities_come_from_the_values_at_each_row_boundary(
                 continue
             ids = [tok.entity_to_id(e) for e in elig[r] if e not in used]
             top = logits[ids].topk(min(rules.row_widths.get(r, width), len(ids)))
-            best[r] = (float((torch.sigmoid(top.values - offset) * w[:len(top.values)]).sum()),
-                       [ids[i] for i in top.indices.tolist()])
+            best[r] = (float(torch.sigmoid(top.values - offset).sum()), [ids[i] for i in top.indices.tolist()])
         choice = max(best, key=lambda r: best[r][0])
         assert row.row == choice and row.row_score == pytest.approx(best[choice][0], abs=1e-4)
         assert [tok.entity_to_id(e) for e in row.entities] == best[choice][1]
@@ -181,37 +177,6 @@ def test_page_value_rows_and_entities_come_from_the_values_at_each_row_boundary(
         used.update(row.entities)
     batched = gen.generate([PageRequest(ctx, rules), PageRequest(context(catalog, 2, 3), rules)])
     assert batched[0].token_ids == page.token_ids  # left padding in a batch changes nothing
-
-
-def test_column_weights_are_checked(catalog, spec):
-    model, tok = tiny(catalog, spec, 1)
-    for bad in ([], [1.0, -0.5], [1.0, float("nan")], [True]):
-        with pytest.raises(ValueError, match="column_weights"):
-            PageGenerator(model, tok, row_order="page_value", column_weights=bad)
-    short = PageGenerator(model, tok, row_order="page_value", column_weights=[1.0, 0.5])
-    with pytest.raises(ValueError, match="column_weights has 2 weights but a row holds 3 entities"):
-        short.generate_page(context(catalog, 3, 1), RuleSet(rows_per_page=1, entities_per_row=3))
-
-
-def test_column_reach_is_the_impressed_share_of_each_column_of_reached_rows():
-    def record(widths, impressed):
-        rows = [{"row": f"genre_{i}", "entities": [f"e{i}_{c}" for c in range(w)]} for i, w in enumerate(widths)]
-        return {"page": {"rows": rows}, "feedback": {"impressed": impressed}}
-
-    records = [
-        record([3, 2], [True, True, False, True, True]),  # both rows reached
-        record([3, 2], [True, False, False, False, False]),  # second row never reached: not counted
-        record([4], [True, True, True, True]),
-    ]
-    # 4 reached rows: column 0 seen in all, column 1 in 3 of 4, column 2 in 1 of the 3 rows of width >= 3,
-    # column 3 in the one row of width 4
-    assert column_reach(records) == pytest.approx([1.0, 3 / 4, 1 / 3, 1.0])
-    with pytest.raises(ValueError, match="record 0 has 5 page slots but 4 feedback.impressed"):
-        column_reach([record([3, 2], [True] * 4)])
-    with pytest.raises(ValueError, match="record 0 has no page.rows"):
-        column_reach([{"page": {}}])
-    with pytest.raises(ValueError, match="no record has a reached row"):
-        column_reach([record([2], [False, False])])
 
 
 def test_hybrid_fill_takes_the_top_scoring_eligible_entities(catalog, spec):

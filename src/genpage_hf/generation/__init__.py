@@ -1,6 +1,6 @@
 """Serving: business-rule constrained decoding, hybrid row decoding and pagination (paper §2.3, §6.3, §6.4)."""
 
-from .generator import ROW_ORDERS, GeneratedPage, GeneratedRow, PageGenerator, PageRequest, PrefixCache, column_reach
+from .generator import ROW_ORDERS, GeneratedPage, GeneratedRow, PageGenerator, PageRequest, PrefixCache
 from .rules import GenPageLogitsProcessor, IncompletePageError, InfeasibleRulesError, PageStep, RuleSet
 
 __all__ = [
@@ -15,5 +15,4 @@ __all__ = [
     "PrefixCache",
     "ROW_ORDERS",
     "RuleSet",
-    "column_reach",
 ]

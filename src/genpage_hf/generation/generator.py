@@ -118,18 +118,12 @@ class PageGenerator:
             allowed row whose best allowed entities have the largest expected plays, with those
             entities; one forward pass per row. `autoregressive_entities` must then be None.
         row_value_offset: see `row_order`; a finite number.
-        column_weights: for "entity_value" and "page_value": the weight of a row's c-th entity (left to
-            right, best first) in the row's expected plays, e.g. the share of reached rows whose c-th
-            slot the logs show impressed (`column_reach`): a user rarely scrolls to the last columns,
-            so a row's value rests on its first ones. None: every column counts 1. Finite numbers >= 0,
-            at least as many as the widest row.
     """
 
     def __init__(
         self, model: Any, tokenizer: Any, autoregressive_entities: Optional[int] = None, do_sample: bool = False,
         temperature: float = 1.0, seed: Optional[int] = None, max_history: Optional[int] = None,
         prefix_cache_size: int = 8, row_order: str = "model", row_value_offset: float = 3.0,
-        column_weights: Optional[Sequence[float]] = None,
     ) -> None:
         for name, value in (("autoregressive_entities", autoregressive_entities), ("max_history", max_history),
                             ("seed", seed), ("prefix_cache_size", prefix_cache_size)):
@@ -150,12 +144,6 @@ class PageGenerator:
         if (isinstance(row_value_offset, bool) or not isinstance(row_value_offset, (int, float))
                 or not math.isfinite(row_value_offset)):
             raise ValueError(f"PageGenerator: row_value_offset must be a finite number, got {row_value_offset!r}")
-        if column_weights is not None:
-            column_weights = list(column_weights)
-            if not column_weights or any(isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w)
-                                         or w < 0 for w in column_weights):
-                raise ValueError(f"PageGenerator: column_weights must be a non-empty sequence of finite numbers >= 0, "
-                                 f"got {column_weights!r}")
         if not callable(getattr(model, "forward", None)) or not hasattr(tokenizer, "encode_prompt"):
             raise ValueError("PageGenerator needs a GenPage model and its GenPageTokenizer")
         self.model, self.tokenizer = model, tokenizer
@@ -163,7 +151,6 @@ class PageGenerator:
         self.do_sample, self.temperature, self.max_history = do_sample, float(temperature), max_history
         self.seed = seed
         self.row_order, self.row_value_offset = row_order, float(row_value_offset)
-        self.column_weights = None if column_weights is None else torch.tensor(column_weights, dtype=torch.float32)
         self.prefix_cache = PrefixCache(prefix_cache_size)
         self._rngs: dict[torch.device, torch.Generator] = {}
 
@@ -368,20 +355,13 @@ class PageGenerator:
     def _expected_plays(self, values: torch.Tensor, options: np.ndarray,
                         widths: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Per candidate row (B, J): the sum of sigmoid(value - offset) over its `widths` best allowed
-        entities, each weighted by its column's `column_weights` (`options` (B, J, V); `values` (B, J, V)
-        or (B, V) shared by the rows), and those entities' ids."""
+        entities (`options` (B, J, V); `values` (B, J, V) or (B, V) shared by the rows), and those entities' ids."""
         device = values.device
         width = torch.from_numpy(widths).to(device)
         masked = values.expand(options.shape).masked_fill(~torch.from_numpy(options).to(device), float("-inf"))
         top = masked.topk(max(int(widths.max()), 1), dim=-1)  # (B, J, width): each row's best entities
         counted = (torch.arange(top.values.shape[-1], device=device) < width[..., None]) & top.values.isfinite()
-        plays = torch.sigmoid(top.values - self.row_value_offset).masked_fill(~counted, 0.0)
-        if self.column_weights is not None:
-            if len(self.column_weights) < plays.shape[-1]:
-                raise ValueError(f"PageGenerator: column_weights has {len(self.column_weights)} weights but a row "
-                                 f"holds {plays.shape[-1]} entities")
-            plays = plays * self.column_weights[: plays.shape[-1]].to(device)
-        return plays.sum(-1), top.indices
+        return torch.sigmoid(top.values - self.row_value_offset).masked_fill(~counted, 0.0).sum(-1), top.indices
 
     def _page_value_step(self, ids: torch.Tensor, logits: torch.Tensor, step: PageStep,
                          processor: GenPageLogitsProcessor) -> tuple[torch.Tensor, np.ndarray, list[list[float]]]:
@@ -535,35 +515,4 @@ class PageGenerator:
         return GeneratedPage(rows, page_ids)
 
 
-def column_reach(records: Sequence[Mapping[str, Any]]) -> list[float]:
-    """Per column c: the share of logged rows the user reached (first slot impressed) and that have a c-th
-    entity whose c-th slot was impressed: how far users scroll right, from impression logs alone (the
-    `column_weights` of `PageGenerator`'s value-ordered rows). Records are impression dicts (page, feedback)."""
-    reached: list[int] = []
-    seen: list[int] = []
-    for i, record in enumerate(records):
-        try:
-            rows, impressed = record["page"]["rows"], record["feedback"]["impressed"]
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"column_reach: record {i} has no page.rows or feedback.impressed ({err!r})") from None
-        widths = [len(row["entities"]) for row in rows]
-        if sum(widths) != len(impressed):
-            raise ValueError(f"column_reach: record {i} has {sum(widths)} page slots but {len(impressed)} "
-                             "feedback.impressed values")
-        start = 0
-        for w in widths:
-            if w and impressed[start]:
-                while len(reached) < w:
-                    reached.append(0)
-                    seen.append(0)
-                for c in range(w):
-                    reached[c] += 1
-                    seen[c] += bool(impressed[start + c])
-            start += w
-    if not reached:
-        raise ValueError("column_reach: no record has a reached row (an impressed first slot)")
-    return [s / n for s, n in zip(seen, reached)]
-
-
-__all__ = ["GeneratedPage", "GeneratedRow", "PageGenerator", "PageRequest", "PrefixCache", "ROW_ORDERS",
-           "column_reach"]
+__all__ = ["GeneratedPage", "GeneratedRow", "PageGenerator", "PageRequest", "PrefixCache", "ROW_ORDERS"]

@@ -9,7 +9,7 @@ grammar allows), and a page may end early when no further row can be filled.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 from ..generation import PageGenerator, PageRequest, RuleSet
 from .rows import eligibility
@@ -19,21 +19,21 @@ from .world import World
 
 class GenPagePolicy:
     """Serves pages from a GenPage model through `PageGenerator` (greedy or sampled, full or hybrid rows,
-    rows by the model's row values or by their entities' values: `row_order`, with `row_value_offset` and
-    `column_weights` as in `PageGenerator`)."""
+    rows by the model's row values or by their entities' values: `row_order`, with `row_value_offset` as
+    in `PageGenerator`)."""
 
     def __init__(
         self, world: World, model: Any, tokenizer: Any, name: str = "genpage",
         autoregressive_entities: Optional[int] = None, do_sample: bool = False, seed: int = 0,
         batch_size: int = 32, max_history: Optional[int] = None, row_order: str = "model",
-        row_value_offset: float = 3.0, column_weights: Optional[Sequence[float]] = None,
+        row_value_offset: float = 3.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.world, self.name, self.batch_size = world, name, batch_size
         self.generator = PageGenerator(model, tokenizer, autoregressive_entities, do_sample=do_sample, seed=seed,
                                        max_history=max_history, row_order=row_order,
-                                       row_value_offset=row_value_offset, column_weights=column_weights)
+                                       row_value_offset=row_value_offset)
 
     def rules(self, requests: RequestBatch, index: int) -> RuleSet:
         """The RuleSet of request `index`: the world's layout and that request's eligibility mapping."""
