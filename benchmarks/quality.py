@@ -25,7 +25,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from quality_lib import Recipe, diagnose, judge, machine, save_run, simulate, train  # noqa: E402
+from quality_lib import Recipe, diagnose, judge, machine, simulate, train  # noqa: E402
+from quality_runs import save_run  # noqa: E402
 
 from genpage_hf.simulation.ab import Z95  # noqa: E402
 

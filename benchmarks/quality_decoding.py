@@ -30,7 +30,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from quality_lib import judge, load_run, machine  # noqa: E402
+from quality_lib import judge, machine  # noqa: E402
+from quality_runs import load_run  # noqa: E402
 
 DEFAULT = 3.0
 

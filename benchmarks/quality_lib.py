@@ -10,7 +10,6 @@ on), with common random numbers, to production, the oracle and the GenPage arms.
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -172,27 +171,6 @@ def train(data: Data, recipe: Recipe, context_fn: Optional[ContextFn] = None) ->
                 "held_out_row_auc": ev["eval_row_auc"], "held_out_entity_auc": ev["eval_entity_auc"],
                 "train_seconds": round(time.time() - start, 1), "dtype": wargs.resolved_dtype})
     return model, tok, rec
-
-
-def save_run(path: str, data: Data, model: Any, tok: Any) -> None:
-    """Keeps a trained arm for later decoding studies: model and tokenizer (save_pretrained) under
-    `path`/model, and the world and users as they stand before the judge (pickle) in judge_state.pkl."""
-    os.makedirs(path, exist_ok=True)
-    model.save_pretrained(os.path.join(path, "model"))
-    tok.save_pretrained(os.path.join(path, "model"))
-    with open(os.path.join(path, "judge_state.pkl"), "wb") as f:
-        pickle.dump({"world": data.world, "users": data.users, "setup": data.setup}, f)
-
-
-def load_run(path: str) -> tuple[Data, Any, Any]:
-    """What `save_run` kept: (Data with the judge's world and users, no records), model, tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    with open(os.path.join(path, "judge_state.pkl"), "rb") as f:
-        state = pickle.load(f)
-    model = AutoModelForCausalLM.from_pretrained(os.path.join(path, "model"))
-    tok = AutoTokenizer.from_pretrained(os.path.join(path, "model"))
-    return Data(state["world"], state["users"], [], [], None, {}, state["setup"]), model, tok
 
 
 class ContextPolicy(GenPagePolicy):
