@@ -230,15 +230,13 @@ def judge(data: Data, arms: dict[str, tuple[Any, Any]], n_requests: int, seed: i
                                    autoregressive_entities=autoregressive_entities, max_history=max_history,
                                    context_fn=context_fns.get(n), limit=limit, row_order="entity_value")
                      for n, (m, t) in arms.items()]
-    if page_value_arms:  # row_order="page_value": each row and its entities from the values at its row boundary
-        policies += [ContextPolicy(data.world, m.eval(), t, name=f"{n}_pagevalue", batch_size=128,
-                                   autoregressive_entities=None, max_history=max_history,
-                                   context_fn=context_fns.get(n), limit=limit, row_order="page_value")
-                     for n, (m, t) in arms.items()]
-    policies += [ContextPolicy(data.world, m.eval(), t, name=f"{n}_pagevalue_{suffix}", batch_size=128,
+    # row_order="page_value": each row and its entities from the values at its row boundary; the plain arm
+    # "{name}_pagevalue" with the generator's defaults, then one "{name}_pagevalue_{suffix}" per variant
+    page_value = ([("", {})] if page_value_arms else []) + [(f"_{suffix}", kw) for suffix, kw in page_value_variants]
+    policies += [ContextPolicy(data.world, m.eval(), t, name=f"{n}_pagevalue{suffix}", batch_size=128,
                                autoregressive_entities=None, max_history=max_history, context_fn=context_fns.get(n),
                                limit=limit, row_order="page_value", **kw)
-                 for suffix, kw in page_value_variants for n, (m, t) in arms.items()]
+                 for suffix, kw in page_value for n, (m, t) in arms.items()]
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     start = time.time()
