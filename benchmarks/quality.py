@@ -20,6 +20,7 @@ import os
 import shlex
 import sys
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -88,7 +89,7 @@ def main() -> None:
         for path in args.merge.split(","):
             with open(path, encoding="utf-8") as f:
                 parts.append(json.load(f))
-        _write(args.out, [s for part in parts for s in part["per_seed"]], parts[0]["ab_requests"],
+        write_results(args.out, [s for part in parts for s in part["per_seed"]], parts[0]["ab_requests"],
                " && ".join(part["command"] for part in parts), parts[0]["decoding"],
                max(part["seconds"] for part in parts), parts[0]["machine"])
         return
@@ -132,11 +133,11 @@ def main() -> None:
                 "genpage_rowvalue": f"PageGenerator(row_order='entity_value', autoregressive_entities="
                                     f"{args.autoregressive_entities})",
                 "genpage_pagevalue": "PageGenerator(row_order='page_value')"}[args.headline_arm]
-    _write(args.out, seeds, args.ab_requests, command, decoding, round(time.time() - t0, 1), machine(load))
+    write_results(args.out, seeds, args.ab_requests, command, decoding, round(time.time() - t0, 1), machine(load))
 
 
-def _write(out: str, seeds: list[dict], ab_requests: int, command: str, decoding: str, seconds: float,
-           hardware: dict) -> None:
+def write_results(out: str, seeds: list[dict], ab_requests: int, command: str, decoding: str, seconds: float,
+                  hardware: dict, extra: Optional[dict] = None) -> None:
     """Average per-seed results (pooled lift CI from the per-seed standard errors) and write the JSON."""
     ses = [(s["lift_ci95"][1] - s["lift_ci95"][0]) / (2 * Z95) for s in seeds]
     lift = float(np.mean([s["lift"] for s in seeds]))
@@ -150,7 +151,7 @@ def _write(out: str, seeds: list[dict], ab_requests: int, command: str, decoding
         "command": command, "dtype": seeds[0]["training"]["dtype"], "decoding": decoding,
         "offline_mean": {k: float(np.mean([s["training"][k] for s in seeds])) for k in
                          ("held_out_wbc_loss", "held_out_target_loss", "held_out_row_auc", "held_out_entity_auc")},
-        "per_seed": seeds, "machine": hardware,
+        "per_seed": seeds, "machine": hardware, **(extra or {}),
     }
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:

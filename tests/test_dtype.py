@@ -118,6 +118,38 @@ def test_training_computes_in_the_requested_dtype_with_fp32_master_weights(train
         assert {p.dtype for p in trained[dtype][0].parameters()} == {torch.float32}
 
 
+def test_a_bf16_trained_model_computes_in_memory_what_its_checkpoint_computes(trained, tmp_path):
+    """accelerate's autocast wrapper comes off `forward` once training and evaluation return."""
+    from transformers import AutoModelForCausalLM
+
+    model, tok = trained["bf16"][:2]
+    assert "_original_forward" not in model.__dict__
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    ids = torch.randint(5, len(tok), (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        in_memory, reloaded = model.eval()(ids).logits, loaded.eval()(ids).logits
+    assert in_memory.dtype == torch.float32
+    assert torch.equal(in_memory, reloaded)
+
+
+def test_each_training_stage_computes_in_its_own_dtype(world_log, tmp_path):
+    """A model trained by one trainer is prepared afresh by the next (accelerate never re-wraps a marked model)."""
+    train, _, catalog, _, _ = world_log
+    model, tok = build_genpage(catalog, load_spec(), seed=0, **TINY_MODEL)
+    computed: list[torch.dtype] = []
+    hook = model.model.layers[0].mlp.down_proj.register_forward_hook(lambda m, i, o: computed.append(o.dtype))
+    seen = []
+    for stage, (run, config, dtype) in enumerate([(pretrain, NTPConfig, "fp32"), (posttrain_wbc, WBCConfig, "bf16"),
+                                                   (posttrain_wbc, WBCConfig, "fp32")]):
+        computed.clear()
+        run(model, tok, train, config(str(tmp_path / str(stage)), max_steps=2, per_device_train_batch_size=8,
+                                      max_history=10, dtype=dtype, use_cpu=True, disable_tqdm=True))
+        seen.append(set(computed))
+    hook.remove()
+    assert seen == [{torch.float32}, {torch.bfloat16}, {torch.float32}]
+
+
 def test_bf16_training_losses_track_fp32(trained):
     for stage in (2, 3):
         fp32, bf16 = np.array(trained["fp32"][stage]), np.array(trained["bf16"][stage])

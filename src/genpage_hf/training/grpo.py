@@ -33,7 +33,7 @@ from trl import GRPOTrainer
 from ..generation import GenPageLogitsProcessor, PageGenerator, PageRequest, RuleSet
 from .configs import GenPageGRPOConfig
 from .reward_model import PageRewardFunction, check_same_tokenizer, load_reward_model
-from .trainers import LogFileCallback, QuietProgressCallback
+from .trainers import LogFileCallback, OwnForwardAfterTraining, QuietProgressCallback
 
 FORMAT_KINDS = ("grammar", "dedup", "pins", "eligibility")
 GRPO_COLUMNS = ("prompt", "context", "rules")
@@ -158,7 +158,7 @@ class GenPageRollout:
                 "completion_ids": [list(page.token_ids) + [eos] for page in pages], "logprobs": None}
 
 
-class GenPageGRPOTrainer(GRPOTrainer):
+class GenPageGRPOTrainer(OwnForwardAfterTraining, GRPOTrainer):
     """`trl.GRPOTrainer` for GenPage: rule-constrained page rollouts, reward model + format rewards.
 
     Args:
