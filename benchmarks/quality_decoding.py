@@ -33,7 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from quality_lib import judge, machine  # noqa: E402
 from quality_runs import load_run  # noqa: E402
 
-DEFAULT = 3.0
+from genpage_hf.generation import DEFAULT_ROW_VALUE_OFFSET  # noqa: E402
+
+DEFAULT = DEFAULT_ROW_VALUE_OFFSET
 
 
 def _arm(offset: float) -> str:

@@ -41,8 +41,9 @@ def main() -> None:
     t0, load = time.time(), os.getloadavg()
     with open(args.results, encoding="utf-8") as f:
         run = json.load(f)
-    if "--page-value-arm" not in run["command"] or "--limit-judge" in run["command"] or "--diagnose" in run["command"]:
-        raise ValueError("quality_rejudge.py judges runs made with --page-value-arm and without --limit-judge/--diagnose")
+    command = run["command"]
+    if "--page-value-arm" not in command or "--limit-judge" in command or "--diagnose" in command:
+        raise ValueError("quality_rejudge.py judges runs made with --page-value-arm, without --limit-judge or --diagnose")
     seeds = []
     for old in run["per_seed"]:
         recipe = old["training"]["recipe"]
@@ -58,9 +59,11 @@ def main() -> None:
         g = arms[old["arm"]]
         seeds.append({**old, **{k: g[k] for k in JUDGED}, "ab_seconds": ab["seconds"], "ab_arms": arms,
                       "judge_before": {a: {k: v[k] for k in JUDGED} for a, v in old["ab_arms"].items()}})
-    command = "OMP_NUM_THREADS=1 python benchmarks/quality_rejudge.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    write_results(args.out, seeds, run["ab_requests"], run["command"], run["decoding"], run["seconds"], run["machine"],
-                  extra={"rejudge": {"command": command, "seconds": round(time.time() - t0, 1), "machine": machine(load)}})
+    rejudge = {"command": "OMP_NUM_THREADS=1 python benchmarks/quality_rejudge.py " + shlex.join(sys.argv[1:]),
+               "seconds": round(time.time() - t0, 1), "machine": machine(load)}
+    write_results(args.out, seeds, run["ab_requests"], command, run["decoding"], run["seconds"], run["machine"],
+                  extra={"rejudge": rejudge})
+
 
 if __name__ == "__main__":
     main()

@@ -41,6 +41,9 @@ from .kv_cache import PrefixCache, _GrowingLayer
 from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageStep, RuleSet
 
 ROW_ORDERS = ("model", "entity_value", "page_value")
+# page_value/entity_value decoding: sigmoid(value - offset) turns WBC's weighted log-odds into expected plays;
+# 3.0 ~ log(1.0 / 0.05), WBC's default positive weight over its abandon weight.
+DEFAULT_ROW_VALUE_OFFSET = 3.0
 
 
 @dataclass
@@ -123,7 +126,7 @@ class PageGenerator:
     def __init__(
         self, model: Any, tokenizer: Any, autoregressive_entities: Optional[int] = None, do_sample: bool = False,
         temperature: float = 1.0, seed: Optional[int] = None, max_history: Optional[int] = None,
-        prefix_cache_size: int = 8, row_order: str = "model", row_value_offset: float = 3.0,
+        prefix_cache_size: int = 8, row_order: str = "model", row_value_offset: float = DEFAULT_ROW_VALUE_OFFSET,
     ) -> None:
         for name, value in (("autoregressive_entities", autoregressive_entities), ("max_history", max_history),
                             ("seed", seed), ("prefix_cache_size", prefix_cache_size)):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..generation import PageGenerator, PageRequest, RuleSet
+from ..generation import DEFAULT_ROW_VALUE_OFFSET, PageGenerator, PageRequest, RuleSet
 from .rows import eligibility
 from .users import RequestBatch
 from .world import World
@@ -26,7 +26,7 @@ class GenPagePolicy:
         self, world: World, model: Any, tokenizer: Any, name: str = "genpage",
         autoregressive_entities: Optional[int] = None, do_sample: bool = False, seed: int = 0,
         batch_size: int = 32, max_history: Optional[int] = None, row_order: str = "model",
-        row_value_offset: float = 3.0,
+        row_value_offset: float = DEFAULT_ROW_VALUE_OFFSET,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
