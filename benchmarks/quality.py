@@ -90,8 +90,8 @@ def main() -> None:
             with open(path, encoding="utf-8") as f:
                 parts.append(json.load(f))
         write_results(args.out, [s for part in parts for s in part["per_seed"]], parts[0]["ab_requests"],
-               " && ".join(part["command"] for part in parts), parts[0]["decoding"],
-               max(part["seconds"] for part in parts), parts[0]["machine"])
+                      " && ".join(part["command"] for part in parts), parts[0]["decoding"],
+                      max(part["seconds"] for part in parts), parts[0]["machine"])
         return
     command = "OMP_NUM_THREADS=1 python benchmarks/quality.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     t0, load = time.time(), os.getloadavg()

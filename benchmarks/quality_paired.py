@@ -41,8 +41,9 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/quality_paired.json")
     args = p.parse_args()
     t0, load = time.time(), os.getloadavg()
-    base = replace(Recipe(**RECORD, seed=args.seed), **json.loads(args.base))
-    arms = {"base": base, **{n: replace(base, **kw) for n, kw in json.loads(args.arms).items()}}
+    base_fields, arm_fields = json.loads(args.base), json.loads(args.arms)
+    base = replace(Recipe(**RECORD, seed=args.seed), **base_fields)
+    arms = {"base": base, **{n: replace(base, **kw) for n, kw in arm_fields.items()}}
     if args.ab_seed_offset == 100:
         raise ValueError("--ab-seed-offset 100 draws the judge's own requests; screens use other requests (700)")
     data = simulate(args.users, args.days, args.seed)
@@ -57,13 +58,13 @@ def main() -> None:
     gap = ab["arms"]["oracle"]["page_reward"] - ab["arms"]["production"]["page_reward"]
     out = {"command": "OMP_NUM_THREADS=1 python benchmarks/quality_paired.py " + shlex.join(sys.argv[1:]),
            "setup": data.setup, "requests": args.requests, "request_seed": args.seed + args.ab_seed_offset,
-           "arms": {n: {"recipe_over_base": {} if n == "base" else json.loads(args.arms)[n],
+           "arms": {n: {"recipe_over_base": arm_fields.get(n, {}),
                         "gap_closed": ab["arms"][f"{n}_pagevalue"]["gap_closed"],
                         "gap_closed_ci95": ab["arms"][f"{n}_pagevalue"]["gap_closed_ci95"],
                         "minus_base_page_reward": ab["arms"][f"{n}_pagevalue"]["vs_paired"],
                         "minus_base_gap_closed": [x / gap for x in ab["arms"][f"{n}_pagevalue"]["vs_paired"]],
                         "training": records[n]} for n in arms},
-           "base_recipe": json.loads(args.base), "seconds": round(time.time() - t0, 1), "machine": machine(load)}
+           "base_recipe": base_fields, "seconds": round(time.time() - t0, 1), "machine": machine(load)}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=1)
