@@ -9,8 +9,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from genpage_hf import load_spec  # noqa: E402
-from genpage_hf.checkpoint import build_genpage  # noqa: E402
 from genpage_hf.catalog import default_catalog  # noqa: E402
+from genpage_hf.checkpoint import build_genpage  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -1,4 +1,4 @@
-"""Crash safety (issue 15): a training run SIGKILLed mid-run resumes from its last complete checkpoint
+"""Crash safety: a training run SIGKILLed mid-run resumes from its last complete checkpoint
 and ends with exactly the loss curve of an uninterrupted run."""
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ def log_dir(tmp_path_factory) -> str:
 
 def _command(log_dir: str, output_dir: str, *extra: str) -> list[str]:
     """`genpage pretrain` of a tiny model, checkpointing every 2 of 8 steps, fp32 on CPU."""
-    return [sys.executable, "-m", "genpage_hf.cli", "pretrain", "--catalog", os.path.join(log_dir, "catalog.json"),
+    return [sys.executable, "-m", "genpage_hf.commands", "pretrain",
+            "--catalog", os.path.join(log_dir, "catalog.json"),
             "--train_file", os.path.join(log_dir, "impressions"), "--output_dir", output_dir,
             "--hidden_size", "32", "--intermediate_size", "64", "--num_hidden_layers", "1",
             "--num_attention_heads", "2", "--per_device_train_batch_size", "4", "--max_steps", "8",
@@ -107,7 +108,7 @@ def test_truncated_trainer_state_marks_a_checkpoint_incomplete(tmp_path) -> None
 
 def test_cli_resume_true_without_a_complete_checkpoint_is_a_clear_error(tmp_path, capsys) -> None:
     """`--resume_from_checkpoint true` with no complete checkpoint exits 2 naming --output_dir."""
-    from genpage_hf.cli import main
+    from genpage_cli import main
 
     (tmp_path / "records.jsonl").write_text("")
     (tmp_path / "out" / "checkpoint-2").mkdir(parents=True)

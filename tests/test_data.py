@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from genpage_hf.data import (IGNORE_INDEX, NTPCollator, WBCCollator, build_ntp_dataset, build_wbc_dataset,
-                             split_records)
+from genpage_hf.data import IGNORE_INDEX, NTPCollator, WBCCollator, build_ntp_dataset, build_wbc_dataset, split_records
 from genpage_hf.rewards import page_reward
 
 
@@ -91,7 +90,9 @@ def test_entity_targets_above_add_each_entity_at_the_row_boundaries_at_or_above_
     assert above["target_pos"][:n] == plain["target_pos"] and above["input_ids"] == plain["input_ids"]
     # m1, m2 (row 0) at the page's first boundary; m4, m6 (row 1) at both boundaries (before rows 0 and 1)
     assert above["target_pos"][n:] == [c - 1, c - 1, c - 1, c + 3, c - 1, c + 3]
-    assert [ids[0] for ids in above["cand_ids"][n:]] == [tok.entity_to_id(e) for e in ("m1", "m2", "m4", "m4", "m6", "m6")]
+    assert [ids[0] for ids in above["cand_ids"][n:]] == [
+        tok.entity_to_id(e) for e in ("m1", "m2", "m4", "m4", "m6", "m6")
+    ]
     assert above["target_is_row"][n:] == [0] * 6
     np.testing.assert_allclose(above["target_weight"][n:], [1.0, 0.05, 1.75, 1.75, 0.05, 0.05], rtol=1e-6)
     assert above["target_label"][n:] == [1.0, 0.0, 1.0, 1.0, 0.0, 0.0]

@@ -5,13 +5,14 @@ import copy
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY_MODEL
 from test_rules import context
+
+from benchmarks.perf.common import page_agreement, rule_violations
 from genpage_hf import load_spec, precision
 from genpage_hf.checkpoint import build_genpage
 from genpage_hf.generation import PageGenerator, PageRequest, RuleSet
-from genpage_hf.precision import page_agreement, prepare_for_serving, resolve_dtype, rule_violations, serving_dtype
+from genpage_hf.precision import prepare_for_serving, resolve_dtype, serving_dtype
 from genpage_hf.training import NTPConfig, WBCConfig, evaluate, posttrain_wbc, pretrain
 
 # Tolerances of a 16-step tiny run (bf16 autocast vs fp32, same seed, data order and initialization);

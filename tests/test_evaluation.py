@@ -45,7 +45,10 @@ def test_wbc_metrics_split_rows_and_entities_and_ignore_padding():
     m = wbc_metrics(logits, labels, weights, is_row)
     assert m["row_targets"] == 3 and m["entity_targets"] == 3
     assert m["row_auc"] == 1.0  # row positive 2.0 beats both row negatives
-    assert abs(m["entity_auc"] - _brute_auc(np.array([0.5, 1.0, 3.0]), np.array([1, 0, 1]), np.array([0.5, 2.0, 1.0]))) < 1e-12
+    assert (
+        abs(m["entity_auc"] - _brute_auc(np.array([0.5, 1.0, 3.0]), np.array([1, 0, 1]), np.array([0.5, 2.0, 1.0])))
+        < 1e-12
+    )
 
 
 def test_recall_at_k_ignores_padding():

@@ -8,12 +8,17 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_rules import context, tiny
 from transformers import LogitsProcessorList
 
-from genpage_hf.generation import (GeneratedPage, GenPageLogitsProcessor, InfeasibleRulesError, PageGenerator,
-                                   PageRequest, RuleSet)
-
-from test_rules import context, tiny
+from genpage_hf.generation import (
+    GeneratedPage,
+    GenPageLogitsProcessor,
+    InfeasibleRulesError,
+    PageGenerator,
+    PageRequest,
+    RuleSet,
+)
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -158,7 +163,7 @@ def check(result, rules: RuleSet, spec_width: int, previous=()) -> None:
 
 
 # ---------------------------------------------------------------------------------------- oracle self-test
-def test_oracle_finds_the_issue_example_and_rejects_broken_pages():
+def test_oracle_finds_the_pinned_row_example_and_rejects_broken_pages():
     rules = RuleSet(rows_per_page=2, entities_per_row=2, entity_candidates=["m0", "m1", "m2", "m3"],
                     row_candidates=["top10", "trending"], pinned_rows={"trending": 1},
                     row_eligibility={"trending": ["m0", "m3"]})
@@ -167,8 +172,9 @@ def test_oracle_finds_the_issue_example_and_rejects_broken_pages():
     assert page_violations([("top10", ["m0", "m1"]), ("trending", ["m3", "m2"])], rules, 2, 10) == \
         ["row_eligibility: m2 in trending"]
     assert page_violations([("trending", ["m0", "m3"]), ("top10", ["m1", "m1"])], rules, 2, 10) != []
-    assert best_page(RuleSet(rows_per_page=1, entities_per_row=3, dedup_entities=False, entity_candidates=["m0", "m1"]),
-                     ["top10"], ["m0", "m1"], 1, 10) is None  # distinct within a row even without dedup
+    # distinct within a row even without dedup
+    no_dedup = RuleSet(rows_per_page=1, entities_per_row=3, dedup_entities=False, entity_candidates=["m0", "m1"])
+    assert best_page(no_dedup, ["top10"], ["m0", "m1"], 1, 10) is None
 
 
 # ---------------------------------------------------------------------------------------- properties
@@ -196,9 +202,15 @@ def test_generate_with_processor_refuses_iff_no_valid_page_exists(catalog, spec,
         processor = GenPageLogitsProcessor(rules, tok)
         torch.manual_seed(seed)
         # begin_suppress_tokens=None: the checkpoint's config bans [EOS] first, i.e. the empty short page
-        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=sample,
-                             num_return_sequences=2 if sample else 1, begin_suppress_tokens=None,
-                             logits_processor=LogitsProcessorList([processor]), max_new_tokens=processor.max_new_tokens)
+        out = model.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            do_sample=sample,
+            num_return_sequences=2 if sample else 1,
+            begin_suppress_tokens=None,
+            logits_processor=LogitsProcessorList([processor]),
+            max_new_tokens=processor.max_new_tokens,
+        )
     except InfeasibleRulesError:
         assert expected is None
         return
@@ -263,9 +275,9 @@ def test_the_mask_allows_exactly_the_tokens_some_valid_page_continues_through(ca
     assert token == tok.eos_token_id and page_violations(page, rules, m, width) == []
 
 
-# ---------------------------------------------------------------------------------------- the issue's defects
-ISSUE_EXAMPLE = RuleSet(rows_per_page=2, entities_per_row=2, entity_candidates=["m0", "m1", "m2", "m3"],
-                        pinned_rows={"trending": 1}, row_eligibility={"trending": ["m0", "m3"]})
+# ---------------------------------------------------------------------------------------- a pinned row's needs
+PINNED_ROW_RULES = RuleSet(rows_per_page=2, entities_per_row=2, entity_candidates=["m0", "m1", "m2", "m3"],
+                           pinned_rows={"trending": 1}, row_eligibility={"trending": ["m0", "m3"]})
 
 
 @pytest.mark.parametrize("a, sample", [(None, False), (None, True), (0, False), (1, True)])
@@ -273,7 +285,7 @@ def test_an_earlier_row_leaves_what_a_pinned_row_needs(catalog, spec, a, sample)
     model, tok = tiny(catalog, spec, 0)
     for seed in range(3):
         page = PageGenerator(model, tok, autoregressive_entities=a, do_sample=sample, seed=seed).generate_page(
-            context(catalog, 3, seed), ISSUE_EXAMPLE).to_dict()
+            context(catalog, 3, seed), PINNED_ROW_RULES).to_dict()
         assert page["rows"][1] == {"row": "trending", "entities": page["rows"][1]["entities"]}
         assert sorted(page["rows"][1]["entities"]) == ["m0", "m3"]
         assert sorted(page["rows"][0]["entities"]) == ["m1", "m2"]
@@ -295,7 +307,7 @@ def test_a_hybrid_row_never_takes_two_entities_that_only_fit_one_by_one(catalog,
 
 def test_short_pages_only_when_no_full_page_exists(catalog, spec):
     model, tok = tiny(catalog, spec, 0)
-    rules = RuleSet(**{**ISSUE_EXAMPLE.to_dict(), "allow_short_page": True})
+    rules = RuleSet(**{**PINNED_ROW_RULES.to_dict(), "allow_short_page": True})
     assert len(PageGenerator(model, tok).generate_page(context(catalog, 3, 0), rules).rows) == 2
     # 3 rows of 2 from 4 entities: no full page; the longest valid one has 2 rows.
     rules = RuleSet(**{**rules.to_dict(), "rows_per_page": 3})

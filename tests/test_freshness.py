@@ -1,4 +1,4 @@
-"""Freshness (issue 11): vocabulary growth, content kept under fallback replacement, output-side content,
+"""Freshness: vocabulary growth, content kept under fallback replacement, output-side content,
 resumable multi-cadence incremental updates, and bad input refused without a half-written checkpoint."""
 
 import copy
@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from genpage_cli import main as cli_main
 from genpage_hf.catalog import Catalog, CatalogEntity, CatalogRow
 from genpage_hf.checkpoint import build_genpage, grow_genpage, load_genpage, save_genpage, update_genpage
-from genpage_hf.cli import main as cli_main
 from genpage_hf.data import WBCCollator, build_wbc_dataset
 from genpage_hf.generation import PageGenerator, RuleSet
 from genpage_hf.records import to_arrow
@@ -91,7 +91,9 @@ def test_mean_init_differs_from_fallback_init(model_and_tokenizer, catalog):
     model, tok = model_and_tokenizer
     grow_genpage(model, tok, catalog, _additions(), init="mean", output_content=False)
     new = tok.entity_to_id("fresh0")
-    assert not torch.equal(model.get_input_embeddings().weight[new], model.get_input_embeddings().weight[tok.entity_fallback_id])
+    assert not torch.equal(
+        model.get_input_embeddings().weight[new], model.get_input_embeddings().weight[tok.entity_fallback_id]
+    )
 
 
 def test_logits_are_hidden_times_lm_head_weight_on_every_path(model_and_tokenizer, catalog, context):
@@ -108,7 +110,9 @@ def test_logits_are_hidden_times_lm_head_weight_on_every_path(model_and_tokenize
         for kwargs in ({}, {"content_ids": content_ids}):
             out = model(input_ids=ids, output_hidden_states=True, **kwargs)
             torch.testing.assert_close(out.logits, out.hidden_states[-1] @ model.lm_head.weight.T)
-    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "embed_tokens"], modules_to_save=["lm_head"]))
+    peft_model = get_peft_model(
+        model, LoraConfig(r=2, target_modules=["q_proj", "embed_tokens"], modules_to_save=["lm_head"])
+    )
     with torch.no_grad():
         out = peft_model(input_ids=ids, content_ids=content_ids, output_hidden_states=True)
         torch.testing.assert_close(out.logits, out.hidden_states[-1] @ peft_model.base_model.model.lm_head.weight.T)
@@ -137,7 +141,12 @@ def test_grown_checkpoint_round_trips_and_old_checkpoints_load(model_and_tokeniz
 
 # ------------------------------------------------------------------ cold start from content
 def _record(context):
-    page = {"rows": [{"row": "genre_comedy", "entities": ["m1", "m2", "m3"]}, {"row": "trending", "entities": ["m4", "m5", "m6"]}]}
+    page = {
+        "rows": [
+            {"row": "genre_comedy", "entities": ["m1", "m2", "m3"]},
+            {"row": "trending", "entities": ["m4", "m5", "m6"]},
+        ]
+    }
     fb = {"impressed": [True] * 6, "played": [True, False, True, False, True, False],
           "play_duration": [2000.0, 0.0, 6000.0, 0.0, 300.0, 0.0], "thumbs": [0] * 6,
           "abandoned": [False, True, False, True, False, True]}
@@ -186,7 +195,8 @@ def test_fallback_replacement_keeps_content(model_and_tokenizer, context):
 
 
 def test_brand_new_entity_with_content_can_be_generated(model_and_tokenizer, catalog, context):
-    """A title absent from every log is generated once its content fits the user (here: by construction of the projection)."""
+    """A title absent from every log is generated once its content fits the user (here: by construction of the
+    projection)."""
     model, tok = model_and_tokenizer
     model.eval()
     rules = RuleSet(rows_per_page=1, entities_per_row=3)
@@ -200,7 +210,9 @@ def test_brand_new_entity_with_content_can_be_generated(model_and_tokenizer, cat
         model.content_head_proj.weight.copy_(20 * torch.outer(h / h.norm(), c) / c.dot(c))
     stale = copy.deepcopy((model, tok))
     grow_genpage(model, tok, catalog, new)
-    page = PageGenerator(model, tok).generate_page({**context, "inject": [{"entity": "brand_new", "kind": "new"}]}, rules)
+    page = PageGenerator(model, tok).generate_page(
+        {**context, "inject": [{"entity": "brand_new", "kind": "new"}]}, rules
+    )
     assert "brand_new" in page.rows[0].entities
     stale_page = PageGenerator(*stale).generate_page(context, rules)
     assert "brand_new" not in {e for r in stale_page.rows for e in r.entities}
@@ -261,7 +273,9 @@ def world_logs(tmp_path_factory, spec):
     files = []
     for day in range(2):
         files.append(str(root / f"day-{day}.parquet"))
-        pq.write_table(to_arrow([r for s in run_day(world, users, policy, 0) for r in s.records()], validate=False), files[-1])
+        pq.write_table(
+            to_arrow([r for s in run_day(world, users, policy, 0) for r in s.records()], validate=False), files[-1]
+        )
     page_spec = copy.deepcopy(spec)
     page_spec["page"] = {"rows_per_page": 2, "entities_per_row": 3}
     catalog = world.catalog(up_to_day=1)
@@ -274,8 +288,20 @@ def world_logs(tmp_path_factory, spec):
 
 
 def _wbc_args(out: str) -> dict:
-    return dict(output_dir=out, max_steps=6, per_device_train_batch_size=8, learning_rate=1e-3, warmup_steps=1,
-                logging_steps=1, disable_tqdm=True, seed=0, fallback_prob=0.2, report_to="none", use_cpu=True, dtype="fp32")
+    return dict(
+        output_dir=out,
+        max_steps=6,
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        warmup_steps=1,
+        logging_steps=1,
+        disable_tqdm=True,
+        seed=0,
+        fallback_prob=0.2,
+        report_to="none",
+        use_cpu=True,
+        dtype="fp32",
+    )
 
 
 _CHILD = """
@@ -312,7 +338,9 @@ def test_incremental_update_resumes_after_a_kill_and_reproduces_the_uninterrupte
     killed = str(tmp_path / "killed")
     payload = {"base": w["base"], "out": killed, "new": w["files"][1], "as_of": w["day_end"](1),
                "args": _wbc_args(killed), "replay": w["files"][0], "additions": w["additions"].to_dict(), "kill_at": 4}
-    child = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(payload)], capture_output=True, text=True, timeout=600)
+    child = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(payload)], capture_output=True, text=True, timeout=600
+    )
     assert child.returncode == -9, child.stderr[-2000:]
     assert not os.path.exists(killed)  # killed mid-update: no folder that looks finished
     assert os.path.isdir(os.path.join(killed + ".work", "wbc", "checkpoint-4"))
@@ -340,14 +368,16 @@ def test_logs_from_a_future_day_and_updates_into_the_past_are_refused(world_logs
         incremental_update(w["base"], out, w["files"][0], w["day_end"](0), WBCConfig(**_wbc_args(out)),
                            replay_records=w["files"][1])
     with pytest.raises(ValueError, match="collide"):
+        taken = Catalog.load(os.path.join(w["base"], "catalog.json")).entity_ids[0]
         incremental_update(w["base"], out, w["files"][1], w["day_end"](1), WBCConfig(**_wbc_args(out)),
-                           additions=Catalog([CatalogEntity(id=Catalog.load(os.path.join(w["base"], "catalog.json")).entity_ids[0],
-                                                            content=[0.0] * 16)], []))
+                           additions=Catalog([CatalogEntity(id=taken, content=[0.0] * 16)], []))
     assert not os.path.exists(out) and not os.path.exists(out + ".work")
     first = incremental_update(w["base"], out, w["files"][1], w["day_end"](1), WBCConfig(**_wbc_args(out)),
                                additions=w["additions"])
     with pytest.raises(ValueError, match="already trained through"):
-        incremental_update(out, str(tmp_path / "next"), w["files"][1], w["day_end"](1) - 1, WBCConfig(**_wbc_args(out)))
+        incremental_update(
+            out, str(tmp_path / "next"), w["files"][1], w["day_end"](1) - 1, WBCConfig(**_wbc_args(out))
+        )
     assert first["as_of"] == w["day_end"](1)
 
 
@@ -357,8 +387,9 @@ def test_cli_incremental_full_retrain_on_its_cadence(world_logs, tmp_path, capsy
     out = str(tmp_path / "full")
     cli_main(["incremental", "--model_name_or_path", w["base"], "--train_file", w["files"][1], "--replay_file",
               w["files"][0], "--as_of", str(w["day_end"](1)), "--catalog", str(tmp_path / "new.json"), "--day", "4",
-              "--full_retrain_every", "2", "--ntp_steps", "3", "--max_steps", "3", "--per_device_train_batch_size", "8",
-              "--output_dir", out, "--use_cpu", "--report_to", "none", "--disable_tqdm", "True"])
+              "--full_retrain_every", "2", "--ntp_steps", "3", "--max_steps", "3",
+              "--per_device_train_batch_size", "8", "--output_dir", out, "--use_cpu", "--report_to", "none",
+              "--disable_tqdm", "True"])
     summary = json.loads(capsys.readouterr().out)
     assert summary["mode"] == "full" and summary["ntp_steps"] == 3 and summary["replay_records"] > 0
     model, tok, catalog = load_genpage(out)

@@ -2,16 +2,15 @@
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_rules import context, rule_sets, tiny, violations
 from transformers import LogitsProcessorList
 
 from genpage_hf.catalog import default_catalog
-from genpage_hf.cli import generate_page
+from genpage_hf.commands.model import generate_page
 from genpage_hf.generation import GenPageLogitsProcessor, PageGenerator, PageRequest, RuleSet
-
-from conftest import TINY_MODEL
-from test_rules import context, rule_sets, tiny, violations
 
 SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -24,7 +23,9 @@ def test_hybrid_with_all_entities_autoregressive_equals_full_greedy(catalog, spe
     ctx = context(catalog, 4, seed)
     full = PageGenerator(model, tok).generate_page(ctx, rules)
     width = max([rules.entities_per_row, *rules.row_widths.values()])
-    assert PageGenerator(model, tok, autoregressive_entities=width).generate_page(ctx, rules).token_ids == full.token_ids
+    assert (
+        PageGenerator(model, tok, autoregressive_entities=width).generate_page(ctx, rules).token_ids == full.token_ids
+    )
     # Filling only the last slot from one pass is the same choice as decoding it: still token for token.
     hybrid = PageGenerator(model, tok, autoregressive_entities=max(width - 1, 0)).generate_page(ctx, rules)
     if all(w == width for w in rules.row_widths.values()):
@@ -182,7 +183,9 @@ def test_page_value_rows_and_entities_come_from_the_values_at_each_row_boundary(
 def test_hybrid_fill_takes_the_top_scoring_eligible_entities(catalog, spec):
     model, tok = tiny(catalog, spec, 3)
     ctx = context(catalog, 4, 3)
-    rules = RuleSet(rows_per_page=1, entities_per_row=5, row_eligibility={r: catalog.entity_ids[::2] for r in catalog.row_ids})
+    rules = RuleSet(
+        rows_per_page=1, entities_per_row=5, row_eligibility={r: catalog.entity_ids[::2] for r in catalog.row_ids}
+    )
     page = PageGenerator(model, tok, autoregressive_entities=1).generate_page(ctx, rules)
     prefix = tok.encode_prompt(ctx) + page.token_ids[:2]  # row token + the one autoregressive entity
     with torch.no_grad():
@@ -226,7 +229,9 @@ def test_invalid_generator_arguments(catalog, spec):
     with pytest.raises(ValueError, match="row_value_offset"):
         PageGenerator(model, tok, row_order="entity_value", row_value_offset=float("nan"))
     with pytest.raises(ValueError, match="does not divide"):
-        GenPageLogitsProcessor([RuleSet(rows_per_page=2, entities_per_row=2)] * 2, tok).allowed(torch.tensor([tok.encode_prompt(context(catalog, 2, 0))] * 3))
+        GenPageLogitsProcessor([RuleSet(rows_per_page=2, entities_per_row=2)] * 2, tok).allowed(
+            torch.tensor([tok.encode_prompt(context(catalog, 2, 0))] * 3)
+        )
 
 
 def test_genpage_policy_pages_pass_the_judge(spec):
@@ -321,7 +326,9 @@ def test_prefix_cache_drops_states_of_changed_weights(catalog, spec):
     follow = dict(previous_rows=first.to_dict()["rows"], session=[])
     warm = gen.generate_page(ctx, rules, **follow)
     assert gen.prefix_cache.hits == 0
-    assert warm.token_ids == PageGenerator(model, tok, prefix_cache_size=0).generate_page(ctx, rules, **follow).token_ids
+    assert (
+        warm.token_ids == PageGenerator(model, tok, prefix_cache_size=0).generate_page(ctx, rules, **follow).token_ids
+    )
 
 
 def test_prefix_cache_keeps_the_most_recent_sequences():

@@ -73,8 +73,13 @@ def test_greedy_generate_with_cache_equals_stepwise_no_cache(model_and_tokenizer
     steps = 15
     with torch.no_grad():
         # plain greedy (the saved config's page-token suppression would otherwise be merged in)
-        model.generation_config = GenerationConfig(max_new_tokens=steps, min_new_tokens=steps, do_sample=False,
-                                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        model.generation_config = GenerationConfig(
+            max_new_tokens=steps,
+            min_new_tokens=steps,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
         cached = model.generate(prompt, attention_mask=torch.ones_like(prompt), use_cache=True)
         seq = prompt
         for _ in range(steps):
@@ -163,6 +168,9 @@ FRESH_PROCESS = textwrap.dedent(
     assert type(model).__name__ == "GenPageForPageGeneration" and type(base).__name__ == "GenPageModel"
     assert torch.equal(base.embed_tokens.content, model.model.embed_tokens.content)
     assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+    # the record side of the tokenizer comes from its sibling file (record_tokens_genpage.py)
+    fallbacks = [tok.row_fallback_id, tok.entity_fallback_id, tok.eos_token_id]
+    assert tok.encode_page({"rows": [{"row": "new_row", "entities": ["new_title"]}]}) == fallbacks
     prompt = torch.tensor([tok("[BOS] [PROFILE] LANG:en PTYPE:adult [PAGE]")["input_ids"]])
     out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False)
     print("OK", type(tok).__name__, out.shape[1] - prompt.shape[1], float(model(prompt).logits.sum()))
@@ -174,6 +182,7 @@ def test_fresh_process_loads_folder_via_trust_remote_code(model_and_tokenizer, t
     model, tokenizer = model_and_tokenizer
     model.eval()
     save_genpage(model, tokenizer, tmp_path)
+    assert (tmp_path / "record_tokens_genpage.py").is_file()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules")}
     proc = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(tmp_path)], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=300)

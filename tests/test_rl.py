@@ -1,4 +1,4 @@
-"""RL post-training (issue 10): page reward model, format rewards, Dr. GRPO through trl.GRPOTrainer."""
+"""RL post-training: page reward model, format rewards, Dr. GRPO through trl.GRPOTrainer."""
 
 import math
 import os
@@ -11,15 +11,21 @@ import numpy as np
 import pytest
 import torch
 
-from genpage_hf import GenPageForPageReward, load_spec
+from genpage_hf import GenPageForPageReward
 from genpage_hf.catalog import default_catalog
 from genpage_hf.checkpoint import build_genpage, load_genpage, save_genpage
-from genpage_hf.cli import demo_context, parse_command
+from genpage_hf.commands.base import parse_command
+from genpage_hf.commands.model import demo_context
 from genpage_hf.generation import RuleSet
 from genpage_hf.training.configs import GenPageGRPOConfig, RewardModelConfig
 from genpage_hf.training.grpo import FORMAT_KINDS, GenPageGRPOTrainer, build_grpo_dataset, page_compliance
-from genpage_hf.training.reward_model import (PageRewardFunction, build_reward_dataset, load_reward_model,
-                                              reward_model_from_policy, train_reward_model)
+from genpage_hf.training.reward_model import (
+    PageRewardFunction,
+    build_reward_dataset,
+    load_reward_model,
+    reward_model_from_policy,
+    train_reward_model,
+)
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
@@ -78,7 +84,8 @@ def test_grpo_steps_through_trl_change_the_policy_obey_the_rules_and_keep_kl_fin
                               max_history=10)
     args = GenPageGRPOConfig(output_dir=str(tmp_path / "grpo"), max_steps=3, per_device_train_batch_size=8,
                              num_generations=4, learning_rate=1e-3, use_cpu=True, seed=0)
-    assert (args.loss_type, args.scale_rewards, args.bf16, args.gradient_checkpointing) == ("dr_grpo", "none", False, False)
+    defaults = (args.loss_type, args.scale_rewards, args.bf16, args.gradient_checkpointing)
+    assert defaults == ("dr_grpo", "none", False, False)
     before = {k: v.detach().clone() for k, v in policy.named_parameters()}
     trainer = GenPageGRPOTrainer(policy, rm, args, train_dataset=data, processing_class=tok)
     assert trainer.beta > 0 and trainer.ref_model is not None
@@ -122,7 +129,9 @@ def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, 
     assert losses[-1] < 0.5 * losses[0]
     assert run.eval_metrics["eval_page_corr"] > 0.5
     rm = run.trainer.model.eval()
-    ids = torch.tensor([tok.encode_prompt(records[0]["context"], max_history=10) + tok.encode_page(records[0]["page"])])
+    ids = torch.tensor(
+        [tok.encode_prompt(records[0]["context"], max_history=10) + tok.encode_page(records[0]["page"])]
+    )
     with torch.no_grad():
         out = rm(input_ids=ids)
     slots = rm.page_slots(ids)
@@ -130,7 +139,9 @@ def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, 
     assert torch.allclose(out.logits[0, 0], out.slot_rewards[slots].sum())
 
 
-def test_row_boundary_and_position_rewards_read_each_slot_value_above_its_row_and_survive_a_save(tmp_path, policy_folder):
+def test_row_boundary_and_position_rewards_read_each_slot_value_above_its_row_and_survive_a_save(
+    tmp_path, policy_folder
+):
     policy, tok, catalog = load_genpage(policy_folder)
     ents, rows = _ids(tok)
     prompt = tok.encode_prompt(demo_context(tok), max_history=10)
@@ -168,7 +179,9 @@ def test_row_boundary_and_position_rewards_read_each_slot_value_above_its_row_an
     reach = 2 * torch.sigmoid(pos_rm.position_logits)
     for row, start in ((0, p + 1), (1, p + 5)):
         for column in range(3):
-            assert pos_slots[start + column] == pytest.approx((slots[start + column] * reach[row, column]).item(), abs=1e-5)
+            assert pos_slots[start + column] == pytest.approx(
+                (slots[start + column] * reach[row, column]).item(), abs=1e-5
+            )
     save_genpage(pos_rm, tok, tmp_path / "pos_rm", catalog)
     loaded, _ = load_reward_model(tmp_path / "pos_rm")
     assert loaded.config.reward_slot_model == "position"
@@ -274,8 +287,9 @@ def test_bad_input_fails_before_training(tmp_path, policy_folder, spec):
 
 
 def test_cli_trains_a_reward_model_then_grpo(tmp_path, policy_folder):
-    from genpage_hf.training.rl_cli import COMMANDS
     import json
+
+    from genpage_hf.commands.rl import COMMANDS
 
     policy, tok, _ = load_genpage(policy_folder)
     ents, rows = _ids(tok)

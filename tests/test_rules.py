@@ -4,14 +4,13 @@ import json
 
 import pytest
 import torch
+from conftest import TINY_MODEL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from transformers import LogitsProcessorList
 
 from genpage_hf.checkpoint import build_genpage
 from genpage_hf.generation import GenPageLogitsProcessor, InfeasibleRulesError, PageGenerator, PageRequest, RuleSet
-
-from conftest import TINY_MODEL
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 _MODELS: dict = {}
@@ -63,12 +62,17 @@ def rule_sets(draw, entity_ids, row_ids):
     n_dead = draw(st.integers(0, min(2, len(free))))
     deadlines = {special[n_pins + i]: draw(st.integers(free[i], rpp + 1)) for i in range(n_dead)}
     return RuleSet(
-        rows_per_page=rpp, entities_per_row=width, row_widths=widths,
-        dedup_entities=draw(st.sampled_from([True, True, False])), dedup_rows=draw(st.sampled_from([True, True, False])),
-        pinned_rows=pins, row_max_positions=deadlines,
+        rows_per_page=rpp,
+        entities_per_row=width,
+        row_widths=widths,
+        dedup_entities=draw(st.sampled_from([True, True, False])),
+        dedup_rows=draw(st.sampled_from([True, True, False])),
+        pinned_rows=pins,
+        row_max_positions=deadlines,
         row_candidates=list(candidates) if draw(st.booleans()) else None,
         entity_candidates=list(pool) if draw(st.booleans()) else None,
-        row_eligibility=eligibility, blocked_rows=blocked,
+        row_eligibility=eligibility,
+        blocked_rows=blocked,
         blocked_entities=draw(st.lists(st.sampled_from(outside), unique=True, max_size=5)) if outside else [],
     )
 
@@ -133,9 +137,13 @@ def test_generated_pages_satisfy_every_rule(catalog, spec, data, seed, a, sample
     # The second request continues a paginated page: one earlier row holding 3 entities.
     previous = [[] for _ in rules]
     if n > 1:
-        free_row = next(r for r in catalog.row_ids if r not in rules[1].pinned_rows and r not in rules[1].row_max_positions)
+        free_row = next(
+            r for r in catalog.row_ids if r not in rules[1].pinned_rows and r not in rules[1].row_max_positions
+        )
         previous[1] = [{"row": free_row, "entities": catalog.entity_ids[:3]}]
-    requests = [PageRequest(context(catalog, 3 + 5 * i, seed + i), r, prev) for i, (r, prev) in enumerate(zip(rules, previous))]
+    requests = [
+        PageRequest(context(catalog, 3 + 5 * i, seed + i), r, prev) for i, (r, prev) in enumerate(zip(rules, previous))
+    ]
     gen = PageGenerator(model, tok, autoregressive_entities=a, do_sample=sample, seed=seed)
     for req, page in zip(requests, gen.generate(requests)):
         assert violations(page.to_dict(), req.rules, tok.entities_per_row, tok.rows_per_page, req.previous_rows) == []
@@ -165,15 +173,29 @@ def test_pinned_and_deadline_rows_are_placed(catalog, spec):
     assert [r["row"] for r in page["rows"]] == ["top10", "trending", "games"]
 
 
-@pytest.mark.parametrize("rules, rule, position", [
-    (RuleSet(pinned_rows={"no_such_row": 0}), "pinned_rows", 0),
-    (RuleSet(rows_per_page=2, pinned_rows={"top10": 2}), "pinned_rows", 2),
-    (RuleSet(rows_per_page=2, entities_per_row=2, row_max_positions={"top10": 0, "trending": 0}), "row_max_positions", 0),
-    (RuleSet(rows_per_page=3, entities_per_row=2, pinned_rows={"games": 0}, row_max_positions={"top10": 0}),
-     "row_max_positions", 0),
-    # no prompt can help: the page needs 12 distinct entities of 10 candidates (the first 2 rows fit)
-    (RuleSet(rows_per_page=3, entities_per_row=4, entity_candidates=[f"m{i}" for i in range(10)]), "dedup_entities", 2),
-])
+@pytest.mark.parametrize(
+    "rules, rule, position",
+    [
+        (RuleSet(pinned_rows={"no_such_row": 0}), "pinned_rows", 0),
+        (RuleSet(rows_per_page=2, pinned_rows={"top10": 2}), "pinned_rows", 2),
+        (
+            RuleSet(rows_per_page=2, entities_per_row=2, row_max_positions={"top10": 0, "trending": 0}),
+            "row_max_positions",
+            0,
+        ),
+        (
+            RuleSet(rows_per_page=3, entities_per_row=2, pinned_rows={"games": 0}, row_max_positions={"top10": 0}),
+            "row_max_positions",
+            0,
+        ),
+        # no prompt can help: the page needs 12 distinct entities of 10 candidates (the first 2 rows fit)
+        (
+            RuleSet(rows_per_page=3, entities_per_row=4, entity_candidates=[f"m{i}" for i in range(10)]),
+            "dedup_entities",
+            2,
+        ),
+    ],
+)
 def test_statically_infeasible_rules_raise_at_construction(catalog, spec, rules, rule, position):
     _, tok = tiny(catalog, spec, 0)
     with pytest.raises(InfeasibleRulesError, match=repr(rule)) as err:

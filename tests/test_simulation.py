@@ -4,16 +4,35 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from genpage_cli import main
 from genpage_hf import load_spec
 from genpage_hf.catalog import Catalog
-from genpage_hf.cli import main
 from genpage_hf.records import Context, is_genre_row
-from genpage_hf.simulation import (Noise, OraclePolicy, PageBatch, PageGrammarError, ProductionPolicy,
-                                   RandomPolicy, UserPopulation, World, WorldConfig, affinity, eligibility,
-                                   eligible_counts, eligible_mask, load_log_dataset, load_logs,
-                                   requests_from_contexts, run_ab, serve, simulate_page_views, validate_pages,
-                                   warm_up, write_logs)
-from genpage_hf.simulation import vocab
+from genpage_hf.simulation import (
+    Noise,
+    OraclePolicy,
+    PageBatch,
+    PageGrammarError,
+    ProductionPolicy,
+    RandomPolicy,
+    UserPopulation,
+    World,
+    WorldConfig,
+    affinity,
+    eligibility,
+    eligible_counts,
+    eligible_mask,
+    load_log_dataset,
+    load_logs,
+    requests_from_contexts,
+    run_ab,
+    serve,
+    simulate_page_views,
+    validate_pages,
+    vocab,
+    warm_up,
+    write_logs,
+)
 from genpage_hf.simulation.world import CONTINUE_WATCHING, GENRES, ROW_IDS
 
 SMALL = dict(n_entities=600, horizon_days=12, warmup_days=4)
@@ -44,7 +63,9 @@ def test_same_seed_identical_logs_other_seed_differs(logs, tmp_path):
     world = World(WorldConfig(seed=2, **SMALL))
     write_logs(world, UserPopulation(world, 150, seed=2), days=2, seed=2, out_dir=tmp_path / "again")
     for name in ("day-0000.parquet", "day-0001.parquet"):
-        assert pq.read_table(logs / "impressions" / name).equals(pq.read_table(tmp_path / "again" / "impressions" / name))
+        assert pq.read_table(logs / "impressions" / name).equals(
+            pq.read_table(tmp_path / "again" / "impressions" / name)
+        )
     world = World(WorldConfig(seed=3, **SMALL))
     write_logs(world, UserPopulation(world, 150, seed=3), days=1, seed=3, out_dir=tmp_path / "other")
     assert not pq.read_table(logs / "impressions" / "day-0000.parquet").equals(

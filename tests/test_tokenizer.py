@@ -35,7 +35,8 @@ def test_history_action_is_four_tokens(tokenizer, context):
     assert len(full) - len(base) == 4 * len(context["history"])
     tokens = tokenizer.context_tokens(context)
     start = tokens.index("[HISTORY]") + 1
-    assert tokens[start:start + 4] == ["E:m1", "ACT:play", "AGE:1", "DUR:5"]  # age 10,000s in [1h, 6h); 2,700s in [30m, 1h)
+    # age 10,000s in [1h, 6h); 2,700s in [30m, 1h)
+    assert tokens[start : start + 4] == ["E:m1", "ACT:play", "AGE:1", "DUR:5"]
 
 
 def test_context_and_page_round_trip_with_fallbacks(tokenizer, context):
@@ -59,7 +60,10 @@ def test_context_and_page_round_trip_with_fallbacks(tokenizer, context):
 def test_unknown_string_tokens_map_to_their_type_fallback(tokenizer):
     ids = tokenizer("E:zzz R:zzz E:m1")["input_ids"]
     assert ids == [tokenizer.entity_fallback_id, tokenizer.row_fallback_id, tokenizer.entity_to_id("m1")]
-    assert tokenizer.convert_tokens_to_ids(["E:zzz", "R:zzz"]) == [tokenizer.entity_fallback_id, tokenizer.row_fallback_id]
+    assert tokenizer.convert_tokens_to_ids(["E:zzz", "R:zzz"]) == [
+        tokenizer.entity_fallback_id,
+        tokenizer.row_fallback_id,
+    ]
 
 
 def test_history_truncation_keeps_most_recent(tokenizer, context):
@@ -99,10 +103,22 @@ def test_save_load_round_trip_and_growth_keeps_ids(tokenizer, context, tmp_path)
         ({"history": "m1 play"}, "context.history must be a list"),
         ({"history": [{"entity": "m1", "action": "play"}]}, r"history\[0\]: action is missing"),
         ({"history": [{"entity": "m1", "action": "dance", "timestamp": 0.0, "duration": 1.0}]}, "unknown action type"),
-        ({"history": [{"entity": "m1", "action": "play", "timestamp": "yesterday", "duration": 1.0}]}, "expected a finite number"),
-        ({"history": [{"entity": "m1", "action": "play", "timestamp": 2e6, "duration": 1.0}]}, "after the request time"),
-        ({"history": [{"entity": 7, "action": "play", "timestamp": 0.0, "duration": 1.0}]}, r"history\[0\]\.entity must be"),
-        ({"history": [{"entity": "m\u200b1", "action": "play", "timestamp": 0.0, "duration": 1.0}]}, "U\+200B at index 1"),
+        (
+            {"history": [{"entity": "m1", "action": "play", "timestamp": "yesterday", "duration": 1.0}]},
+            "expected a finite number",
+        ),
+        (
+            {"history": [{"entity": "m1", "action": "play", "timestamp": 2e6, "duration": 1.0}]},
+            "after the request time",
+        ),
+        (
+            {"history": [{"entity": 7, "action": "play", "timestamp": 0.0, "duration": 1.0}]},
+            r"history\[0\]\.entity must be",
+        ),
+        (
+            {"history": [{"entity": "m\u200b1", "action": "play", "timestamp": 0.0, "duration": 1.0}]},
+            r"U\+200B at index 1",
+        ),
         ({"profile": {"language": "xx", "profile_type": "adult"}}, r"context\.profile\.language: unknown value"),
         ({"request": {"time_of_day": "evening", "device": "tv"}}, "missing the field 'day_of_week'"),
     ],

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import TINY_MODEL
+
 from genpage_hf import load_spec
 from genpage_hf.checkpoint import build_genpage
 from genpage_hf.data import NTPCollator, WBCCollator, build_ntp_dataset, build_wbc_dataset
@@ -165,8 +165,8 @@ def test_trainer_builds_its_own_examples_like_sft_trainer(sim_log, tmp_path):
 
 
 def test_non_finite_loss_stops_training_and_saves_nothing(sim_log, tmp_path, capsys):
+    from genpage_cli import main
     from genpage_hf.checkpoint import save_genpage
-    from genpage_hf.cli import main
 
     records, catalog, log_dir = sim_log
     model, tok = _fresh(catalog)
@@ -202,11 +202,11 @@ def test_streaming_parquet_logs_train_with_max_steps(sim_log, tmp_path):
 
 
 def test_cli_pretrain_wbc_evaluate_end_to_end(sim_log, tmp_path, capsys):
-    from genpage_hf.cli import main
+    from genpage_cli import main
 
     _, _, log_dir = sim_log
-    common = ["--train_file", log_dir, "--max_steps", "3", "--per_device_train_batch_size", "4", "--logging_steps", "1",
-              "--dtype", "fp32"]
+    common = ["--train_file", log_dir, "--max_steps", "3", "--per_device_train_batch_size", "4",
+              "--logging_steps", "1", "--dtype", "fp32"]
     main(["pretrain", "--catalog", os.path.join(log_dir, "catalog.json"), "--hidden_size", "32",
           "--num_hidden_layers", "1", "--output_dir", str(tmp_path / "pre"), *common])
     main(["wbc", "--model_name_or_path", str(tmp_path / "pre"), "--output_dir", str(tmp_path / "wbc"), *common])
@@ -239,7 +239,8 @@ def test_two_process_accelerate_launch_matches_one_process(sim_log, tmp_path):
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               os.path.join(ROOT, "training_scripts", "accelerate_cpu_2proc.yaml"), "--num_processes", "2", script,
               *common, "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size", "4"]
-    single = [sys.executable, script, *common, "--output_dir", str(tmp_path / "one"), "--per_device_train_batch_size", "8"]
+    single = [sys.executable, script, *common, "--output_dir", str(tmp_path / "one"),
+              "--per_device_train_batch_size", "8"]
     for cmd in (launch, single):
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]

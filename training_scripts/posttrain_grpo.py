@@ -7,13 +7,13 @@
 
 `--train_file` holds page requests, one JSON object per line: {"context": {...}, "rules": {...RuleSet}}.
 Options: exactly those of `genpage grpo` (ModelArguments, DataArguments, RewardArguments,
-GenPageGRPOConfig), parsed by the same code.
+GenPageGRPOConfig; `--config file.yaml` reads them from YAML), parsed by the same code.
 """
 
 import sys
 
-from genpage_hf.cli import parse_command
-from genpage_hf.training.rl_cli import COMMANDS, run_grpo
+from genpage_hf.commands.base import parse_command
+from genpage_hf.commands.rl import COMMANDS, run_grpo
 
 if __name__ == "__main__":
     run_grpo(*parse_command("grpo", COMMANDS["grpo"], sys.argv[1:]))

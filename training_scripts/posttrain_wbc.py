@@ -7,13 +7,13 @@
 
 Start from a pretrained folder (--model_name_or_path) or from scratch (--catalog); `--use_peft`
 trains a LoRA adapter. Options: exactly those of `genpage wbc` (ModelArguments, DataArguments,
-WBCConfig), parsed by the same code.
+WBCConfig; `--config file.yaml` reads them from YAML), parsed by the same code.
 """
 
 import sys
 
-from genpage_hf.cli import parse_command
-from genpage_hf.training.cli import COMMANDS, run_stage
+from genpage_hf.commands.base import parse_command
+from genpage_hf.commands.train import COMMANDS, run_stage
 
 if __name__ == "__main__":
     run_stage(*parse_command("wbc", COMMANDS["wbc"], sys.argv[1:]))

@@ -6,14 +6,14 @@
         training_scripts/pretrain.py ...same options...
 
 Options: exactly those of `genpage pretrain` (ModelArguments, DataArguments, NTPConfig; `--help`
-lists them), parsed by the same code, so the same flags give the same arguments. All logic lives in
-genpage_hf.training.
+lists them; `--config file.yaml` reads them from YAML), parsed by the same code, so the same flags give
+the same arguments. All logic lives in genpage_hf.commands.train and genpage_hf.training.
 """
 
 import sys
 
-from genpage_hf.cli import parse_command
-from genpage_hf.training.cli import COMMANDS, run_stage
+from genpage_hf.commands.base import parse_command
+from genpage_hf.commands.train import COMMANDS, run_stage
 
 if __name__ == "__main__":
     run_stage(*parse_command("pretrain", COMMANDS["pretrain"], sys.argv[1:]))

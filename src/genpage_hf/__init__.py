@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelF
 
 from .catalog import Catalog, CatalogEntity, CatalogRow
 from .configuration_genpage import GenPageConfig
-from .modeling_genpage import GenPageFusedEmbedding, GenPageForPageGeneration, GenPageForPageReward, GenPageModel
+from .modeling_genpage import GenPageForPageGeneration, GenPageForPageReward, GenPageFusedEmbedding, GenPageModel
 from .tokenization_genpage import GenPageTokenizer
 from .tokenizer_spec import SpecError, default_spec_path, load_spec, validate_spec
 

@@ -11,11 +11,11 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .tokenization_genpage import check_id
+from .record_tokens_genpage import check_id
 
 ENTITY_TYPES = ("movie", "show", "game", "live")
 
@@ -169,8 +169,16 @@ def default_catalog(num_entities: int = 300, content_dim: int = 32, seed: int = 
             content=np.round(vec, 5).tolist(),
         ))
     rows = [CatalogRow(id=f"genre_{g}", title=g.capitalize(), kind="genre", genre=g) for g in DEFAULT_GENRES]
-    rows += [CatalogRow(id=r, title=t, kind=r) for r, t in (
-        ("continue_watching", "Continue Watching"), ("trending", "Trending Now"), ("new_releases", "New Releases"),
-        ("top10", "Top 10"), ("because_you_watched", "Because You Watched"), ("games", "Games"), ("live_now", "Live Now"),
-    )]
+    rows += [
+        CatalogRow(id=r, title=t, kind=r)
+        for r, t in (
+            ("continue_watching", "Continue Watching"),
+            ("trending", "Trending Now"),
+            ("new_releases", "New Releases"),
+            ("top10", "Top 10"),
+            ("because_you_watched", "Because You Watched"),
+            ("games", "Games"),
+            ("live_now", "Live Now"),
+        )
+    ]
     return Catalog(entities, rows)

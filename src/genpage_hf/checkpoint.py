@@ -2,9 +2,10 @@
 Hub-style folder atomically, load one back (full model or PEFT adapter), grow its vocabulary daily.
 
 A saved folder holds config.json (with `auto_map` for AutoConfig, AutoModel, AutoModelForCausalLM),
-model.safetensors, the tokenizer files, the three checkpoint code files, generation_config.json, the
-catalog (catalog.json) when given, and genpage_run.json (how it was produced: dtype policy, hardware,
-anything the caller adds).
+model.safetensors, the tokenizer files, the checkpoint code files (configuration_genpage.py,
+modeling_genpage.py, tokenization_genpage.py and its sibling record_tokens_genpage.py, copied by
+transformers' `register_for_auto_class` saving), generation_config.json, the catalog (catalog.json) when
+given, and genpage_run.json (how it was produced: dtype policy, hardware, anything the caller adds).
 """
 
 from __future__ import annotations
@@ -80,8 +81,10 @@ def save_genpage(
     bad = [name for name, tensor in model.state_dict().items()
            if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
-        raise FloatingPointError(f"refusing to save non-finite weights (NaN/inf) in {bad[:5]}"
-                                 f"{' and more' if len(bad) > 5 else ''}; nothing was written to {os.fspath(out_dir)!r}")
+        raise FloatingPointError(
+            f"refusing to save non-finite weights (NaN/inf) in {bad[:5]}"
+            f"{' and more' if len(bad) > 5 else ''}; nothing was written to {os.fspath(out_dir)!r}"
+        )
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise FileExistsError(f"output folder {out_dir!r} exists and is not a folder")
@@ -117,7 +120,9 @@ GROWTH_INITS = ("fallback", "mean")
 def check_growth(model: Any, tokenizer: GenPageTokenizer, catalog: Optional[Catalog], additions: Catalog) -> Catalog:
     """The catalog `grow_genpage` would produce, or a ValueError; changes nothing (id collisions, content lengths)."""
     if not isinstance(model, GenPageForPageGeneration):
-        raise ValueError(f"vocabulary growth needs a GenPageForPageGeneration (merge adapters first), got {type(model).__name__}")
+        raise ValueError(
+            f"vocabulary growth needs a GenPageForPageGeneration (merge adapters first), got {type(model).__name__}"
+        )
     vocab = tokenizer.get_vocab()
     taken = [e.id for e in additions.entities if tokenizer.entity_token(e.id) in vocab]
     taken += [r.id for r in additions.rows if tokenizer.row_token(r.id) in vocab]
@@ -127,7 +132,9 @@ def check_growth(model: Any, tokenizer: GenPageTokenizer, catalog: Optional[Cata
     dim = model.config.content_dim
     bad = [(e.id, len(e.content)) for e in additions.entities if e.content is not None and len(e.content) != dim]
     if bad:
-        raise ValueError(f"content vectors must have length {dim} (the model's content_dim); got (id, length) {bad[:5]}")
+        raise ValueError(
+            f"content vectors must have length {dim} (the model's content_dim); got (id, length) {bad[:5]}"
+        )
     return catalog.extend(additions.entities, additions.rows) if catalog is not None else additions
 
 
@@ -135,7 +142,8 @@ def grow_genpage(
     model: GenPageForPageGeneration, tokenizer: GenPageTokenizer, catalog: Optional[Catalog], additions: Catalog,
     *, init: str = "fallback", output_content: bool = True, seed: int = 0,
 ) -> Catalog:
-    """Append `additions` (new entities with content vectors, new rows) to model and tokenizer; returns the grown catalog.
+    """Append `additions` (new entities with content vectors, new rows) to model and tokenizer; returns the
+    grown catalog.
 
     Existing token ids and rows are unchanged. With `init="fallback"` (paper §6.2) each new token's
     input-embedding and head rows are copies of its type's fallback rows; with `output_content` a new
@@ -172,15 +180,29 @@ def grow_genpage(
     return grown
 
 
-def update_genpage(path: str | os.PathLike, additions: Catalog, out_dir: str | os.PathLike, **grow_kwargs: Any) -> Catalog:
-    """Daily vocabulary growth of a saved folder: load, `grow_genpage`, save atomically to `out_dir` (may be `path`)."""
+def update_genpage(
+    path: str | os.PathLike, additions: Catalog, out_dir: str | os.PathLike, **grow_kwargs: Any
+) -> Catalog:
+    """Daily vocabulary growth of a saved folder: load, `grow_genpage`, save atomically to `out_dir` (may be
+    `path`)."""
     model, tokenizer, catalog = load_genpage(path)
     before = len(tokenizer)
     grown = grow_genpage(model, tokenizer, catalog, additions, **grow_kwargs)
-    save_genpage(model, tokenizer, out_dir, grown, metadata={"stage": "vocabulary growth", "grown_from": os.fspath(path),
-                                                              "new_entities": len(additions.entities),
-                                                              "new_rows": len(additions.rows), "vocab_before": before,
-                                                              "vocab_after": len(tokenizer), **grow_kwargs})
+    save_genpage(
+        model,
+        tokenizer,
+        out_dir,
+        grown,
+        metadata={
+            "stage": "vocabulary growth",
+            "grown_from": os.fspath(path),
+            "new_entities": len(additions.entities),
+            "new_rows": len(additions.rows),
+            "vocab_before": before,
+            "vocab_after": len(tokenizer),
+            **grow_kwargs,
+        },
+    )
     return grown
 
 
@@ -203,7 +225,8 @@ def _check_safetensors(path: str) -> None:
 
 
 def _load_full_model(path: str, **model_kwargs: Any) -> Any:
-    """The model of a full (non-adapter) folder; a ValueError naming the folder when config.json and the weights disagree."""
+    """The model of a full (non-adapter) folder; a ValueError naming the folder when config.json and the
+    weights disagree."""
     from transformers import AutoModelForCausalLM
 
     config_file = os.path.join(path, "config.json")
@@ -231,13 +254,15 @@ def _load_full_model(path: str, **model_kwargs: Any) -> Any:
     return model
 
 
-def load_genpage(path: str | os.PathLike, *, merge_adapter: bool = True, **model_kwargs: Any) -> tuple[Any, Any, Optional[Catalog]]:
+def load_genpage(
+    path: str | os.PathLike, *, merge_adapter: bool = True, **model_kwargs: Any
+) -> tuple[Any, Any, Optional[Catalog]]:
     """(model, tokenizer, catalog or None) from a saved folder: a full model, or a PEFT adapter folder.
 
     An adapter folder (adapter_config.json) loads through PEFT's `AutoPeftModelForCausalLM` onto the base
     model it names; with `merge_adapter` the LoRA weights are merged for serving speed.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     path = os.fspath(path)
     if not os.path.isdir(path):

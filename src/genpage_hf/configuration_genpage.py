@@ -41,7 +41,9 @@ class GenPageConfig(LlamaConfig):
 
     def __post_init__(self, **kwargs):
         if self.tie_word_embeddings:
-            raise ValueError("GenPageConfig.tie_word_embeddings must be False: GenPage unties input and output embeddings")
+            raise ValueError(
+                "GenPageConfig.tie_word_embeddings must be False: GenPage unties input and output embeddings"
+            )
         if self.content_dim < 0:
             raise ValueError(f"GenPageConfig.content_dim must be >= 0, got {self.content_dim}")
         # TRL reloads reference models through a path that reads `config.auto_map` unconditionally.

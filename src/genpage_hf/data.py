@@ -52,7 +52,8 @@ RECORD_COLUMNS = ("context", "page", "feedback")
 
 
 def is_records(data: Any) -> bool:
-    """Whether `data` is impression records (a records Dataset/IterableDataset, a record list, a path), not examples."""
+    """Whether `data` is impression records (a records Dataset/IterableDataset, a record list, a path), not
+    examples."""
     import datasets
 
     if isinstance(data, (datasets.Dataset, datasets.IterableDataset)):
@@ -65,7 +66,9 @@ def is_records(data: Any) -> bool:
 def _parquet_files(path: str) -> list[str]:
     """A .parquet file, or the .parquet files of a folder or of its impressions/ subfolder (a log directory)."""
     if os.path.isdir(path):
-        files = sorted(glob.glob(os.path.join(path, "*.parquet")) or glob.glob(os.path.join(path, "impressions", "*.parquet")))
+        files = sorted(
+            glob.glob(os.path.join(path, "*.parquet")) or glob.glob(os.path.join(path, "impressions", "*.parquet"))
+        )
         if not files:
             raise FileNotFoundError(f"no .parquet files in {path!r} or {os.path.join(path, 'impressions')!r}")
         return files
@@ -90,7 +93,9 @@ def records_dataset(records: Any, streaming: bool = False):
             raise FileNotFoundError(f"records file {path!r} does not exist")
         if os.path.isdir(path) or path.endswith(".parquet"):
             files = _parquet_files(path)
-            return records_dataset(datasets.load_dataset("parquet", data_files=files, split="train", streaming=streaming))
+            return records_dataset(
+                datasets.load_dataset("parquet", data_files=files, split="train", streaming=streaming)
+            )
         if streaming:
             raise ValueError(f"streaming reads Parquet logs; {path!r} is not a .parquet file or folder")
         if path.endswith(".jsonl"):
@@ -166,7 +171,12 @@ def build_ntp_dataset(
     schema = record_schema(tokenizer.spec)
 
     def encode(batch: dict, indices: list[int]) -> dict:
-        out: dict[str, list] = {"input_ids": [], "labels": [], "length": [], **({"content_ids": []} if keep_content else {})}
+        out: dict[str, list] = {
+            "input_ids": [],
+            "labels": [],
+            "length": [],
+            **({"content_ids": []} if keep_content else {}),
+        }
         for i, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
             validate_record({"context": ctx, "page": page, "feedback": fb}, f"records[{i}]", spec=schema)
             if page_reward(fb, reward_config) <= min_page_reward:

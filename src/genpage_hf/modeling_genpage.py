@@ -106,7 +106,10 @@ class GenPagePreTrainedModel(LlamaPreTrainedModel):
             embed.content[ids] = vectors.to(embed.content.device)
 
     def resize_token_embeddings(
-        self, new_num_tokens: Optional[int] = None, pad_to_multiple_of: Optional[int] = None, mean_resizing: bool = True
+        self,
+        new_num_tokens: Optional[int] = None,
+        pad_to_multiple_of: Optional[int] = None,
+        mean_resizing: bool = True,
     ) -> nn.Embedding:
         """Resize the embeddings (and the head, if any) and pad the content buffer, which the base method ignores.
 
@@ -118,7 +121,9 @@ class GenPagePreTrainedModel(LlamaPreTrainedModel):
         old_content = old.content
         # The base method resizes `weight` in place, keeping this module (and its projection).
         new_embed = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
-        content = torch.zeros(new_embed.num_embeddings, old.content_dim, dtype=old_content.dtype, device=old_content.device)
+        content = torch.zeros(
+            new_embed.num_embeddings, old.content_dim, dtype=old_content.dtype, device=old_content.device
+        )
         keep = min(len(old_content), len(content))
         content[:keep] = old_content[:keep]
         new_embed.content = content
@@ -137,7 +142,8 @@ class GenPageModel(GenPagePreTrainedModel, LlamaModel):
 
     def forward(self, input_ids: Optional[torch.Tensor] = None, *args: Any, content_ids: Optional[torch.Tensor] = None,
                 inputs_embeds: Optional[torch.Tensor] = None, **kwargs: Any) -> Any:
-        """`LlamaModel.forward`; with `content_ids`, entity content is read from those tokens (fallback replacement)."""
+        """`LlamaModel.forward`; with `content_ids`, entity content is read from those tokens (fallback
+        replacement)."""
         if content_ids is not None:
             if input_ids is None or inputs_embeds is not None:
                 raise ValueError("content_ids go with input_ids (not inputs_embeds)")
@@ -217,12 +223,13 @@ class GenPageForPageReward(GenPagePreTrainedModel):
     With `config.reward_slot_model = "position"` there is no `score` head: a slot's reward is
     `value_scale` of the sigmoid of its value times a learned reach of its (row, column) on the page,
     `2 * sigmoid(position_logits[row, column])`, a position-based click model (the chance a user gets
-    to the slot). The head on the slot's own state fits the logged pages, but on other policies' pages
-    it learned to offset the value term and ranked them inversely to the simulator's truth; the position
-    model has no input but the value and the place. (A config without these keys reads "entity" and
-    "hidden", the first design, so older folders load unchanged; `RewardModelConfig` defaults to
-    "row_boundary" and "position".) The page score (`logits`, one label) is the sum over slots, like the reward system's page reward (the sum of entity rewards). Which tokens are scored slots is the `slot_tokens` buffer
-    (the catalog entities), the page start `config.page_token_id`. With `labels` (page rewards) the
+    to the slot). The head on the slot's own state fits the logged pages but can learn to offset the
+    value term, and then ranks other policies' pages against the truth; the position model has no input
+    but the value and the place. (A config without these keys reads "entity" and "hidden", so folders
+    saved without them load unchanged; `RewardModelConfig` defaults to "row_boundary" and "position".)
+    The page score (`logits`, one label) is the sum over slots, like the reward system's page reward
+    (the sum of entity rewards). Which tokens are scored slots is the `slot_tokens` buffer (the catalog
+    entities), the page start `config.page_token_id`. With `labels` (page rewards) the
     loss is the MSE of the page score, as for any one-label `AutoModelForSequenceClassification`.
     """
 
@@ -260,7 +267,9 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         """Mark the tokens whose page positions are scored (the catalog entities) and the page-start token."""
         ids = torch.as_tensor(token_ids, dtype=torch.long)
         if len(ids) and (ids.min() < 0 or ids.max() >= len(self.slot_tokens)):
-            raise ValueError(f"slot token ids must be in [0, {len(self.slot_tokens)}), got range [{ids.min()}, {ids.max()}]")
+            raise ValueError(
+                f"slot token ids must be in [0, {len(self.slot_tokens)}), got range [{ids.min()}, {ids.max()}]"
+            )
         self.slot_tokens.zero_()
         self.slot_tokens[ids.to(self.slot_tokens.device)] = True
         self.config.page_token_id = int(page_token_id)
@@ -308,7 +317,9 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         slots = self.page_slots(input_ids, attention_mask)  # raises first if page_token_id is unset
         value_at = getattr(self.config, "reward_value_at", "entity")
         if value_at == "entity":
-            state = torch.cat([torch.zeros_like(hidden[:, :1]), hidden[:, :-1]], dim=1)  # the state that chose each token
+            state = torch.cat(
+                [torch.zeros_like(hidden[:, :1]), hidden[:, :-1]], dim=1
+            )  # the state that chose each token
         elif value_at == "row_boundary":
             state = self.row_boundary_states(hidden, input_ids)
         else:

@@ -1,11 +1,11 @@
 """One dtype policy for training and serving: bf16 where the hardware computes it natively, fp32 elsewhere.
 
 `auto` picks bf16 on CUDA devices with bf16 support and on CPUs whose flags show native bf16 matrix
-instructions (`amx_bf16` or `avx512_bf16`), and fp32 otherwise: on an AVX2-only CPU bf16 runs about
-50x slower than fp32, on an AMX CPU about 7x faster. Training uses bf16 through autocast (fp32
-master weights, fp32 losses: the trainers cast logits to float before the loss); serving casts the
-weights (`prepare_for_serving`, `serving_dtype`). The decision and the hardware it rests on are recorded in every
-checkpoint (`genpage_run.json`) and every benchmark JSON (`hardware_info()`).
+instructions (`amx_bf16` or `avx512_bf16`), and fp32 otherwise: without them a CPU emulates bf16 matrix
+products far slower than fp32. Training uses bf16 through autocast (fp32 master weights, fp32 losses: the
+trainers cast logits to float before the loss); serving casts the weights (`prepare_for_serving`,
+`serving_dtype`). The decision and the hardware it rests on are recorded in every checkpoint
+(`genpage_run.json`) and every benchmark result (`hardware_info()`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import time
 from functools import lru_cache
 from typing import Any, Iterable, Optional
 
@@ -113,29 +112,9 @@ def hardware_info() -> dict[str, Any]:
     }
 
 
-def matmul_peak(dtype: str = "fp32", seconds: float = 4.0, sizes: tuple[int, ...] = (1024, 2048)) -> float:
-    """Best square-matmul FLOP/s of `dtype` ("fp32"/"bf16") on the CPU over `seconds` (skips load spikes)."""
-    kind = torch_dtype(dtype)
-    best = 0.0
-    deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        for n in sizes:
-            a, b = torch.randn(n, n, dtype=kind), torch.randn(n, n, dtype=kind)
-            t = time.perf_counter()
-            a @ b  # warm-up, and a first timing that sizes the repetitions (bf16 is 50x slower without AMX/BF16)
-            first = time.perf_counter() - t
-            reps = max(1, min(int(0.5 / max(first, 1e-6)), 64))
-            t = time.perf_counter()
-            for _ in range(reps):
-                a @ b
-            best = max(best, 2 * n**3 * reps / (time.perf_counter() - t))
-    return best
-
-
-# Serving: bf16 weights beat autocast at every matrix shape measured (autocast re-casts the weights at
-# each call); against fp32, a CPU without AMX runs bf16 matrix-vector products (one token per request
-# per decoding step) about 2x slower and products of >= 8 rows faster (benchmarks/results/dtype.json;
-# batch-1 decoding on AMX CPUs is unmeasured, so it stays fp32 there too).
+# Serving casts the weights rather than autocasting (autocast re-casts them at every call). On a CPU, bf16
+# matrix-vector products (one token per request per decoding step) can be slower than fp32 while products
+# of several rows are faster, so batches below this size decode in fp32 (benchmarks.perf.dtype measures it).
 SERVING_MIN_BF16_BATCH = 8
 
 
@@ -154,10 +133,8 @@ def transpose_weight_storage(model: torch.nn.Module) -> int:
     returns how many it re-laid. Values, shapes, `state_dict` and saved checkpoints are unchanged.
 
     `F.linear(x, W)` multiplies by W^T. With W^T contiguous, one-row products (batch-1 decode steps)
-    read the weight row by row: on this project's CPU a 256x768 step takes 33-39 us against 52-78 us
-    with the default layout, the 256x2002 output head 94-104 us against 245-267 us, and a batch-1 page
-    decodes 6-9% faster (`benchmarks/results/serving.json`, `weight_layout`); products of 32 rows or
-    more are unaffected.
+    read the weight row by row, which CPU kernels do faster; products of many rows are unaffected
+    (`python -m benchmarks.perf.serving` times both layouts).
     """
     count = 0
     with torch.no_grad():
@@ -189,33 +166,5 @@ def prepare_for_serving(model: torch.nn.Module, dtype: str = "auto", batch_size:
     return model.eval()
 
 
-def rule_violations(page: dict[str, Any], rules: Any) -> int:
-    """Broken rules on a record-schema page: repeated rows/entities, rows or entities a `RuleSet` does not allow."""
-    rows = [r["row"] for r in page["rows"]]
-    entities = [e for r in page["rows"] for e in r["entities"]]
-    bad = (len(rows) - len(set(rows))) + (len(entities) - len(set(entities)))
-    if rules.row_candidates is not None:
-        bad += sum(row not in rules.row_candidates for row in rows)
-    bad += sum(row in rules.blocked_rows for row in rows) + sum(e in rules.blocked_entities for e in entities)
-    for row in page["rows"]:
-        eligible = rules.row_eligibility.get(row["row"])
-        if eligible is not None:
-            bad += sum(e not in eligible for e in row["entities"])
-    return bad
-
-
-def page_agreement(pages: list[dict[str, Any]], reference: list[dict[str, Any]]) -> dict[str, float]:
-    """Share of identical pages and of identical (row, entity) slots between two lists of record-schema pages."""
-    same_pages = slots = same_slots = 0
-    for page, ref in zip(pages, reference, strict=True):
-        same_pages += page == ref
-        a = [(r["row"], e) for r in page["rows"] for e in [None, *r["entities"]]]
-        b = [(r["row"], e) for r in ref["rows"] for e in [None, *r["entities"]]]
-        slots += max(len(a), len(b))
-        same_slots += sum(x == y for x, y in zip(a, b))
-    return {"pages": same_pages / max(len(pages), 1), "slots": same_slots / max(slots, 1)}
-
-
 __all__ = ["DTYPES", "cpu_flags", "default_device", "hardware_info", "native_bf16", "processor_name",
-           "matmul_peak", "page_agreement", "prepare_for_serving", "resolve_dtype", "rule_violations", "serving_dtype", "torch_dtype",
-           "transpose_weight_storage"]
+           "prepare_for_serving", "resolve_dtype", "serving_dtype", "torch_dtype", "transpose_weight_storage"]

@@ -29,7 +29,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .tokenization_genpage import check_id
+from .record_tokens_genpage import check_id
 from .tokenizer_spec import load_spec, validate_spec
 
 SPECIAL_ROWS = ("continue_watching", "trending", "new_releases", "top10", "because_you_watched", "games", "live_now")
@@ -322,7 +322,9 @@ class Feedback:
             if not imp and (pl or ab or dur or th):
                 raise ValueError(f"{at}: not impressed but has played/abandoned/duration/thumbs set")
             if imp and ab == pl:
-                raise ValueError(f"{at}: an impressed slot is either played or abandoned (played={pl}, abandoned={ab})")
+                raise ValueError(
+                    f"{at}: an impressed slot is either played or abandoned (played={pl}, abandoned={ab})"
+                )
             if not pl and dur:
                 raise ValueError(f"{at}: play_duration {dur} on a slot that was not played")
         cols["play_duration"] = [float(x) for x in cols["play_duration"]]
@@ -351,7 +353,10 @@ class Impression:
         return cls(Context.from_dict(_get(d, "context", where), _where(where, "context"), spec), page, feedback)
 
 
-_ACTION_TYPE = pa.struct([("entity", pa.string()), ("action", pa.string()), ("timestamp", pa.float64()), ("duration", pa.float64())])
+_ACTION_TYPE = pa.struct(
+    [("entity", pa.string()), ("action", pa.string()), ("timestamp", pa.float64()), ("duration", pa.float64())]
+)
+_ROW_TYPE = pa.struct([("row", pa.string()), ("entities", pa.list_(pa.string()))])
 
 
 @functools.lru_cache(maxsize=16)
@@ -367,7 +372,7 @@ def _arrow_schema(profile: tuple[str, ...], request: tuple[str, ...]) -> pa.Sche
             ("inject", pa.list_(pa.struct([("entity", pa.string()), ("kind", pa.string())]))),
             ("session", pa.list_(_ACTION_TYPE)),
         ])),
-        ("page", pa.struct([("rows", pa.list_(pa.struct([("row", pa.string()), ("entities", pa.list_(pa.string()))])))])),
+        ("page", pa.struct([("rows", pa.list_(_ROW_TYPE))])),
         ("feedback", pa.struct([
             ("impressed", pa.list_(pa.bool_())),
             ("played", pa.list_(pa.bool_())),

@@ -101,7 +101,9 @@ def plot_page(example: Mapping[str, Any], path: str) -> None:
             color = palette(zlib.crc32((ent["genres"][0] if ent["genres"] else "").encode()) % 20)
             ax.add_patch(plt.Rectangle((c + 0.03, r + 0.06), 0.94, 0.88, color=color, alpha=0.45))
             ax.text(c + 0.5, r + 0.38, ent["title"][:16], ha="center", va="center", fontsize=5.5)
-            ax.text(c + 0.5, r + 0.7, "/".join(ent["genres"])[:18], ha="center", va="center", fontsize=4.5, color="#333")
+            ax.text(
+                c + 0.5, r + 0.7, "/".join(ent["genres"])[:18], ha="center", va="center", fontsize=4.5, color="#333"
+            )
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
@@ -133,7 +135,8 @@ def render_report(metrics: Mapping[str, Any]) -> str:
         "# GenPage quickstart report",
         "",
         f"Simulated world: {fmt(data['users'])} users, {fmt(data['days'])} days, seed {fmt(data['seed'])}; "
-        f"{fmt(data['impressions'])} logged page impressions, {fmt(data['entities'])} entities, {fmt(data['rows'])} rows. "
+        f"{fmt(data['impressions'])} logged page impressions, {fmt(data['entities'])} entities, "
+        f"{fmt(data['rows'])} rows. "
         f"Model: {fmt(metrics['model']['parameters'])} parameters "
         f"({fmt(metrics['model']['layers'])} layers, width {fmt(metrics['model']['hidden_size'])}). "
         f"Total time {fmt(metrics['seconds']['total'], 3)} s.",
@@ -145,7 +148,10 @@ def render_report(metrics: Mapping[str, Any]) -> str:
     ]
     for stage in ("ntp", "wbc"):
         t = train[stage]
-        lines.append(f"| {stage.upper()} | {fmt(t['examples'])} | {fmt(t['steps'])} | {fmt(t['final_loss'])} | {fmt(t['seconds'], 3)} |")
+        lines.append(
+            f"| {stage.upper()} | {fmt(t['examples'])} | {fmt(t['steps'])} | {fmt(t['final_loss'])} "
+            f"| {fmt(t['seconds'], 3)} |"
+        )
     if "rl" in train:
         rm, grpo = train["rl"]["reward_model"], train["rl"]["grpo"]
         lines.append(f"| RL: reward model ({rm['value_at']}, {rm['slot_model']}) | {fmt(rm['records'])} | "

@@ -69,14 +69,18 @@ def batch_entity_rewards(
     impressed = np.asarray(impressed, dtype=bool)
     played = np.asarray(played, dtype=bool) & impressed
     dur = np.asarray(play_duration, dtype=np.float32)
-    play_value = np.where(dur >= cfg.binge_play_s, cfg.binge_play, np.where(dur >= cfg.long_play_s, cfg.long_play, cfg.short_play))
+    play_value = np.where(
+        dur >= cfg.binge_play_s, cfg.binge_play, np.where(dur >= cfg.long_play_s, cfg.long_play, cfg.short_play)
+    )
     thumbs = np.asarray(thumbs)
     thumb_value = np.where(thumbs > 0, cfg.thumbs_up, np.where(thumbs < 0, cfg.thumbs_down, 0.0))
     reward = np.where(played, play_value, cfg.abandoned) + thumb_value
     return np.where(impressed, reward, 0.0).astype(np.float32)
 
 
-def batch_row_rewards(entity_reward: np.ndarray, impressed: np.ndarray, config: RewardConfig | None = None) -> np.ndarray:
+def batch_row_rewards(
+    entity_reward: np.ndarray, impressed: np.ndarray, config: RewardConfig | None = None
+) -> np.ndarray:
     """Row rewards from (batch, rows, cols) arrays; rows with no impressed entity score 0."""
     cfg = config or RewardConfig()
     total = np.where(impressed, entity_reward, 0.0).sum(axis=-1)

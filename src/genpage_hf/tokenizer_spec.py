@@ -123,7 +123,9 @@ def validate_spec(spec: Any) -> dict[str, Any]:
                 raise SpecError(f"{key}.boundaries[{i}]: expected a finite number, got {b!r}")
         for i in range(1, len(bounds)):
             if bounds[i] <= bounds[i - 1]:
-                raise SpecError(f"{key}.boundaries: not strictly increasing at index {i} ({bounds[i - 1]} then {bounds[i]})")
+                raise SpecError(
+                    f"{key}.boundaries: not strictly increasing at index {i} ({bounds[i - 1]} then {bounds[i]})"
+                )
     for section in _FIELD_SECTIONS:
         fields = spec[section]
         if not isinstance(fields, Mapping) or not fields:
@@ -145,7 +147,9 @@ def validate_spec(spec: Any) -> dict[str, Any]:
         prefix = spec["prefixes"][prefix_key]
         clash = [t for t in tokens if t.startswith(prefix)]
         if clash:
-            raise SpecError(f"prefixes.{prefix_key}: spec tokens {clash} start with the {prefix_key} prefix {prefix!r}")
+            raise SpecError(
+                f"prefixes.{prefix_key}: spec tokens {clash} start with the {prefix_key} prefix {prefix!r}"
+            )
     return dict(spec)
 
 

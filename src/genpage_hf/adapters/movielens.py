@@ -87,7 +87,9 @@ def _read_text(path: str, filename: str) -> tuple[str, str]:
         with open(os.path.join(path, member), encoding="utf-8") as f:
             return f.read(), os.path.basename(os.path.normpath(path))
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"MovieLens archive {path!r} is not a zip file (give the .zip from GroupLens or its extracted folder)")
+        raise ValueError(
+            f"MovieLens archive {path!r} is not a zip file (give the .zip from GroupLens or its extracted folder)"
+        )
     with zipfile.ZipFile(path) as z:
         member = _member(z.namelist(), filename, path)
         name = member.split("/")[0] if "/" in member else os.path.splitext(os.path.basename(path))[0]

@@ -37,7 +37,10 @@ def slot_scores(model: Any, tokenizer: Any, contexts: Sequence[dict], row: str, 
     out = []
     starts = range(0, len(contexts), batch_size)
     for start in tqdm(starts, desc="ranking", unit="batch", disable=not progress):
-        prompts = [torch.tensor(tokenizer.encode_prompt(c, max_history=max_history) + [row_id]) for c in contexts[start:start + batch_size]]
+        prompts = [
+            torch.tensor(tokenizer.encode_prompt(c, max_history=max_history) + [row_id])
+            for c in contexts[start : start + batch_size]
+        ]
         ids = pad_sequence(prompts, batch_first=True, padding_value=tokenizer.pad_token_id)
         last = torch.tensor([len(p) - 1 for p in prompts])
         # Right padding: a causal model's real positions never attend to the padding after them.
@@ -49,7 +52,9 @@ def slot_scores(model: Any, tokenizer: Any, contexts: Sequence[dict], row: str, 
     return torch.cat(out) if out else torch.zeros(0, len(candidate_ids))
 
 
-def target_ranks(scores: torch.Tensor, targets: Sequence[int], masked: Optional[Sequence[Sequence[int]]] = None) -> np.ndarray:
+def target_ranks(
+    scores: torch.Tensor, targets: Sequence[int], masked: Optional[Sequence[Sequence[int]]] = None
+) -> np.ndarray:
     """0-based rank of each target column among its row's scores, with the `masked` columns of each row excluded."""
     scores = scores.clone()
     if masked is not None:

@@ -30,60 +30,20 @@ and never lets one request abort the others.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 from transformers import Cache
 
-from .kv_cache import PrefixCache, _GrowingLayer
+from .kv_cache import PrefixCache, _GrowingLayer, reuse_prefixes, store_prefixes, write_left_padded
+from .pages import GeneratedPage, GeneratedRow, PageRequest
 from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageStep, RuleSet
 
 ROW_ORDERS = ("model", "entity_value", "page_value")
 # page_value/entity_value decoding: sigmoid(value - offset) turns WBC's weighted log-odds into expected plays;
 # 3.0 ~ log(1.0 / 0.05), WBC's default positive weight over its abandon weight.
 DEFAULT_ROW_VALUE_OFFSET = 3.0
-
-
-@dataclass
-class PageRequest:
-    """One page request: a context record dict, its rules, and for pagination the rows already shown.
-
-    `session` (in-session engagements, action dicts) defaults to the context's own `"session"` list;
-    the prompt is `tokenizer.encode_prompt(context, previous_rows, session)` (paper §2.3).
-    """
-
-    context: Mapping[str, Any]
-    rules: RuleSet = field(default_factory=RuleSet)
-    previous_rows: Sequence[Mapping[str, Any]] = ()
-    session: Optional[Sequence[Mapping[str, Any]]] = None
-
-
-@dataclass
-class GeneratedRow:
-    """One generated row: its id and entities, each with the model's logit (value) for that token.
-
-    A score is the logit at the step that chose the token; the entities a hybrid row fills from one
-    pass all carry that pass's logits.
-    """
-
-    row: str
-    row_score: float
-    entities: list[str]
-    entity_scores: list[float]
-
-
-@dataclass
-class GeneratedPage:
-    """A generated page in layout order, plus its raw page token ids (without `[EOS]`)."""
-
-    rows: list[GeneratedRow]
-    token_ids: list[int]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Record-schema page dict: {"rows": [{"row": id, "entities": [ids]}]}."""
-        return {"rows": [{"row": r.row, "entities": list(r.entities)} for r in self.rows]}
 
 
 def _request_error(err: ValueError, index: int) -> ValueError:
@@ -114,7 +74,7 @@ class PageGenerator:
             `row_value_offset` (log of the typical positive weight over the abandon weight; WBC's
             default rewards give about log(1.0 / 0.05) = 3) is subtracted before the sigmoid.
             A row value learned from logs carries where the logging policy placed that row; the
-            entity values are learned per impression, so they carry less of it (issue 14 studies).
+            entity values are learned per impression, so they carry less of it.
             "page_value" (greedy only; for models trained with `WBCConfig(entity_targets_above=True)`):
             each row is written in one step from the entity values at its row boundary (page-level
             values: what an entity is worth below the rows so far, whichever row holds it): the
@@ -134,8 +94,12 @@ class PageGenerator:
                 raise ValueError(f"PageGenerator: {name} must be an integer >= 0 or None, got {value!r}")
         if not isinstance(do_sample, bool):
             raise ValueError(f"PageGenerator: do_sample must be True or False, got {do_sample!r}")
-        if (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not math.isfinite(temperature)
-                or temperature <= 0):
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, (int, float))
+            or not math.isfinite(temperature)
+            or temperature <= 0
+        ):
             raise ValueError(f"PageGenerator: temperature must be a finite number > 0, got {temperature!r}")
         if row_order not in ROW_ORDERS:
             raise ValueError(f"PageGenerator: row_order must be one of {ROW_ORDERS}, got {row_order!r}")
@@ -181,7 +145,8 @@ class PageGenerator:
             rng = torch.Generator(device=masked.device)
             rng.manual_seed(self.seed) if self.seed is not None else rng.seed()
             self._rngs[masked.device] = rng
-        uniform = torch.rand(masked.shape, generator=self._rngs[masked.device], device=masked.device).clamp_(1e-20, 1.0)
+        rng = self._rngs[masked.device]
+        uniform = torch.rand(masked.shape, generator=rng, device=masked.device).clamp_(1e-20, 1.0)
         return masked / self.temperature - torch.log(-torch.log(uniform))
 
     def _prepare(self, requests: Any) -> tuple[list[Optional[PageRequest]], list[Optional[list[int]]],
@@ -225,7 +190,8 @@ class PageGenerator:
         if errors == "raise" and len(order) < len(results):
             raise next(e for e in results if e is not None)
         if order:
-            processor = GenPageLogitsProcessor([reqs[i].rules for i in order], self.tokenizer, on_infeasible="end_page")
+            rules = [reqs[i].rules for i in order]
+            processor = GenPageLogitsProcessor(rules, self.tokenizer, on_infeasible="end_page")
             pages = self._decode([prompts[i] for i in order], processor, errors == "raise")
             for j, i in enumerate(order):
                 err = processor.errors[j]
@@ -253,7 +219,7 @@ class PageGenerator:
             return [None] * B
         room = L0 + processor.max_new_tokens
         cache = Cache(layers=[_GrowingLayer(room) for _ in range(self.model.config.num_hidden_layers)])
-        reused = self._reuse_prefixes(prompts, cache)
+        reused = reuse_prefixes(self.prefix_cache, self.model, prompts, cache)
         if reused == 0 and B > 1 and any(len(p) < L0 for p in prompts):
             logits = self._prefill_unpadded(prompts, cache)
         else:
@@ -276,7 +242,7 @@ class PageGenerator:
             if step.done.all():
                 break
             logits = self._forward(new, attn, cache)
-        self._store_prefixes(ids, attn, cache)
+        store_prefixes(self.prefix_cache, ids, attn, cache)
         return [self._page(t, s) for t, s in zip(tokens, scores)]
 
     def _token_step(self, ids: torch.Tensor, attn: torch.Tensor, cache: Cache, logits: torch.Tensor, step: PageStep,
@@ -399,44 +365,17 @@ class PageGenerator:
                 after_row = processor.step(with_row)
                 picks[:, 1:] = self._pick_one_by_one(with_row, logits, after_row, processor, np.maximum(count - 1, 0))
         scores = logits.gather(1, picks)
-        scores[:, 0] = torch.where(torch.from_numpy(at_row).to(device), value.gather(1, j[:, None])[:, 0], scores[:, 0])
+        row_value = value.gather(1, j[:, None])[:, 0]
+        scores[:, 0] = torch.where(torch.from_numpy(at_row).to(device), row_value, scores[:, 0])
         return picks, count, scores.cpu().tolist()
-
-    def _reuse_prefixes(self, prompts: list[list[int]], cache: Cache) -> int:
-        """Writes into the empty `cache` the stored states of the longest prompt prefix the batch can
-        share, and returns its length in the left-padded layout (0: nothing reused).
-
-        Sequence b (prompt length L_b, stored prefix p_b) runs its last S = max_b(L_b - p_b) tokens; its
-        first L_b - S tokens come from the store, left-padded like the prompt to L0 - S columns."""
-        if self.prefix_cache.max_entries == 0:
-            return 0
-        # Parameters' storage and version counters change with every new or in-place-changed weight
-        # (.to(), optimizer steps, load_state_dict): states of other weights are dropped, not reused.
-        version = tuple((p.data_ptr(), p._version) for p in self.model.parameters())
-        if version != self.prefix_cache.weights_version:
-            self.prefix_cache.clear()
-            self.prefix_cache.weights_version = version
-        hits = [self.prefix_cache.lookup(p) for p in prompts]
-        L0 = max(len(p) for p in prompts)
-        S = max(len(p) - n for p, (n, _) in zip(prompts, hits))
-        C = L0 - S
-        if C <= 0:
-            return 0
-        # Counted here, not at lookup: a sequence reuses only what the batch's longest new part leaves it.
-        takes = [len(p) - S for p in prompts]
-        self.prefix_cache.hits += sum(t > 0 for t in takes)
-        self.prefix_cache.reused_tokens += sum(t for t in takes if t > 0)
-        stored = [[(k[:, :t], v[:, :t]) for k, v in states] if t > 0 else None for t, (_, states) in zip(takes, hits)]
-        self._write_left_padded(cache, stored, C)
-        return C
 
     def _prefill_unpadded(self, prompts: list[list[int]], cache: Cache) -> torch.Tensor:
         """Runs each prompt alone and writes its states into the empty `cache`, left-padded; returns the
         last-position logits (B, V).
 
         A padded batch prefill computes the pad positions and attends under an explicit mask; alone, a
-        prompt takes SDPA's causal kernel over its own tokens only (measured on CPU: 825-token causal
-        attention 6.8 ms against 10.8 ms under a mask; judge prompts vary in length)."""
+        prompt takes SDPA's causal kernel over its own tokens only, which is faster than attention under
+        a mask (judge prompts vary in length)."""
         device, layers = self.model.device, self.model.config.num_hidden_layers
         logits, states = [], []
         for p in prompts:
@@ -444,38 +383,8 @@ class PageGenerator:
             ones = torch.ones(1, len(p), dtype=torch.long, device=device)
             logits.append(self._forward(torch.tensor([p], device=device), ones, own))
             states.append([(layer.keys[0], layer.values[0]) for layer in own.layers])
-        self._write_left_padded(cache, states, max(len(p) for p in prompts))
+        write_left_padded(cache, states, max(len(p) for p in prompts), layers, device)
         return torch.cat(logits)
-
-    def _write_left_padded(self, cache: Cache, states: list[Optional[list[tuple[torch.Tensor, torch.Tensor]]]],
-                           width: int) -> None:
-        """Writes into the empty `cache` each sequence's per-layer (keys, values), (heads, n, head_dim),
-        right-aligned in `width` columns (zeros before them: left padding); None: nothing for it."""
-        device = self.model.device
-        for i in range(self.model.config.num_hidden_layers):
-            keys = values = None
-            for b, seq in enumerate(states):
-                if seq is None:
-                    continue
-                k, v = seq[i]
-                if keys is None:
-                    # the states' own dtype: under autocast (bf16 serving) they are not the weights' dtype
-                    keys = k.new_zeros((len(states), k.shape[0], width, k.shape[2]), device=device)
-                    values = v.new_zeros((len(states), v.shape[0], width, v.shape[2]), device=device)
-                keys[b, :, width - k.shape[1]:] = k
-                values[b, :, width - v.shape[1]:] = v
-            cache.update(keys, values, i)
-
-    def _store_prefixes(self, ids: torch.Tensor, attn: torch.Tensor, cache: Cache) -> None:
-        """Stores the cached states of the batch's last sequences under their real (unpadded) tokens."""
-        n = cache.get_seq_length()
-        keep = min(self.prefix_cache.max_entries, ids.shape[0])
-        if keep == 0 or n == 0:
-            return
-        for b in range(ids.shape[0] - keep, ids.shape[0]):
-            real = attn[b, :n].bool()
-            states = [(layer.keys[b, :, :n][:, real], layer.values[b, :, :n][:, real]) for layer in cache.layers]
-            self.prefix_cache.store(ids[b, :n][real].tolist(), states)
 
     def _step_tokens(self, chosen: list[list[int]], count: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens, attention mask) of a step: sequence b's first `count[b]` choices, left-padded to the longest."""

@@ -107,8 +107,10 @@ class RuleSet:
         if not isinstance(self.row_eligibility, dict):
             raise ValueError(f"RuleSet.row_eligibility must be a dict of row id -> entity ids, got "
                              f"{type(self.row_eligibility).__name__}")
-        self.row_eligibility = {_check_ids("row_eligibility keys", [row])[0]: _check_ids(f"row_eligibility[{row!r}]", e)
-                                for row, e in self.row_eligibility.items()}
+        self.row_eligibility = {
+            _check_ids("row_eligibility keys", [row])[0]: _check_ids(f"row_eligibility[{row!r}]", e)
+            for row, e in self.row_eligibility.items()
+        }
         positions: dict[int, str] = {}
         for row, pos in self.pinned_rows.items():
             if pos in positions:
@@ -203,7 +205,8 @@ class GenPageLogitsProcessor(LogitsProcessor):
                              f"got {on_infeasible!r}")
         self.tokenizer, self.on_infeasible = tokenizer, on_infeasible
         self.vocab_size = V = len(tokenizer)
-        self.page_id, self.eos_id, self.pad_id = tokenizer.page_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.page_id, self.eos_id = tokenizer.page_token_id, tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id
         self.row_ids = tokenizer.row_token_ids.numpy()
         self._catalog_entities = tokenizer.entity_mask.numpy().copy()
         self._slot_of = np.full(V, -1)  # token id -> row slot (the row fallback counts as a row)
@@ -253,8 +256,10 @@ class GenPageLogitsProcessor(LogitsProcessor):
         rpp, width = rules.layout(tok)
         limit = getattr(tok, "model_max_length", None)
         if isinstance(limit, int) and rules.max_page_tokens(tok) > limit:
-            raise ValueError(f"request {r}: RuleSet.rows_per_page={rpp} x row width makes a page of "
-                             f"{rules.max_page_tokens(tok)} tokens, more than the tokenizer's model_max_length {limit}")
+            raise ValueError(
+                f"request {r}: RuleSet.rows_per_page={rpp} x row width makes a page of "
+                f"{rules.max_page_tokens(tok)} tokens, more than the tokenizer's model_max_length {limit}"
+            )
         widths = np.full(NR, width)
         for row, w in rules.row_widths.items():
             if row in self._row_index:

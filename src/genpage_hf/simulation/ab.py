@@ -156,8 +156,11 @@ def run_ab(world: World, users: UserPopulation, policies: Sequence[Policy], n_re
             diversity=float(np.concatenate(div[n]).mean()), coverage=float(shown[n][available].mean()),
             row_mix={k: round(v / total_rows, 4) for k, v in sorted(mix[n].items())}))
     # gap_closed needs a gap: with (near-)equal production and oracle means it stays None
-    if "production" in names and "oracle" in names and abs(float(np.concatenate(rewards["oracle"]).mean()
-                                                               - np.concatenate(rewards["production"]).mean())) > 1e-12:
+    if (
+        "production" in names
+        and "oracle" in names
+        and abs(float(np.concatenate(rewards["oracle"]).mean() - np.concatenate(rewards["production"]).mean())) > 1e-12
+    ):
         prod = np.concatenate(rewards["production"])
         gap = float(np.concatenate(rewards["oracle"]).mean() - prod.mean())
         for arm in arms:

@@ -23,9 +23,14 @@ import numpy as np
 from .users import RequestBatch, UserPopulation
 from .world import CONTINUE_WATCHING, EPISODES_PER_SHOW, GAME, MOVIE, SHOW, World
 
-# Context x type effects of the true model (rows: vocab.TIMES_OF_DAY / vocab.DEVICES; columns: movie, show, game, live).
-TOD_TYPE = np.array([[-0.5, 0.4, 0.1, -0.6], [-0.1, 0.1, 0.5, 0.0], [0.4, 0.0, -0.3, 0.4], [0.2, 0.3, -0.4, -0.4]], np.float32)
-DEVICE_TYPE = np.array([[0.4, 0.1, -0.8, 0.4], [-0.6, 0.3, 0.7, -0.1], [0.0, 0.0, -0.2, 0.0], [-0.2, 0.2, 0.4, 0.0]], np.float32)
+# Context x type effects of the true model (rows: vocab.TIMES_OF_DAY / vocab.DEVICES; columns: movie, show, game,
+# live).
+TOD_TYPE = np.array(
+    [[-0.5, 0.4, 0.1, -0.6], [-0.1, 0.1, 0.5, 0.0], [0.4, 0.0, -0.3, 0.4], [0.2, 0.3, -0.4, -0.4]], np.float32
+)
+DEVICE_TYPE = np.array(
+    [[0.4, 0.1, -0.8, 0.4], [-0.6, 0.3, 0.7, -0.1], [0.0, 0.0, -0.2, 0.0], [-0.2, 0.2, 0.4, 0.0]], np.float32
+)
 WEEKEND_SHOW = 0.3
 RESUME, FINISHED, FATIGUE = 1.5, -3.0, 0.35
 
@@ -96,7 +101,9 @@ def simulate_page_views(world: World, users: UserPopulation, req: RequestBatch, 
     u_col, u_play, u_stop, u_dur, u_ep, u_extra = noise.slot[:, :B, :R, :W]
     col_seen = np.ones((B, R, W), dtype=bool)
     if W > cfg.visible_columns:
-        col_seen[:, :, cfg.visible_columns:] = np.cumprod(u_col[:, :, cfg.visible_columns:] < cfg.column_continue, axis=2)
+        col_seen[:, :, cfg.visible_columns :] = np.cumprod(
+            u_col[:, :, cfg.visible_columns :] < cfg.column_continue, axis=2
+        )
     stop_p = np.where(rows == CONTINUE_WATCHING, cfg.stop_after_continue, cfg.stop_after_play)
     seen_sum = np.zeros((B, world.content.shape[1]), dtype=np.float32)
     alive = rows[:, 0] >= 0

@@ -52,7 +52,9 @@ def serve(world: World, users: UserPopulation, requests: RequestBatch, policy: P
     if validate or not isinstance(pages, PageBatch):
         pages = validate_pages(requests, pages)
     views = simulate_page_views(world, users, requests, pages.entities, pages.rows, noise)
-    reward = batch_entity_rewards(views.impressed, views.played, views.play_duration, views.thumbs, world.config.rewards)
+    reward = batch_entity_rewards(
+        views.impressed, views.played, views.play_duration, views.thumbs, world.config.rewards
+    )
     return Served(requests, pages, views, reward, batch_page_rewards(reward, views.impressed))
 
 

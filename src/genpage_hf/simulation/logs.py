@@ -55,7 +55,9 @@ def write_logs(world: World, users: UserPopulation, days: int, seed: int, out_di
         day = users.next_day
         served = run_day(world, users, policy, seed)
         records = [r for s in served for r in s.records()]
-        pq.write_table(to_arrow(records, validate=False), os.path.join(out_dir, "impressions", f"day-{day:04d}.parquet"))
+        pq.write_table(
+            to_arrow(records, validate=False), os.path.join(out_dir, "impressions", f"day-{day:04d}.parquet")
+        )
         n_records += len(records)
     last = users.next_day - 1
     world.catalog(up_to_day=last).save(os.path.join(out_dir, "catalog.json"))

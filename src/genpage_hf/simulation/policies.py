@@ -27,8 +27,17 @@ from .behavior import affinity
 from .pages import PageBatch, fill_rows
 from .rows import eligible_counts, row_candidates
 from .users import PLAY, RequestBatch, UserPopulation
-from .world import (BECAUSE_YOU_WATCHED, CONTINUE_WATCHING, GAMES_ROW, LIVE_NOW, NEW_RELEASES, ROW_IDS, TOP10,
-                    TRENDING, World)
+from .world import (
+    BECAUSE_YOU_WATCHED,
+    CONTINUE_WATCHING,
+    GAMES_ROW,
+    LIVE_NOW,
+    NEW_RELEASES,
+    ROW_IDS,
+    TOP10,
+    TRENDING,
+    World,
+)
 
 ROW_PRIOR = np.zeros(len(ROW_IDS), dtype=np.float32)
 ROW_PRIOR[[TOP10, TRENDING, NEW_RELEASES, BECAUSE_YOU_WATCHED, GAMES_ROW, LIVE_NOW]] = [0.4, 0.3, 0.1, 0.2, -1.0, 0.2]

@@ -20,8 +20,21 @@ import numpy as np
 from ..records import Context
 from .users import RequestBatch
 from .vocab import ACTION_TYPES, DEVICES, LANGUAGES, PROFILE_TYPES, TIMES_OF_DAY
-from .world import (BECAUSE_YOU_WATCHED, CONTINUE_WATCHING, GAME, GAMES_ROW, LIVE, LIVE_NOW, N_GENRE_ROWS,
-                    NEW_RELEASES, ROW_IDS, SHOW, TOP10, TRENDING, World)
+from .world import (
+    BECAUSE_YOU_WATCHED,
+    CONTINUE_WATCHING,
+    GAME,
+    GAMES_ROW,
+    LIVE,
+    LIVE_NOW,
+    N_GENRE_ROWS,
+    NEW_RELEASES,
+    ROW_IDS,
+    SHOW,
+    TOP10,
+    TRENDING,
+    World,
+)
 
 STATIC_ROWS = tuple(r for r in range(len(ROW_IDS)) if r not in (CONTINUE_WATCHING, BECAUSE_YOU_WATCHED))
 
@@ -56,7 +69,10 @@ def requests_from_contexts(world: World, contexts: list[dict]) -> RequestBatch:
         return (_pad(ent, width), _pad(act, width, 0, np.int8), _pad(ts, width, 0.0, np.float64),
                 _pad(dur, width, 0.0, np.float32))
 
-    imp_e = [list(world.entity_indices([e for e, _ in c.impressions], f"contexts[{i}].impressions")) for i, c in enumerate(ctxs)]
+    imp_e = [
+        list(world.entity_indices([e for e, _ in c.impressions], f"contexts[{i}].impressions"))
+        for i, c in enumerate(ctxs)
+    ]
     imp_w = max(1, max(len(x) for x in imp_e))
     user = np.array([int(c.user_id[1:]) if c.user_id[1:].isdigit() else -1 for c in ctxs])
     return RequestBatch(

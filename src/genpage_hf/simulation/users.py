@@ -85,7 +85,8 @@ class RequestBatch:
         return np.zeros((len(self), self.world.n), dtype=np.float32)
 
     def lookup(self, rows: np.ndarray, ents: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
-        """Vectorized dictionary: value at (request rows[j], entity ents[j]) for every query (B, ...) entity; else 0."""
+        """Vectorized dictionary: value at (request rows[j], entity ents[j]) for every query (B, ...) entity;
+        else 0."""
         B, n = len(self), self.world.n
         q = np.maximum(query, 0)
         b = np.arange(B).reshape((B,) + (1,) * (query.ndim - 1))
@@ -158,7 +159,9 @@ class RequestBatch:
         """(B, D) content of recent engagements weighted by exp-decay of their age (truth, not production)."""
         ent = self.hist_entity
         age = (self.timestamp[:, None] - self.hist_ts) / 86400.0
-        weight = np.where((ent >= 0) & (self.hist_action != THUMBS_DOWN), np.exp(-np.log(2) * age / half_life_days), 0.0)
+        weight = np.where(
+            (ent >= 0) & (self.hist_action != THUMBS_DOWN), np.exp(-np.log(2) * age / half_life_days), 0.0
+        )
         return np.einsum("bh,bhd->bd", weight.astype(np.float32), self.world.content[np.maximum(ent, 0)])
 
     def session_vector(self) -> np.ndarray:
@@ -258,7 +261,12 @@ class UserPopulation:
         ent = np.where(keep, np.take_along_axis(sample, best, 1), -1)
         action = np.where(rng.random((B, SESSION_LENGTH)) < 0.7, TRAILER, SEARCH_CLICK).astype(np.int8)
         sts = ts[:, None] - 60.0 * np.arange(SESSION_LENGTH, 0, -1)[None, :]
-        return ent, np.where(keep, action, 0).astype(np.int8), np.where(keep, sts, 0.0), np.zeros((B, SESSION_LENGTH), np.float32)
+        return (
+            ent,
+            np.where(keep, action, 0).astype(np.int8),
+            np.where(keep, sts, 0.0),
+            np.zeros((B, SESSION_LENGTH), np.float32),
+        )
 
     def append_history(self, users: np.ndarray, entity: np.ndarray, action: np.ndarray,
                        ts: np.ndarray, duration: np.ndarray) -> None:
@@ -266,7 +274,11 @@ class UserPopulation:
         H = self.hist_entity.shape[1]
         cat = lambda a, b: np.concatenate([a[users], b], axis=1)  # noqa: E731
         ent = cat(self.hist_entity, entity)
-        act, t, dur = cat(self.hist_action, action.astype(np.int8)), cat(self.hist_ts, ts), cat(self.hist_duration, duration)
+        act, t, dur = (
+            cat(self.hist_action, action.astype(np.int8)),
+            cat(self.hist_ts, ts),
+            cat(self.hist_duration, duration),
+        )
         order = np.argsort(ent >= 0, axis=1, kind="stable")  # padding to the front, order kept
         take = lambda a: np.take_along_axis(a, order, 1)[:, -H:]  # noqa: E731
         self.hist_entity[users], self.hist_action[users] = take(ent), take(act)

@@ -20,7 +20,7 @@ import numpy as np
 from ..catalog import ENTITY_TYPES, Catalog, CatalogEntity, CatalogRow
 from ..records import GENRE_ROW_PREFIX, SPECIAL_ROWS
 from ..rewards import RewardConfig
-from .vocab import DAYS_OF_WEEK, LANGUAGES
+from .vocab import LANGUAGES
 
 GENRES = ("action", "adventure", "animation", "comedy", "crime", "documentary", "drama", "family",
           "fantasy", "horror", "romance", "scifi", "thriller", "reality")
@@ -41,10 +41,14 @@ class BehaviorConfig:
     column_continue: float = field(default=0.75, metadata={"help": "probability of scrolling one more column"})
     stop_after_play: float = field(default=0.45, metadata={"help": "probability a play ends the session"})
     stop_after_continue: float = field(default=0.7, metadata={"help": "same, for a Continue Watching play"})
-    satiation: float = field(default=0.25, metadata={"help": "logit cost per unit of similarity to already-seen entities"})
+    satiation: float = field(
+        default=0.25, metadata={"help": "logit cost per unit of similarity to already-seen entities"}
+    )
     play_bias: float = field(default=-4.2, metadata={"help": "base play logit"})
     thumbs_rate: float = field(default=0.15, metadata={"help": "probability a play gets a thumbs rating"})
-    trailer_rate: float = field(default=0.04, metadata={"help": "probability an abandoned entity had its trailer watched"})
+    trailer_rate: float = field(
+        default=0.04, metadata={"help": "probability an abandoned entity had its trailer watched"}
+    )
 
 
 @dataclass

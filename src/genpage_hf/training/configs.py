@@ -87,12 +87,18 @@ class GenPageTrainingConfig(TrainingArguments):
     per_device_train_batch_size: int = field(default=32, metadata={"help": "training batch size per device"})
     per_device_eval_batch_size: int = field(default=32, metadata={"help": "evaluation batch size per device"})
     learning_rate: float = field(default=1e-3, metadata={"help": "peak learning rate (small models from scratch)"})
-    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "learning-rate schedule after warm-up"})
+    lr_scheduler_type: SchedulerType | str = field(
+        default="cosine", metadata={"help": "learning-rate schedule after warm-up"}
+    )
     warmup_steps: float = field(default=20, metadata={"help": "linear warm-up steps (a float < 1: share of steps)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     logging_steps: float = field(default=10, metadata={"help": "log the training loss every N steps"})
-    save_strategy: SaveStrategy | str = field(default="no", metadata={"help": "checkpoint strategy: no, steps or epoch"})
-    report_to: None | str | list[str] = field(default="none", metadata={"help": "trackers to report to (none, tensorboard, ...)"})
+    save_strategy: SaveStrategy | str = field(
+        default="no", metadata={"help": "checkpoint strategy: no, steps or epoch"}
+    )
+    report_to: None | str | list[str] = field(
+        default="none", metadata={"help": "trackers to report to (none, tensorboard, ...)"}
+    )
     train_sampling_strategy: str = field(
         default="random", metadata={"help": "random (exact resume) or group_by_length (less padding)"})
 
@@ -100,14 +106,24 @@ class GenPageTrainingConfig(TrainingArguments):
     max_history: Optional[int] = field(
         default=None, metadata={"help": "most recent history actions kept per context (default: the spec's limit)"})
     fallback_prob: float = field(
-        default=0.0, metadata={"help": "probability of replacing an entity/row token by its fallback token (cold start; "
-                                        "the entity's content vector is kept)"})
+        default=0.0,
+        metadata={
+            "help": "probability of replacing an entity/row token by its fallback token (cold start; "
+            "the entity's content vector is kept)"
+        },
+    )
     content_scoring: bool = field(
-        default=False, metadata={"help": "score every token during training with its lm_head row PLUS the output-side "
-                                         "content term content_head_proj(content) (semantic fusion on the output side): "
-                                         "titles seen in few impressions are valued from their content; folded into "
-                                         "the lm_head rows when training ends and in every saved checkpoint"})
-    example_seed: int = field(default=0, metadata={"help": "seed of negatives, fallback replacement and the user split"})
+        default=False,
+        metadata={
+            "help": "score every token during training with its lm_head row PLUS the output-side "
+            "content term content_head_proj(content) (semantic fusion on the output side): "
+            "titles seen in few impressions are valued from their content; folded into "
+            "the lm_head rows when training ends and in every saved checkpoint"
+        },
+    )
+    example_seed: int = field(
+        default=0, metadata={"help": "seed of negatives, fallback replacement and the user split"}
+    )
     eval_fraction: float = field(
         default=0.0, metadata={"help": "without --eval_file: share of USERS held out of the training records"})
     dataset_num_proc: Optional[int] = field(
@@ -162,7 +178,9 @@ class GenPageTrainingConfig(TrainingArguments):
             raise ValueError(f"--lora_r must be >= 1, got {self.lora_r}")
         samplers = ("random", "sequential", "group_by_length", "batch_rebalance")
         if self.train_sampling_strategy not in samplers:
-            raise ValueError(f"--train_sampling_strategy must be one of {samplers}, got {self.train_sampling_strategy!r}")
+            raise ValueError(
+                f"--train_sampling_strategy must be one of {samplers}, got {self.train_sampling_strategy!r}"
+            )
         super().__post_init__()
         # The collators read target/negative columns the model's forward does not take.
         self.remove_unused_columns = False
@@ -236,18 +254,28 @@ class RewardModelConfig(GenPageTrainingConfig):
         default=1, metadata={"help": "counterfactual copies of each logged page, a --negative_fraction of its slots "
                                      "replaced by uniformly drawn titles with reward 0 (teaches what titles the logs "
                                      "never showed are worth; 0: logged pages only)"})
-    negative_fraction: float = field(default=0.5, metadata={"help": "share of entity slots replaced in a negative page"})
+    negative_fraction: float = field(
+        default=0.5, metadata={"help": "share of entity slots replaced in a negative page"}
+    )
     value_at: str = field(
-        default="row_boundary", metadata={"help": "where each slot's value is read: entity (the state before the entity, "
-                                            "after its row token) or row_boundary (the state above the entity's row: "
-                                            "the page-level value of a WBC policy trained with entity_targets_above, "
-                                            "which generalizes to rows the logs never paired with the title)",
-                                    "choices": list(REWARD_VALUE_AT)})
+        default="row_boundary",
+        metadata={
+            "help": "where each slot's value is read: entity (the state before the entity, "
+            "after its row token) or row_boundary (the state above the entity's row: "
+            "the page-level value of a WBC policy trained with entity_targets_above, "
+            "which generalizes to rows the logs never paired with the title)",
+            "choices": list(REWARD_VALUE_AT),
+        },
+    )
     slot_model: str = field(
-        default="position", metadata={"help": "a slot's reward: hidden (a head on the slot's state plus the scaled value "
-                                            "probability) or position (the scaled value probability times a learned "
-                                            "reach of its row and column: a position-based click model)",
-                                    "choices": list(REWARD_SLOT_MODELS)})
+        default="position",
+        metadata={
+            "help": "a slot's reward: hidden (a head on the slot's state plus the scaled value "
+            "probability) or position (the scaled value probability times a learned "
+            "reach of its row and column: a position-based click model)",
+            "choices": list(REWARD_SLOT_MODELS),
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.records_half not in (None, 0, 1):
@@ -271,21 +299,28 @@ class GenPageGRPOConfig(GRPOConfig):
     loss_type: str = field(default="dr_grpo", metadata={"help": "GRPO loss variant (Dr. GRPO: length-unbiased)"})
     scale_rewards: str = field(default="none", metadata={"help": "advantage scaling: none (Dr. GRPO), group or batch"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient to the reference (starting) policy; > 0"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate (with temperature 1.0; "
-                                                                  "benchmarks/rl.py screens: 1e-4 beat 3e-4, which "
-                                                                  "drifted further from the reference)"})
+    learning_rate: float = field(
+        default=1e-4,
+        metadata={"help": "peak learning rate (with temperature 1.0; higher rates drift further from the reference)"},
+    )
     lr_scheduler_type: SchedulerType | str = field(default="constant", metadata={"help": "learning-rate schedule"})
     num_generations: Optional[int] = field(default=4, metadata={"help": "sampled pages per request (the group)"})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "completions (pages) per device and step"})
     max_completion_length: Optional[int] = field(
         default=None, metadata={"help": "page token budget (default: the longest page of the requests' rules)"})
-    temperature: float = field(default=1.0, metadata={"help": "sampling temperature of rollouts and of the loss (1.0: "
-                                                                "rollouts explore row orders the WBC policy ranks low; "
-                                                                "at 0.5 GRPO did not move the judge)"})
+    temperature: float = field(
+        default=1.0,
+        metadata={
+            "help": "sampling temperature of rollouts and of the loss (1.0: rollouts explore row orders the WBC "
+            "policy ranks low, which colder sampling rarely reaches)"
+        },
+    )
     gradient_checkpointing: bool = field(default=False, metadata={"help": "activation checkpointing (slow on CPU)"})
     bf16: Optional[bool] = field(default=None, metadata={"help": "set by --dtype"})
     logging_steps: float = field(default=1, metadata={"help": "log every N steps"})
-    save_strategy: SaveStrategy | str = field(default="no", metadata={"help": "checkpoint strategy: no, steps or epoch"})
+    save_strategy: SaveStrategy | str = field(
+        default="no", metadata={"help": "checkpoint strategy: no, steps or epoch"}
+    )
     report_to: None | str | list[str] = field(default="none", metadata={"help": "trackers to report to"})
     disable_dropout: bool = field(default=True, metadata={"help": "no dropout in policy and reference"})
 
@@ -313,7 +348,9 @@ class GenPageGRPOConfig(GRPOConfig):
         if self.bf16 and default_device() == "cpu":
             self.use_cpu = True
         if not self.beta > 0:
-            raise ValueError(f"--beta must be > 0 (GenPage keeps a KL penalty to the reference policy), got {self.beta}")
+            raise ValueError(
+                f"--beta must be > 0 (GenPage keeps a KL penalty to the reference policy), got {self.beta}"
+            )
         if self.autoregressive_entities is not None and self.autoregressive_entities < 0:
             raise ValueError(f"--autoregressive_entities must be >= 0, got {self.autoregressive_entities}")
         if self.max_history is not None and self.max_history < 0:

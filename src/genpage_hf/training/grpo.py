@@ -209,7 +209,9 @@ class GenPageGRPOTrainer(OwnForwardAfterTraining, GRPOTrainer):
         reward_funcs = [PageRewardFunction(reward_model, processing_class)]
         reward_funcs += [FormatReward(kind, processing_class) for kind in FORMAT_KINDS] + list(extra_reward_funcs)
         if args.reward_weights is None:
-            args.reward_weights = [1.0] + [args.format_reward_weight] * len(FORMAT_KINDS) + [1.0] * len(extra_reward_funcs)
+            args.reward_weights = (
+                [1.0] + [args.format_reward_weight] * len(FORMAT_KINDS) + [1.0] * len(extra_reward_funcs)
+            )
         super().__init__(model=model, reward_funcs=reward_funcs, args=args, train_dataset=train_dataset,
                          processing_class=processing_class,
                          rollout_func=GenPageRollout(train_dataset, processing_class, args), **kwargs)

@@ -21,8 +21,9 @@ redone. Logs are checked against the update's time: a record stamped after `as_o
 future day) and an `as_of` not after the time yesterday's checkpoint was trained through are refused
 before anything is written.
 
-Which policy produced the logs is the caller's business: in `benchmarks/freshness.py` the day's logs
-come from the simulator's production policy, the same for every arm.
+Which policy produced the logs is the caller's business: in the freshness study
+(`python -m benchmarks.studies.freshness`) the day's logs come from the simulator's production policy,
+the same for every arm.
 """
 
 from __future__ import annotations
@@ -57,17 +58,23 @@ class IncrementalArguments:
                                            "refused (logs from a future day)"})
     replay_file: Optional[str] = field(
         default=None, metadata={"help": "older records to replay (daily) or to retrain on (full), e.g. a log folder"})
-    replay_ratio: float = field(default=1.0, metadata={"help": "daily update: replay records per new record (0: none)"})
+    replay_ratio: float = field(
+        default=1.0, metadata={"help": "daily update: replay records per new record (0: none)"}
+    )
     catalog: Optional[str] = field(
         default=None, metadata={"help": "catalog JSON of the day's NEW entities (with content vectors) and rows"})
     day: int = field(default=1, metadata={"help": "index of the day being updated (for the cadence)"})
     full_retrain_every: int = field(
         default=0, metadata={"help": "full retrain when day %% k == 0 (0: daily updates only)"})
     ntp_steps: int = field(default=300, metadata={"help": "full retrain: NTP pretraining steps (WBC: --max_steps)"})
-    checkpoint_steps: int = field(default=10, metadata={"help": "Trainer checkpoint every N steps (resume after a kill)"})
+    checkpoint_steps: int = field(
+        default=10, metadata={"help": "Trainer checkpoint every N steps (resume after a kill)"}
+    )
     growth_init: str = field(default="fallback", metadata={"help": "new tokens' rows: fallback (paper 6.2) or mean",
                                                             "choices": ["fallback", "mean"]})
-    output_content: bool = field(default=True, metadata={"help": "new entities' head rows add their projected content"})
+    output_content: bool = field(
+        default=True, metadata={"help": "new entities' head rows add their projected content"}
+    )
     log_file: Optional[str] = field(
         default=None, metadata={"help": "update log (JSON lines); default: incremental_log.jsonl beside --output_dir"})
 
@@ -99,8 +106,10 @@ def _check_times(ds: Any, as_of: float, what: str) -> None:
     ts = _timestamps(ds)
     late = np.flatnonzero(ts > as_of)
     if len(late):
-        raise ValueError(f"{what}: {len(late)} record(s) are stamped after as_of={as_of:.0f} (logs from a future day), "
-                         f"e.g. record {late[0]} at {ts[late[0]]:.0f}; nothing was trained or written")
+        raise ValueError(
+            f"{what}: {len(late)} record(s) are stamped after as_of={as_of:.0f} (logs from a future day), "
+            f"e.g. record {late[0]} at {ts[late[0]]:.0f}; nothing was trained or written"
+        )
 
 
 def _trained_until(path: str) -> Optional[float]:
@@ -164,8 +173,10 @@ def incremental_update(
     start = time.perf_counter()
     since = _trained_until(model_name_or_path)
     if since is not None and as_of <= since:
-        raise ValueError(f"{model_name_or_path!r} is already trained through as_of={since:.0f}; an update needs a later "
-                         f"as_of, got {as_of:.0f}")
+        raise ValueError(
+            f"{model_name_or_path!r} is already trained through as_of={since:.0f}; an update needs a later "
+            f"as_of, got {as_of:.0f}"
+        )
     new = records_dataset(new_records)
     _check_times(new, as_of, "new records")
     old = records_dataset(replay_records) if replay_records is not None else None
@@ -184,13 +195,21 @@ def incremental_update(
                                                    checkpoint_steps, callbacks)
     else:
         if catalog is None:
-            raise ValueError(f"a full retrain rebuilds the model from its catalog; {model_name_or_path!r} has no catalog.json")
+            raise ValueError(
+                f"a full retrain rebuilds the model from its catalog; {model_name_or_path!r} has no catalog.json"
+            )
         n_replay = 0 if old is None else len(old)
         records = _concat([new] + ([old] if old is not None else []))
         cfg = model.config
-        model, tokenizer = build_genpage(catalog, tokenizer.spec, seed=args.seed, hidden_size=cfg.hidden_size,
-                                         intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_hidden_layers,
-                                         num_attention_heads=cfg.num_attention_heads)
+        model, tokenizer = build_genpage(
+            catalog,
+            tokenizer.spec,
+            seed=args.seed,
+            hidden_size=cfg.hidden_size,
+            intermediate_size=cfg.intermediate_size,
+            num_hidden_layers=cfg.num_hidden_layers,
+            num_attention_heads=cfg.num_attention_heads,
+        )
         ntp_dir = os.path.join(work, "ntp-model")
         if os.path.isdir(ntp_dir):  # the NTP stage of a killed retrain finished: continue from its model
             model, tokenizer, _ = load_genpage(ntp_dir)
@@ -203,12 +222,24 @@ def incremental_update(
     model, before = trainer.model, len(tokenizer)
     if additions is not None:  # today's titles start from the freshly trained fallback rows
         catalog = grow_genpage(model, tokenizer, catalog, additions, init=growth_init, output_content=output_content)
-    summary = {"output_dir": output_dir, "mode": mode, "as_of": as_of, "grown_from": os.path.abspath(model_name_or_path),
-               "new_records": len(new), "replay_records": n_replay, "replay_ratio": replay_ratio if mode == "daily" else None,
-               "new_entities": len(additions.entities) if additions else 0, "new_rows": len(additions.rows) if additions else 0,
-               "vocab_before": before, "vocab_after": len(tokenizer), "wbc_steps": args.max_steps,
-               "ntp_steps": ntp_steps if mode == "full" else 0, "train_loss": metrics.get("train_loss"),
-               "resumed_from": resumed, "seconds": time.perf_counter() - start}
+    summary = {
+        "output_dir": output_dir,
+        "mode": mode,
+        "as_of": as_of,
+        "grown_from": os.path.abspath(model_name_or_path),
+        "new_records": len(new),
+        "replay_records": n_replay,
+        "replay_ratio": replay_ratio if mode == "daily" else None,
+        "new_entities": len(additions.entities) if additions else 0,
+        "new_rows": len(additions.rows) if additions else 0,
+        "vocab_before": before,
+        "vocab_after": len(tokenizer),
+        "wbc_steps": args.max_steps,
+        "ntp_steps": ntp_steps if mode == "full" else 0,
+        "train_loss": metrics.get("train_loss"),
+        "resumed_from": resumed,
+        "seconds": time.perf_counter() - start,
+    }
     save_genpage(model, tokenizer, output_dir, catalog,
                  metadata={"stage": f"incremental ({mode})", "incremental": summary,
                            "log_history": trainer.state.log_history})

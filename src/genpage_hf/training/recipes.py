@@ -32,14 +32,19 @@ class TrainingRun:
         return self.trainer.state.log_history
 
     def save(self, output_dir: str, catalog: Any = None) -> None:
-        """Model (or PEFT adapter), tokenizer, catalog as a Hub-style folder, plus log_history.json and metrics.json."""
+        """Model (or PEFT adapter), tokenizer, catalog as a Hub-style folder, plus log_history.json and
+        metrics.json."""
         from ..checkpoint import save_genpage
 
         if not self.trainer.is_world_process_zero():
             return
         args = self.trainer.args
-        metadata = {"stage": type(self.trainer).__name__, "dtype": args.resolved_dtype,
-                    "log_history": self.log_history, "metrics": {"train": self.train_metrics, "eval": self.eval_metrics}}
+        metadata = {
+            "stage": type(self.trainer).__name__,
+            "dtype": args.resolved_dtype,
+            "log_history": self.log_history,
+            "metrics": {"train": self.train_metrics, "eval": self.eval_metrics},
+        }
         save_genpage(self.trainer.model, self.trainer.processing_class, output_dir, catalog, metadata=metadata)
         with open(os.path.join(output_dir, "log_history.json"), "w", encoding="utf-8") as f:
             json.dump(self.log_history, f, indent=1)
@@ -84,7 +89,8 @@ def posttrain_wbc(model: Any, tokenizer: Any, records: Any, args: Optional[WBCCo
 
 
 def evaluate(model: Any, tokenizer: Any, records: Any, args: NTPConfig | WBCConfig) -> dict[str, float]:
-    """Offline metrics on held-out records: WBCConfig -> loss, target_loss, row_auc, entity_auc; NTPConfig -> loss, recall@k.
+    """Offline metrics on held-out records: WBCConfig -> loss, target_loss, row_auc, entity_auc; NTPConfig ->
+    loss, recall@k.
 
     WBC metrics score the logged targets where the page logged them: the extra positions that
     `row_targets_above` / `entity_targets_above` add in training are left out, so the metrics stay

@@ -133,8 +133,15 @@ class RewardModelTrainer(OwnForwardAfterTraining, Trainer):
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
-    def __init__(self, model: GenPageForPageReward, args: Optional[RewardModelConfig] = None, train_dataset: Any = None,
-                 eval_dataset: Any = None, processing_class: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        model: GenPageForPageReward,
+        args: Optional[RewardModelConfig] = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        **kwargs: Any,
+    ) -> None:
         from ..data import is_records
 
         args = args or RewardModelConfig()
@@ -175,8 +182,10 @@ class RewardModelTrainer(OwnForwardAfterTraining, Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss, logits = self._slot_loss(model, inputs)
         if not torch.isfinite(loss.detach()):
-            raise FloatingPointError(f"RewardModelTrainer: the loss is {loss.item()} at step {self.state.global_step}; "
-                                     "training stopped (check learning_rate and data)")
+            raise FloatingPointError(
+                f"RewardModelTrainer: the loss is {loss.item()} at step {self.state.global_step}; "
+                "training stopped (check learning_rate and data)"
+            )
         return (loss, {"logits": logits}) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -201,7 +210,8 @@ def half_of_records(records: Any, half: int, seed: int) -> Any:
 
 def train_reward_model(policy_or_path: Any, tokenizer: Any, records: Any, args: RewardModelConfig,
                        eval_records: Any = None) -> Any:
-    """A reward model initialized from a policy (model or folder) and trained on `records`; returns the `TrainingRun`."""
+    """A reward model initialized from a policy (model or folder) and trained on `records`; returns the
+    `TrainingRun`."""
     from .recipes import TrainingRun
 
     if isinstance(policy_or_path, (str, os.PathLike)):
@@ -267,5 +277,14 @@ class PageRewardFunction:
         return self.score([p + list(c) for p, c in zip(prompt_ids, completion_ids)])
 
 
-__all__ = ["PageRewardFunction", "RewardCollator", "RewardModelTrainer", "build_reward_dataset", "check_same_tokenizer",
-           "half_of_records", "load_reward_model", "reward_model_from_policy", "train_reward_model"]
+__all__ = [
+    "PageRewardFunction",
+    "RewardCollator",
+    "RewardModelTrainer",
+    "build_reward_dataset",
+    "check_same_tokenizer",
+    "half_of_records",
+    "load_reward_model",
+    "reward_model_from_policy",
+    "train_reward_model",
+]

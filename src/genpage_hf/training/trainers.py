@@ -53,11 +53,11 @@ class OwnForwardAfterTraining:
     """Trainer mixin: once `train()` or `evaluate()` returns, the model's `forward` is its own again.
 
     accelerate's mixed-precision `prepare` replaces `model.forward` with a bf16 autocast wrapper and leaves
-    it there, so a model trained with dtype bf16 kept computing under autocast in memory while its saved
-    checkpoint computes in its own dtype (fp32): the two served different pages (logits 0.01 apart on a
-    small model; about 0.5 points of gap closed in the quality judge). Every evaluation, during training
-    or after it, runs whole under the training's mixed precision (`accelerator.autocast`), so it does not
-    depend on whether accelerate has wrapped `forward` at that moment.
+    it there, so without this a model trained with dtype bf16 keeps computing under autocast in memory
+    while its saved checkpoint computes in its own dtype (fp32), and the two serve different pages. Every
+    evaluation, during training or after it, runs whole under the training's mixed precision
+    (`accelerator.autocast`), so it does not depend on whether accelerate has wrapped `forward` at that
+    moment.
     """
 
     _in_train = False
@@ -171,8 +171,10 @@ class _GenPageTrainer(OwnForwardAfterTraining, Trainer):
     def _finite(self, loss: torch.Tensor) -> torch.Tensor:
         """The loss, or a FloatingPointError: a NaN/inf loss stops training before it reaches the weights."""
         if not torch.isfinite(loss.detach()).all():
-            raise FloatingPointError(f"{type(self).__name__}: the loss is {loss.item()} at step {self.state.global_step}; "
-                                     "training stopped and nothing was saved (check learning_rate, weights, data)")
+            raise FloatingPointError(
+                f"{type(self).__name__}: the loss is {loss.item()} at step {self.state.global_step}; "
+                "training stopped and nothing was saved (check learning_rate, weights, data)"
+            )
         return loss
 
 
@@ -223,9 +225,17 @@ class NTPTrainer(_GenPageTrainer):
 
     @staticmethod
     def build_examples(records: Any, tokenizer: Any, args: NTPConfig, seed: int) -> Any:
-        return build_ntp_dataset(records, tokenizer, max_history=args.max_history, min_page_reward=args.min_page_reward,
-                                 reward_config=args.reward_config(), fallback_prob=args.fallback_prob, seed=seed,
-                                 num_proc=args.dataset_num_proc, history_targets=args.history_targets)
+        return build_ntp_dataset(
+            records,
+            tokenizer,
+            max_history=args.max_history,
+            min_page_reward=args.min_page_reward,
+            reward_config=args.reward_config(),
+            fallback_prob=args.fallback_prob,
+            seed=seed,
+            num_proc=args.dataset_num_proc,
+            history_targets=args.history_targets,
+        )
 
     def _logits_and_targets(self, model: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         labels = inputs["labels"]
@@ -304,7 +314,7 @@ class WBCTrainer(_GenPageTrainer):
             from_content = (inputs["cand_content_ids"] != inputs["cand_ids"])[..., None]
             rows = rows + from_content * self.content_rows(model, inputs["cand_content_ids"]).to(rows.dtype)
         # A broadcast product summed over the hidden axis rather than einsum: under bf16 autocast einsum
-        # becomes many tiny matrix-vector products, ~2.5x slower forward+backward (benchmarks/dtype.py).
+        # becomes many tiny matrix-vector products, a much slower forward+backward.
         logits = (at_targets[:, :, None, :] * rows).sum(-1)
         if head.bias is not None:
             logits = logits + head.bias[inputs["cand_ids"]]
