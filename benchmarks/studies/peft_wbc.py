@@ -1,125 +1,105 @@
 """Does WBC post-training through a LoRA adapter (peft) keep the quality of training every weight?
 
-Protocol: simulate `--days` logged days of the default world (production policy); the last day is held out.
-One model (the quickstart's size by default) is NTP-pretrained on the other days and saved; from that folder,
-WBC post-training runs twice with identical data, seed, batch, steps and schedule: every weight trained vs a
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.peft_wbc --users 1000 --ntp_steps 120 --wbc_steps 120 \
+        --ab_requests 1000
+
+Protocol (`genpage_hf.studies`): `simulate` `--days` logged days of the default world (the last one held
+out); one model of the recipe's size is NTP-pretrained on the other days and saved; from that folder, WBC
+post-training runs twice with identical data, seed, batch, steps and schedule: every weight trained vs a
 LoRA adapter (`WBCConfig.use_peft`, the package's default targets: every Llama projection + the input
 embedding, the head trained in full). Measures the trainable-parameter share, held-out WBC metrics (loss,
-row/entity weighted AUC), seconds, and the A/B judge's page reward of both arms, production and the oracle
-on the same fresh requests (greedy decoding under the world's rules).
-
-    python -m benchmarks.studies.peft_wbc [--users 1500 --days 3 --ntp_steps 200 --wbc_steps 200 --lora_r 16]
+row/entity weighted AUC), seconds, and the judge's page reward of both arms beside production and the
+oracle on the same requests of the day after the logs (`judge`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
-import torch
-from transformers import HfArgumentParser
+from genpage_hf.checkpoint import load_genpage, save_genpage
+from genpage_hf.studies.judge import GenPageArm, judge
+from genpage_hf.studies.recipe import stage_args
+from genpage_hf.studies.train import build_model
+from genpage_hf.training import evaluate, posttrain_wbc, pretrain
 
-from genpage_hf import load_spec
-from genpage_hf.checkpoint import build_genpage, load_genpage, save_genpage
-from genpage_hf.precision import DTYPES
-from genpage_hf.simulation import (
-    OraclePolicy,
-    ProductionPolicy,
-    UserPopulation,
-    World,
-    WorldConfig,
-    load_logs,
-    run_ab,
-    write_logs,
-)
-from genpage_hf.simulation.genpage_policy import GenPagePolicy
-from genpage_hf.studies.results import write_result
-from genpage_hf.training import NTPConfig, WBCConfig, evaluate, posttrain_wbc, pretrain
+from .common import DataOptions, RunOptions, finish, parse, recipe, recipe_options, set_threads, simulate_data
+
+# The plain WBC recipe of the package's trainers (no content scoring, no page-level entity targets), so the
+# comparison is about the adapter alone; fp32 so both arms train alike on every processor.
+PeftRecipe = recipe_options("PeftRecipe", __name__, ntp_steps=200, wbc_steps=200, content_scoring=False,
+                            entity_targets_above=False, dtype="fp32")
 
 
 @dataclass
-class PeftWBCArguments:
-    """Options of the LoRA vs full WBC study."""
+class PeftData(DataOptions):
+    """The world and logs of the study."""
 
     users: int = field(default=1500, metadata={"help": "simulated users"})
-    days: int = field(default=3, metadata={"help": "logged days; the last one is held out"})
-    hidden_size: int = field(default=128, metadata={"help": "model width"})
-    layers: int = field(default=2, metadata={"help": "decoder layers"})
-    heads: int = field(default=4, metadata={"help": "attention heads"})
-    max_history: int = field(default=50, metadata={"help": "history actions kept per context"})
-    batch_size: int = field(default=32, metadata={"help": "training batch size of every stage"})
-    ntp_steps: int = field(default=200, metadata={"help": "NTP pretraining steps of the shared base"})
-    wbc_steps: int = field(default=200, metadata={"help": "WBC steps of each arm"})
+    days: int = field(default=3, metadata={"help": "logged days (the last one is held out for offline metrics)"})
+
+
+@dataclass
+class PeftOptions:
+    """The LoRA arm, the judge and the work folder."""
+
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_learning_rate: float = field(default=2e-3, metadata={"help": "peak learning rate of the LoRA arm"})
-    ab_requests: int = field(default=2000, metadata={"help": "A/B judge requests per arm"})
-    seed: int = field(default=0, metadata={"help": "seed of the world, the model and the A/B"})
-    dtype: str = field(default="fp32", metadata={"help": "training dtype of both arms", "choices": list(DTYPES)})
-    output_dir: str = field(default="runs/peft_wbc", metadata={"help": "logs, the NTP base and the WBC runs"})
-    result_file: str = field(default="benchmarks/results/peft_wbc.json", metadata={"help": "the JSON written"})
+    ab_requests: int = field(default=2000, metadata={"help": "judge requests per arm"})
+    seed: int = field(default=0, metadata={"help": "seed of the world, the model and the judge"})
+    output_dir: str = field(default="runs/peft_wbc", metadata={"help": "the NTP base and the WBC runs"})
 
     def __post_init__(self) -> None:
-        if self.days < 2:
-            raise ValueError(f"--days must be >= 2 (the last day is held out), got {self.days}")
-        if self.hidden_size % self.heads:
-            raise ValueError(f"--hidden_size {self.hidden_size} is not divisible by --heads {self.heads}")
+        if self.lora_r < 1:
+            raise ValueError(f"--lora_r must be >= 1, got {self.lora_r}")
+        if self.ab_requests < 1:
+            raise ValueError(f"--ab_requests must be >= 1, got {self.ab_requests}")
 
 
-def main(args: PeftWBCArguments) -> dict:
+def main(argv: Optional[list[str]] = None) -> dict:
     """Train the shared base and both WBC arms, judge them, write the result file, return its metrics."""
-    torch.manual_seed(args.seed)
-    start_all = time.perf_counter()
-    world = World(WorldConfig(seed=args.seed))
-    users = UserPopulation(world, args.users, args.seed)
-    log_dir = os.path.join(args.output_dir, "logs")
-    meta = write_logs(world, users, days=args.days, seed=args.seed, out_dir=log_dir)
-    records, catalog, _ = load_logs(log_dir)
-    last = meta["first_day"] + meta["days"] - 1
-    held = [world.day_of(r.context.timestamp) == last for r in records]
-    train = [r.to_dict() for r, h in zip(records, held) if not h]
-    heldout = [r.to_dict() for r, h in zip(records, held) if h]
-    spec = load_spec()
-    spec["page"] = {"rows_per_page": world.config.rows_per_page, "entities_per_row": world.config.entities_per_row}
-    model, tok = build_genpage(catalog, spec, seed=args.seed, hidden_size=args.hidden_size,
-                               intermediate_size=3 * args.hidden_size, num_hidden_layers=args.layers,
-                               num_attention_heads=args.heads)
-    common = dict(per_device_train_batch_size=args.batch_size, seed=args.seed, max_history=args.max_history,
-                  dtype=args.dtype, disable_tqdm=True, logging_steps=min(10, args.ntp_steps, args.wbc_steps) or 1)
-    pretrain(model, tok, train, NTPConfig(os.path.join(args.output_dir, "ntp"), max_steps=args.ntp_steps, **common))
-    base = os.path.join(args.output_dir, "base")
-    save_genpage(model, tok, base, catalog)
+    options, data, recipe_opts, run = parse((PeftOptions, PeftData, PeftRecipe, RunOptions), argv)
+    set_threads(run)
+    start_all = time.time()
+    r = recipe(recipe_opts, options.seed)
+    sim = simulate_data(data, options.seed)
+    model, tok = build_model(sim, r)
+    pretrain(model, tok, sim.train, stage_args(r, "ntp", os.path.join(options.output_dir, "ntp")))
+    base = os.path.join(options.output_dir, "base")
+    save_genpage(model, tok, base, sim.catalog)
 
-    arms, policies = {}, [ProductionPolicy(world, args.seed), OraclePolicy(world, users)]
-    for name, extra in (("full", {}), ("lora", {"use_peft": True, "lora_r": args.lora_r,
-                                                 "learning_rate": args.lora_learning_rate})):
+    arms, served = {}, {}
+    lora = {"use_peft": True, "lora_r": options.lora_r, "learning_rate": options.lora_learning_rate}
+    for name, extra in (("full", {}), ("lora", lora)):
         model, tok, _ = load_genpage(base)
-        wbc_args = WBCConfig(os.path.join(args.output_dir, name), max_steps=args.wbc_steps, **{**common, **extra})
+        wbc_args = dataclasses.replace(stage_args(r, "wbc", os.path.join(options.output_dir, name)), **extra)
         start = time.perf_counter()
-        run = posttrain_wbc(model, tok, train, wbc_args)
+        trained = posttrain_wbc(model, tok, sim.train, wbc_args)
         seconds = time.perf_counter() - start
-        trained = run.trainer.model
-        trainable = sum(p.numel() for p in trained.parameters() if p.requires_grad)
-        total = sum(p.numel() for p in trained.parameters())
-        served = trained.merge_and_unload() if name == "lora" else trained
-        eval_args = WBCConfig(os.path.join(args.output_dir, name + "-eval"), dtype=args.dtype)
-        metrics = evaluate(served.eval(), tok, heldout, eval_args)
+        adapted = trained.trainer.model
+        trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in adapted.parameters())
+        served[name] = (adapted.merge_and_unload() if name == "lora" else adapted).eval()
+        metrics = evaluate(served[name], tok, sim.held_out, wbc_args)
         arms[name] = {"trainable_parameters": trainable, "total_parameters": total,
                       "trainable_share": trainable / total, "seconds": seconds,
                       "heldout": {k: metrics[f"eval_{k}"] for k in ("loss", "row_auc", "entity_auc")},
-                      "final_train_loss": [h["loss"] for h in run.log_history if "loss" in h][-1]}
-        policies.append(GenPagePolicy(world, served, tok, name=f"wbc_{name}", max_history=args.max_history))
-    report = run_ab(world, users, policies, args.ab_requests, args.seed)
+                      "final_train_loss": [h["loss"] for h in trained.log_history if "loss" in h][-1]}
+        served[name] = GenPageArm(served[name], tok, max_history=r.max_history)
+    judgment = judge(sim, {f"wbc_{name}": arm for name, arm in served.items()}, options.ab_requests, options.seed)
     for name in arms:
-        arm = report.arm(f"wbc_{name}")
-        arms[name]["ab"] = {"page_reward": arm.page_reward, "lift_vs_production": arm.lift,
-                            "lift_ci95": list(arm.lift_ci), "gap_closed": arm.gap_closed}
-    out = {"arms": arms, "production_page_reward": report.arm("production").page_reward,
-           "oracle_page_reward": report.arm("oracle").page_reward}
-    write_result(args.result_file, args, out, time.perf_counter() - start_all)
+        summary = judgment.summary(f"wbc_{name}")
+        arms[name]["ab"] = {"page_reward": summary["page_reward"], "lift_vs_production": summary["lift"],
+                            "lift_ci95": summary["lift_ci95"], "gap_closed": summary["gap_closed"]}
+    out = {"arms": arms, "production_page_reward": judgment.report.arm("production").page_reward,
+           "oracle_page_reward": judgment.report.arm("oracle").page_reward}
+    finish(run, "peft_wbc.json", (options, data, recipe_opts, run), out, start_all)
     print({k: {kk: v[kk] for kk in ("trainable_share", "heldout", "ab")} for k, v in arms.items()})
     return out
 
 
 if __name__ == "__main__":
-    main(*HfArgumentParser(PeftWBCArguments).parse_args_into_dataclasses())
+    main()
