@@ -71,9 +71,9 @@ def make_env(tmp_path_factory: pytest.TempPathFactory, catalog: Catalog, spec: d
     return Env(model.eval(), tok, catalog, spec, context, record, folder, tmp)
 
 
-def rec(env: Env, path: str, value: Any) -> dict:
-    """A copy of the valid record with the dotted `path` set to `value` (`...DEL` removes the key)."""
-    d = copy.deepcopy(env.record)
+def with_path(data: dict, path: str, value: Any) -> dict:
+    """A deep copy of `data` with the dotted `path` (list indices as numbers) set to `value` (`...` deletes it)."""
+    d = copy.deepcopy(data)
     keys = path.split(".")
     node = d
     for k in keys[:-1]:
@@ -86,23 +86,16 @@ def rec(env: Env, path: str, value: Any) -> dict:
     else:
         node[last] = value
     return d
+
+
+def rec(env: Env, path: str, value: Any) -> dict:
+    """A copy of the valid record with the dotted `path` set to `value` (`...` removes the key)."""
+    return with_path(env.record, path, value)
 
 
 def spec_with(env: Env, path: str, value: Any) -> dict:
     """A copy of the default spec with the dotted `path` set to `value` (`...` deletes it)."""
-    d = copy.deepcopy(env.spec)
-    keys = path.split(".")
-    node = d
-    for k in keys[:-1]:
-        node = node[int(k)] if isinstance(node, list) else node[k]
-    last = keys[-1]
-    if isinstance(node, list):
-        node[int(last)] = value
-    elif value is ...:
-        del node[last]
-    else:
-        node[last] = value
-    return d
+    return with_path(env.spec, path, value)
 
 
 def ctx(env: Env, **changes: Any) -> dict:
