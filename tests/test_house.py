@@ -5,10 +5,11 @@ from __future__ import annotations
 import ast
 import glob
 import os
+import subprocess
 
 import pytest
 
-from genpage_hf.studies.results import ENVELOPE_KEYS, check_result, make_result, read_result, write_result
+from genpage_hf.studies.results import ENVELOPE_KEYS, check_result, git_sha, make_result, read_result, write_result
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = sorted(glob.glob(os.path.join(ROOT, "benchmarks", "results", "*.json")))
@@ -47,6 +48,24 @@ def test_envelope_round_trip_and_errors(tmp_path):
     del bad["notes"], bad["git_sha"]
     with pytest.raises(ValueError, match="missing \\['git_sha'\\]"):
         check_result(bad)
+
+
+def test_git_sha_is_dirty_only_for_code_changes(tmp_path):
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    assert git_sha(str(tmp_path)) == "unknown"
+    git("init", "-q")
+    (tmp_path / "study.py").write_text("x = 1\n")
+    (tmp_path / "result.json").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "c")
+    sha = git_sha(str(tmp_path))
+    assert len(sha) == 40
+    (tmp_path / "result.json").write_text('{"a": 1}\n')  # an earlier study's output: still the committed code
+    assert git_sha(str(tmp_path)) == sha
+    (tmp_path / "study.py").write_text("x = 2\n")
+    assert git_sha(str(tmp_path)) == sha + "-dirty"
 
 
 def _imports(path: str) -> list[tuple[str, list[str]]]:

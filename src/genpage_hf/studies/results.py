@@ -34,15 +34,18 @@ def machine_facts() -> dict[str, Any]:
 
 
 def git_sha(path: Optional[str] = None) -> str:
-    """The commit of the repository holding `path` (default: the working directory), `-dirty` if it has changes.
+    """The commit of the repository holding `path` (default: the working directory), `-dirty` if its tracked
+    code differs from that commit.
 
-    Returns "unknown" outside a git checkout (an installed package run from elsewhere).
+    Results, tables and plots (`*.json`, `*.md`, `*.png`) do not count as changes: a study run after another
+    in the same checkout still ran on the committed code. Returns "unknown" outside a git checkout.
     """
     cwd = path or os.getcwd()
+    outputs = [":(exclude)*.json", ":(exclude)*.md", ":(exclude)*.png"]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                                capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *outputs],
+                                cwd=cwd, capture_output=True, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return sha.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
