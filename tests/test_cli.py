@@ -174,7 +174,7 @@ def test_init_writes_loadable_folder_and_generate_prints_a_page(tmp_path, capsys
     main(["init", "--output_dir", str(out), "--hidden_size", "32", "--num_hidden_layers", "1"])
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                  "generation_config.json", "modeling_genpage.py", "configuration_genpage.py",
-                 "tokenization_genpage.py", "catalog.json"):
+                 "tokenization_genpage.py", "record_tokens_genpage.py", "catalog.json"):
         assert (out / name).exists(), name
     capsys.readouterr()
     main(["generate", "--model_name_or_path", str(out), "--json"])

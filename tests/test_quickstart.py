@@ -29,7 +29,7 @@ def test_quickstart_writes_checkpoint_report_and_metrics(workdir):
     ckpt = out / "checkpoint"
     for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                  "generation_config.json", "modeling_genpage.py", "configuration_genpage.py",
-                 "tokenization_genpage.py", "README.md"):
+                 "tokenization_genpage.py", "record_tokens_genpage.py", "README.md"):
         assert (ckpt / name).exists(), name
     assert "AutoModelForCausalLM" in json.loads((ckpt / "config.json").read_text())["auto_map"]
     card = (ckpt / "README.md").read_text()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from genpage_hf.studies.judge import GenPageArm, judge
-from genpage_hf.studies.train import train
+from genpage_hf.studies.train import HELD_OUT, train
 
 from .common import (
     DECODE_BATCH,
@@ -86,8 +86,7 @@ def summary(records: dict) -> dict:
     for name, rec in records.items():
         ab = rec.get("ab", {})
         out[name] = {"parameters": rec["parameters"], "max_history": rec["max_history"],
-                     **{k: rec[k] for k in ("held_out_wbc_loss", "held_out_target_loss", "held_out_row_auc",
-                                            "held_out_entity_auc")},
+                     **{k: rec[k] for k in HELD_OUT},
                      "wbc_loss_gain_vs_full_context":
                          round(1 - rec["held_out_wbc_loss"] / full["held_out_wbc_loss"], 5),
                      "target_loss_gain_vs_full_context":

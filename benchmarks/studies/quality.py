@@ -26,6 +26,7 @@ import numpy as np
 from genpage_hf.generation import ROW_ORDERS
 from genpage_hf.studies.judge import GenPageArm, judge, pooled
 from genpage_hf.studies.runs import save_run
+from genpage_hf.studies.train import HELD_OUT, train
 
 from .common import (
     DECODE_BATCH,
@@ -41,7 +42,6 @@ from .common import (
     simulate_data,
 )
 
-OFFLINE = ("held_out_wbc_loss", "held_out_target_loss", "held_out_row_auc", "held_out_entity_auc")
 QualityRecipe = recipe_options("QualityRecipe", __name__, ntp_steps=6000, wbc_steps=4800)
 
 
@@ -82,8 +82,6 @@ class QualityOptions:
 def run_seed(seed: int, options: QualityOptions, data: DataOptions, recipe_opts: Any, run: RunOptions) -> dict:
     """One seed: simulate, train, judge; its record."""
     set_threads(run)
-    from genpage_hf.studies.train import train
-
     start = time.time()
     sim = simulate_data(data, seed)
     trained = train(sim, recipe(recipe_opts, seed))
@@ -112,7 +110,7 @@ def summarize(per_seed: list[dict]) -> dict:
     return {"gap_closed": float(np.mean([s["gap_closed"] for s in per_seed])),
             "gap_closed_per_seed": [s["gap_closed"] for s in per_seed],
             "lift": lift["mean"], "lift_ci95": lift["ci95"],
-            "offline_mean": {k: float(np.mean([s["training"][k] for s in per_seed])) for k in OFFLINE},
+            "offline_mean": {k: float(np.mean([s["training"][k] for s in per_seed])) for k in HELD_OUT},
             "per_seed": per_seed}
 
 

@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from genpage_hf.studies.judge import GenPageArm, judge
-from genpage_hf.studies.train import train
+from genpage_hf.studies.train import HELD_OUT, train
 
 from .common import (
     DECODE_BATCH,
@@ -38,7 +38,6 @@ from .common import (
     size,
 )
 
-HELD_OUT = ("held_out_wbc_loss", "held_out_target_loss", "held_out_row_auc", "held_out_entity_auc")
 ScalingRecipe = recipe_options("ScalingRecipe", __name__, max_history=20, ntp_steps=80, wbc_steps=120,
                                content_scoring=False, entity_targets_above=False)
 

@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 from genpage_hf.studies.judge import GenPageArm, judge, pooled
-from genpage_hf.studies.train import train
+from genpage_hf.studies.train import HELD_OUT, train
 
 from .common import (
     DECODE_BATCH,
@@ -39,7 +39,6 @@ from .common import (
 )
 
 ARMS = ("with_pretraining", "without_pretraining")
-OFFLINE = ("held_out_wbc_loss", "held_out_target_loss", "held_out_row_auc", "held_out_entity_auc")
 Table1Recipe = recipe_options("Table1Recipe", __name__, hidden_size=64, max_history=20, ntp_steps=150, wbc_steps=200,
                               content_scoring=False, entity_targets_above=False)
 
@@ -82,7 +81,7 @@ def run_seed(seed: int, options: Table1Options, data: DataOptions, recipe_opts: 
     entry: dict = {"seed": seed, "setup": sim.setup, "arms": {}}
     for arm in ARMS:
         rec, a = trained[arm].record(), report.arm(arm)
-        entry["arms"][arm] = {**{k: rec[k] for k in OFFLINE},
+        entry["arms"][arm] = {**{k: rec[k] for k in HELD_OUT},
                               "ntp_held_out_loss": rec.get("ntp", {}).get("held_out_loss"),
                               "train_seconds": rec["train_seconds"], "dtype": rec["dtype"],
                               "page_reward": a.page_reward, "lift_vs_production": a.page_reward - prod,
@@ -99,7 +98,7 @@ def summarize(per_seed: list[dict], ab_requests: int) -> dict:
     """Means over seeds and the pooled paired lift of pretraining."""
     lift = pooled([(s["pretraining_lift"]["mean"], s["pretraining_lift"]["ci95"]) for s in per_seed])
     mean = {arm: {k: float(np.mean([s["arms"][arm][k] for s in per_seed])) for k in
-                  OFFLINE + ("page_reward", "lift_vs_production", "gap_closed", "train_seconds")} for arm in ARMS}
+                  HELD_OUT + ("page_reward", "lift_vs_production", "gap_closed", "train_seconds")} for arm in ARMS}
     return {"mean_over_seeds": mean,
             "pretraining_lift_pooled": {**lift, "requests": ab_requests * len(per_seed)}, "per_seed": per_seed}
 

@@ -18,6 +18,11 @@ from ..checkpoint import build_genpage
 from .recipe import Recipe, stage_args
 from .simulate import ContextFn, Simulation, with_context
 
+# `Trained.record()` key -> the WBC stage's held-out metric it reports
+HELD_OUT_METRICS = {"held_out_wbc_loss": "loss", "held_out_target_loss": "target_loss",
+                    "held_out_row_auc": "row_auc", "held_out_entity_auc": "entity_auc"}
+HELD_OUT = tuple(HELD_OUT_METRICS)
+
 
 @dataclass
 class StageRun:
@@ -65,9 +70,7 @@ class Trained:
             out["ntp"] = {"curve": self.ntp.curve, "held_out_loss": self.ntp.held_out["loss"],
                           "held_out_recall@10": self.ntp.held_out.get("recall@10")}
         out["wbc"] = {"curve": self.wbc.curve}
-        out.update({f"held_out_{k}": self.wbc.held_out[key] for k, key in
-                    (("wbc_loss", "loss"), ("target_loss", "target_loss"), ("row_auc", "row_auc"),
-                     ("entity_auc", "entity_auc"))})
+        out.update({k: self.wbc.held_out[key] for k, key in HELD_OUT_METRICS.items()})
         return out
 
 
