@@ -39,6 +39,7 @@ from transformers import Cache
 from .kv_cache import PrefixCache, _GrowingLayer, reuse_prefixes, store_prefixes, write_left_padded
 from .pages import GeneratedPage, GeneratedRow, PageRequest
 from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageStep, RuleSet
+from .sampling import narrowed, step_sizes
 
 ROW_ORDERS = ("model", "entity_value", "page_value")
 # page_value/entity_value decoding: sigmoid(value - offset) turns WBC's weighted log-odds into expected plays;
@@ -251,10 +252,8 @@ class PageGenerator:
 
         A sequence appends one token, or fills the rest of its row from this pass (hybrid rows).
         """
-        device, a = ids.device, self.autoregressive_entities
-        active = ~step.done
-        fill = active & (step.open_slots > 1) & (a is not None) & (step.n_in_row >= (a or 0))
-        count = np.where(fill, step.open_slots, active.astype(int))
+        device = ids.device
+        fill, count = step_sizes(step, self.autoregressive_entities)
         K = int(count.max())
         masked = logits.masked_fill(~step.allowed, float("-inf"))
         ranked = self._perturbed(masked) if self.do_sample else masked
@@ -270,8 +269,13 @@ class PageGenerator:
             picks = ranked.topk(K, dim=1).indices
             # one-token steps keep argmax (generate()'s tie-breaking) so greedy matches it exactly
             picks[:, 0] = torch.where(torch.from_numpy(fill).to(device), picks[:, 0], ranked.argmax(1))
-            # The top entities are the one-by-one choice whenever the page stays completable with all of them.
-            if not step.fill_safe[fill].all() and not processor.completable(
+            unsafe = fill & ~step.fill_safe
+            if self.do_sample and unsafe.any():
+                # a fill some of whose entities cannot share the row is drawn pick by pick under narrowing masks:
+                # the distribution `sampling.sampling_plan` scores (a safe fill's top-k is that draw already)
+                picks = self._pick_one_by_one(ids, ranked, step, processor, count, only=unsafe, picks=picks)
+            # Greedy: the top entities are the one-by-one choice whenever the page stays completable with all of them.
+            elif unsafe.any() and not processor.completable(
                     torch.cat([ids, self._step_tokens(picks.cpu().tolist(), count)[0].to(device)], 1)).all():
                 picks = self._pick_one_by_one(ids, ranked, step, processor, count)
         return picks, count, scored.gather(1, picks).cpu().tolist()
@@ -397,21 +401,24 @@ class PageGenerator:
         return new, new_attn
 
     def _pick_one_by_one(self, ids: torch.Tensor, ranked: torch.Tensor, step: PageStep,
-                         processor: GenPageLogitsProcessor, count: np.ndarray) -> torch.Tensor:
-        """`count[b]` tokens per sequence, each the best one the rules still allow after the earlier picks.
+                         processor: GenPageLogitsProcessor, count: np.ndarray, only: Optional[np.ndarray] = None,
+                         picks: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`count[b]` tokens per sequence, each the best one the rules still allow after the earlier picks
+        (`sampling.narrowed`); with `only`, just those sequences are re-picked and the others keep `picks`.
 
         Used when some allowed entities cannot all share the rest of a row (an entity a later row needs).
         """
         B, device = len(count), ranked.device
-        picks = torch.zeros(B, int(count.max()), dtype=torch.long, device=device)
+        out = torch.zeros(B, int(count.max()), dtype=torch.long, device=device) if picks is None else picks.clone()
+        redo = torch.ones(B, dtype=torch.bool, device=device) if only is None else torch.from_numpy(only).to(device)
         allowed = step.allowed
-        for j in range(picks.shape[1]):
-            picks[:, j] = ranked.masked_fill(~allowed, float("-inf")).argmax(1)
+        for j in range(out.shape[1]):
+            out[:, j] = torch.where(redo, ranked.masked_fill(~allowed, float("-inf")).argmax(1), out[:, j])
             extend = torch.from_numpy(count > j + 1).to(device)
-            ids = torch.cat([ids, picks[:, j:j + 1].masked_fill(~extend[:, None], self.tokenizer.pad_token_id)], 1)
-            if j + 1 < picks.shape[1]:
-                allowed = processor.step(ids).allowed
-        return picks
+            ids = torch.cat([ids, out[:, j:j + 1].masked_fill(~extend[:, None], self.tokenizer.pad_token_id)], 1)
+            if j + 1 < out.shape[1]:
+                allowed = narrowed(processor, ids, allowed, out[:, j])
+        return out
 
     def _page(self, token_ids: list[int], scores: list[float]) -> GeneratedPage:
         """The tokenizer's page decoding (the one page decoder), with each token's score attached."""

@@ -7,9 +7,15 @@ through TRL's public arguments only:
 - **Rollouts** (`rollout_func`, TRL's public hook for custom generation): `GenPageRollout` samples each
   page with `PageGenerator` (batched, KV cache, sampling at `args.temperature`) under that request's
   `RuleSet`, so every rollout is a valid page. TRL has no logits-processor hook for generation; this
-  is the one place the rules enter. The masking applies to SAMPLING only: TRL's loss computes
-  log-probs (and the KL) from the full, unmasked softmax over the vocabulary, so a rollout's
-  log-prob in the loss is that of the unconstrained distribution, not the masked one it was drawn from.
+  is where the rules enter.
+- **Loss = sampler**: the log-probs TRL's loss, its KL to the reference and its entropy read come from
+  `_get_per_token_logps_and_entropies`, the one method through which `GRPOTrainer` scores completions
+  (for the policy and the reference alike); `GenPageGRPOTrainer` overrides it so each token is scored
+  under the distribution the rollout drew it from: the request's rules mask, the temperature, and a
+  hybrid fill's draw without replacement read from the fill's first position
+  (`generation.sampling`). TRL's own version scores the unmasked, fully autoregressive softmax, whose
+  gradient pushes on tokens the sampler could never emit. (`rollout_func` may also return sampling
+  log-probs, but TRL only uses them for vLLM's importance-sampling correction, not in the loss.)
 - **Rewards** (plain callables, scored from `completion_ids`, never from decoded text, which drops the
   special tokens): the page reward model (`PageRewardFunction`) and four rule-based format rewards
   (`FormatReward`: grammar, dedup, pins, eligibility), 1.0 for a compliant page and 0.0 otherwise.
@@ -28,9 +34,11 @@ import json
 import os
 from typing import Any, Mapping, Optional, Sequence
 
+import torch
 from trl import GRPOTrainer
 
 from ..generation import GenPageLogitsProcessor, PageGenerator, PageRequest, RuleSet
+from ..generation.sampling import plan_log_probs, sampling_plan
 from .configs import GenPageGRPOConfig
 from .reward_model import PageRewardFunction, check_same_tokenizer, load_reward_model
 from .trainers import LogFileCallback, OwnForwardAfterTraining, QuietProgressCallback
@@ -144,6 +152,15 @@ class GenPageRollout:
                 raise ValueError(f"dataset row {i}: the same prompt as an earlier row with different rules; "
                                  "rollouts find a prompt's rules by its prompt, so make such prompts unique")
         self.generator: Optional[PageGenerator] = None
+        self.rules_of: dict[tuple[int, ...], RuleSet] = {}  # prompt ids -> rules, for scoring the completions
+
+    def plan(self, prompts: list[list[int]], completions: list[list[int]]) -> tuple[Any, Any, Any]:
+        """`sampling_plan` of rolled-out completions: per token, the logits position and the mask it was drawn under."""
+        missing = [i for i, p in enumerate(prompts) if tuple(p) not in self.rules_of]
+        if missing:
+            raise ValueError(f"completion {missing[0]}'s prompt was not rolled out by this GenPageRollout")
+        processor = GenPageLogitsProcessor([self.rules_of[tuple(p)] for p in prompts], self.tokenizer)
+        return sampling_plan(processor, prompts, completions, self.args.autoregressive_entities)
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
         if self.generator is None:  # one generator for the run: its sampling stream continues across steps
@@ -154,8 +171,10 @@ class GenPageRollout:
         requests = [self.requests[p] for p in prompts]
         pages = self.generator.generate(requests, errors="raise")
         eos = self.tokenizer.eos_token_id
-        return {"prompt_ids": [self.generator.prompt_ids(r) for r in requests],
-                "completion_ids": [list(page.token_ids) + [eos] for page in pages], "logprobs": None}
+        prompt_ids = [self.generator.prompt_ids(r) for r in requests]
+        self.rules_of.update((tuple(p), r.rules) for p, r in zip(prompt_ids, requests))
+        return {"prompt_ids": prompt_ids, "completion_ids": [list(page.token_ids) + [eos] for page in pages],
+                "logprobs": None}
 
 
 class GenPageGRPOTrainer(OwnForwardAfterTraining, GRPOTrainer):
@@ -221,6 +240,41 @@ class GenPageGRPOTrainer(OwnForwardAfterTraining, GRPOTrainer):
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(QuietProgressCallback)
         self.add_callback(LogFileCallback)
+        self._plan_cache: tuple[Optional[bytes], tuple] = (None, ())
+
+    def _get_per_token_logps_and_entropies(self, model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                                           logits_to_keep: int, batch_size: Optional[int] = None,
+                                           compute_entropy: bool = False, compute_aux_loss: bool = False,
+                                           **multimodal: Any) -> tuple[torch.Tensor, Optional[torch.Tensor], None]:
+        """Per-token log-probs (and entropies) of the completions under the sampler's distribution (module docstring).
+
+        Same contract as TRL's: `input_ids` are left-padded prompts then right-padded completions, the last
+        `logits_to_keep` columns the completions; one teacher-forced forward per chunk of `batch_size`.
+        """
+        C, P = logits_to_keep, input_ids.shape[1] - logits_to_keep
+        rows = [(ids[P:][m[P:].bool()].tolist(), ids[:P][m[:P].bool()].tolist())
+                for ids, m in zip(input_ids.cpu(), attention_mask.cpu())]
+        key = input_ids.cpu().numpy().tobytes()
+        if self._plan_cache[0] != key:  # the policy and the reference score the same batch: plan it once
+            source, allowed, valid = self.rollout_func.plan([p for _, p in rows], [c for c, _ in rows])
+            pad = C - source.shape[1]  # TRL pads completions to the batch's longest
+            self._plan_cache = (key, tuple(torch.nn.functional.pad(t, (0, 0, 0, pad) if t.dim() == 3 else (0, pad))
+                                           for t in (source, allowed, valid)))
+        source, allowed, valid = (t.to(input_ids.device) for t in self._plan_cache[1])
+        tokens = input_ids[:, P:]
+        position_ids = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+        batch_size = batch_size or input_ids.shape[0]
+        logps, entropies = [], []
+        for s in range(0, input_ids.shape[0], batch_size):
+            e = s + batch_size
+            with self.accelerator.autocast():
+                out = model(input_ids=input_ids[s:e], attention_mask=attention_mask[s:e],
+                            position_ids=position_ids[s:e], logits_to_keep=C + 1)
+            lp, ent = plan_log_probs(out.logits[:, :-1].float(), tokens[s:e], source[s:e], allowed[s:e], valid[s:e],
+                                     self.temperature)
+            logps.append(lp)
+            entropies.append(ent)
+        return torch.cat(logps), (torch.cat(entropies) if compute_entropy else None), None
 
     @staticmethod
     def _check_dataset(dataset: Any) -> None:
