@@ -117,29 +117,6 @@ def test_freshness(tmp_path: Path) -> None:
     assert again["metrics"]["arms"]["stale"] == metrics["arms"]["stale"]
 
 
-@pytest.fixture(scope="module")
-def tiny_quickstart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny quickstart output folder (WBC checkpoint, logs, metrics.json) for the RL study."""
-    from genpage_hf.studies.quickstart import QuickstartConfig, run_quickstart
-
-    out = tmp_path_factory.mktemp("quickstart")
-    run_quickstart(str(out), QuickstartConfig.tiny_config(ab_requests=2, latency_pages=1, examples=1))
-    return out
-
-
-@pytest.mark.slow
-def test_rl(tiny_quickstart: Path, tmp_path: Path) -> None:
-    result = run_module("benchmarks.studies.rl", "--quickstart_dir", str(tiny_quickstart), "--output_dir",
-                        str(tmp_path / "runs"), "--max_history", "10", "--rm_steps", "2", "--rm_batch_size", "4",
-                        "--grpo_steps", "1", "--grpo_batch_size", "4", "--num_generations", "2", "--truth_requests",
-                        "4", "--truth_draws", "2", "--ab_requests", "2", result_file=tmp_path / "rl.json")
-    metrics = result["metrics"]
-    assert {"production", "wbc", "grpo", "wbc_page_value", "grpo_page_value", "oracle"} == set(metrics["arms"])
-    assert len(metrics["grpo"]["curve"]) == 1 and metrics["reward_model"]["truth_requests"] == 4
-    assert result["config"]["quickstart_config"]["tiny"] is True
-    assert "GRPO vs WBC (paired)" in (tmp_path / "rl.md").read_text() and (tmp_path / "rl.png").stat().st_size > 0
-
-
 def write_archive(path: Path, users: int = 12, titles: int = 15, per_user: int = 8) -> Path:
     """A MovieLens-format zip: each user rates `per_user` titles, one a day, in a user-dependent order."""
     ratings = [(str(u), str(10 * ((u * 7 + k * 2) % titles + 1)), 1.0 + (u + k) % 5, 1_000_000_000 + 86400 * k + u)

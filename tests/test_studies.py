@@ -232,3 +232,27 @@ def test_quickstart_study_records_the_quickstart_metrics(tmp_path):
                     "--latency_pages", "1", "--examples", "1", "--output_dir", str(tmp_path / "qs"))
     metrics = json.loads((tmp_path / "qs" / "metrics.json").read_text())
     assert result["metrics"] == metrics and result["config"]["users"] == metrics["config"]["users"]
+
+
+@pytest.mark.slow
+def test_rl_study_runs_grpo_from_both_checkpoints_and_reuses_them(tmp_path):
+    runs = tmp_path / "runs"
+    args = [*DATA, *MODEL, "--seeds", "0", "--rm_steps", "2", "--rm_batch_size", "4", "--grpo_steps", "1",
+            "--grpo_batch_size", "4", "--num_generations", "2", "--truth_requests", "4", "--truth_draws", "2",
+            "--ab_requests", "8", "--output_dir", str(runs)]
+    seed = _study("rl", tmp_path, *args)["metrics"]["per_seed"][0]
+    grpo = {"grpo_wbc", "grpo_ntp", "grpo_wbc_page_value"}
+    assert set(seed["arms"]) == {"production", "wbc", "wbc_page_value", "oracle"} | grpo
+    assert set(seed["vs_wbc_page_value"]) == grpo and seed["arms"]["wbc_page_value"]["vs_paired"] == [0.0, 0.0, 0.0]
+    curve = seed["grpo_curves"]["grpo_ntp"]
+    assert len(curve) == 1 and 0 < curve[0]["distinct_share"] <= 1 and curve[0]["diversity"] >= 0
+    quality = seed["reward_models"]["train"]
+    assert set(quality["mean_score_by_policy"]) == {"random", "production", "wbc", "wbc_page_value", "grpo_wbc",
+                                                    "grpo_ntp", "oracle"}
+    assert (runs / "seed0" / "runs" / "ntp" / "checkpoint" / "config.json").is_file()
+    assert "| grpo_ntp |" in (tmp_path / "rl.md").read_text() and (tmp_path / "rl.png").stat().st_size > 1000
+    again = _study("rl", tmp_path, *args, "--reuse", "true", "--grpo_inits", "ntp", "--judge", "screen")
+    seed = again["metrics"]["per_seed"][0]
+    assert "ntp_wbc" not in seed["seconds"] and seed["reward_models"]["training"]["train"] == {
+        "reused_from": str(runs / "seed0" / "rm_train")}
+    assert set(seed["vs_wbc_page_value"]) == {"grpo_ntp", "grpo_ntp_page_value"}

@@ -1,113 +1,125 @@
-"""Does RL post-training (Dr. GRPO through TRL, paper §5.3/§7.4) from the quickstart's WBC policy beat WBC on
-the simulated A/B judge, and do its reward models track the simulator's truth?
+"""Does RL post-training (Dr. GRPO through TRL, paper §5.3) beat WBC's hand-built page_value decoding, and does
+its reward model rank pages like the simulator's truth?
 
-    export OMP_NUM_THREADS=1   # on a shared, oversubscribed CPU one thread per process is far faster
-    genpage quickstart --output_dir runs/qs --ab_requests 200      # the default recipe's WBC policy and logs
-    python -m benchmarks.studies.rl --quickstart_dir runs/qs --ab_requests 2000
-    # screening GRPO settings: judge on another request seed, reuse the reward models
-    python -m benchmarks.studies.rl --quickstart_dir runs/qs --output_dir runs/rl-study --ab_seed 700 \
-        --reuse_reward_models true ...
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.rl --seeds 0,1 --workers 2 --output_dir runs/rl-study
+    # screening (choices are made here): judge on requests the headline never serves, reuse trained models
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.rl --seeds 0 --judge screen --reuse true \
+        --result_file runs/rl-screen.json ...
 
-Protocol, in the default simulated world of the quickstart's logs:
-1. the world and users are replayed to the day after the logs (the A/B judge's day);
-2. the logs are split by user into two halves: the TRAINING reward model learns on half A (seed s), the
-   HELD-OUT reward model on half B (seed s+1); both start from the WBC policy's backbone and read slot
-   values at row boundaries with the position slot model (`--rm_value_at`, `--rm_slot_model`);
-3. reward-model quality: on fresh next-day requests (NOT the judge's), pages of random, production,
-   WBC, GRPO and oracle are scored by both reward models and by the simulator's expected page reward
-   (`simulation.truth`, a many-draw average); Spearman correlation pooled over all (request, policy) pages;
-4. GRPO (`GenPageGRPOTrainer`: Dr. GRPO, beta > 0, rule-constrained sampled rollouts) on the last
-   logged day's requests, rewarded by the training RM + format rewards; the held-out RM scores the same
-   rollouts at weight 0 (logged per step, never optimized);
-5. the A/B judge on its own next-day requests (`--ab_seed`, default the judge's own) with common random
-   numbers: production, WBC, GRPO (greedy, rows by the model's row values, hybrid rows: the decoding the
-   rollouts sample), the same two models decoded with `row_order="page_value"`, oracle, under each
-   request's rules; GRPO vs WBC is the paired lift under the same decoding (baseline WBC), and
-   `grpo_vs_wbc_page_value` / `grpo_vs_best_wbc` pair GRPO with WBC's page_value decoding.
+Protocol, per seed, at quickstart scale (the quickstart's world, logs and recipe; its own world per seed):
+1. simulate production's logs; train NTP then WBC (`studies.train`; the NTP checkpoint is kept); both models
+   get the judge day's new titles (`grow_to_judge_day`);
+2. reward models: the logs are split by user into halves; the TRAINING reward model learns on half A (seed
+   s), the HELD-OUT one on half B (seed s+1), both from `--rm_init` (the paper: the pretrained NTP
+   checkpoint) with `--rm_slot_model` (position: a position-based click model over per-slot values; page:
+   the paper's page-level head);
+3. GRPO (`GenPageGRPOTrainer`: Dr. GRPO, beta > 0, rollouts sampled under each request's rules, the loss
+   scoring each token under the distribution it was drawn from) from each of `--grpo_inits` (wbc: today's
+   recipe; ntp: the paper's), on the last logged day's requests, rewarded by the training RM; logged per
+   step at weight 0: the held-out RM, page diversity, the share of distinct titles, KL and entropy;
+4. reward-model quality, on fresh next-day requests (not the judge's): pages of random, production, WBC,
+   WBC page_value, each GRPO policy and the oracle scored by both RMs and by the simulator's expected page
+   reward (many-draw average): Spearman pooled and within request, and the policies' mean order;
+5. the A/B judge (common random numbers, every request's rules): production, WBC decoded as it samples and
+   with `row_order="page_value"`, each GRPO policy decoded as it samples (greedy, rows by the model, hybrid
+   rows: `--autoregressive_entities`) and, as a separate arm, the first GRPO policy with page_value;
+   lifts are paired against WBC page_value. `--judge headline` serves requests drawn with seed + 100,
+   `--judge screen` with seed + 700: settings are chosen on screen runs, the headline is judged once.
 
-Nothing is tuned on the judge's requests. Writes `--result_file` (default benchmarks/results/rl.json) and a
-Markdown summary and a plot beside it (rl.md, rl.png).
+Writes `--result_file` (default benchmarks/results/rl.json) and rl.md / rl.png beside it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
-from transformers import HfArgumentParser
 
 from genpage_hf.checkpoint import load_genpage, save_genpage
 from genpage_hf.data import records_dataset, split_records
-from genpage_hf.simulation import OraclePolicy, ProductionPolicy, RandomPolicy, load_logs, run_ab, world_from_logs
-from genpage_hf.simulation.engine import run_day
+from genpage_hf.simulation import OraclePolicy, ProductionPolicy, RandomPolicy
 from genpage_hf.simulation.genpage_policy import GenPagePolicy
-from genpage_hf.simulation.logs import warm_up
-from genpage_hf.simulation.rows import requests_from_contexts
 from genpage_hf.simulation.truth import expected_page_rewards
-from genpage_hf.studies.results import write_result
-from genpage_hf.training.configs import GenPageGRPOConfig, RewardModelConfig
-from genpage_hf.training.grpo import FORMAT_KINDS, GenPageGRPOTrainer, build_grpo_dataset
-from genpage_hf.training.reward_model import PageRewardFunction, load_reward_model, train_reward_model
+from genpage_hf.studies.judge import GenPageArm, grow_to_judge_day, judge, pooled
+from genpage_hf.studies.rl import grpo, grpo_prompts, reward_model
+from genpage_hf.studies.train import train
+from genpage_hf.training.configs import GenPageGRPOConfig
+from genpage_hf.training.grpo import DistinctShare, PageDiversity
+from genpage_hf.training.reward_model import PageRewardFunction, load_reward_model
+
+from .common import (
+    DECODE_BATCH,
+    DataOptions,
+    RunOptions,
+    finish,
+    int_list,
+    map_seeds,
+    parse,
+    recipe,
+    recipe_options,
+    set_threads,
+    simulate_data,
+)
+
+RLRecipe = recipe_options("RLRecipe", __name__)
+JUDGE_OFFSETS = {"headline": 100, "screen": 700}
+CURVE_KEYS = {"rm_train": "rewards/page_reward_model/mean", "rm_heldout": "rewards/heldout_reward_model/mean",
+              "diversity": "rewards/page_diversity/mean", "distinct_share": "rewards/distinct_share/mean",
+              "kl": "kl", "entropy": "entropy"}
 
 
 @dataclass
-class RLStudyArguments:
-    """Options of the RL study."""
+class RLData(DataOptions):
+    """The quickstart's world and logs (its tokenizer holds the logged titles; new ones join at serving)."""
 
-    quickstart_dir: str = field(metadata={"help": "a quickstart output folder (checkpoint/ = WBC policy, logs/)"})
-    output_dir: str = field(default="runs/rl-study", metadata={"help": "reward models, GRPO run, policy folders"})
-    result_file: str = field(default="benchmarks/results/rl.json", metadata={
-        "help": "the JSON written; the .md summary and .png plot go beside it"})
-    seed: int = field(default=0, metadata={"help": "seed of the RM split, training and the A/B"})
-    max_history: int = field(default=50, metadata={"help": "history actions per prompt (the quickstart's)"})
-    rm_steps: int = field(default=150, metadata={"help": "reward-model training steps (each RM)"})
+    catalog: str = field(default="logged", metadata={"help": "tokenizer vocabulary (see DataOptions)",
+                                                     "choices": ["serving", "logged"]})
+
+
+@dataclass
+class RLOptions:
+    """Seeds, reward models, GRPO and the judge of the RL study."""
+
+    seeds: str = field(default="0,1", metadata={"help": "comma list of seeds, one world and full run each"})
+    workers: int = field(default=1, metadata={"help": "seeds run at once, one process each"})
+    output_dir: str = field(default="runs/rl-study", metadata={"help": "checkpoints, reward models, GRPO runs"})
+    reuse: bool = field(default=False, metadata={
+        "help": "load the WBC/NTP policies and reward models an earlier run left in --output_dir (same seeds and "
+                "settings) instead of training them again (screening GRPO settings)"})
+    rm_init: str = field(default="ntp", metadata={"help": "reward models start from this checkpoint",
+                                                  "choices": ["ntp", "wbc"]})
+    rm_slot_model: str = field(default="position", metadata={"help": "RewardModelConfig.slot_model",
+                                                             "choices": ["position", "hidden", "page"]})
+    rm_value_at: str = field(default="row_boundary", metadata={"help": "RewardModelConfig.value_at",
+                                                               "choices": ["row_boundary", "entity"]})
+    rm_steps: int = field(default=300, metadata={"help": "reward-model training steps (each RM)"})
     rm_batch_size: int = field(default=32, metadata={"help": "reward-model batch size"})
     rm_learning_rate: float = field(default=3e-4, metadata={"help": "reward-model learning rate"})
+    rm_negative_pages: int = field(default=1, metadata={"help": "counterfactual negative pages per logged page"})
+    grpo_inits: str = field(default="wbc,ntp", metadata={"help": "GRPO runs, each from one checkpoint: wbc, ntp"})
     grpo_steps: int = field(default=150, metadata={"help": "GRPO steps"})
     grpo_batch_size: int = field(default=16, metadata={"help": "pages per GRPO step"})
     num_generations: int = field(default=4, metadata={"help": "pages sampled per request (GRPO group)"})
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "GRPO learning rate"})
+    grpo_learning_rate: float = field(default=1e-4, metadata={"help": "GRPO learning rate"})
     autoregressive_entities: int = field(default=1, metadata={
-        "help": "entities per row decoded one by one (hybrid rows) in rollouts and in the WBC/GRPO arms; the rest of "
-                "a row comes from one pass"})
-    rm_value_at: str = field(default="row_boundary", metadata={
-        "help": "where the reward models read each slot's value (RewardModelConfig.value_at)",
-        "choices": ["entity", "row_boundary"]})
-    rm_slot_model: str = field(default="position", metadata={
-        "help": "how the reward models turn a slot's value into its reward (RewardModelConfig.slot_model)",
-        "choices": ["hidden", "position"]})
+        "help": "entities per row sampled one by one (hybrid rows) in rollouts and in the judged GRPO/WBC arms"})
     truth_requests: int = field(default=96, metadata={"help": "fresh requests for RM-vs-truth (not the judge's)"})
     truth_draws: int = field(default=128, metadata={"help": "browses averaged per page for the expected reward"})
-    ab_requests: int = field(default=500, metadata={"help": "A/B judge requests per arm"})
-    reuse_reward_models: bool = field(default=False, metadata={
-        "help": "load the reward models already in --output_dir (same split and settings) instead of training them "
-                "again (for screening GRPO settings)"})
-    ab_seed: Optional[int] = field(default=None, metadata={
-        "help": "A/B judge request seed (default: --seed, the judge's own; screen with another)"})
-    threads: int = field(default=1, metadata={"help": "torch threads (1 on a shared, oversubscribed CPU)"})
+    ab_requests: int = field(default=2000, metadata={"help": "A/B judge requests per seed"})
+    judge: str = field(default="headline", metadata={"help": "which requests the judge serves (see the docstring)",
+                                                     "choices": list(JUDGE_OFFSETS)})
 
-
-def replay_world(log_dir: str) -> tuple[Any, Any, dict]:
-    """World and users in their state after the logged days (the judge's day is `users.next_day`)."""
-    with open(os.path.join(log_dir, "world_config.json"), encoding="utf-8") as f:
-        meta = json.load(f)
-    world, users = world_from_logs(log_dir)
-    policy = ProductionPolicy(world, meta["seed"])
-    warm_up(world, users, meta["seed"], policy)
-    policy.row_explore = meta.get("row_explore", 0.0)  # as write_logs: exploration on the logged days only
-    served = sum(len(s.requests) for _ in range(meta["days"]) for s in run_day(world, users, policy, meta["seed"]))
-    if served != meta["records"]:
-        raise RuntimeError(f"replay served {served} requests but the logs hold {meta['records']}: not the same world")
-    return world, users, meta
+    def __post_init__(self) -> None:
+        bad = [i for i in self.grpo_inits.split(",") if i not in ("wbc", "ntp")]
+        if bad or not self.grpo_inits:
+            raise ValueError(f"--grpo_inits is a comma list of wbc and ntp, got {self.grpo_inits!r}")
 
 
 def spearman(x: Any, y: Any) -> float:
@@ -115,266 +127,210 @@ def spearman(x: Any, y: Any) -> float:
     return float(pd.DataFrame({"x": x, "y": y}).corr(method="spearman").iloc[0, 1])
 
 
-def quickstart_config(quickstart_dir: str) -> Optional[dict]:
-    """The settings of the quickstart run whose WBC policy and logs the study starts from (its metrics.json)."""
-    path = os.path.join(quickstart_dir, "metrics.json")
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)["config"]
-
-
-def reward_models(a: RLStudyArguments, policy: Any, tok: Any, halves: tuple, catalog: Any,
-                  bar: tqdm) -> tuple[dict, dict, dict]:
-    """The training RM (half A, seed s) and the held-out RM (half B, seed s+1): models, metrics, seconds."""
-    half_a, half_b = halves
-    rms, rm_metrics, seconds = {}, {}, {}
-    for name, half, other, seed in (("train", half_a, half_b, a.seed), ("heldout", half_b, half_a, a.seed + 1)):
+def policies_and_rms(seed: int, o: RLOptions, sim: Any, recipe_opts: Any, out: str) -> tuple[dict, Any, dict, dict]:
+    """The WBC and NTP policy folders (grown to the judge's day), their tokenizer and the two reward models."""
+    folders = {name: os.path.join(out, f"{name}_policy") for name in ("wbc", "ntp")}
+    seconds: dict[str, float] = {}
+    if not (o.reuse and all(os.path.isfile(os.path.join(f, "config.json")) for f in folders.values())):
         t = time.perf_counter()
-        folder = os.path.join(a.output_dir, f"rm_{name}")
-        if a.reuse_reward_models and os.path.isfile(os.path.join(folder, "config.json")):
+        trained = train(sim, recipe(recipe_opts, seed), output_dir=os.path.join(out, "runs"))
+        seconds["ntp_wbc"] = time.perf_counter() - t
+        models = {"wbc": (trained.model, trained.tokenizer),
+                  "ntp": load_genpage(os.path.join(out, "runs", "ntp", "checkpoint"))[:2]}
+        for name, (model, tok) in models.items():
+            serving = grow_to_judge_day(sim, model, tok)
+            save_genpage(model, tok, folders[name], serving, metadata={"stage": f"{name} (benchmarks.studies.rl)"})
+    tok = load_genpage(folders["wbc"])[1]
+    if load_genpage(folders["ntp"])[1].get_vocab() != tok.get_vocab():
+        raise RuntimeError("the NTP and WBC policies were grown to different vocabularies")
+    halves = split_records(records_dataset(sim.train), 0.5, seed)
+    rms, rm_record = {}, {}
+    for name, half, other, s in (("train", halves[0], halves[1], seed), ("heldout", halves[1], halves[0], seed + 1)):
+        folder = os.path.join(out, f"rm_{name}")
+        if o.reuse and os.path.isfile(os.path.join(folder, "config.json")):
             rms[name] = load_reward_model(folder)[0]
-            made = (getattr(rms[name].config, "reward_value_at", "entity"),
-                    getattr(rms[name].config, "reward_slot_model", "hidden"))
-            if made != (a.rm_value_at, a.rm_slot_model):
-                raise ValueError(f"{folder} is a {made} reward model, not {(a.rm_value_at, a.rm_slot_model)}")
-            rm_metrics[name] = {"records": len(half), "reused_from": folder}
-            bar.update()
+            rm_record[name] = {"reused_from": folder}
             continue
-        bar.set_description(f"rl study: reward model ({name})")
-        args = RewardModelConfig(output_dir=folder, max_steps=a.rm_steps, per_device_train_batch_size=a.rm_batch_size,
-                                 learning_rate=a.rm_learning_rate, warmup_steps=max(1, a.rm_steps // 10),
-                                 logging_steps=max(1, a.rm_steps // 20), max_history=a.max_history, seed=seed,
-                                 example_seed=seed, disable_tqdm=True, value_at=a.rm_value_at,
-                                 slot_model=a.rm_slot_model)
-        run = train_reward_model(policy, tok, half, args, eval_records=other.select(range(min(256, len(other)))))
-        run.save(folder, catalog)
+        t = time.perf_counter()
+        run = reward_model(folders[o.rm_init], tok, half, folder, steps=o.rm_steps, batch_size=o.rm_batch_size,
+                           learning_rate=o.rm_learning_rate, seed=s, slot_model=o.rm_slot_model,
+                           value_at=o.rm_value_at, negative_pages=o.rm_negative_pages,
+                           max_history=recipe_opts.max_history, eval_records=other.select(range(min(256, len(other)))))
+        run.save(folder, sim.catalog)
         rms[name] = run.trainer.model.eval()
         seconds[f"rm_{name}"] = time.perf_counter() - t
-        rm_metrics[name] = {"records": len(half), "steps": a.rm_steps, "eval_on_other_half": run.eval_metrics,
-                            "seconds": seconds[f"rm_{name}"]}
-        bar.update()
-    return rms, rm_metrics, seconds
+        rm_record[name] = {"records": len(half), "steps": o.rm_steps, "eval_on_other_half": run.eval_metrics}
+    return folders, tok, rms, {"reward_models": rm_record, "seconds": seconds}
 
 
-def main(a: RLStudyArguments) -> dict:
-    """Run the study, write the result file with its summary and plot, return the metrics."""
-    torch.set_num_threads(a.threads)
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    seconds: dict[str, float] = {}
-    t_all = time.perf_counter()
-    log_dir, ckpt = os.path.join(a.quickstart_dir, "logs"), os.path.join(a.quickstart_dir, "checkpoint")
-    bar = tqdm(total=6, unit="stage", desc="rl study")
-
-    t = time.perf_counter()
-    world, users, meta = replay_world(log_dir)
-    records, catalog, _ = load_logs(log_dir)
-    halves = split_records(records_dataset(records), 0.5, a.seed)
-    policy, tok, _ = load_genpage(ckpt)
-    seconds["replay"] = time.perf_counter() - t
-    bar.update()
-    rms, rm_metrics, rm_seconds = reward_models(a, policy, tok, halves, catalog, bar)
-    seconds.update(rm_seconds)
-
-    # GRPO on the last logged day's requests (rules from that day's eligibility)
-    t = time.perf_counter()
-    bar.set_description("rl study: GRPO")
-    last_day = meta["first_day"] + meta["days"] - 1
-    day_records = [r for r in records if int(world.day_of(r.context.timestamp)) == last_day]
-    n_prompts = min(len(day_records), a.grpo_steps * a.grpo_batch_size // a.num_generations)
-    pick = np.random.default_rng([a.seed, 5]).choice(len(day_records), n_prompts, replace=False)
-    req = requests_from_contexts(world, [day_records[i].context.to_dict() for i in pick])
-    grpo_data = build_grpo_dataset(GenPagePolicy(world, policy, tok).page_requests(req), tok,
-                                   max_history=a.max_history)
-    grpo_policy, _, _ = load_genpage(ckpt)
-    gargs = GenPageGRPOConfig(output_dir=os.path.join(a.output_dir, "grpo"), max_steps=a.grpo_steps,
-                              per_device_train_batch_size=a.grpo_batch_size, num_generations=a.num_generations,
-                              temperature=a.temperature, beta=a.beta, learning_rate=a.learning_rate,
-                              max_history=a.max_history, autoregressive_entities=a.autoregressive_entities,
-                              seed=a.seed, use_cpu=True, disable_tqdm=False,
-                              reward_weights=[1.0] + [1.0] * len(FORMAT_KINDS) + [0.0])
-    heldout_fn = PageRewardFunction(rms["heldout"], tok, name="heldout_reward_model")
-    trainer = GenPageGRPOTrainer(grpo_policy, rms["train"], gargs, train_dataset=grpo_data, processing_class=tok,
-                                 extra_reward_funcs=[heldout_fn])
-    trainer.train()
-    grpo_policy.eval()
-    save_genpage(grpo_policy, tok, os.path.join(a.output_dir, "grpo_policy"), catalog,
-                 metadata={"stage": "GRPO (benchmarks.studies.rl)", "config": asdict(a)})
-    history = [e for e in trainer.state.log_history if "kl" in e]
-    seconds["grpo"] = time.perf_counter() - t
-    bar.update()
-
-    # reward models vs truth, and the gains of GRPO over WBC, on fresh next-day requests (not the judge's)
-    t = time.perf_counter()
-    bar.set_description("rl study: RM vs truth")
-    fresh = users.sample_requests(users.next_day, np.random.default_rng([a.seed, 999]))
-    fresh = fresh.subset(np.arange(min(a.truth_requests, len(fresh))))
-    fresh_contexts = fresh.contexts()
-    arms = {"random": RandomPolicy(world, a.seed), "production": ProductionPolicy(world, a.seed),
-            "wbc": GenPagePolicy(world, policy, tok, name="wbc", autoregressive_entities=a.autoregressive_entities,
-                                 max_history=a.max_history),
-            "grpo": GenPagePolicy(world, grpo_policy, tok, name="grpo",
-                                  autoregressive_entities=a.autoregressive_entities, max_history=a.max_history),
-            "oracle": OraclePolicy(world, users)}
-    truth, scores = {}, {"train": {}, "heldout": {}}
-    for name, p in arms.items():
+def rm_quality(sim: Any, seed: int, o: RLOptions, tok: Any, policies: dict, rms: dict, max_history: Any) -> dict:
+    """Both reward models against the simulator's expected page reward on fresh next-day requests."""
+    fresh = sim.users.sample_requests(sim.users.next_day, np.random.default_rng([seed, 999]))
+    fresh = fresh.subset(np.arange(min(o.truth_requests, len(fresh))))
+    contexts = fresh.contexts()
+    truth, scores = {}, {name: {} for name in rms}
+    for name, p in policies.items():
         pages = p.pages(fresh)
-        pages = pages if isinstance(pages, list) else pages.to_dicts(world)
-        truth[name] = expected_page_rewards(world, users, fresh, pages, draws=a.truth_draws, seed=a.seed)
-        seqs = [tok.encode_prompt(c, max_history=a.max_history) + tok.encode_page(pg, add_eos=True)
-                for c, pg in zip(fresh_contexts, pages)]
+        pages = pages if isinstance(pages, list) else pages.to_dicts(sim.world)
+        truth[name] = expected_page_rewards(sim.world, sim.users, fresh, pages, draws=o.truth_draws, seed=seed)
+        seqs = [tok.encode_prompt(c, max_history=max_history) + tok.encode_page(pg, add_eos=True)
+                for c, pg in zip(contexts, pages)]
         for rm_name, rm in rms.items():
             scores[rm_name][name] = np.array(PageRewardFunction(rm, tok).score(seqs))
-    names = list(arms)
-    all_truth = np.concatenate([truth[n] for n in names])
-    rm_quality = {}
+    names = list(policies)
+    truth_order = sorted(names, key=lambda n: truth[n].mean())
+    out: dict[str, Any] = {"truth_by_policy": {n: float(truth[n].mean()) for n in names},
+                           "requests": len(fresh)}
     for rm_name in rms:
-        s = np.concatenate([scores[rm_name][n] for n in names])
-        within = [spearman([scores[rm_name][n][i] for n in names], [truth[n][i] for n in names])
-                  for i in range(len(fresh))]
-        rm_quality[rm_name] = {
-            "spearman_vs_truth": spearman(s, all_truth),
-            "spearman_within_request_mean": float(np.nanmean(within)),
-            "mean_score_by_policy": {n: float(scores[rm_name][n].mean()) for n in names}}
-    seconds["rm_vs_truth"] = time.perf_counter() - t
-    bar.update()
+        s = scores[rm_name]
+        within = [spearman([s[n][i] for n in names], [truth[n][i] for n in names]) for i in range(len(fresh))]
+        means = {n: float(s[n].mean()) for n in names}
+        out[rm_name] = {
+            "spearman_pooled": spearman(np.concatenate([s[n] for n in names]),
+                                        np.concatenate([truth[n] for n in names])),
+            "spearman_within_request": float(np.nanmean(within)),
+            "mean_score_by_policy": means,
+            "spearman_of_policy_means": spearman([means[n] for n in names], [truth[n].mean() for n in names]),
+            "same_order_as_truth": sorted(names, key=lambda n: means[n]) == truth_order,
+            "oracle_above_production": means["oracle"] > means["production"]}
+    return out
 
-    # the A/B judge on its own next-day requests; baseline WBC so GRPO's lift is paired against WBC
+
+def run_seed(seed: int, o: RLOptions, data: RLData, recipe_opts: Any, run: RunOptions) -> dict:
+    """One seed: policies, reward models, GRPO runs, reward-model quality, the judge."""
+    set_threads(run)
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    start = time.time()
+    out = os.path.join(o.output_dir, f"seed{seed}")
+    sim = simulate_data(data, seed)
+    folders, tok, rms, record = policies_and_rms(seed, o, sim, recipe_opts, out)
+    seconds = record["seconds"]
+    models = {name: load_genpage(f)[0].eval() for name, f in folders.items()}
+    serving = load_genpage(folders["wbc"])[2]
+    n_prompts = o.grpo_steps * o.grpo_batch_size // o.num_generations
+    prompts = grpo_prompts(sim, models["wbc"], tok, n_prompts, seed, recipe_opts.max_history)
+    monitors = [PageRewardFunction(rms["heldout"], tok, name="heldout_reward_model"), PageDiversity(tok, serving),
+                DistinctShare(tok)]
+    curves = {}
+    for init in o.grpo_inits.split(","):
+        t = time.perf_counter()
+        args = GenPageGRPOConfig(output_dir=os.path.join(out, f"grpo_{init}"), max_steps=o.grpo_steps,
+                                 per_device_train_batch_size=o.grpo_batch_size, num_generations=o.num_generations,
+                                 temperature=o.temperature, beta=o.beta, learning_rate=o.grpo_learning_rate,
+                                 max_history=recipe_opts.max_history, seed=seed, use_cpu=True, disable_tqdm=True,
+                                 autoregressive_entities=o.autoregressive_entities)
+        models[f"grpo_{init}"], history = grpo(folders[init], rms["train"], prompts, args, monitors)
+        curves[f"grpo_{init}"] = [{"step": e["step"], **{k: e.get(v) for k, v in CURVE_KEYS.items()}}
+                                  for e in history]
+        seconds[f"grpo_{init}"] = time.perf_counter() - t
+
+    def arm(model: Any, row_order: str = "model") -> GenPageArm:
+        return GenPageArm(model, tok, row_order=row_order, max_history=recipe_opts.max_history,
+                          autoregressive_entities=None if row_order == "page_value" else o.autoregressive_entities,
+                          batch_size=DECODE_BATCH)
+
+    grpo_names = [n for n in models if n.startswith("grpo_")]
+    arms = {"wbc": arm(models["wbc"]), "wbc_page_value": arm(models["wbc"], "page_value"),
+            **{n: arm(models[n]) for n in grpo_names},
+            f"{grpo_names[0]}_page_value": arm(models[grpo_names[0]], "page_value")}
     t = time.perf_counter()
-    bar.set_description("rl study: A/B judge")
-    value_arms = [GenPagePolicy(world, m, tok, name=f"{n}_page_value", row_order="page_value",
-                                max_history=a.max_history) for n, m in (("wbc", policy), ("grpo", grpo_policy))]
-    judged = [ProductionPolicy(world, a.seed), arms["wbc"], arms["grpo"], *value_arms, OraclePolicy(world, users)]
-    report = run_ab(world, users, judged, n_requests=a.ab_requests, seed=a.seed if a.ab_seed is None else a.ab_seed,
-                    baseline="wbc")
-    seconds["ab"] = time.perf_counter() - t
-    bar.update()
-    bar.close()
-    seconds["total"] = time.perf_counter() - t_all
 
-    g = report.arm("grpo")
-    gain = lambda d: float(d["grpo"].mean() - d["wbc"].mean())  # noqa: E731
-    metrics = {
-        "arms": {x.policy: {"ab_page_reward": x.page_reward, "ci95": list(x.page_reward_ci),
-                            "plays_per_page": x.plays_per_page, "rows_reached": x.rows_reached} for x in report.arms},
-        "grpo_vs_wbc": {"lift": g.lift, "ci95": list(g.lift_ci), "lift_pct": g.lift_pct,
-                        "ci_excludes_zero": bool(g.lift_ci[0] > 0)},
-        "grpo_vs_wbc_page_value": dict(zip(("lift", "ci95"), report.paired_lift("grpo_page_value", "wbc_page_value"))),
-        "grpo_vs_best_wbc": dict(zip(("lift", "ci95"), report.paired_lift("grpo", "wbc_page_value"))),
-        "gap_closed": {x.policy: x.gap_closed for x in report.arms},
-        "rm_train_gain": gain(scores["train"]),
-        "rm_heldout_gain": gain(scores["heldout"]),
-        "judge_gain": g.lift,
-        "truth_gain": gain(truth),
-        "diversity": {x.policy: x.diversity for x in report.arms},
-        "coverage": {x.policy: x.coverage for x in report.arms},
-        "kl_to_reference": float(np.mean([e["kl"] for e in history[-10:]])),
-        "reward_model": {**rm_quality["train"], "heldout": rm_quality["heldout"],
-                         "truth_by_policy": {n: float(truth[n].mean()) for n in names},
-                         "truth_requests": len(fresh), "training": rm_metrics},
-        "grpo": {"prompts": n_prompts, "loss_type": gargs.loss_type, "scale_rewards": gargs.scale_rewards,
-                 "dtype": gargs.resolved_dtype,
-                 "format_rewards_mean": {k: float(np.mean([e[f"rewards/format_{k}/mean"] for e in history]))
-                                         for k in FORMAT_KINDS},
-                 "curve": [{"step": e["step"], "rm_train": e["rewards/page_reward_model/mean"],
-                            "rm_heldout": e["rewards/heldout_reward_model/mean"], "kl": e["kl"]} for e in history]},
-        "stage_seconds": seconds,
-    }
-    config = {**asdict(a), "quickstart_config": quickstart_config(a.quickstart_dir)}
-    result = write_result(a.result_file, config, metrics, seconds["total"])
-    stem = os.path.splitext(a.result_file)[0]
-    plot(result, stem + ".png")
-    with open(stem + ".md", "w", encoding="utf-8") as f:
-        f.write(markdown(result, os.path.basename(stem) + ".png"))
-    return metrics
+    def policy(name: str) -> GenPagePolicy:
+        a = arms[name]
+        return GenPagePolicy(sim.world, a.model, tok, name=name, row_order=a.row_order, max_history=a.max_history,
+                             autoregressive_entities=a.autoregressive_entities, batch_size=DECODE_BATCH)
+
+    quality = rm_quality(sim, seed, o, tok, {"random": RandomPolicy(sim.world, seed),
+                                             "production": ProductionPolicy(sim.world, seed),
+                                             **{n: policy(n) for n in ("wbc", "wbc_page_value", *grpo_names)},
+                                             "oracle": OraclePolicy(sim.world, sim.users)}, rms,
+                         recipe_opts.max_history)
+    seconds["rm_quality"] = time.perf_counter() - t
+    judgment = judge(sim, arms, o.ab_requests, seed=seed + JUDGE_OFFSETS[o.judge], baseline="wbc_page_value",
+                     random_arm=False)
+    seconds["judge"] = judgment.seconds
+    print(f"seed {seed}\n{judgment.report.table()}", flush=True)
+    ab = judgment.arms(paired_with="wbc_page_value")
+    return {"seed": seed, "setup": sim.setup, "arms": ab,
+            "gap_closed": {n: a["gap_closed"] for n, a in ab.items()},
+            "vs_wbc_page_value": {n: ab[n]["vs_paired"] for n in ab if n.startswith("grpo_")},
+            "vs_wbc": {n: paired(judgment.report, n, "wbc") for n in grpo_names},
+            "diversity": {a.policy: a.diversity for a in judgment.report.arms},
+            "reward_models": {**quality, "training": record["reward_models"]},
+            "grpo_curves": curves, "seconds": {**seconds, "total": time.time() - start}}
 
 
-def plot(result: dict, path: str) -> None:
-    """RM rewards of the rollouts (training RM, held-out RM) and KL to the reference over GRPO steps."""
+def paired(report: Any, arm: str, baseline: str) -> list[float]:
+    """[mean, low, high] of `arm` minus `baseline` page reward, paired over the judge's requests."""
+    mean, (low, high) = report.paired_lift(arm, baseline)
+    return [float(mean), float(low), float(high)]
+
+
+def summarize(per_seed: list[dict]) -> dict:
+    """Per seed records, and per GRPO arm: mean gap closed and the pooled paired lift over WBC page_value."""
+    names = list(per_seed[0]["vs_wbc_page_value"])
+    lifts = {n: [s["vs_wbc_page_value"][n] for s in per_seed] for n in names}
+    return {"grpo_vs_wbc_page_value": {
+                n: {"per_seed": lifts[n], "above_zero_every_seed": all(x[1] > 0 for x in lifts[n]),
+                    "pooled": pooled([(x[0], x[1:]) for x in lifts[n]])} for n in names},
+            "gap_closed_mean": {n: float(np.mean([s["gap_closed"][n] for s in per_seed]))
+                                for n in per_seed[0]["gap_closed"]},
+            "per_seed": per_seed}
+
+
+def render(result: dict, path: str) -> None:
+    """rl.md (tables) and rl.png (per-step curves) beside the result file."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curve = result["metrics"]["grpo"]["curve"]
-    steps = [c["step"] for c in curve]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
-    for key, label in (("rm_train", "training RM (optimized)"), ("rm_heldout", "held-out RM (not optimized)")):
-        values = np.array([c[key] for c in curve])
-        k = max(1, len(values) // 10)
-        left.plot(steps, values, alpha=0.3)
-        left.plot(steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"), label=f"{label}, {k}-step mean")
-    left.set_xlabel("GRPO step")
-    left.set_ylabel("mean RM page reward of rollouts")
-    left.legend(fontsize=8)
-    right.plot(steps, [c["kl"] for c in curve])
-    right.set_xlabel("GRPO step")
-    right.set_ylabel("KL to reference (per token)")
+    m = result["metrics"]
+    stem = os.path.splitext(path)[0]
+    seeds = m["per_seed"]
+    keys = ("rm_train", "rm_heldout", "diversity", "distinct_share")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for ax, key in zip(axes, keys):
+        for s in seeds:
+            for name, curve in s["grpo_curves"].items():
+                values = np.array([c[key] for c in curve], dtype=float)
+                k = max(1, len(values) // 10)
+                ax.plot(np.arange(k, len(values) + 1), np.convolve(values, np.ones(k) / k, mode="valid"),
+                        label=f"{name} seed {s['seed']}")
+        ax.set_title(key)
+        ax.set_xlabel("GRPO step")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(stem + ".png", dpi=110)
     plt.close(fig)
+    lines = [f"# RL study: GRPO vs WBC page_value (`{result['command']}`)", "",
+             "| seed | arm | gap closed | vs WBC page_value (paired 95% CI) | diversity |", "|---|---|---|---|---|"]
+    for s in seeds:
+        for name, a in s["arms"].items():
+            vs = s["vs_wbc_page_value"].get(name)
+            lines.append(f"| {s['seed']} | {name} | {a['gap_closed']:+.1%} | "
+                         + (f"{vs[0]:+.3f} [{vs[1]:+.3f}, {vs[2]:+.3f}]" if vs else "-")
+                         + f" | {s['diversity'][name]:.3f} |")
+    lines += ["", "| seed | RM | pooled Spearman | within-request | oracle > production | policy order = truth |",
+              "|---|---|---|---|---|---|"]
+    for s in seeds:
+        for rm in ("train", "heldout"):
+            q = s["reward_models"][rm]
+            lines.append(f"| {s['seed']} | {rm} | {q['spearman_pooled']:.3f} | {q['spearman_within_request']:.3f} | "
+                         f"{q['oracle_above_production']} | {q['same_order_as_truth']} |")
+    lines += ["", f"![per-step curves]({os.path.basename(stem)}.png)", ""]
+    with open(stem + ".md", "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
 
 
-def _lift(x: dict) -> str:
-    return f"{x['lift']:+.4f} [{x['ci95'][0]:+.4f}, {x['ci95'][1]:+.4f}] (paired 95% CI)"
-
-
-def markdown(result: dict, png: str) -> str:
-    """The study's result file as a Markdown summary."""
-    r, c, machine = result["metrics"], result["config"], result["machine"]
-    lines = [
-        "# RL post-training (Dr. GRPO through TRL) vs WBC on the simulated A/B judge",
-        "",
-        f"Command: `{result['command']}`. Machine: {machine.get('processor')}, {machine.get('torch_threads')} "
-        "torch threads. Seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in r["stage_seconds"].items()) + ".",
-        "",
-        f"A/B judge: {c['ab_requests']} next-day requests per arm, common random numbers, greedy decoding under each "
-        "request's rules.",
-        "",
-        "| arm | page reward [95% CI] | gap closed | diversity | coverage |",
-        "|---|---|---|---|---|",
-    ]
-    for name, x in r["arms"].items():
-        gc = r["gap_closed"][name]
-        lines.append(f"| {name} | {x['ab_page_reward']:.4f} [{x['ci95'][0]:.4f}, {x['ci95'][1]:.4f}] | "
-                     f"{'-' if gc is None else f'{gc:+.1%}'} | {r['diversity'][name]:.4f} | "
-                     f"{r['coverage'][name]:.4f} |")
-    gv, rm, grpo = r["grpo_vs_wbc"], r["reward_model"], r["grpo"]
-    lines += [
-        "",
-        f"**GRPO vs WBC (paired):** {gv['lift']:+.4f} page reward, 95% CI "
-        f"[{gv['ci95'][0]:+.4f}, {gv['ci95'][1]:+.4f}] "
-        f"({'excludes zero' if gv['ci_excludes_zero'] else 'does NOT exclude zero'}); both decode greedily with rows "
-        "by the model's own row values and hybrid rows, as the rollouts sample.",
-        "",
-        "**Against WBC's best decoding** (`row_order=\"page_value\"`, rows and entities from the page-level values at "
-        f"row boundaries): GRPO {_lift(r['grpo_vs_best_wbc'])}; both under page_value: GRPO "
-        f"{_lift(r['grpo_vs_wbc_page_value'])}.",
-        "",
-        f"**Gains of GRPO over WBC** (greedy pages, {rm['truth_requests']} fresh requests): training RM "
-        f"{r['rm_train_gain']:+.4f}, held-out RM {r['rm_heldout_gain']:+.4f}, simulator expected reward "
-        f"{r['truth_gain']:+.4f}; judge {r['judge_gain']:+.4f}. KL to reference (last 10 steps) "
-        f"{r['kl_to_reference']:.4f}.",
-        "",
-        "**Reward models vs truth** (Spearman, pooled over random/production/WBC/GRPO/oracle pages of the same "
-        f"requests): training RM {rm['spearman_vs_truth']:.3f} (within-request mean "
-        f"{rm['spearman_within_request_mean']:.3f}), held-out RM {rm['heldout']['spearman_vs_truth']:.3f}. Expected "
-        "page reward by policy: " + ", ".join(f"{k} {v:.3f}" for k, v in rm["truth_by_policy"].items())
-        + "; the training RM's mean score: " + ", ".join(f"{k} {v:.3f}" for k, v in rm["mean_score_by_policy"].items())
-        + ".",
-        "",
-        f"GRPO: {c['grpo_steps']} steps × {c['grpo_batch_size']} pages ({c['num_generations']} per request), "
-        f"{grpo['loss_type']}, scale_rewards={grpo['scale_rewards']}, beta {c['beta']}, lr {c['learning_rate']}, "
-        f"temperature {c['temperature']}, {grpo['dtype']}. Format rewards (mean over steps): "
-        + ", ".join(f"{k} {v:.3f}" for k, v in grpo["format_rewards_mean"].items()) + ".",
-        "",
-        f"![RM rewards and KL over GRPO steps]({png})",
-        "",
-    ]
-    return "\n".join(lines)
+def main(argv: Optional[list[str]] = None) -> None:
+    options, data, recipe_opts, run = parse((RLOptions, RLData, RLRecipe, RunOptions), argv)
+    set_threads(run)
+    torch.set_num_threads(run.threads or 1)
+    start = time.time()
+    per_seed = map_seeds(run_seed, int_list(options.seeds, "seeds"), options.workers, options, data, recipe_opts, run)
+    finish(run, "rl.json", (options, data, recipe_opts, run), summarize(per_seed), start, render)
 
 
 if __name__ == "__main__":
-    out = main(*HfArgumentParser(RLStudyArguments).parse_args_into_dataclasses())
-    print({k: out[k] for k in ("grpo_vs_wbc", "rm_train_gain", "rm_heldout_gain", "judge_gain", "kl_to_reference")})
-    print("spearman_vs_truth", out["reward_model"]["spearman_vs_truth"])
+    main()

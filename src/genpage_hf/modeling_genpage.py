@@ -198,7 +198,7 @@ class PageRewardOutput(ModelOutput):
 
 REWARD_VALUE_AT = ("entity", "row_boundary")
 """Where `GenPageForPageReward` reads each slot's value: the state before the entity, or at its row's boundary."""
-REWARD_SLOT_MODELS = ("hidden", "position")
+REWARD_SLOT_MODELS = ("hidden", "position", "page")
 """How `GenPageForPageReward` turns a slot's value into its reward: plus a head on the slot's state, or times a
 learned reach of its (row, column) position."""
 REWARD_MAX_POSITIONS = 32
@@ -227,7 +227,10 @@ class GenPageForPageReward(GenPagePreTrainedModel):
     value term, and then ranks other policies' pages against the truth; the position model has no input
     but the value and the place. (A config without these keys reads "entity" and "hidden", so folders
     saved without them load unchanged; `RewardModelConfig` defaults to "row_boundary" and "position".)
-    The page score (`logits`, one label) is the sum over slots, like the reward system's page reward
+    With `config.reward_slot_model = "page"` (the paper's reward model) `score` reads the state at the
+    sequence's last token (the page's `[EOS]`: it has read the context and the whole page) and predicts
+    the page-level outcome directly; there are no slot rewards (`slot_rewards` is zero).
+    Otherwise the page score (`logits`, one label) is the sum over slots, like the reward system's page reward
     (the sum of entity rewards). Which tokens are scored slots is the `slot_tokens` buffer (the catalog
     entities), the page start `config.page_token_id`. With `labels` (page rewards) the
     loss is the MSE of the page score, as for any one-label `AutoModelForSequenceClassification`.
@@ -240,7 +243,7 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         self.slot_model = getattr(config, "reward_slot_model", "hidden")
         if self.slot_model not in REWARD_SLOT_MODELS:
             raise ValueError(f"config.reward_slot_model must be one of {REWARD_SLOT_MODELS}, got {self.slot_model!r}")
-        if self.slot_model == "hidden":
+        if self.slot_model in ("hidden", "page"):
             self.score = nn.Linear(config.hidden_size, 1)
         else:
             self.position_logits = nn.Parameter(torch.zeros(REWARD_MAX_POSITIONS, REWARD_MAX_POSITIONS))
@@ -315,6 +318,13 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=False).last_hidden_state
         slots = self.page_slots(input_ids, attention_mask)  # raises first if page_token_id is unset
+        if self.slot_model == "page":  # the state at the last real token (right padding, or the attention mask)
+            real = input_ids != self.config.pad_token_id if attention_mask is None else attention_mask.bool()
+            last = (real.long() * torch.arange(input_ids.shape[1], device=input_ids.device)).argmax(-1)
+            logits = self.score(hidden[torch.arange(len(last), device=last.device), last]).float()
+            loss = None if labels is None else nn.functional.mse_loss(logits.squeeze(-1),
+                                                                      labels.to(logits.dtype).view(-1))
+            return PageRewardOutput(loss=loss, logits=logits, slot_rewards=torch.zeros_like(slots, dtype=logits.dtype))
         value_at = getattr(self.config, "reward_value_at", "entity")
         if value_at == "entity":
             state = torch.cat(

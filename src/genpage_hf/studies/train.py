@@ -105,11 +105,12 @@ def train(sim: Simulation, recipe: Recipe, output_dir: Optional[str] = None, con
           on_stage: Optional[Callable[[str, StageRun], None]] = None) -> Trained:
     """Build, pretrain (NTP, unless `ntp_steps` is 0) and post-train (WBC) one model on the training logs.
 
-    `output_dir`: where the trainers write (`ntp/`, `wbc/` with their train logs); a temporary folder
-    when None. `context_fn` transforms every context in training and held-out metrics alike (context
-    ablations). `on_stage(name, run)` is called after each stage (progress display). The model is left
-    in eval mode.
+    `output_dir`: where the trainers write (`ntp/`, `wbc/` with their train logs, and the pretrained
+    checkpoint in `ntp/checkpoint`); a temporary folder when None. `context_fn` transforms every
+    context in training and held-out metrics alike (context ablations). `on_stage(name, run)` is
+    called after each stage (progress display). The model is left in eval mode.
     """
+    from ..checkpoint import save_genpage
     from ..training import posttrain_wbc, pretrain
 
     start = time.perf_counter()
@@ -125,6 +126,10 @@ def train(sim: Simulation, recipe: Recipe, output_dir: Optional[str] = None, con
         ntp = None
         if recipe.ntp_steps:
             ntp = _stage(pretrain, model, tokenizer, train_records, held_out, ntp_args)
+            if output_dir:  # the pretrained checkpoint: where the paper starts RL's policy and reward model
+                save_genpage(model.eval(), tokenizer, os.path.join(output_dir, "ntp", "checkpoint"), sim.catalog,
+                             metadata={"stage": "NTP pretraining (studies.train)"})
+                model.train()
             if on_stage is not None:
                 on_stage("ntp", ntp)
         wbc = _stage(posttrain_wbc, model, tokenizer, train_records, held_out, wbc_args, eval_mode=True)

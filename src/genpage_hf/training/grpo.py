@@ -34,6 +34,7 @@ import json
 import os
 from typing import Any, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 from trl import GRPOTrainer
 
@@ -103,6 +104,47 @@ class FormatReward:
                 for c, r in zip(completion_ids, rules)]
 
 
+class PageDiversity:
+    """Monitor reward: a page's mean pairwise content distance (1 - cosine of its titles' content vectors), the
+    judge's diversity; log it at weight 0 to follow diversity over GRPO steps (the paper's Fig. 5)."""
+
+    __name__ = "page_diversity"
+
+    def __init__(self, tokenizer: Any, catalog: Any) -> None:
+        with_content = [e for e in catalog.entities if e.content is not None]
+        if not with_content:
+            raise ValueError("PageDiversity needs a catalog whose entities have content vectors")
+        self.vectors = np.zeros((len(tokenizer), len(with_content[0].content)))
+        for e in with_content:
+            i = tokenizer.entity_to_id(e.id)
+            if i != tokenizer.entity_fallback_id:
+                self.vectors[i] = np.asarray(e.content) / max(np.linalg.norm(e.content), 1e-12)
+        self.is_entity = tokenizer.entity_mask.numpy()
+
+    def __call__(self, prompts: list[str], completion_ids: list[list[int]], **kwargs: Any) -> list[float]:
+        out = []
+        for c in completion_ids:
+            ids = [t for t in c if self.is_entity[t]]
+            v, n = self.vectors[ids], len(ids)
+            total = float(v.sum(0) @ v.sum(0))
+            out.append(1.0 - (total - n) / (n * (n - 1)) if n > 1 else 0.0)
+        return out
+
+
+class DistinctShare:
+    """Monitor reward: the share of distinct titles among all entity slots of the step's rollouts (the same value
+    for every page of the step); it falls as the policy's samples collapse onto the same titles."""
+
+    __name__ = "distinct_share"
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.is_entity = tokenizer.entity_mask.numpy()
+
+    def __call__(self, prompts: list[str], completion_ids: list[list[int]], **kwargs: Any) -> list[float]:
+        slots = [t for c in completion_ids for t in c if self.is_entity[t]]
+        return [len(set(slots)) / max(len(slots), 1)] * len(completion_ids)
+
+
 def build_grpo_dataset(requests: Sequence[PageRequest | Mapping[str, Any]], tokenizer: Any,
                        max_history: Optional[int] = None) -> Any:
     """TRL's prompt dataset from page requests (a `PageRequest`, or a dict with `context` and optional `rules`).
@@ -155,7 +197,7 @@ class GenPageRollout:
         self.rules_of: dict[tuple[int, ...], RuleSet] = {}  # prompt ids -> rules, for scoring the completions
 
     def plan(self, prompts: list[list[int]], completions: list[list[int]]) -> tuple[Any, Any, Any]:
-        """`sampling_plan` of rolled-out completions: per token, the logits position and the mask it was drawn under."""
+        """`sampling_plan` of rolled-out completions: per token, the logits position and mask it was drawn under."""
         missing = [i for i, p in enumerate(prompts) if tuple(p) not in self.rules_of]
         if missing:
             raise ValueError(f"completion {missing[0]}'s prompt was not rolled out by this GenPageRollout")
@@ -290,5 +332,5 @@ class GenPageGRPOTrainer(OwnForwardAfterTraining, GRPOTrainer):
             raise ValueError("GenPageGRPOTrainer: the train dataset is empty")
 
 
-__all__ = ["FORMAT_KINDS", "FormatReward", "GenPageGRPOTrainer", "GenPageRollout", "build_grpo_dataset",
-           "page_compliance"]
+__all__ = ["DistinctShare", "FORMAT_KINDS", "FormatReward", "GenPageGRPOTrainer", "GenPageRollout", "PageDiversity",
+           "build_grpo_dataset", "page_compliance"]

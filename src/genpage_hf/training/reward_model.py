@@ -174,6 +174,9 @@ class RewardModelTrainer(OwnForwardAfterTraining, Trainer):
     def _slot_loss(self, model: Any, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(input_ids=inputs["input_ids"])
         unwrapped = self.accelerator.unwrap_model(model)
+        if unwrapped.slot_model == "page":  # the paper's page-level target
+            logits = out.logits.squeeze(-1)
+            return ((logits - inputs["labels"]) ** 2).mean(), logits
         slots = unwrapped.page_slots(inputs["input_ids"])
         err = (out.slot_rewards - inputs["slot_targets"]) ** 2
         loss = (err * slots).sum() / slots.sum().clamp_min(1)
