@@ -18,7 +18,14 @@ from genpage_hf.commands.base import parse_command
 from genpage_hf.commands.model import demo_context
 from genpage_hf.generation import RuleSet
 from genpage_hf.training.configs import GenPageGRPOConfig, RewardModelConfig
-from genpage_hf.training.grpo import FORMAT_KINDS, GenPageGRPOTrainer, build_grpo_dataset, page_compliance
+from genpage_hf.training.grpo import (
+    FORMAT_KINDS,
+    DistinctShare,
+    GenPageGRPOTrainer,
+    PageDiversity,
+    build_grpo_dataset,
+    page_compliance,
+)
 from genpage_hf.training.reward_model import (
     PageRewardFunction,
     build_reward_dataset,
@@ -137,6 +144,54 @@ def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, 
     slots = rm.page_slots(ids)
     assert int(slots.sum()) == 4
     assert torch.allclose(out.logits[0, 0], out.slot_rewards[slots].sum())
+
+
+def test_page_level_reward_model_regresses_the_page_reward_from_the_last_state(tmp_path, policy_folder):
+    """The paper's reward model: one head on the page's last state; padding does not move a page's score."""
+    policy, tok, _ = load_genpage(policy_folder)
+    ents, rows = _ids(tok)
+    rng = np.random.default_rng(1)
+    records = []
+    for s in range(32):
+        page_ents = [str(x) for x in rng.choice(ents[:20], 4, replace=False)]
+        played = [x in ents[:5] for x in page_ents]
+        records.append({"context": demo_context(tok, seed=s),
+                        "page": {"rows": [{"row": rows[0], "entities": page_ents[:2]},
+                                          {"row": rows[1], "entities": page_ents[2:]}]},
+                        "feedback": {"impressed": [True] * 4, "played": played,
+                                     "play_duration": [3000.0 if p else 0.0 for p in played], "thumbs": [0] * 4,
+                                     "abandoned": [not p for p in played]}})
+    args = RewardModelConfig(output_dir=str(tmp_path / "rm"), max_steps=40, per_device_train_batch_size=8,
+                             learning_rate=3e-3, warmup_steps=0, logging_steps=5, max_history=10, use_cpu=True,
+                             dtype="fp32", disable_tqdm=True, slot_model="page", negative_pages=0)
+    run = train_reward_model(policy, tok, records, args, eval_records=records)
+    losses = [e["loss"] for e in run.log_history if "loss" in e]
+    assert losses[-1] < 0.5 * losses[0] and run.eval_metrics["eval_page_corr"] > 0.5
+    rm = run.trainer.model.eval()
+    seqs = [tok.encode_prompt(r["context"], max_history=10) + tok.encode_page(r["page"], add_eos=True)
+            for r in records[:3]]
+    alone = PageRewardFunction(rm, tok, batch_size=1).score(seqs)
+    together = PageRewardFunction(rm, tok, batch_size=3).score(seqs)  # right-padded to the longest
+    np.testing.assert_allclose(alone, together, atol=1e-5)
+    with torch.no_grad():
+        out = rm(input_ids=torch.tensor(seqs[:1]))
+    assert float(out.slot_rewards.abs().sum()) == 0.0
+
+
+def test_diversity_and_distinct_share_monitors(model_and_tokenizer, catalog):
+    _, tok = model_and_tokenizer
+    ents, rows = _ids(tok)
+    e, r = tok.entity_to_id, tok.row_to_id
+    div, distinct = PageDiversity(tok, catalog), DistinctShare(tok)
+    page = [r(rows[0]), e(ents[1]), e(ents[2]), e(ents[3]), tok.eos_token_id]
+    content = {x.id: x.content for x in catalog.entities}
+    vecs = np.array([content[x] for x in ents[1:4]], dtype=float)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    cos = [vecs[i] @ vecs[j] for i in range(3) for j in range(3) if i < j]
+    assert div([""], [page])[0] == pytest.approx(1 - np.mean(cos))
+    same = [r(rows[0]), e(ents[1]), e(ents[1]), tok.eos_token_id]
+    assert div([""], [same])[0] == pytest.approx(0.0, abs=1e-9)
+    assert distinct(["", ""], [page, page]) == [0.5, 0.5]
 
 
 def test_row_boundary_and_position_rewards_read_each_slot_value_above_its_row_and_survive_a_save(
