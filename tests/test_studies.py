@@ -254,5 +254,5 @@ def test_rl_study_runs_grpo_from_both_checkpoints_and_reuses_them(tmp_path):
     again = _study("rl", tmp_path, *args, "--reuse", "true", "--grpo_inits", "ntp", "--judge", "screen")
     seed = again["metrics"]["per_seed"][0]
     assert "ntp_wbc" not in seed["seconds"] and seed["reward_models"]["training"]["train"] == {
-        "reused_from": str(runs / "seed0" / "rm_train")}
+        "reused_from": str(runs / "seed0" / "rm_train-ntp-position-row_boundary-2steps-1neg-lr0.0003")}
     assert set(seed["vs_wbc_page_value"]) == {"grpo_ntp", "grpo_ntp_page_value"}

@@ -146,7 +146,8 @@ def policies_and_rms(seed: int, o: RLOptions, sim: Any, recipe_opts: Any, out: s
     halves = split_records(records_dataset(sim.train), 0.5, seed)
     rms, rm_record = {}, {}
     for name, half, other, s in (("train", halves[0], halves[1], seed), ("heldout", halves[1], halves[0], seed + 1)):
-        folder = os.path.join(out, f"rm_{name}")
+        folder = os.path.join(out, f"rm_{name}-{o.rm_init}-{o.rm_slot_model}-{o.rm_value_at}-{o.rm_steps}steps-"
+                                   f"{o.rm_negative_pages}neg-lr{o.rm_learning_rate:g}")
         if o.reuse and os.path.isfile(os.path.join(folder, "config.json")):
             rms[name] = load_reward_model(folder)[0]
             rm_record[name] = {"reused_from": folder}
@@ -219,7 +220,7 @@ def run_seed(seed: int, o: RLOptions, data: RLData, recipe_opts: Any, run: RunOp
                                  temperature=o.temperature, beta=o.beta, learning_rate=o.grpo_learning_rate,
                                  max_history=recipe_opts.max_history, seed=seed, use_cpu=True, disable_tqdm=True,
                                  autoregressive_entities=o.autoregressive_entities)
-        models[f"grpo_{init}"], history = grpo(folders[init], rms["train"], prompts, args, monitors)
+        models[f"grpo_{init}"], _, history = grpo(folders[init], rms["train"], prompts, args, monitors)
         curves[f"grpo_{init}"] = [{"step": e["step"], **{k: e.get(v) for k, v in CURVE_KEYS.items()}}
                                   for e in history]
         seconds[f"grpo_{init}"] = time.perf_counter() - t

@@ -50,10 +50,11 @@ def grpo_prompts(sim: Simulation, policy: Any, tokenizer: Any, n: int, seed: int
     return build_grpo_dataset(requests, tokenizer, max_history)
 
 
-def grpo(policy_dir: str, reward: Any, prompts: Any, args: Any, monitors: Sequence[Any] = ()) -> tuple[Any, list]:
+def grpo(policy_dir: str, reward: Any, prompts: Any, args: Any,
+         monitors: Sequence[Any] = ()) -> tuple[Any, Any, list]:
     """Dr. GRPO from the policy saved in `policy_dir` (TRL re-loads the KL reference from it) against `reward`
     (a `GenPageForPageReward`); `monitors` are reward functions logged per step at weight 0 (never optimized).
-    Returns (the trained policy in eval mode, its per-step log)."""
+    Returns (the trained policy in eval mode, its own tokenizer, its per-step log)."""
     from ..training.grpo import FORMAT_KINDS, GenPageGRPOTrainer
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL-experimental; see training/grpo.py
@@ -63,7 +64,7 @@ def grpo(policy_dir: str, reward: Any, prompts: Any, args: Any, monitors: Sequen
     trainer = GenPageGRPOTrainer(policy, reward, args, train_dataset=prompts, processing_class=tokenizer,
                                  extra_reward_funcs=list(monitors))
     trainer.train()
-    return policy.eval(), [e for e in trainer.state.log_history if "kl" in e]
+    return policy.eval(), tokenizer, [e for e in trainer.state.log_history if "kl" in e]
 
 
 def rl_posttrain(model: Any, tokenizer: Any, sim: Simulation, out_dir: str, rm_steps: int, grpo_steps: int,
@@ -88,7 +89,7 @@ def rl_posttrain(model: Any, tokenizer: Any, sim: Simulation, out_dir: str, rm_s
                                   use_cpu=not torch.cuda.is_available(), disable_tqdm=True)
     n_prompts = grpo_steps * grpo_args.per_device_train_batch_size // grpo_args.num_generations
     prompts = grpo_prompts(sim, model, tokenizer, n_prompts, seed, max_history)
-    policy, history = grpo(policy_dir, rm_run.trainer.model.eval(), prompts, grpo_args)
+    policy, policy_tokenizer, history = grpo(policy_dir, rm_run.trainer.model.eval(), prompts, grpo_args)
     rewards = [e["rewards/page_reward_model/mean"] for e in history]
     k = max(1, len(rewards) // 10)
     summary = {"reward_model": {"steps": rm_steps, "records": len(sim.train), "seconds": rm_seconds,
@@ -99,7 +100,7 @@ def rl_posttrain(model: Any, tokenizer: Any, sim: Simulation, out_dir: str, rm_s
                         "rm_reward_first": float(np.mean(rewards[:k])), "rm_reward_last": float(np.mean(rewards[-k:])),
                         "kl_last": float(np.mean([e["kl"] for e in history[-k:]])),
                         "seconds": time.perf_counter() - t}}
-    return policy, tokenizer, summary
+    return policy, policy_tokenizer, summary
 
 
 __all__ = ["grpo", "grpo_prompts", "reward_model", "rl_posttrain"]
