@@ -113,7 +113,8 @@ def test_grpo_steps_through_trl_change_the_policy_obey_the_rules_and_keep_kl_fin
     assert len({tuple(c) for c in pages}) > 1
 
 
-@pytest.mark.parametrize("value_at,slot_model", [("entity", "hidden"), ("row_boundary", "position")])
+@pytest.mark.parametrize("value_at,slot_model", [("entity", "hidden"), ("row_boundary", "position"),
+                                                 ("row_boundary", "cascade")])
 def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, policy_folder, value_at, slot_model):
     policy, tok, _ = load_genpage(policy_folder)
     ents, rows = _ids(tok)
@@ -144,6 +145,23 @@ def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, 
     slots = rm.page_slots(ids)
     assert int(slots.sum()) == 4
     assert torch.allclose(out.logits[0, 0], out.slot_rewards[slots].sum())
+
+
+def test_cascade_reward_model_reaches_later_slots_only_when_earlier_plays_do_not_end_the_browse(policy_folder):
+    policy, tok, _ = load_genpage(policy_folder)
+    rm = reward_model_from_policy(policy, tok, value_at="row_boundary", slot_model="cascade").eval()
+    ents, rows = _ids(tok)
+    page = {"rows": [{"row": rows[0], "entities": ents[:2]}, {"row": rows[1], "entities": ents[2:4]}]}
+    ids = torch.tensor([tok.encode_prompt(demo_context(tok, seed=0), max_history=10) + tok.encode_page(page)])
+    slots = rm.page_slots(ids)
+    with torch.no_grad():
+        rm.play_bias.fill_(20.0)  # every examined slot is played
+        rm.stop_logit.fill_(20.0)  # and a play always ends the browse: only the first slot is reached
+        first_only = rm(input_ids=ids).slot_rewards[slots]
+        rm.stop_logit.fill_(-20.0)  # plays never end it: every slot is reached (reach 1 untrained)
+        every = rm(input_ids=ids).slot_rewards[slots]
+    np.testing.assert_allclose(first_only.tolist(), [1.0, 0.0, 0.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(every.tolist(), [1.0] * 4, atol=1e-5)
 
 
 def test_page_level_reward_model_regresses_the_page_reward_from_the_last_state(tmp_path, policy_folder):

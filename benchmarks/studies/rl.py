@@ -194,6 +194,11 @@ def rm_quality(sim: Any, seed: int, o: RLOptions, tok: Any, policies: dict, rms:
             "spearman_of_policy_means": spearman([means[n] for n in names], [truth[n].mean() for n in names]),
             "same_order_as_truth": sorted(names, key=lambda n: means[n]) == truth_order,
             "oracle_above_production": means["oracle"] > means["production"]}
+    base = "wbc_page_value"
+    out["gains_over_wbc_page_value"] = {  # does the held-out RM (and the truth) confirm what the training RM saw?
+        n: {"truth": float(truth[n].mean() - truth[base].mean()),
+            **{f"rm_{r}": float(scores[r][n].mean() - scores[r][base].mean()) for r in rms}}
+        for n in names if n.startswith("grpo_")}
     return out
 
 

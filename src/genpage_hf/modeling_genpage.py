@@ -198,7 +198,7 @@ class PageRewardOutput(ModelOutput):
 
 REWARD_VALUE_AT = ("entity", "row_boundary")
 """Where `GenPageForPageReward` reads each slot's value: the state before the entity, or at its row's boundary."""
-REWARD_SLOT_MODELS = ("hidden", "position", "page")
+REWARD_SLOT_MODELS = ("hidden", "position", "cascade", "page")
 """How `GenPageForPageReward` turns a slot's value into its reward: plus a head on the slot's state, or times a
 learned reach of its (row, column) position."""
 REWARD_MAX_POSITIONS = 32
@@ -227,6 +227,12 @@ class GenPageForPageReward(GenPagePreTrainedModel):
     value term, and then ranks other policies' pages against the truth; the position model has no input
     but the value and the place. (A config without these keys reads "entity" and "hidden", so folders
     saved without them load unchanged; `RewardModelConfig` defaults to "row_boundary" and "position".)
+    With `config.reward_slot_model = "cascade"` the page is browsed like a cascade click model: a slot is
+    played with probability `q = sigmoid(value + play_bias)` once examined, a play ends the browse with a
+    learned probability `stop`, and a slot is examined with its place's reach times the chance no earlier
+    slot (reading order: rows top to bottom, left to right) ended the browse, `prod (1 - stop * q_j)`;
+    its reward is `value_scale` of examination times `q`. Unlike the additive models, a page's score
+    saturates as its early slots get better (the user stops there), as page rewards do.
     With `config.reward_slot_model = "page"` (the paper's reward model) `score` reads the state at the
     sequence's last token (the page's `[EOS]`: it has read the context and the whole page) and predicts
     the page-level outcome directly; there are no slot rewards (`slot_rewards` is zero).
@@ -245,8 +251,11 @@ class GenPageForPageReward(GenPagePreTrainedModel):
             raise ValueError(f"config.reward_slot_model must be one of {REWARD_SLOT_MODELS}, got {self.slot_model!r}")
         if self.slot_model in ("hidden", "page"):
             self.score = nn.Linear(config.hidden_size, 1)
-        else:
+        if self.slot_model in ("position", "cascade"):
             self.position_logits = nn.Parameter(torch.zeros(REWARD_MAX_POSITIONS, REWARD_MAX_POSITIONS))
+        if self.slot_model == "cascade":
+            self.play_bias = nn.Parameter(torch.zeros(()))
+            self.stop_logit = nn.Parameter(torch.zeros(()))
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.value_scale = nn.Linear(1, 1)
         self.register_buffer("slot_tokens", torch.zeros(config.vocab_size, dtype=torch.bool), persistent=True)
@@ -262,6 +271,9 @@ class GenPageForPageReward(GenPagePreTrainedModel):
             init.zeros_(module.bias)
         if module is self and hasattr(self, "position_logits"):
             init.zeros_(self.position_logits)  # reach 1 everywhere until trained
+        if module is self and hasattr(self, "stop_logit"):
+            init.zeros_(self.play_bias)
+            init.zeros_(self.stop_logit)  # a play ends the browse half the time until trained
         if module is getattr(self, "value_scale", None):
             init.ones_(module.weight)  # a slot starts at the probability its value head gives the entity
             init.zeros_(module.bias)
@@ -335,6 +347,16 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         else:
             raise ValueError(f"config.reward_value_at must be one of {REWARD_VALUE_AT}, got {value_at!r}")
         value = (state * self.lm_head.weight[input_ids]).sum(-1, keepdim=True)
+        if self.slot_model == "cascade":
+            q = torch.sigmoid(value.squeeze(-1).float() + self.play_bias) * slots
+            go_on = 1 - torch.sigmoid(self.stop_logit) * q  # P(this slot does not end the browse)
+            before = torch.cat([torch.ones_like(go_on[:, :1]), go_on.cumprod(-1)[:, :-1]], dim=-1)  # exclusive
+            examined = self.reach(input_ids) * before
+            slot_rewards = self.value_scale((examined * q).unsqueeze(-1).to(value.dtype)).squeeze(-1).float() * slots
+            logits = slot_rewards.sum(-1, keepdim=True)
+            loss = None if labels is None else nn.functional.mse_loss(logits.squeeze(-1),
+                                                                      labels.to(logits.dtype).view(-1))
+            return PageRewardOutput(loss=loss, logits=logits, slot_rewards=slot_rewards)
         slot = self.value_scale(torch.sigmoid(value))
         slot = slot + self.score(hidden) if self.slot_model == "hidden" else slot * self.reach(input_ids).unsqueeze(-1)
         slot_rewards = slot.squeeze(-1).float() * slots

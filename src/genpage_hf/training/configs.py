@@ -272,7 +272,9 @@ class RewardModelConfig(GenPageTrainingConfig):
         metadata={
             "help": "a slot's reward: hidden (a head on the slot's state plus the scaled value "
             "probability) or position (the scaled value probability times a learned "
-            "reach of its row and column: a position-based click model); page: no slots, a head on "
+            "reach of its row and column: a position-based click model); cascade: the position model "
+            "browsed as a cascade (a play ends the browse with a learned probability, so later slots "
+            "are reached less often below good ones); page: no slots, a head on "
             "the page's last state regressed on the page reward (the paper's reward model)",
             "choices": list(REWARD_SLOT_MODELS),
         },
