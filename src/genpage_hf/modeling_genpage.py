@@ -272,11 +272,17 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         if module is self and hasattr(self, "position_logits"):
             init.zeros_(self.position_logits)  # reach 1 everywhere until trained
         if module is self and hasattr(self, "stop_logit"):
-            init.zeros_(self.play_bias)
+            init.constant_(self.play_bias, -3.0)  # WBC values are log-odds of weighted plays; about 1 in 20 is played
             init.zeros_(self.stop_logit)  # a play ends the browse half the time until trained
         if module is getattr(self, "value_scale", None):
             init.ones_(module.weight)  # a slot starts at the probability its value head gives the entity
             init.zeros_(module.bias)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The few parameters of the slot model on top of the backbone (value scale, reach, play and stop, the score
+        head): `RewardModelTrainer` gives them their own learning rate, as they start far from their values."""
+        names = ("value_scale", "score", "position_logits", "play_bias", "stop_logit")
+        return [p for n, p in self.named_parameters() if n.split(".")[0] in names]
 
     def set_slot_tokens(self, token_ids: torch.Tensor | list[int], page_token_id: int) -> None:
         """Mark the tokens whose page positions are scored (the catalog entities) and the page-start token."""

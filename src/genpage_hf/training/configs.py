@@ -246,6 +246,9 @@ class RewardModelConfig(GenPageTrainingConfig):
     """Page reward model training (paper §5.3): per-slot regression of entity rewards, summed over the page."""
 
     learning_rate: float = field(default=3e-4, metadata={"help": "peak learning rate (the backbone starts trained)"})
+    head_learning_rate: float = field(default=1e-2, metadata={
+        "help": "learning rate of the slot model's few head parameters (value scale, reach, play bias, stop "
+                "probability, score head): they start far from their values, and at the backbone's rate barely move"})
     records_half: Optional[int] = field(
         default=None, metadata={"help": "train on one half of the USERS (0 or 1, split by --example_seed): the other "
                                         "half trains a held-out reward model; default: every record"})

@@ -171,6 +171,19 @@ class RewardModelTrainer(OwnForwardAfterTraining, Trainer):
             self.add_callback(QuietProgressCallback)
         self.add_callback(LogFileCallback)
 
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        """Trainer's optimizer, with the slot model's head parameters in a group of their own at
+        `args.head_learning_rate` (without weight decay)."""
+        optimizer = super().create_optimizer(model)
+        head = self.accelerator.unwrap_model(self.model).head_parameters()
+        if head and not any(g.get("genpage_head") for g in optimizer.param_groups):
+            ids = {id(p) for p in head}
+            for group in optimizer.param_groups:
+                group["params"] = [p for p in group["params"] if id(p) not in ids]
+            optimizer.add_param_group({"params": head, "lr": self.args.head_learning_rate, "weight_decay": 0.0,
+                                       "genpage_head": True})
+        return optimizer
+
     def _slot_loss(self, model: Any, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(input_ids=inputs["input_ids"])
         unwrapped = self.accelerator.unwrap_model(model)
