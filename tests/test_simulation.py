@@ -312,3 +312,24 @@ def test_logs_with_row_exploration_record_it_and_unpin_some_pages(tmp_path):
     assert len(with_cw) > 20 and 0.3 < first < 0.8  # the pin holds on the unexplored half only
     with pytest.raises(ValueError, match="row_explore"):
         write_logs(world, UserPopulation(world, 10, seed=2), days=1, seed=2, out_dir=tmp_path / "x", row_explore=2.0)
+
+
+def test_slot_exploration_shows_titles_production_never_ranks_and_keeps_pages_valid(warm):
+    from genpage_hf.simulation.policies import candidate_tensor
+
+    world, users = warm
+    req, _ = requests(world, users, 800)
+    plain = ProductionPolicy(world, explore=0.0).pages(req)
+    explored = ProductionPolicy(world, explore=0.0, slot_explore=0.2).pages(req)
+    validate_pages(req, explored)  # eligible titles, no duplicates
+    ranked = candidate_tensor(req, 20)  # everything production's ranker ever considers for each row
+    rows = np.maximum(explored.rows, 0)
+    considered = (explored.entities[..., None] == ranked[np.arange(len(req))[:, None], rows][:, :, None, :]).any(-1)
+    shown = explored.entities >= 0
+    outside = (shown & ~considered).sum() / shown.sum()
+    assert 0.1 < outside < 0.25  # about the explored share of slots holds titles beyond the candidates
+    plain_rows = np.maximum(plain.rows, 0)
+    plain_considered = (plain.entities[..., None] == ranked[np.arange(len(req))[:, None], plain_rows][:, :, None, :])
+    assert plain_considered.any(-1)[plain.entities >= 0].all()
+    with pytest.raises(ValueError, match="slot_explore"):
+        ProductionPolicy(world, slot_explore=-0.1)

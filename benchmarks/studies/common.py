@@ -74,6 +74,8 @@ class DataOptions:
     entities: int = field(default=1500, metadata={"help": "back-catalog size of the simulated world"})
     row_explore: float = field(default=0.0, metadata={"help": "share of logged pages the production policy serves "
                                                               "in a random row order"})
+    slot_explore: float = field(default=0.0, metadata={"help": "probability a logged slot holds a title drawn from "
+                                                                "its row's whole eligible pool (production explores)"})
     catalog: str = field(
         default="serving", metadata={"help": "tokenizer vocabulary: the titles released through the judge's day "
                                              "('serving') or through the last logged day ('logged', new titles join "
@@ -94,7 +96,7 @@ def simulate_data(data: DataOptions, seed: int, **world: Any) -> Any:
     from genpage_hf.studies.simulate import simulate
 
     return simulate(data.users, data.days, seed, entities=data.entities, row_explore=data.row_explore,
-                    catalog=data.catalog, **world)
+                    slot_explore=data.slot_explore, catalog=data.catalog, **world)
 
 
 def map_seeds(fn: Callable[..., dict], seeds: Sequence[int], workers: int, *args: Any) -> list[dict]:

@@ -49,7 +49,7 @@ from genpage_hf.studies.judge import GenPageArm, grow_to_judge_day, judge, poole
 from genpage_hf.studies.rl import grpo, grpo_prompts, reward_model
 from genpage_hf.studies.train import train
 from genpage_hf.training.configs import GenPageGRPOConfig
-from genpage_hf.training.grpo import DistinctShare, PageDiversity
+from genpage_hf.training.grpo import FORMAT_KINDS, DistinctShare, PageDiversity
 from genpage_hf.training.reward_model import PageRewardFunction, load_reward_model
 
 from .common import (
@@ -68,6 +68,8 @@ from .common import (
 
 RLRecipe = recipe_options("RLRecipe", __name__)
 JUDGE_OFFSETS = {"headline": 100, "screen": 700}
+GRPO_INITS = ("wbc", "ntp", "wbc_free", "ntp_free")
+FORMAT_KEYS = {f"format_{k}": f"rewards/format_{k}/mean" for k in FORMAT_KINDS}
 CURVE_KEYS = {"rm_train": "rewards/page_reward_model/mean", "rm_heldout": "rewards/heldout_reward_model/mean",
               "diversity": "rewards/page_diversity/mean", "distinct_share": "rewards/distinct_share/mean",
               "kl": "kl", "entropy": "entropy"}
@@ -101,7 +103,9 @@ class RLOptions:
     rm_batch_size: int = field(default=32, metadata={"help": "reward-model batch size"})
     rm_learning_rate: float = field(default=3e-4, metadata={"help": "reward-model learning rate"})
     rm_negative_pages: int = field(default=1, metadata={"help": "counterfactual negative pages per logged page"})
-    grpo_inits: str = field(default="wbc,ntp", metadata={"help": "GRPO runs, each from one checkpoint: wbc, ntp"})
+    grpo_inits: str = field(default="wbc,ntp", metadata={
+        "help": "GRPO runs, each from one checkpoint: wbc, ntp; a _free suffix (wbc_free) samples rollouts under "
+                "the page grammar alone, so the format rewards (weight 1) carry the rules"})
     grpo_steps: int = field(default=150, metadata={"help": "GRPO steps"})
     grpo_batch_size: int = field(default=16, metadata={"help": "pages per GRPO step"})
     num_generations: int = field(default=4, metadata={"help": "pages sampled per request (GRPO group)"})
@@ -117,9 +121,9 @@ class RLOptions:
                                                      "choices": list(JUDGE_OFFSETS)})
 
     def __post_init__(self) -> None:
-        bad = [i for i in self.grpo_inits.split(",") if i not in ("wbc", "ntp")]
+        bad = [i for i in self.grpo_inits.split(",") if i not in GRPO_INITS]
         if bad or not self.grpo_inits:
-            raise ValueError(f"--grpo_inits is a comma list of wbc and ntp, got {self.grpo_inits!r}")
+            raise ValueError(f"--grpo_inits is a comma list of {GRPO_INITS}, got {self.grpo_inits!r}")
 
 
 def spearman(x: Any, y: Any) -> float:
@@ -224,10 +228,11 @@ def run_seed(seed: int, o: RLOptions, data: RLData, recipe_opts: Any, run: RunOp
                                  per_device_train_batch_size=o.grpo_batch_size, num_generations=o.num_generations,
                                  temperature=o.temperature, beta=o.beta, learning_rate=o.grpo_learning_rate,
                                  max_history=recipe_opts.max_history, seed=seed, use_cpu=True, disable_tqdm=True,
-                                 autoregressive_entities=o.autoregressive_entities)
-        models[f"grpo_{init}"], _, history = grpo(folders[init], rms["train"], prompts, args, monitors)
-        curves[f"grpo_{init}"] = [{"step": e["step"], **{k: e.get(v) for k, v in CURVE_KEYS.items()}}
-                                  for e in history]
+                                 autoregressive_entities=o.autoregressive_entities,
+                                 unconstrained_rollouts=init.endswith("_free"))
+        models[f"grpo_{init}"], _, history = grpo(folders[init.split("_")[0]], rms["train"], prompts, args, monitors)
+        keys = {**CURVE_KEYS, **FORMAT_KEYS}
+        curves[f"grpo_{init}"] = [{"step": e["step"], **{k: e.get(v) for k, v in keys.items()}} for e in history]
         seconds[f"grpo_{init}"] = time.perf_counter() - t
 
     def arm(model: Any, row_order: str = "model") -> GenPageArm:

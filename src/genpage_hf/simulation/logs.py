@@ -33,21 +33,23 @@ def warm_up(world: World, users: UserPopulation, seed: int, policy: Optional[Pol
 
 
 def write_logs(world: World, users: UserPopulation, days: int, seed: int, out_dir: str | os.PathLike,
-               policy: Optional[Policy] = None, row_explore: float = 0.0) -> dict:
+               policy: Optional[Policy] = None, row_explore: float = 0.0, slot_explore: float = 0.0) -> dict:
     """Simulate `days` logged days with the production policy (after warm-up) and write the log directory.
 
-    `row_explore`: share of the logged days' pages the production policy serves in a random row order
-    (`ProductionPolicy.row_explore`; the warm-up stays unexplored); recorded in world_config.json."""
+    `row_explore`: share of the logged days' pages the production policy serves in a random row order;
+    `slot_explore`: probability a slot holds a title drawn from its row's whole eligible pool
+    (`ProductionPolicy`; the warm-up stays unexplored); both recorded in world_config.json."""
     if days < 1:
         raise ValueError(f"days must be positive, got {days}")
-    if not 0.0 <= row_explore <= 1.0:
-        raise ValueError(f"row_explore must be in [0, 1], got {row_explore}")
-    if row_explore and policy is not None:
-        raise ValueError("row_explore applies to the built-in production policy; pass one or the other")
+    for name, p in (("row_explore", row_explore), ("slot_explore", slot_explore)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {p}")
+    if (row_explore or slot_explore) and policy is not None:
+        raise ValueError("row_explore and slot_explore apply to the built-in production policy; pass one or the other")
     policy = policy or ProductionPolicy(world, seed)
     warm_up(world, users, seed, policy)
-    if row_explore:
-        policy.row_explore = row_explore
+    if row_explore or slot_explore:
+        policy.row_explore, policy.slot_explore = row_explore, slot_explore
     os.makedirs(os.path.join(out_dir, "impressions"), exist_ok=True)
     first = users.next_day
     n_records = 0
@@ -65,7 +67,7 @@ def write_logs(world: World, users: UserPopulation, days: int, seed: int, out_di
         json.dump([r.__dict__ for r in world.rows()], f, indent=1)
     meta = {"world": world.config.to_dict(), "n_users": users.n, "users_seed": users.seed, "seed": seed,
             "first_day": first, "days": days, "policy": getattr(policy, "name", type(policy).__name__),
-            "row_explore": row_explore, "records": n_records}
+            "row_explore": row_explore, "slot_explore": slot_explore, "records": n_records}
     with open(os.path.join(out_dir, "world_config.json"), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1)
     return meta

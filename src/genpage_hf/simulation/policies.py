@@ -114,16 +114,21 @@ class ProductionPolicy:
     Its exploration: `explore` swaps a shown title with a deeper candidate per row and jitters the row
     order below the pinned Continue Watching row; `row_explore` (off by default) serves that share of
     pages with the eligible rows in a uniformly random order, no pin, so that logs show every row at
-    every position (what a learner needs to value row order, which the pin otherwise fixes).
+    every position (what a learner needs to value row order, which the pin otherwise fixes);
+    `slot_explore` (off by default) puts, in each slot with that probability, a title drawn uniformly
+    from the row's whole eligible pool (not only its ranked candidates), so that logs show what titles
+    production would never rank are worth (what a reward model needs to score other policies' pages).
     """
 
     name = "production"
 
     def __init__(self, world: World, seed: int = 0, explore: float = 0.1, candidates_per_row: int = 20,
-                 row_explore: float = 0.0) -> None:
-        if not 0.0 <= explore <= 1.0 or not 0.0 <= row_explore <= 1.0:
-            raise ValueError(f"explore and row_explore must be probabilities in [0, 1], got {explore}, {row_explore}")
+                 row_explore: float = 0.0, slot_explore: float = 0.0) -> None:
+        for name, p in (("explore", explore), ("row_explore", row_explore), ("slot_explore", slot_explore)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
         self.world, self.explore, self.limit, self.row_explore = world, explore, candidates_per_row, row_explore
+        self.slot_explore = slot_explore
         self.rng = np.random.default_rng([world.config.seed, seed, 12])
         noise = np.random.default_rng([world.config.seed, 13]).normal(0, 0.6, world.n)
         self.quality_estimate = (world.quality + noise).astype(np.float32)
@@ -151,6 +156,8 @@ class ProductionPolicy:
             bb, rr = np.nonzero(swap)
             ii, jj = i[bb, rr], j[bb, rr]
             cand[bb, rr, ii], cand[bb, rr, jj] = cand[bb, rr, jj], cand[bb, rr, ii]
+        if self.slot_explore > 0:
+            cand = self._explore_slots(req, cand, W)
         counts = eligible_counts(req)  # stage 3: heuristic row selection and order
         value = _row_value(score, W, counts) + ROW_PRIOR
         value[:, CONTINUE_WATCHING] += 100.0  # pinned on top when present
@@ -161,6 +168,25 @@ class ProductionPolicy:
         order = np.argsort(-value, axis=1, kind="stable")
         order = np.where(np.isfinite(np.take_along_axis(value, order, 1)), order, -1)
         return fill_rows(req, cand, order)
+
+
+    def _explore_slots(self, req: RequestBatch, cand: np.ndarray, width: int) -> np.ndarray:
+        """Each of a row's first `width` candidates replaced, with probability `slot_explore`, by a title drawn
+        uniformly from the row's eligible pool that is not among its candidates (nor drawn for another slot)."""
+        B = len(req)
+        cand = cand.copy()
+        for r in range(cand.shape[1]):
+            pool = row_candidates(req, r)
+            size = (pool >= 0).sum(1)
+            draw = (self.rng.random((B, width)) * size[:, None]).astype(np.int64)
+            draw = np.minimum(draw, np.maximum(size - 1, 0)[:, None])
+            new = np.take_along_axis(pool, draw, 1)
+            taken = (new[:, :, None] == cand[:, r, None, :]).any(-1)
+            repeat = np.triu(new[:, :, None] == new[:, None, :], 1).any(1)  # drawn for an earlier slot too
+            swap = (self.rng.random((B, width)) < self.slot_explore) & (new >= 0) & ~taken & ~repeat
+            swap &= cand[:, r, :width] >= 0
+            cand[:, r, :width] = np.where(swap, new, cand[:, r, :width])
+        return cand
 
 
 class OraclePolicy:

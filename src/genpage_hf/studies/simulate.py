@@ -72,16 +72,21 @@ def study_spec(world: World) -> dict:
 
 
 def simulate(users: int, days: int, seed: int = 0, entities: Optional[int] = None, row_explore: float = 0.0,
-             catalog: str = "logged", log_dir: Optional[str] = None, **world: Any) -> Simulation:
+             catalog: str = "logged", log_dir: Optional[str] = None, slot_explore: float = 0.0,
+             **world: Any) -> Simulation:
     """Production-policy logs of `days` days after the warm-up; the last logged day is held out.
 
     `entities`: back-catalog size (`WorldConfig.n_entities`); `world`: further WorldConfig fields.
-    `row_explore`: share of logged pages served in a random row order (the warm-up stays unexplored).
+    `row_explore`: share of logged pages served in a random row order; `slot_explore`: probability a logged
+    slot holds a title drawn from its row's whole eligible pool (the warm-up stays unexplored).
     `catalog`: "logged" or "serving" (see `Simulation`). `log_dir`: write the logs there as Parquet
     (`write_logs`) and train on what `load_logs` reads back.
     """
     if days < 2:
         raise ValueError(f"days must be >= 2 (the last one is held out), got {days}")
+    for name, p in (("row_explore", row_explore), ("slot_explore", slot_explore)):
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {p}")
     if catalog not in CATALOGS:
         raise ValueError(f"catalog must be one of {CATALOGS}, got {catalog!r}")
     overrides = dict(world)
@@ -90,7 +95,8 @@ def simulate(users: int, days: int, seed: int = 0, entities: Optional[int] = Non
     w = World(WorldConfig(seed=seed, **overrides))
     population = UserPopulation(w, n_users=users, seed=seed)
     if log_dir is not None:
-        meta = write_logs(w, population, days=days, seed=seed, out_dir=log_dir, row_explore=row_explore)
+        meta = write_logs(w, population, days=days, seed=seed, out_dir=log_dir, row_explore=row_explore,
+                          slot_explore=slot_explore)
         records, logged, _ = load_logs(log_dir)
         last_day = meta["first_day"] + meta["days"] - 1
         held = w.day_of(np.array([r.context.timestamp for r in records])) == last_day
@@ -99,11 +105,12 @@ def simulate(users: int, days: int, seed: int = 0, entities: Optional[int] = Non
     else:
         policy = ProductionPolicy(w, seed)
         warm_up(w, population, seed, policy)
-        policy.row_explore = row_explore
+        policy.row_explore, policy.slot_explore = row_explore, slot_explore
         by_day = [[r for s in run_day(w, population, policy, seed) for r in s.records()] for _ in range(days)]
         train, held_out = [r for day in by_day[:-1] for r in day], by_day[-1]
         logged = w.catalog(up_to_day=population.next_day - 1)
     setup = {"users": users, "days": days, "seed": seed, "world": overrides, "row_explore": row_explore,
+             "slot_explore": slot_explore,
              "catalog": catalog, "train_records": len(train), "held_out_records": len(held_out)}
     chosen = logged if catalog == "logged" else w.catalog(up_to_day=population.next_day)
     return Simulation(w, population, train, held_out, chosen, study_spec(w), setup)
