@@ -42,6 +42,7 @@ import torch
 
 from genpage_hf.checkpoint import load_genpage, save_genpage
 from genpage_hf.data import records_dataset, split_records
+from genpage_hf.modeling_genpage import REWARD_SLOT_MODELS
 from genpage_hf.simulation import OraclePolicy, ProductionPolicy, RandomPolicy
 from genpage_hf.simulation.genpage_policy import GenPagePolicy
 from genpage_hf.simulation.truth import expected_page_rewards
@@ -96,7 +97,7 @@ class RLOptions:
     rm_init: str = field(default="ntp", metadata={"help": "reward models start from this checkpoint",
                                                   "choices": ["ntp", "wbc"]})
     rm_slot_model: str = field(default="position", metadata={"help": "RewardModelConfig.slot_model",
-                                                             "choices": ["position", "hidden", "page"]})
+                                                             "choices": list(REWARD_SLOT_MODELS)})
     rm_value_at: str = field(default="row_boundary", metadata={"help": "RewardModelConfig.value_at",
                                                                "choices": ["row_boundary", "entity"]})
     rm_steps: int = field(default=300, metadata={"help": "reward-model training steps (each RM)"})
