@@ -239,7 +239,7 @@ def test_rl_study_runs_grpo_from_both_checkpoints_and_reuses_them(tmp_path):
     runs = tmp_path / "runs"
     args = [*DATA, *MODEL, "--seeds", "0", "--rm_steps", "2", "--rm_batch_size", "4", "--grpo_steps", "1",
             "--grpo_batch_size", "4", "--num_generations", "2", "--truth_requests", "4", "--truth_draws", "2",
-            "--ab_requests", "8", "--output_dir", str(runs)]
+            "--ab_requests", "8", "--output_dir", str(runs), "--compare_rms", "ntp:page"]
     seed = _study("rl", tmp_path, *args)["metrics"]["per_seed"][0]
     grpo = {"grpo_wbc", "grpo_ntp", "grpo_wbc_page_value"}
     assert set(seed["arms"]) == {"production", "wbc", "wbc_page_value", "oracle"} | grpo
@@ -249,6 +249,7 @@ def test_rl_study_runs_grpo_from_both_checkpoints_and_reuses_them(tmp_path):
     quality = seed["reward_models"]["train"]
     assert set(quality["mean_score_by_policy"]) == {"random", "production", "wbc", "wbc_page_value", "grpo_wbc",
                                                     "grpo_ntp", "oracle"}
+    assert -1 <= seed["reward_models"]["compare_ntp:page"]["spearman_pooled"] <= 1
     assert (runs / "seed0" / "runs" / "ntp" / "checkpoint" / "config.json").is_file()
     assert "| grpo_ntp |" in (tmp_path / "rl.md").read_text() and (tmp_path / "rl.png").stat().st_size > 1000
     again = _study("rl", tmp_path, *args, "--reuse", "true", "--grpo_inits", "ntp", "--judge", "screen")

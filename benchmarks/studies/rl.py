@@ -100,6 +100,9 @@ class RLOptions:
                                                              "choices": list(REWARD_SLOT_MODELS)})
     rm_value_at: str = field(default="row_boundary", metadata={"help": "RewardModelConfig.value_at",
                                                                "choices": ["row_boundary", "entity"]})
+    compare_rms: str = field(default="ntp:page,ntp:position,wbc:position", metadata={
+        "help": "further reward models (init:slot_model), trained like the training RM and judged against the truth "
+                "beside it, never optimized ('' for none); ntp:page is the paper's"})
     rm_steps: int = field(default=300, metadata={"help": "reward-model training steps (each RM)"})
     rm_batch_size: int = field(default=32, metadata={"help": "reward-model batch size"})
     rm_learning_rate: float = field(default=3e-4, metadata={"help": "reward-model learning rate"})
@@ -122,6 +125,11 @@ class RLOptions:
                                                      "choices": list(JUDGE_OFFSETS)})
 
     def __post_init__(self) -> None:
+        for kind in filter(None, self.compare_rms.split(",")):
+            init, _, slot_model = kind.partition(":")
+            if init not in ("ntp", "wbc") or slot_model not in REWARD_SLOT_MODELS:
+                raise ValueError(f"--compare_rms: {kind!r} is not init:slot_model with init ntp or wbc and "
+                                 f"slot_model one of {REWARD_SLOT_MODELS}")
         bad = [i for i in self.grpo_inits.split(",") if i not in GRPO_INITS]
         if bad or not self.grpo_inits:
             raise ValueError(f"--grpo_inits is a comma list of {GRPO_INITS}, got {self.grpo_inits!r}")
@@ -150,22 +158,26 @@ def policies_and_rms(seed: int, o: RLOptions, sim: Any, recipe_opts: Any, out: s
         raise RuntimeError("the NTP and WBC policies were grown to different vocabularies")
     halves = split_records(records_dataset(sim.train), 0.5, seed)
     rms, rm_record = {}, {}
-    for name, half, other, s in (("train", halves[0], halves[1], seed), ("heldout", halves[1], halves[0], seed + 1)):
-        folder = os.path.join(out, f"rm_{name}-{o.rm_init}-{o.rm_slot_model}-{o.rm_value_at}-{o.rm_steps}steps-"
+    jobs = [("train", o.rm_init, o.rm_slot_model, 0, seed), ("heldout", o.rm_init, o.rm_slot_model, 1, seed + 1)]
+    jobs += [(f"compare_{kind}", kind.split(":")[0], kind.split(":")[1], 0, seed)
+             for kind in o.compare_rms.split(",") if kind]
+    for name, init, slot_model, half, s in jobs:
+        folder = os.path.join(out, f"rm_{name.split('_')[0]}-{init}-{slot_model}-{o.rm_value_at}-{o.rm_steps}steps-"
                                    f"{o.rm_negative_pages}neg-lr{o.rm_learning_rate:g}")
         if o.reuse and os.path.isfile(os.path.join(folder, "config.json")):
             rms[name] = load_reward_model(folder)[0]
             rm_record[name] = {"reused_from": folder}
             continue
         t = time.perf_counter()
-        run = reward_model(folders[o.rm_init], tok, half, folder, steps=o.rm_steps, batch_size=o.rm_batch_size,
-                           learning_rate=o.rm_learning_rate, seed=s, slot_model=o.rm_slot_model,
-                           value_at=o.rm_value_at, negative_pages=o.rm_negative_pages,
-                           max_history=recipe_opts.max_history, eval_records=other.select(range(min(256, len(other)))))
+        other = halves[1 - half]
+        run = reward_model(folders[init], tok, halves[half], folder, steps=o.rm_steps, batch_size=o.rm_batch_size,
+                           learning_rate=o.rm_learning_rate, seed=s, slot_model=slot_model, value_at=o.rm_value_at,
+                           negative_pages=o.rm_negative_pages, max_history=recipe_opts.max_history,
+                           eval_records=other.select(range(min(256, len(other)))))
         run.save(folder, sim.catalog)
         rms[name] = run.trainer.model.eval()
         seconds[f"rm_{name}"] = time.perf_counter() - t
-        rm_record[name] = {"records": len(half), "steps": o.rm_steps, "eval_on_other_half": run.eval_metrics}
+        rm_record[name] = {"records": len(halves[half]), "steps": o.rm_steps, "eval_on_other_half": run.eval_metrics}
     return folders, tok, rms, {"reward_models": rm_record, "seconds": seconds}
 
 
@@ -326,8 +338,9 @@ def render(result: dict, path: str) -> None:
     lines += ["", "| seed | RM | pooled Spearman | within-request | oracle > production | policy order = truth |",
               "|---|---|---|---|---|---|"]
     for s in seeds:
-        for rm in ("train", "heldout"):
-            q = s["reward_models"][rm]
+        for rm, q in s["reward_models"].items():
+            if not isinstance(q, dict) or "spearman_pooled" not in q:
+                continue
             lines.append(f"| {s['seed']} | {rm} | {q['spearman_pooled']:.3f} | {q['spearman_within_request']:.3f} | "
                          f"{q['oracle_above_production']} | {q['same_order_as_truth']} |")
     lines += ["", f"![per-step curves]({os.path.basename(stem)}.png)", ""]
