@@ -31,6 +31,7 @@ Writes `--result_file` (default benchmarks/results/rl.json) and rl.md / rl.png b
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -92,8 +93,8 @@ class RLOptions:
     workers: int = field(default=1, metadata={"help": "seeds run at once, one process each"})
     output_dir: str = field(default="runs/rl-study", metadata={"help": "checkpoints, reward models, GRPO runs"})
     reuse: bool = field(default=False, metadata={
-        "help": "load the WBC/NTP policies and reward models an earlier run left in --output_dir (same seeds and "
-                "settings) instead of training them again (screening GRPO settings)"})
+        "help": "load the WBC/NTP policies, reward models and GRPO policies an earlier run left in --output_dir (same "
+                "seeds and settings) instead of training them again (screening, judging a screened run)"})
     rm_init: str = field(default="ntp", metadata={"help": "reward models start from this checkpoint",
                                                   "choices": ["ntp", "wbc"]})
     rm_slot_model: str = field(default="position", metadata={"help": "RewardModelConfig.slot_model",
@@ -135,6 +136,12 @@ class RLOptions:
             raise ValueError(f"--grpo_inits is a comma list of {GRPO_INITS}, got {self.grpo_inits!r}")
 
 
+def rm_tag(o: RLOptions, init: Optional[str] = None, slot_model: Optional[str] = None) -> str:
+    """The reward-model settings in a folder name (reuse loads only what the same settings trained)."""
+    return (f"{init or o.rm_init}-{slot_model or o.rm_slot_model}-{o.rm_value_at}-{o.rm_steps}steps-"
+            f"{o.rm_negative_pages}neg-lr{o.rm_learning_rate:g}")
+
+
 def spearman(x: Any, y: Any) -> float:
     """Spearman rank correlation (average ranks for ties; NaN for a constant input)."""
     return float(pd.DataFrame({"x": x, "y": y}).corr(method="spearman").iloc[0, 1])
@@ -162,8 +169,7 @@ def policies_and_rms(seed: int, o: RLOptions, sim: Any, recipe_opts: Any, out: s
     jobs += [(f"compare_{kind}", kind.split(":")[0], kind.split(":")[1], 0, seed)
              for kind in o.compare_rms.split(",") if kind]
     for name, init, slot_model, half, s in jobs:
-        folder = os.path.join(out, f"rm_{name.split('_')[0]}-{init}-{slot_model}-{o.rm_value_at}-{o.rm_steps}steps-"
-                                   f"{o.rm_negative_pages}neg-lr{o.rm_learning_rate:g}")
+        folder = os.path.join(out, f"rm_{name.split('_')[0]}-{rm_tag(o, init, slot_model)}")
         if o.reuse and os.path.isfile(os.path.join(folder, "config.json")):
             rms[name] = load_reward_model(folder)[0]
             rm_record[name] = {"reused_from": folder}
@@ -243,10 +249,20 @@ def run_seed(seed: int, o: RLOptions, data: RLData, recipe_opts: Any, run: RunOp
                                  max_history=recipe_opts.max_history, seed=seed, use_cpu=True, disable_tqdm=True,
                                  autoregressive_entities=o.autoregressive_entities,
                                  unconstrained_rollouts=init.endswith("_free"))
+        folder = os.path.join(out, f"grpo_{init}_policy-{rm_tag(o)}-{o.grpo_steps}steps-lr{o.grpo_learning_rate:g}-"
+                                   f"T{o.temperature:g}-beta{o.beta:g}")
+        if o.reuse and os.path.isfile(os.path.join(folder, "curve.json")):
+            models[f"grpo_{init}"] = load_genpage(folder)[0].eval()
+            with open(os.path.join(folder, "curve.json"), encoding="utf-8") as f:
+                curves[f"grpo_{init}"] = json.load(f)
+            continue
         models[f"grpo_{init}"], _, history = grpo(folders[init.split("_")[0]], rms["train"], prompts, args, monitors)
         keys = {**CURVE_KEYS, **FORMAT_KEYS}
         curves[f"grpo_{init}"] = [{"step": e["step"], **{k: e.get(v) for k, v in keys.items()}} for e in history]
         seconds[f"grpo_{init}"] = time.perf_counter() - t
+        save_genpage(models[f"grpo_{init}"], tok, folder, serving, metadata={"stage": f"GRPO from {init}"})
+        with open(os.path.join(folder, "curve.json"), "w", encoding="utf-8") as f:
+            json.dump(curves[f"grpo_{init}"], f)
 
     def arm(model: Any, row_order: str = "model") -> GenPageArm:
         return GenPageArm(model, tok, row_order=row_order, max_history=recipe_opts.max_history,
