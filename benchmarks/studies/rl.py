@@ -106,6 +106,8 @@ class RLOptions:
                 "beside it, never optimized ('' for none); ntp:page is the paper's"})
     rm_steps: int = field(default=300, metadata={"help": "reward-model training steps (each RM)"})
     rm_batch_size: int = field(default=32, metadata={"help": "reward-model batch size"})
+    rm_head_learning_rate: Optional[float] = field(default=None, metadata={
+        "help": "learning rate of the reward models' head parameters (default: RewardModelConfig's)"})
     rm_learning_rate: float = field(default=3e-4, metadata={"help": "reward-model learning rate"})
     rm_negative_pages: int = field(default=1, metadata={"help": "counterfactual negative pages per logged page"})
     grpo_inits: str = field(default="wbc,ntp", metadata={
@@ -138,8 +140,9 @@ class RLOptions:
 
 def rm_tag(o: RLOptions, init: Optional[str] = None, slot_model: Optional[str] = None) -> str:
     """The reward-model settings in a folder name (reuse loads only what the same settings trained)."""
+    head = "" if o.rm_head_learning_rate is None else f"-head{o.rm_head_learning_rate:g}"
     return (f"{init or o.rm_init}-{slot_model or o.rm_slot_model}-{o.rm_value_at}-{o.rm_steps}steps-"
-            f"{o.rm_negative_pages}neg-lr{o.rm_learning_rate:g}")
+            f"{o.rm_negative_pages}neg-lr{o.rm_learning_rate:g}{head}")
 
 
 def spearman(x: Any, y: Any) -> float:
@@ -179,6 +182,7 @@ def policies_and_rms(seed: int, o: RLOptions, sim: Any, recipe_opts: Any, out: s
         run = reward_model(folders[init], tok, halves[half], folder, steps=o.rm_steps, batch_size=o.rm_batch_size,
                            learning_rate=o.rm_learning_rate, seed=s, slot_model=slot_model, value_at=o.rm_value_at,
                            negative_pages=o.rm_negative_pages, max_history=recipe_opts.max_history,
+                           head_learning_rate=o.rm_head_learning_rate,
                            eval_records=other.select(range(min(256, len(other)))))
         run.save(folder, sim.catalog)
         rms[name] = run.trainer.model.eval()

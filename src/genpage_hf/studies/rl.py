@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -22,8 +22,9 @@ from .simulate import Simulation, record_dict
 def reward_model(init: Any, tokenizer: Any, records: Any, out_dir: str, *, steps: int, batch_size: int = 32,
                  learning_rate: float = 3e-4, seed: int = 0, slot_model: str = "position",
                  value_at: str = "row_boundary", negative_pages: int = 1, max_history: Any = None,
-                 dtype: str = "auto", eval_records: Any = None) -> Any:
-    """A page reward model trained on `records` from `init` (a model or folder); returns the `TrainingRun`."""
+                 dtype: str = "auto", eval_records: Any = None, head_learning_rate: Optional[float] = None) -> Any:
+    """A page reward model trained on `records` from `init` (a model or folder); returns the `TrainingRun`.
+    `head_learning_rate`: the slot model's head parameters' (default: RewardModelConfig's)."""
     from ..training.configs import RewardModelConfig
     from ..training.reward_model import train_reward_model
 
@@ -31,7 +32,8 @@ def reward_model(init: Any, tokenizer: Any, records: Any, out_dir: str, *, steps
                              learning_rate=learning_rate, warmup_steps=max(1, steps // 10),
                              logging_steps=max(1, steps // 20), disable_tqdm=True, seed=seed, example_seed=seed,
                              max_history=max_history, dtype=dtype, slot_model=slot_model, value_at=value_at,
-                             negative_pages=negative_pages)
+                             negative_pages=negative_pages,
+                             **({} if head_learning_rate is None else {"head_learning_rate": head_learning_rate}))
     return train_reward_model(init, tokenizer, records, args, eval_records=eval_records)
 
 
