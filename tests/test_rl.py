@@ -10,6 +10,9 @@ import datasets
 import numpy as np
 import pytest
 import torch
+from rl_env import catalog_ids as _ids
+from rl_env import grpo_rules as _rules
+from rl_env import played_records
 
 from genpage_hf import GenPageForPageReward
 from genpage_hf.catalog import default_catalog
@@ -43,17 +46,6 @@ def policy_folder(tmp_path, catalog, spec):
     model, tok = build_genpage(catalog, spec, seed=0, **TINY)
     save_genpage(model, tok, tmp_path / "policy", catalog)
     return str(tmp_path / "policy")
-
-
-def _ids(tok):
-    return [tok.id_to_entity(int(i)) for i in tok.entity_token_ids], [tok.id_to_row(int(i)) for i in tok.row_token_ids]
-
-
-def _rules(tok) -> RuleSet:
-    ents, rows = _ids(tok)
-    return RuleSet(rows_per_page=2, entities_per_row=3, row_candidates=rows[:4], pinned_rows={rows[2]: 0},
-                   row_eligibility={r: ents[4 * i:4 * i + 6] for i, r in enumerate(rows[:4])},
-                   blocked_entities=[ents[0]])
 
 
 def _reward_model(policy, tok, seed=0):
@@ -117,18 +109,8 @@ def test_grpo_steps_through_trl_change_the_policy_obey_the_rules_and_keep_kl_fin
                                                  ("row_boundary", "cascade")])
 def test_reward_model_trains_on_slot_rewards_and_scores_sum_the_slots(tmp_path, policy_folder, value_at, slot_model):
     policy, tok, _ = load_genpage(policy_folder)
-    ents, rows = _ids(tok)
-    rng = np.random.default_rng(0)
-    records = []
-    for s in range(24):
-        page_ents = [str(x) for x in rng.choice(ents, 4, replace=False)]
-        played = [x in ents[:10] for x in page_ents]  # the first entities of the catalog are always played
-        records.append({"context": demo_context(tok, seed=s),
-                        "page": {"rows": [{"row": rows[0], "entities": page_ents[:2]},
-                                          {"row": rows[1], "entities": page_ents[2:]}]},
-                        "feedback": {"impressed": [True] * 4, "played": played,
-                                     "play_duration": [3000.0 if p else 0.0 for p in played], "thumbs": [0] * 4,
-                                     "abandoned": [not p for p in played]}})
+    ents, _ = _ids(tok)
+    records = played_records(tok, 24, ents, set(ents[:10]), seed=0)  # the catalog's first titles are always played
     args = RewardModelConfig(output_dir=str(tmp_path / "rm"), max_steps=30, per_device_train_batch_size=8,
                              learning_rate=3e-3, warmup_steps=0, logging_steps=5, max_history=10, use_cpu=True,
                              dtype="fp32", disable_tqdm=True, value_at=value_at, slot_model=slot_model)
@@ -168,18 +150,8 @@ def test_cascade_reward_model_reaches_later_slots_only_when_earlier_plays_do_not
 def test_page_level_reward_model_regresses_the_page_reward_from_the_last_state(tmp_path, policy_folder):
     """The paper's reward model: one head on the page's last state; padding does not move a page's score."""
     policy, tok, _ = load_genpage(policy_folder)
-    ents, rows = _ids(tok)
-    rng = np.random.default_rng(1)
-    records = []
-    for s in range(32):
-        page_ents = [str(x) for x in rng.choice(ents[:20], 4, replace=False)]
-        played = [x in ents[:5] for x in page_ents]
-        records.append({"context": demo_context(tok, seed=s),
-                        "page": {"rows": [{"row": rows[0], "entities": page_ents[:2]},
-                                          {"row": rows[1], "entities": page_ents[2:]}]},
-                        "feedback": {"impressed": [True] * 4, "played": played,
-                                     "play_duration": [3000.0 if p else 0.0 for p in played], "thumbs": [0] * 4,
-                                     "abandoned": [not p for p in played]}})
+    ents, _ = _ids(tok)
+    records = played_records(tok, 32, ents[:20], set(ents[:5]), seed=1)
     args = RewardModelConfig(output_dir=str(tmp_path / "rm"), max_steps=40, per_device_train_batch_size=8,
                              learning_rate=3e-3, warmup_steps=0, logging_steps=5, max_history=10, use_cpu=True,
                              dtype="fp32", disable_tqdm=True, slot_model="page", negative_pages=0)

@@ -6,6 +6,8 @@ import os
 import numpy as np
 import pytest
 import torch
+from rl_env import catalog_ids as _ids
+from rl_env import grpo_rules as _rules
 
 from genpage_hf.checkpoint import build_genpage, save_genpage
 from genpage_hf.commands.model import demo_context
@@ -18,18 +20,6 @@ from genpage_hf.training.reward_model import reward_model_from_policy
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 T = 0.7
-
-
-def _ids(tok):
-    return [tok.id_to_entity(int(i)) for i in tok.entity_token_ids], [tok.id_to_row(int(i)) for i in tok.row_token_ids]
-
-
-def _rules(tok) -> RuleSet:
-    """Pins, a blocklist and overlapping row eligibility: some hybrid fills are not safe and re-ask the rules."""
-    ents, rows = _ids(tok)
-    return RuleSet(rows_per_page=2, entities_per_row=3, row_candidates=rows[:4], pinned_rows={rows[2]: 0},
-                   row_eligibility={r: ents[4 * i:4 * i + 6] for i, r in enumerate(rows[:4])},
-                   blocked_entities=[ents[0]])
 
 
 @pytest.fixture()

@@ -45,9 +45,8 @@ from genpage_hf.checkpoint import load_genpage, save_genpage
 from genpage_hf.data import records_dataset, split_records
 from genpage_hf.modeling_genpage import REWARD_SLOT_MODELS
 from genpage_hf.simulation import OraclePolicy, ProductionPolicy, RandomPolicy
-from genpage_hf.simulation.genpage_policy import GenPagePolicy
 from genpage_hf.simulation.truth import expected_page_rewards
-from genpage_hf.studies.judge import GenPageArm, grow_to_judge_day, judge, pooled
+from genpage_hf.studies.judge import GenPageArm, arm_policy, grow_to_judge_day, judge, pooled
 from genpage_hf.studies.rl import grpo, grpo_prompts, reward_model
 from genpage_hf.studies.train import train
 from genpage_hf.training.configs import GenPageGRPOConfig
@@ -279,14 +278,10 @@ def run_seed(seed: int, o: RLOptions, data: RLData, recipe_opts: Any, run: RunOp
             f"{grpo_names[0]}_page_value": arm(models[grpo_names[0]], "page_value")}
     t = time.perf_counter()
 
-    def policy(name: str) -> GenPagePolicy:
-        a = arms[name]
-        return GenPagePolicy(sim.world, a.model, tok, name=name, row_order=a.row_order, max_history=a.max_history,
-                             autoregressive_entities=a.autoregressive_entities, batch_size=DECODE_BATCH)
-
     quality = rm_quality(sim, seed, o, tok, {"random": RandomPolicy(sim.world, seed),
                                              "production": ProductionPolicy(sim.world, seed),
-                                             **{n: policy(n) for n in ("wbc", "wbc_page_value", *grpo_names)},
+                                             **{n: arm_policy(sim, n, arms[n])
+                                                for n in ("wbc", "wbc_page_value", *grpo_names)},
                                              "oracle": OraclePolicy(sim.world, sim.users)}, rms,
                          recipe_opts.max_history)
     seconds["rm_quality"] = time.perf_counter() - t

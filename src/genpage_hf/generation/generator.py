@@ -39,7 +39,7 @@ from transformers import Cache
 from .kv_cache import PrefixCache, _GrowingLayer, reuse_prefixes, store_prefixes, write_left_padded
 from .pages import GeneratedPage, GeneratedRow, PageRequest
 from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageStep, RuleSet
-from .sampling import narrowed, step_sizes
+from .sampling import left_padded, narrowed, step_sizes
 
 ROW_ORDERS = ("model", "entity_value", "page_value")
 # page_value/entity_value decoding: sigmoid(value - offset) turns WBC's weighted log-odds into expected plays;
@@ -209,12 +209,7 @@ class PageGenerator:
         `processor.errors`), or with `fail_fast` nothing is decoded at all."""
         device = self.model.device
         B, L0 = len(prompts), max(len(p) for p in prompts)
-        ids = torch.full((B, L0), self.tokenizer.pad_token_id, dtype=torch.long)
-        attn = torch.zeros(B, L0, dtype=torch.long)
-        for b, p in enumerate(prompts):
-            ids[b, L0 - len(p):] = torch.tensor(p)
-            attn[b, L0 - len(p):] = 1
-        ids, attn = ids.to(device), attn.to(device)
+        ids, attn = (t.to(device) for t in left_padded(prompts, self.tokenizer.pad_token_id))
         step = processor.step(ids)
         if fail_fast and any(e is not None for e in processor.errors):
             return [None] * B
@@ -392,13 +387,7 @@ class PageGenerator:
 
     def _step_tokens(self, chosen: list[list[int]], count: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens, attention mask) of a step: sequence b's first `count[b]` choices, left-padded to the longest."""
-        K = int(count.max())
-        new = torch.full((len(count), K), self.tokenizer.pad_token_id, dtype=torch.long)
-        new_attn = torch.zeros(len(count), K, dtype=torch.long)
-        for b, n in enumerate(count.tolist()):
-            if n:
-                new[b, K - n:], new_attn[b, K - n:] = torch.tensor(chosen[b][:n]), 1
-        return new, new_attn
+        return left_padded([c[:n] for c, n in zip(chosen, count.tolist())], self.tokenizer.pad_token_id)
 
     def _pick_one_by_one(self, ids: torch.Tensor, ranked: torch.Tensor, step: PageStep,
                          processor: GenPageLogitsProcessor, count: np.ndarray, only: Optional[np.ndarray] = None,

@@ -42,11 +42,16 @@ def narrowed(processor: GenPageLogitsProcessor, ids: torch.Tensor, allowed: torc
     return processor.step(ids).allowed & allowed & ~taken
 
 
-def _left_padded(prompts: Sequence[Sequence[int]], pad: int) -> torch.Tensor:
-    ids = torch.full((len(prompts), max(len(p) for p in prompts)), pad, dtype=torch.long)
-    for b, p in enumerate(prompts):
-        ids[b, ids.shape[1] - len(p):] = torch.tensor(list(p), dtype=torch.long)
-    return ids
+def left_padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens, attention mask) of token rows left-padded to the longest: a batch of prompts, or the tokens one
+    decoding step appends (a row may be empty)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attn = torch.zeros(len(rows), width, dtype=torch.long)
+    for b, r in enumerate(rows):
+        if len(r):
+            ids[b, width - len(r):], attn[b, width - len(r):] = torch.tensor(list(r), dtype=torch.long), 1
+    return ids, attn
 
 
 def sampling_plan(processor: GenPageLogitsProcessor, prompts: Sequence[Sequence[int]],
@@ -76,7 +81,7 @@ def sampling_plan(processor: GenPageLogitsProcessor, prompts: Sequence[Sequence[
             raise ValueError(f"completion {b}: token {j} ({tok.convert_ids_to_tokens(int(token))}) is not one the "
                              "sampler could draw there under the request's rules")
 
-    ids = _left_padded(prompts, pad)
+    ids = left_padded(prompts, pad)[0]
     step = processor.step(ids)
     while not step.done.all():
         fill, count = step_sizes(step, autoregressive_entities)
@@ -99,11 +104,7 @@ def sampling_plan(processor: GenPageLogitsProcessor, prompts: Sequence[Sequence[
                 taken = torch.zeros_like(mask).scatter_(1, picks[:, j:j + 1], True)
                 unsafe = torch.from_numpy(fill & ~step.fill_safe)[:, None]
                 mask = torch.where(unsafe, narrowed(processor, sub_ids, mask, picks[:, j]), mask & ~taken)
-        new = torch.full((B, K), pad, dtype=torch.long)
-        for b, n in enumerate(count.tolist()):
-            if n:
-                new[b, K - n:] = picks[b, :n]
-        ids = torch.cat([ids, new], 1)
+        ids = torch.cat([ids, left_padded([p[:n] for p, n in zip(picks.tolist(), count.tolist())], pad)[0]], 1)
         ptr += count
         step = processor.step(ids)
     for b, c in enumerate(completions):
@@ -130,4 +131,4 @@ def plan_log_probs(logits: torch.Tensor, tokens: torch.Tensor, source: torch.Ten
     return logps, entropy
 
 
-__all__ = ["narrowed", "plan_log_probs", "sampling_plan", "step_sizes"]
+__all__ = ["left_padded", "narrowed", "plan_log_probs", "sampling_plan", "step_sizes"]

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from ..catalog import Catalog
 from ..records import Impression, from_rows, to_arrow
 from .engine import run_day
-from .policies import Policy, ProductionPolicy
+from .policies import Policy, ProductionPolicy, check_probabilities
 from .users import UserPopulation
 from .world import World, WorldConfig
 
@@ -41,9 +41,7 @@ def write_logs(world: World, users: UserPopulation, days: int, seed: int, out_di
     (`ProductionPolicy`; the warm-up stays unexplored); both recorded in world_config.json."""
     if days < 1:
         raise ValueError(f"days must be positive, got {days}")
-    for name, p in (("row_explore", row_explore), ("slot_explore", slot_explore)):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {p}")
+    check_probabilities(row_explore=row_explore, slot_explore=slot_explore)
     if (row_explore or slot_explore) and policy is not None:
         raise ValueError("row_explore and slot_explore apply to the built-in production policy; pass one or the other")
     policy = policy or ProductionPolicy(world, seed)

@@ -53,6 +53,13 @@ class Policy(Protocol):
         ...
 
 
+def check_probabilities(**named: float) -> None:
+    """Raise ValueError naming the first of `named` (exploration rates) outside [0, 1]."""
+    for name, p in named.items():
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+
+
 def candidate_tensor(req: RequestBatch, limit: int | None) -> np.ndarray:
     """(B, n_rows, M) eligible candidates of every row (static rows in prior order, at most `limit`), -1 padded."""
     per_row = [row_candidates(req, r, limit) for r in range(len(ROW_IDS))]
@@ -124,9 +131,7 @@ class ProductionPolicy:
 
     def __init__(self, world: World, seed: int = 0, explore: float = 0.1, candidates_per_row: int = 20,
                  row_explore: float = 0.0, slot_explore: float = 0.0) -> None:
-        for name, p in (("explore", explore), ("row_explore", row_explore), ("slot_explore", slot_explore)):
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+        check_probabilities(explore=explore, row_explore=row_explore, slot_explore=slot_explore)
         self.world, self.explore, self.limit, self.row_explore = world, explore, candidates_per_row, row_explore
         self.slot_explore = slot_explore
         self.rng = np.random.default_rng([world.config.seed, seed, 12])

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..catalog import Catalog
 from ..simulation import ProductionPolicy, UserPopulation, World, WorldConfig, load_logs, run_day, warm_up, write_logs
+from ..simulation.policies import check_probabilities
 from ..tokenizer_spec import load_spec
 
 CATALOGS = ("logged", "serving")
@@ -84,9 +85,7 @@ def simulate(users: int, days: int, seed: int = 0, entities: Optional[int] = Non
     """
     if days < 2:
         raise ValueError(f"days must be >= 2 (the last one is held out), got {days}")
-    for name, p in (("row_explore", row_explore), ("slot_explore", slot_explore)):
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {p}")
+    check_probabilities(row_explore=row_explore, slot_explore=slot_explore)
     if catalog not in CATALOGS:
         raise ValueError(f"catalog must be one of {CATALOGS}, got {catalog!r}")
     overrides = dict(world)
