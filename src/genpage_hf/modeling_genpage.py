@@ -336,13 +336,26 @@ class GenPageForPageReward(GenPagePreTrainedModel):
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=False).last_hidden_state
         slots = self.page_slots(input_ids, attention_mask)  # raises first if page_token_id is unset
-        if self.slot_model == "page":  # the state at the last real token (right padding, or the attention mask)
-            real = input_ids != self.config.pad_token_id if attention_mask is None else attention_mask.bool()
-            last = (real.long() * torch.arange(input_ids.shape[1], device=input_ids.device)).argmax(-1)
-            logits = self.score(hidden[torch.arange(len(last), device=last.device), last]).float()
-            loss = None if labels is None else nn.functional.mse_loss(logits.squeeze(-1),
-                                                                      labels.to(logits.dtype).view(-1))
-            return PageRewardOutput(loss=loss, logits=logits, slot_rewards=torch.zeros_like(slots, dtype=logits.dtype))
+        if self.slot_model == "page":
+            logits = self._page_score(hidden, input_ids, attention_mask)
+            slot_rewards = torch.zeros_like(slots, dtype=logits.dtype)
+        else:
+            slot_rewards = self._slot_rewards(hidden, input_ids, slots)
+            logits = slot_rewards.sum(-1, keepdim=True)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
+        return PageRewardOutput(loss=loss, logits=logits, slot_rewards=slot_rewards)
+
+    def _page_score(self, hidden: torch.Tensor, input_ids: torch.Tensor,
+                    attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
+        """(batch, 1) `score` of the state at the last real token (right padding, or the attention mask)."""
+        real = input_ids != self.config.pad_token_id if attention_mask is None else attention_mask.bool()
+        last = (real.long() * torch.arange(input_ids.shape[1], device=input_ids.device)).argmax(-1)
+        return self.score(hidden[torch.arange(len(last), device=last.device), last]).float()
+
+    def _slot_rewards(self, hidden: torch.Tensor, input_ids: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """(batch, seq) expected reward of every scored slot (0 elsewhere) under the slot model."""
         value_at = getattr(self.config, "reward_value_at", "entity")
         if value_at == "entity":
             state = torch.cat(
@@ -357,21 +370,14 @@ class GenPageForPageReward(GenPagePreTrainedModel):
             q = torch.sigmoid(value.squeeze(-1).float() + self.play_bias) * slots
             go_on = 1 - torch.sigmoid(self.stop_logit) * q  # P(this slot does not end the browse)
             before = torch.cat([torch.ones_like(go_on[:, :1]), go_on.cumprod(-1)[:, :-1]], dim=-1)  # exclusive
-            examined = self.reach(input_ids) * before
-            slot_rewards = self.value_scale((examined * q).unsqueeze(-1).to(value.dtype)).squeeze(-1).float() * slots
-            logits = slot_rewards.sum(-1, keepdim=True)
-            loss = None if labels is None else nn.functional.mse_loss(logits.squeeze(-1),
-                                                                      labels.to(logits.dtype).view(-1))
-            return PageRewardOutput(loss=loss, logits=logits, slot_rewards=slot_rewards)
-        slot = self.value_scale(torch.sigmoid(value))
-        slot = slot + self.score(hidden) if self.slot_model == "hidden" else slot * self.reach(input_ids).unsqueeze(-1)
-        slot_rewards = slot.squeeze(-1).float() * slots
-        logits = slot_rewards.sum(-1, keepdim=True)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.mse_loss(logits.squeeze(-1), labels.to(logits.dtype).view(-1))
-        return PageRewardOutput(loss=loss, logits=logits, slot_rewards=slot_rewards)
-
+            slot = self.value_scale((self.reach(input_ids) * before * q).unsqueeze(-1).to(value.dtype))
+        else:
+            slot = self.value_scale(torch.sigmoid(value))
+            if self.slot_model == "hidden":
+                slot = slot + self.score(hidden)
+            else:
+                slot = slot * self.reach(input_ids).unsqueeze(-1)
+        return slot.squeeze(-1).float() * slots
 
 __all__ = ["GenPageFusedEmbedding", "GenPagePreTrainedModel", "GenPageModel", "GenPageForPageGeneration",
            "GenPageForPageReward", "PageRewardOutput", "REWARD_MAX_POSITIONS", "REWARD_SLOT_MODELS", "REWARD_VALUE_AT"]
