@@ -1,9 +1,6 @@
 """Look-ahead rules against an exhaustive oracle: a request is refused iff no valid page exists, and
 every page decoded (greedy, sampled, hybrid, `generate()`, batches, pagination) is valid."""
 
-from itertools import combinations
-from typing import Optional
-
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +8,7 @@ from hypothesis import strategies as st
 from test_rules import context, tiny
 from transformers import LogitsProcessorList
 
+from benchmarks.reliability.page_oracle import as_rows, best_page, completion, expected_rows, page_violations
 from genpage_hf.generation import (
     GeneratedPage,
     GenPageLogitsProcessor,
@@ -21,91 +19,6 @@ from genpage_hf.generation import (
 )
 
 SETTINGS = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-# ---------------------------------------------------------------------------------------- the oracle
-def page_violations(rows: list[tuple[str, list[str]]], rules: RuleSet, m: int, spec_width: int,
-                    previous: list[tuple[str, list[str]]] = ()) -> list[str]:
-    """Every rule an m-row page breaks (rules about positions >= m are void), checked from the RuleSet alone."""
-    rpp = rules.rows_per_page
-    out = [] if len(rows) == m else [f"grammar: {len(rows)} rows, expected {m}"]
-    seen_rows = [r for r, _ in previous]
-    seen_entities = [e for _, es in previous for e in es]
-    for pos, (row, entities) in enumerate(rows):
-        width = rules.row_widths.get(row, rules.entities_per_row or spec_width)
-        if len(entities) != width or len(set(entities)) != len(entities):
-            out.append(f"grammar: row {pos} holds {entities} for width {width}")
-        if (rules.row_candidates is not None and row not in rules.row_candidates) or row in rules.blocked_rows:
-            out.append(f"row_candidates: {row}")
-        if rules.dedup_rows and row in seen_rows:
-            out.append(f"dedup_rows: {row}")
-        if row in rules.pinned_rows and rules.pinned_rows[row] != pos:
-            out.append(f"pinned_rows: {row} at {pos}")
-        seen_rows.append(row)
-        for e in entities:
-            candidates = rules.entity_candidates
-            if e in rules.blocked_entities or (candidates is not None and e not in candidates):
-                out.append(f"entity_candidates: {e}")
-            if row in rules.row_eligibility and e not in rules.row_eligibility[row]:
-                out.append(f"row_eligibility: {e} in {row}")
-            if rules.dedup_entities and e in seen_entities:
-                out.append(f"dedup_entities: {e}")
-        seen_entities += entities
-    order = [r for r, _ in rows]
-    for row, pos in rules.pinned_rows.items():
-        if pos < m and (pos >= len(order) or order[pos] != row):
-            out.append(f"pinned_rows: {row} not at {pos}")
-    for row, pos in rules.row_max_positions.items():
-        pos = min(pos, rpp - 1)
-        if pos < m and row not in order[:pos + 1] and not (row in rules.pinned_rows and rules.pinned_rows[row] <= pos):
-            out.append(f"row_max_positions: {row} not at or above {pos}")
-    return out
-
-
-def best_page(rules: RuleSet, rows: list[str], entities: list[str], m: int, spec_width: int,
-              previous: list[tuple[str, list[str]]] = ()) -> Optional[list[tuple[str, list[str]]]]:
-    """An m-row page obeying `rules`, found by exhaustive search over `rows` x sets of `entities`; None if none.
-
-    A prefix of k rows that breaks a rule as a k-row page cannot grow into a valid page, and two
-    prefixes with the same length, rows and (with dedup_entities) entities have the same futures.
-    """
-    return completion(rules, [], rows, entities, m, spec_width, previous)
-
-
-def completion(rules: RuleSet, prefix: list[tuple[str, list[str]]], rows: list[str], entities: list[str], m: int,
-               spec_width: int, previous: list[tuple[str, list[str]]] = ()) -> Optional[list[tuple[str, list[str]]]]:
-    """A valid m-row page starting with `prefix` (its last row may be partial), by exhaustive search; None if none."""
-    dead: set = set()
-    width_of = lambda row: rules.row_widths.get(row, rules.entities_per_row or spec_width)  # noqa: E731
-
-    def search(page: list) -> Optional[list]:
-        if len(page) > m or page_violations(page, rules, len(page), spec_width, previous):
-            return None
-        if len(page) == m:
-            return page
-        key = (len(page), frozenset(r for r, _ in page),
-               frozenset(e for _, es in page for e in es) if rules.dedup_entities else None)
-        if key in dead:
-            return None
-        for row in rows:
-            for es in combinations(entities, width_of(row)):
-                found = search(page + [(row, list(es))])
-                if found is not None:
-                    return found
-        dead.add(key)
-        return None
-
-    if prefix and len(prefix[-1][1]) < width_of(prefix[-1][0]):
-        row, placed = prefix[-1]
-        if len(set(placed)) < len(placed) or not set(placed) <= set(entities):
-            return None
-        rest = [e for e in entities if e not in placed]
-        for es in combinations(rest, width_of(row) - len(placed)):
-            found = search(prefix[:-1] + [(row, placed + list(es))])
-            if found is not None:
-                return found
-        return None
-    return search(list(prefix))
 
 
 # ---------------------------------------------------------------------------------------- small rule sets
@@ -135,21 +48,6 @@ def small_rules(draw) -> RuleSet:
         blocked_entities=sub(entities, max_size=1) if not draw(st.integers(0, 3)) else [],
         allow_short_page=draw(st.booleans()),
     )
-
-
-def expected_rows(rules: RuleSet, spec_width: int, previous=()) -> Optional[int]:
-    """Rows the page must have: a full page if one exists, else (short pages allowed) the longest; None: refuse."""
-    rows, entities = rules.row_candidates, rules.entity_candidates
-    if best_page(rules, rows, entities, rules.rows_per_page, spec_width, list(previous)) is not None:
-        return rules.rows_per_page
-    if not rules.allow_short_page:
-        return None
-    return next(m for m in range(rules.rows_per_page - 1, -1, -1)
-                if best_page(rules, rows, entities, m, spec_width, list(previous)) is not None)
-
-
-def as_rows(page: dict) -> list[tuple[str, list[str]]]:
-    return [(r["row"], r["entities"]) for r in page["rows"]]
 
 
 def check(result, rules: RuleSet, spec_width: int, previous=()) -> None:
@@ -201,16 +99,10 @@ def test_generate_with_processor_refuses_iff_no_valid_page_exists(catalog, spec,
     try:
         processor = GenPageLogitsProcessor(rules, tok)
         torch.manual_seed(seed)
-        # begin_suppress_tokens=None: the checkpoint's config bans [EOS] first, i.e. the empty short page
-        out = model.generate(
-            prompt,
-            attention_mask=torch.ones_like(prompt),
-            do_sample=sample,
-            num_return_sequences=2 if sample else 1,
-            begin_suppress_tokens=None,
-            logits_processor=LogitsProcessorList([processor]),
-            max_new_tokens=processor.max_new_tokens,
-        )
+        # the checkpoint's own generation config, no token budget: the model's generate() fits both to the rules
+        out = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=sample,
+                             num_return_sequences=2 if sample else 1,
+                             logits_processor=LogitsProcessorList([processor]))
     except InfeasibleRulesError:
         assert expected is None
         return
@@ -235,10 +127,53 @@ def test_pagination_pages_refuse_iff_no_valid_next_page(catalog, spec, rules, a)
         shown += result.to_dict()["rows"]
 
 
+@st.composite
+def repeating_rules(draw) -> RuleSet:
+    """Rules whose deadline rows may repeat (`dedup_rows=False`) among one or two candidate rows, so a page
+    often has to repeat a deadline row, which must stay at or above its deadline every time."""
+    rows = draw(st.lists(st.sampled_from(ROWS), min_size=1, max_size=2, unique=True))
+    entities = draw(st.lists(st.sampled_from(ENTITIES), min_size=2, max_size=7, unique=True))
+    rpp = draw(st.integers(2, 3))
+    deadlines = {r: draw(st.integers(0, rpp - 1)) for r in draw(st.lists(st.sampled_from(rows), min_size=1,
+                                                                         max_size=2, unique=True))}
+    pins = {}
+    if len(rows) == 2 and not draw(st.integers(0, 2)):
+        pinned = next(r for r in rows if r not in deadlines) if len(deadlines) == 1 else None
+        pins = {} if pinned is None else {pinned: draw(st.integers(0, rpp - 1))}
+    return RuleSet(
+        rows_per_page=rpp, entities_per_row=draw(st.integers(1, 2)), dedup_entities=draw(st.booleans()),
+        dedup_rows=False, pinned_rows=pins, row_max_positions=deadlines, row_candidates=rows,
+        entity_candidates=entities, allow_short_page=draw(st.booleans()),
+        row_eligibility={r: draw(st.lists(st.sampled_from(entities), min_size=1, max_size=4, unique=True))
+                         for r in draw(st.lists(st.sampled_from(rows), max_size=1, unique=True))},
+    )
+
+
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rules=small_rules(), data=st.data())
 def test_the_mask_allows_exactly_the_tokens_some_valid_page_continues_through(catalog, spec, rules, data):
     """A random walk through the mask: at each step a token is allowed iff the oracle completes a page through it."""
+    assert_mask_is_exact(catalog, spec, rules, data)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rules=repeating_rules(), data=st.data())
+def test_repeated_deadline_rows_stay_at_or_above_their_deadline(catalog, spec, rules, data):
+    """`row_max_positions` with `dedup_rows=False`: the mask is exact, and no occurrence falls below the deadline."""
+    assert_mask_is_exact(catalog, spec, rules, data)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rules=repeating_rules(), seed=st.integers(0, 2), a=st.sampled_from([None, 0, 1]), sample=st.booleans())
+def test_generators_place_repeated_deadline_rows_validly(catalog, spec, rules, seed, a, sample):
+    model, tok = tiny(catalog, spec, seed)
+    generator = PageGenerator(model, tok, autoregressive_entities=a, do_sample=sample, seed=seed)
+    check(generator.generate([PageRequest(context(catalog, 2, seed), rules)], errors="return")[0], rules,
+          tok.entities_per_row)
+
+
+def assert_mask_is_exact(catalog, spec, rules: RuleSet, data) -> None:
+    """Walk the mask at random: at each step a token is allowed iff the oracle completes a page through it."""
     _, tok = tiny(catalog, spec, 0)
     width, m = tok.entities_per_row, expected_rows(rules, tok.entities_per_row)
     try:
@@ -324,9 +259,12 @@ def test_nothing_fits_gives_an_empty_page(catalog, spec, sample):
     prompt = torch.tensor([tok.encode_prompt(context(catalog, 3, 0))])
     out = processor.generate(model, prompt, attention_mask=torch.ones_like(prompt), do_sample=sample)
     assert out[0, prompt.shape[1]:].tolist()[0] == tok.eos_token_id
-    with pytest.raises(ValueError, match="forbids every token the rules allow"):  # the config's [EOS] ban, named
+    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=sample,  # the saved config
+                         logits_processor=LogitsProcessorList([processor]))
+    assert out[0, prompt.shape[1]:].tolist()[0] == tok.eos_token_id
+    with pytest.raises(ValueError, match="forbids every token the rules allow"):  # an explicit [EOS] ban, named
         model.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=sample,
-                       logits_processor=LogitsProcessorList([processor]), max_new_tokens=processor.max_new_tokens)
+                       begin_suppress_tokens=[tok.eos_token_id], logits_processor=LogitsProcessorList([processor]))
 
 
 def test_a_reused_processor_serves_the_next_page(catalog, spec):
@@ -359,6 +297,12 @@ def test_a_page_longer_than_the_budget_fails_loudly(catalog, spec):
         processor.check_complete(cut, prompt.shape[1])
     out = processor.generate(model, prompt, attention_mask=torch.ones_like(prompt))
     assert len(tok.decode_page(out[0, prompt.shape[1]:])["rows"]) == 3
+    # rules needing more than the saved generation config's budget (the spec's layout): generate() raises it
+    long = GenPageLogitsProcessor(RuleSet(rows_per_page=12, dedup_entities=False, dedup_rows=False), tok)
+    assert long.max_new_tokens > model.generation_config.max_new_tokens
+    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), logits_processor=[long])
+    long.check_complete(out, prompt.shape[1])
+    assert len(tok.decode_page(out[0, prompt.shape[1]:], strict=True)["rows"]) == 12
 
 
 def test_one_infeasible_request_does_not_abort_the_batch(catalog, spec):

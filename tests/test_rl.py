@@ -73,6 +73,13 @@ def test_page_compliance_names_each_broken_rule(model_and_tokenizer):
     off_row = good[:5] + [e(ents[20])] + good[6:]
     assert not page_compliance(off_row, rules, tok)["eligibility"]
     assert page_compliance(off_row, rules, tok)["grammar"]
+    # a deadline row may repeat without dedup_rows, but never below its deadline
+    repeat = RuleSet(rows_per_page=3, entities_per_row=1, dedup_rows=False, row_max_positions={rows[0]: 1})
+    page = lambda *order: [t for i, row in enumerate(order) for t in (r(rows[row]), e(ents[i]))] + [  # noqa: E731
+        tok.eos_token_id]
+    assert page_compliance(page(0, 0, 1), repeat, tok)["pins"]
+    assert not page_compliance(page(0, 1, 0), repeat, tok)["pins"]
+    assert not page_compliance(page(1, 1, 0), repeat, tok)["pins"]
 
 
 def test_grpo_steps_through_trl_change_the_policy_obey_the_rules_and_keep_kl_finite(tmp_path, policy_folder):

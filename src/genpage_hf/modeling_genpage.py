@@ -177,6 +177,27 @@ class GenPageForPageGeneration(GenPagePreTrainedModel, LlamaForCausalLM, Generat
                                   if config.content_dim > 0 else None)
         self.post_init()
 
+    def generate(self, inputs: Optional[torch.Tensor] = None, generation_config: Any = None,
+                 logits_processor: Any = None, **kwargs: Any) -> Any:
+        """`GenerationMixin.generate`; with a page-rules processor among `logits_processor`, the rules and the
+        checkpoint's generation defaults work together.
+
+        A page-rules processor (`genpage_hf.generation.GenPageLogitsProcessor`, recognized by its integer
+        `max_new_tokens`: the new tokens its rules' longest page needs) subsumes the saved static page
+        grammar, so unless the call sets them: `begin_suppress_tokens` (whose first-step `[EOS]` ban would
+        forbid the empty page of `allow_short_page`) is cleared, and the token budget is raised to what the
+        rules need (the saved default covers only the spec's layout). Decoding stops at `[EOS]` either way.
+        """
+        budgets = [p.max_new_tokens for p in (logits_processor or [])
+                   if isinstance(getattr(p, "max_new_tokens", None), int) and callable(p)]
+        if budgets:
+            config = generation_config if generation_config is not None else self.generation_config
+            if "max_new_tokens" not in kwargs and "max_length" not in kwargs:
+                kwargs["max_new_tokens"] = max(getattr(config, "max_new_tokens", None) or 0, *budgets)
+            kwargs.setdefault("begin_suppress_tokens", None)
+        return super().generate(inputs, generation_config=generation_config, logits_processor=logits_processor,
+                                **kwargs)
+
     def content_head_rows(self, content_ids: torch.Tensor) -> torch.Tensor:
         """(..., hidden) output-side content term content_head_proj(content[content_ids]); zeros without fusion."""
         embed = self.model.embed_tokens

@@ -4,7 +4,9 @@
 never walks into a dead end and refuses a request only when no valid page exists.
 
 The problem: fill the remaining row positions with distinct rows (pins, deadlines, candidates) and
-each row's slots with distinct eligible entities. Choosing rows whose eligible sets must be disjoint
+each row's slots with distinct eligible entities. A deadline row never sits below its deadline: without
+`dedup_rows` it may repeat, but only at or above it, so which rows fill the free positions is also a
+scheduling question (earliest deadline first decides it exactly for unit-length rows). Choosing rows whose eligible sets must be disjoint
 is set packing, so an exact answer is exponential in the worst case; three reductions make it cheap
 on real pages:
 
@@ -101,6 +103,9 @@ class _Frame:
     counts: np.ndarray  # (NR,) eligible available entities per row
     available: np.ndarray  # (V,) entities not yet used (all, without dedup_entities)
     demand: int  # upper bound on the entities the rest of the page needs
+    free: list[int]  # positions left for pending deadline rows and optional rows
+    deadlines: list[int]  # sorted deadlines of the pending deadline rows
+    limits: dict[int, int]  # optional row -> lowest position it may take (deadline rows, without dedup_rows)
 
 
 def _frame(rules: PageRules, prog: Progress, m: int, counts: Optional[np.ndarray] = None) -> Optional[_Frame]:
@@ -127,20 +132,32 @@ def _frame(rules: PageRules, prog: Progress, m: int, counts: Optional[np.ndarray
         pinned_ahead.add(p)
     pending = []
     for x, d in rules.deadlines.items():
-        if d >= m or x in prog.rows[:d + 1]:
+        if d >= m:
+            continue
+        if x in prog.rows[d + 1:]:  # a deadline row never sits below its deadline, not even repeated
+            return None
+        if x in prog.rows[:d + 1]:
             continue
         if d < q or not rules.row_ok[x] or (rules.dedup_rows and x in prog.used_rows):
             return None
         pending.append((d, x))
     free = [p for p in range(q, m) if p not in pinned_ahead]
-    for i, (d, _) in enumerate(sorted(pending)):  # earliest deadline first
-        if sum(p <= d for p in free) < i + 1:
-            return None
+    deadlines = sorted(d for d, _ in pending)
+    if not _schedulable(free, deadlines):
+        return None
     required += [x for _, x in pending]
     in_pool = rules.row_ok & ~rules.pinned
     if rules.dedup_rows:
         in_pool[list(prog.used_rows)] = False
         in_pool[required] = False
+    # Without dedup_rows a deadline row may repeat as an optional row, but only at or above its deadline.
+    limits = {}
+    for x, d in rules.deadlines.items():
+        if in_pool[x] and d < m - 1:
+            if not any(p <= d for p in free):
+                in_pool[x] = False
+            else:
+                limits[x] = d
     pool = np.flatnonzero(in_pool)
     available = ~prog.used_entities if rules.dedup_entities else np.ones_like(prog.used_entities)
     if counts is None:
@@ -152,7 +169,14 @@ def _frame(rules: PageRules, prog: Progress, m: int, counts: Optional[np.ndarray
     fillers = len(free) - len(pending)
     widest = int(rules.widths[pool].max()) if len(pool) else 0
     demand = open_slots + int(rules.widths[required].sum()) + fillers * widest
-    return _Frame(current, open_slots, current_entities, required, pool, fillers, counts, available, demand)
+    return _Frame(current, open_slots, current_entities, required, pool, fillers, counts, available, demand, free,
+                  deadlines, limits)
+
+
+def _schedulable(free: list[int], deadlines: list[int]) -> bool:
+    """Whether rows with these (sorted) deadlines fit distinct `free` positions, each at or above its deadline:
+    earliest deadline first, the i-th row needs i + 1 free positions at or above its deadline."""
+    return all(sum(p <= d for p in free) >= i + 1 for i, d in enumerate(deadlines))
 
 
 class _Matching:
@@ -225,8 +249,17 @@ def _solve(rules: PageRules, f: Optional[_Frame]) -> Optional[_Matching]:
         fillable = f.counts >= rules.widths
         if not all(fillable[x] for x in f.required):
             return None
-        usable = int(fillable[f.pool].sum())
-        return _Matching() if f.fillers <= 0 or usable >= (f.fillers if rules.dedup_rows else 1) else None
+        usable = [x for x in f.pool.tolist() if fillable[x]]
+        if f.fillers <= 0:
+            return _Matching()
+        if rules.dedup_rows:  # distinct optional rows (none position-limited: a deadline row is required or used)
+            return _Matching() if len(usable) >= f.fillers else None
+        if any(x not in f.limits for x in usable):  # one row, repeated, fills every free position
+            return _Matching()
+        if not usable:
+            return None
+        latest = max(f.limits[x] for x in usable)  # only deadline rows can repeat: the latest deadline goes furthest
+        return _Matching() if _schedulable(f.free, sorted(f.deadlines + [latest] * f.fillers)) else None
     rich = f.counts >= f.demand
     matching = _Matching()
     if f.open_slots and f.current_entities.sum() < f.demand:
@@ -234,13 +267,13 @@ def _solve(rules: PageRules, f: Optional[_Frame]) -> Optional[_Matching]:
     for i, x in enumerate(f.required, 1):
         if not rich[x] and not matching.add(np.flatnonzero(rules.eligible[x] & f.available), int(rules.widths[x]), i):
             return None
-    rich_pool = f.pool[rich[f.pool]]
-    poor_pool = sorted((x for x in f.pool.tolist() if not rich[x] and f.counts[x] >= rules.widths[x]),
+    rich_pool = [x for x in f.pool.tolist() if rich[x] and x not in f.limits]
+    poor_pool = sorted((x for x in f.pool.tolist() if (x in f.limits or not rich[x]) and f.counts[x] >= rules.widths[x]),
                        key=lambda x: -f.counts[x])
     if rules.dedup_rows:  # the fewest poor rows suffice: a rich row can replace any of them
         extra = max(0, f.fillers - len(rich_pool))
     else:  # one rich row can fill every free position
-        extra = 0 if len(rich_pool) else max(0, f.fillers)
+        extra = 0 if rich_pool else max(0, f.fillers)
     if extra == 0:
         return matching
     return _search(rules, f, matching, poor_pool, extra, rules.dedup_rows)
@@ -248,22 +281,28 @@ def _solve(rules: PageRules, f: Optional[_Frame]) -> Optional[_Matching]:
 
 def _search(rules: PageRules, f: _Frame, matching: _Matching, pool: list[int], extra: int,
             distinct: bool) -> Optional[_Matching]:
-    """Depth-first choice of `extra` poor optional rows (in pool order) whose slots all match."""
+    """Depth-first choice of `extra` poor (or position-limited) optional rows, in pool order, whose slots all
+    match and whose deadlines fit the free positions."""
     demand = len(f.required) + 1
 
-    def grow(start: int, left: int, state: _Matching) -> Optional[_Matching]:
+    def grow(start: int, left: int, state: _Matching, deadlines: list[int]) -> Optional[_Matching]:
         if left == 0:
             return state
         for i in range(start, len(pool) - (left - 1 if distinct else 0)):
             x = pool[i]
+            placed = deadlines
+            if x in f.limits:
+                placed = sorted(deadlines + [f.limits[x]])
+                if not _schedulable(f.free, placed):
+                    continue
             trial = state.copy()
             if trial.add(np.flatnonzero(rules.eligible[x] & f.available), int(rules.widths[x]), demand + left):
-                found = grow(i + 1 if distinct else i, left - 1, trial)
+                found = grow(i + 1 if distinct else i, left - 1, trial, placed)
                 if found is not None:
                     return found
         return None
 
-    return grow(0, extra, matching)
+    return grow(0, extra, matching, f.deadlines)
 
 
 def row_options(rules: PageRules, prog: Progress, m: int) -> np.ndarray:

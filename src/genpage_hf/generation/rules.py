@@ -16,7 +16,8 @@ Rules enforced (paper §6.3):
 - grammar: a row token, then exactly its width of distinct entity tokens; `[EOS]` after the rows;
 - de-duplication of entities and rows on the page and on earlier pages of a paginated prompt
   (the rows between an earlier `[PAGE]` and the following `[SESSION]`);
-- row pinning (row at an exact position, nowhere else) and row deadlines ("row R not lower than p");
+- row pinning (row at an exact position, nowhere else) and row deadlines ("row R at position p or above,
+  never below": with `dedup_rows=False` a deadline row may repeat, each time at or above p);
 - category consistency (`row_eligibility`: row -> eligible entities), per-request candidate sets
   and blocklists.
 
@@ -75,7 +76,7 @@ class RuleSet:
     dedup_entities: bool = True  # across the page and earlier pages (always distinct within a row)
     dedup_rows: bool = True
     pinned_rows: dict[str, int] = field(default_factory=dict)  # row id -> exact row position (0 = top)
-    row_max_positions: dict[str, int] = field(default_factory=dict)  # row id -> must appear at position <= p
+    row_max_positions: dict[str, int] = field(default_factory=dict)  # row id -> appears at position <= p, never below
     row_candidates: Optional[list[str]] = None  # rows allowed on this page (None: every catalog row)
     entity_candidates: Optional[list[str]] = None  # entities allowed (None: every catalog entity)
     row_eligibility: dict[str, list[str]] = field(default_factory=dict)  # row id -> its eligible entities
@@ -452,9 +453,8 @@ class GenPageLogitsProcessor(LogitsProcessor):
         dead = masked.isneginf().all(1)
         if bool(dead.any()):  # never hand generate() an all -inf row: sampling fails, greedy emits token 0
             b = int(dead.nonzero()[0])
-            raise ValueError(f"sequence {b}: an earlier logits processor (e.g. the generation config's "
-                             f"begin_suppress_tokens) forbids every token the rules allow; "
-                             f"GenPageLogitsProcessor.generate clears those")
+            raise ValueError(f"sequence {b}: an earlier logits processor (e.g. begin_suppress_tokens or "
+                             f"bad_words_ids passed to generate()) forbids every token the rules allow")
         return masked
 
     # ------------------------------------------------------------------ budget

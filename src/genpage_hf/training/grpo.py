@@ -78,6 +78,7 @@ def page_compliance(completion_ids: Sequence[int], rules: RuleSet, tokenizer: An
             (not rules.dedup_rows or len(set(row_ids)) == len(row_ids))
     pins = all((row_ids[p] == r) if p < len(rows) else r not in row_ids for r, p in rules.pinned_rows.items())
     pins = pins and all(r in row_ids[:p + 1] for r, p in rules.row_max_positions.items() if p < len(rows))
+    pins = pins and all(r not in row_ids[p + 1:] for r, p in rules.row_max_positions.items())  # not even repeated
     rows_ok = set(rules.row_candidates) if rules.row_candidates is not None else None
     ents_ok = set(rules.entity_candidates) if rules.entity_candidates is not None else None
     blocked_rows, blocked_ents = set(rules.blocked_rows), set(rules.blocked_entities)

@@ -1,0 +1,1 @@
+"""Reliability harnesses: fuzzing decoding against an independent page checker."""
