@@ -39,6 +39,27 @@ def test_simulator(tmp_path: Path) -> None:
     assert metrics["write_logs"]["pages"] > 0
 
 
+def test_rules_fuzz_covers_every_mode_and_its_checker_catches_what_it_counts(tmp_path: Path) -> None:
+    from benchmarks.reliability.rules_fuzz import MODES, Case, judge
+    from genpage_hf.generation import InfeasibleRulesError, RuleSet
+
+    result = run_module("benchmarks.reliability.rules_fuzz", "--pages", "60", "--batch_size", "3",
+                        result_file=tmp_path / "fuzz.json")
+    metrics = result["metrics"]
+    assert set(metrics["by_mode"]) == set(MODES) and all(t["requests"] == 6 for t in metrics["by_mode"].values())
+    assert metrics["requests"] == 60 and metrics["pages"] >= 60
+    assert {k: metrics[k] for k in ("refused_feasible", "paged_infeasible", "violations", "truncated", "errors")} == \
+        dict.fromkeys(("refused_feasible", "paged_infeasible", "violations", "truncated", "errors"), 0)
+    # what the fuzzer would count: a repeated deadline row below its deadline, a cut page, a wrong refusal
+    rules = RuleSet(rows_per_page=2, entities_per_row=1, dedup_rows=False, row_max_positions={"top10": 0})
+    case = Case(rules, [], 2, True)
+    assert judge(case, [[("top10", ["m0"]), ("top10", ["m1"])]], 10) == "row_max_positions: top10 below 0"
+    assert judge(case, [[("top10", ["m0"]), ("trending", ["m1"])]], 10) is None
+    assert judge(case, ["truncated"], 10).startswith("truncated")
+    assert judge(case, InfeasibleRulesError("grammar", 0, 0, None, "x"), 10).startswith("refused a feasible")
+    assert judge(Case(rules, [], None, True), [[]], 10).startswith("decoded a page")
+
+
 def test_simulator_rejects_bad_catalog_sizes() -> None:
     from benchmarks.perf.simulator import SimulatorArguments
 
