@@ -14,8 +14,8 @@ checked by an independent checker (`page_oracle.py`), which reads the `RuleSet` 
 
 Modes: `PageGenerator` greedy and sampled, hybrid rows (0, 1, 2 entities one by one), `entity_value`
 and `page_value` row orders, second pages of a session (pagination), and `model.generate()` with the
-rules processor and nothing else (no `max_new_tokens`, the saved `begin_suppress_tokens`), greedy and
-sampled with two sequences per request. A page without `[EOS]` counts as truncated.
+rules processor and nothing else (no `max_new_tokens`, the saved `begin_suppress_tokens`): greedy, sampled
+with two sequences per request, and beam search (two beams, both returned). A page without `[EOS]` counts as truncated.
 
     python -m benchmarks.reliability.rules_fuzz [--pages 10000] [--seed 0]
 """
@@ -49,7 +49,7 @@ from genpage_hf.studies.results import write_result
 from .page_oracle import Page, as_rows, expected_rows, page_violations
 
 MODES = ("greedy", "sampled", "hybrid_0", "hybrid_1", "hybrid_2", "entity_value", "page_value", "paginated",
-         "generate", "generate_sampled")
+         "generate", "generate_sampled", "generate_beams")
 
 
 @dataclass
@@ -185,9 +185,10 @@ def decode_with_generator(generator: PageGenerator, contexts: list[dict], cases:
     return out
 
 
-def decode_with_generate(model: Any, tok: Any, contexts: list[dict], cases: list[Case], sample: bool,
+def decode_with_generate(model: Any, tok: Any, contexts: list[dict], cases: list[Case], how: str,
                          seed: int) -> list[Any]:
-    """Each request's pages (two when sampling) from `model.generate()` with only the rules processor passed."""
+    """Each request's pages from `model.generate()` with only the rules processor passed: `how` is "greedy",
+    "sampled" (two sequences) or "beams" (two beams, both returned)."""
     prompts = [tok.encode_prompt(c, [{"row": r, "entities": es} for r, es in k.previous])
                for c, k in zip(contexts, cases)]
     width = max(map(len, prompts))
@@ -195,8 +196,9 @@ def decode_with_generate(model: Any, tok: Any, contexts: list[dict], cases: list
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     processor = GenPageLogitsProcessor([k.rules for k in cases], tok, on_infeasible="end_page")
     torch.manual_seed(seed)
-    n = 2 if sample else 1
-    kwargs = dict(do_sample=True, num_return_sequences=n) if sample else {}
+    n = 1 if how == "greedy" else 2
+    kwargs = {"greedy": {}, "sampled": dict(do_sample=True, num_return_sequences=n),
+              "beams": dict(num_beams=n, num_return_sequences=n)}[how]
     seqs = model.generate(ids, attention_mask=mask, logits_processor=[processor], **kwargs)
     out = []
     for i in range(len(cases)):
@@ -249,8 +251,8 @@ def main(args: FuzzArguments) -> dict:
                      ("paginated", dict(autoregressive_entities=1, do_sample=True))):
         gen = PageGenerator(model, tok, seed=args.seed, **kw)
         generators[mode] = lambda c, k, g=gen: decode_with_generator(g, c, k)
-    for mode, sample in (("generate", False), ("generate_sampled", True)):
-        generators[mode] = lambda c, k, s=sample: decode_with_generate(model, tok, c, k, s, int(rng.integers(2**31)))
+    for mode, how in (("generate", "greedy"), ("generate_sampled", "sampled"), ("generate_beams", "beams")):
+        generators[mode] = lambda c, k, h=how: decode_with_generate(model, tok, c, k, h, int(rng.integers(2**31)))
     saved_budget = int(model.generation_config.max_new_tokens)
     counts = ("requests", "over_saved_budget", "pages", "refused", "refused_feasible", "paged_infeasible",
               "violations", "truncated", "errors")
