@@ -256,7 +256,8 @@ def main(args: FuzzArguments) -> dict:
     saved_budget = int(model.generation_config.max_new_tokens)
     counts = ("requests", "over_saved_budget", "pages", "refused", "refused_feasible", "paged_infeasible",
               "violations", "truncated", "errors")
-    tally: dict[str, dict[str, Any]] = {m: {**dict.fromkeys(counts, 0), "examples": []} for m in MODES}
+    tally: dict[str, dict[str, Any]] = {m: {**dict.fromkeys(counts, 0), "slowest_batch_s": 0.0, "examples": []}
+                                        for m in MODES}
     done, b = 0, 0
     while done < args.pages:
         mode = MODES[b % len(MODES)]
@@ -266,11 +267,12 @@ def main(args: FuzzArguments) -> dict:
         cases = [small_case(rng, rows, entities, width, paginated) if rng.random() < args.small_share
                  else large_case(rng, rows, entities, paginated) for _ in range(n)]
         contexts = [context(rng, entities) for _ in range(n)]
+        t, t0 = tally[mode], time.perf_counter()
         try:
             results = generators[mode](contexts, cases)
         except Exception as err:  # a batch-level crash is a finding: count it for every request of the batch
             results = [err] * n
-        t = tally[mode]
+        t["slowest_batch_s"] = round(max(t["slowest_batch_s"], time.perf_counter() - t0), 2)
         for case, result in zip(cases, results):
             t["requests"] += 1
             t["over_saved_budget"] += case.rules.max_page_tokens(tok) > saved_budget

@@ -6,16 +6,17 @@ never walks into a dead end and refuses a request only when no valid page exists
 The problem: fill the remaining row positions with distinct rows (pins, deadlines, candidates) and
 each row's slots with distinct eligible entities. A deadline row never sits below its deadline: without
 `dedup_rows` it may repeat, but only at or above it, so which rows fill the free positions is also a
-scheduling question (earliest deadline first decides it exactly for unit-length rows). Choosing rows whose eligible sets must be disjoint
-is set packing, so an exact answer is exponential in the worst case; three reductions make it cheap
-on real pages:
+scheduling question (earliest deadline first decides it exactly for unit-length rows). Choosing rows whose
+eligible sets must be disjoint is set packing, so an exact answer is exponential in the worst case; three
+reductions make it cheap on real pages:
 
 - a row is *rich* when it has at least `D` eligible available entities, `D` an upper bound on every
   entity the rest of the page needs. Rich rows can be filled last, greedily, whatever the other rows
   took (at most `D - width` of their entities are used elsewhere), so only *poor* rows enter the
   exact part, a bipartite matching of their slots to entities;
 - rich optional rows are interchangeable, so only the fewest poor optional rows are searched for
-  (and, for the next row token, one rich row per width stands for all of them);
+  (and, for the next row token, one rich row per width stands for all of them); poor rows alike (width,
+  eligible entities, position limit) are interchangeable too, so the search counts rows per class;
 - a witness matching marks the few entities other poor rows rely on: only those are checked at an
   entity step (first by one augmenting path that re-routes the row relying on it, then, if that
   fails, by a fresh search); every other eligible entity is safe, alone or together.
@@ -268,8 +269,8 @@ def _solve(rules: PageRules, f: Optional[_Frame]) -> Optional[_Matching]:
         if not rich[x] and not matching.add(np.flatnonzero(rules.eligible[x] & f.available), int(rules.widths[x]), i):
             return None
     rich_pool = [x for x in f.pool.tolist() if rich[x] and x not in f.limits]
-    poor_pool = sorted((x for x in f.pool.tolist() if (x in f.limits or not rich[x]) and f.counts[x] >= rules.widths[x]),
-                       key=lambda x: -f.counts[x])
+    searched = [x for x in f.pool.tolist() if (x in f.limits or not rich[x]) and f.counts[x] >= rules.widths[x]]
+    poor_pool = sorted(searched, key=lambda x: -f.counts[x])
     if rules.dedup_rows:  # the fewest poor rows suffice: a rich row can replace any of them
         extra = max(0, f.fillers - len(rich_pool))
     else:  # one rich row can fill every free position
@@ -281,25 +282,41 @@ def _solve(rules: PageRules, f: Optional[_Frame]) -> Optional[_Matching]:
 
 def _search(rules: PageRules, f: _Frame, matching: _Matching, pool: list[int], extra: int,
             distinct: bool) -> Optional[_Matching]:
-    """Depth-first choice of `extra` poor (or position-limited) optional rows, in pool order, whose slots all
-    match and whose deadlines fit the free positions."""
-    demand = len(f.required) + 1
+    """Depth-first choice of `extra` poor (or position-limited) optional rows whose slots all match and whose
+    deadlines fit the free positions.
 
-    def grow(start: int, left: int, state: _Matching, deadlines: list[int]) -> Optional[_Matching]:
+    Rows alike (same width, same available eligible entities, same position limit) are interchangeable, so
+    the search picks how many of each class to place (most first, classes in pool order), not which rows:
+    without `dedup_rows` a page may repeat a row, and choosing row by row would try every multiset.
+    """
+    classes: dict[tuple, list[int]] = {}
+    for x in pool:
+        key = (int(rules.widths[x]), f.limits.get(x, -1), (rules.eligible[x] & f.available).tobytes())
+        classes.setdefault(key, []).append(x)
+    groups = list(classes.values())
+
+    def grow(i: int, left: int, state: _Matching, deadlines: list[int]) -> Optional[_Matching]:
         if left == 0:
             return state
-        for i in range(start, len(pool) - (left - 1 if distinct else 0)):
-            x = pool[i]
-            placed = deadlines
+        if i == len(groups):
+            return None
+        x = groups[i][0]
+        entities, width = np.flatnonzero(rules.eligible[x] & f.available), int(rules.widths[x])
+        options = [(state, deadlines)]  # options[c]: the state with c rows of this class placed
+        for _ in range(min(left, len(groups[i]) if distinct else left)):
+            placed = options[-1][1]
             if x in f.limits:
-                placed = sorted(deadlines + [f.limits[x]])
+                placed = sorted(placed + [f.limits[x]])
                 if not _schedulable(f.free, placed):
-                    continue
-            trial = state.copy()
-            if trial.add(np.flatnonzero(rules.eligible[x] & f.available), int(rules.widths[x]), demand + left):
-                found = grow(i + 1 if distinct else i, left - 1, trial, placed)
-                if found is not None:
-                    return found
+                    break
+            trial = options[-1][0].copy()
+            if not trial.add(entities, width, len(f.required) + 1 + i):
+                break  # one more row of this class cannot match: more of them cannot either
+            options.append((trial, placed))
+        for c in range(len(options) - 1, -1, -1):
+            found = grow(i + 1, left - c, *options[c])
+            if found is not None:
+                return found
         return None
 
     return grow(0, extra, matching, f.deadlines)
