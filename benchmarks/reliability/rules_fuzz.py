@@ -276,7 +276,7 @@ def main(args: FuzzArguments) -> dict:
         for case, result in zip(cases, results):
             t["requests"] += 1
             t["over_saved_budget"] += case.rules.max_page_tokens(tok) > saved_budget
-            t["pages"] += len(result) if isinstance(result, list) else 1
+            t["pages"] += len(result) if isinstance(result, list) else 0  # decoded pages (a refusal decodes none)
             problem = judge(case, result, width)
             if isinstance(result, InfeasibleRulesError):
                 t["refused"] += 1
