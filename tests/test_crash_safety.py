@@ -12,8 +12,10 @@ import sys
 import time
 
 import pytest
+import torch
 
 from genpage_hf.checkpoint import is_complete_checkpoint, last_complete_checkpoint
+from genpage_hf.training.configs import TRAIN_SAMPLING_STRATEGIES
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,49 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(log_dir, tmp_path
     assert sorted(after) == list(range(1, 9))
     for step in range(1, 9):  # steps before the resume point come from the checkpoint, the rest are recomputed
         assert after[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), (step, after, reference)
+
+
+@pytest.mark.parametrize("strategy", TRAIN_SAMPLING_STRATEGIES)
+def test_resume_after_an_epoch_boundary_is_exact_for_every_sampling_strategy(log_dir, tmp_path, strategy) -> None:
+    """Resume from checkpoint-4 of a run with 3 steps per epoch: the resumed epoch is sampled anew and its
+    trained batch skipped. Every strategy the configs accept gives the uninterrupted run's losses
+    (group_by_length once drew each epoch's order from the global RNG and did not). The runs are in
+    process, for speed: each Trainer re-seeds the global RNG as a fresh process would."""
+    from genpage_cli import main
+
+    def train(output_dir: str, *extra: str) -> None:
+        main(_command(log_dir, output_dir, "--train_sampling_strategy", strategy,
+                      "--per_device_train_batch_size", "64", "--max_steps", "6", *extra)[3:])
+
+    full = str(tmp_path / "full")
+    train(full)
+    reference = _losses(os.path.join(full, "checkpoint-6"))
+    with open(os.path.join(full, "checkpoint-4", "trainer_state.json"), encoding="utf-8") as f:
+        assert 1 < json.load(f)["epoch"] < 2  # the resume point lies inside the second epoch
+
+    resumed = str(tmp_path / "resumed")  # what a kill after checkpoint-4 leaves
+    shutil.copytree(os.path.join(full, "checkpoint-4"), os.path.join(resumed, "checkpoint-4"))
+    train(resumed, "--resume_from_checkpoint", "true")
+    after = _losses(os.path.join(resumed, "checkpoint-6"))
+    assert sorted(after) == sorted(reference) == list(range(1, 7))
+    for step in (5, 6):
+        assert after[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), (strategy, step, after, reference)
+
+
+def test_length_grouped_order_depends_on_seed_and_epoch_only() -> None:
+    """The same (seed, epoch) gives the same order in any process state; other epochs or seeds reshuffle."""
+    from genpage_hf.training.samplers import EpochSeededLengthGroupedSampler
+
+    lengths = [(7 * i) % 23 + 1 for i in range(64)]
+
+    def order(seed: int, epoch: int) -> list[int]:
+        sampler = EpochSeededLengthGroupedSampler(4, lengths, seed)
+        sampler.set_epoch(epoch)
+        torch.manual_seed(epoch * 1000 + 17)  # the global RNG plays no part
+        return list(sampler)
+
+    assert order(0, 1) == order(0, 1) and sorted(order(0, 1)) == list(range(64))
+    assert order(0, 1) != order(0, 0) and order(0, 1) != order(1, 1)
 
 
 def test_truncated_trainer_state_marks_a_checkpoint_incomplete(tmp_path) -> None:

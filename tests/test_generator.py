@@ -195,6 +195,20 @@ def test_hybrid_fill_takes_the_top_scoring_eligible_entities(catalog, spec):
     assert page.token_ids[2:] == top
 
 
+@pytest.mark.parametrize("row_order", ["model", "entity_value"])
+def test_decoding_passes_its_cache_without_a_deprecation_warning(catalog, spec, row_order):
+    """transformers 5.25 renamed forward's `past_key_values` to `cache` (the old name warns until 5.40; 5.23
+    knows only the old one): prefill, decode steps and the row look-ahead of entity_value use the installed name."""
+    import warnings
+
+    model, tok = tiny(catalog, spec, 1)
+    rules = RuleSet(rows_per_page=2, entities_per_row=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        page = PageGenerator(model, tok, row_order=row_order).generate_page(context(catalog, 4, 1), rules)
+    assert len(page.rows) == 2
+
+
 def test_sampling_is_reproducible_and_varies_with_seed(catalog, spec):
     model, tok = tiny(catalog, spec, 0)
     rules = RuleSet(rows_per_page=2, entities_per_row=4)

@@ -48,6 +48,7 @@ from benchmarks.perf.common import (
 from genpage_hf import load_spec
 from genpage_hf.checkpoint import build_genpage
 from genpage_hf.generation import GenPageLogitsProcessor, PageGenerator, PageRequest
+from genpage_hf.generation.kv_cache import CACHE_KWARG
 from genpage_hf.precision import prepare_for_serving
 from genpage_hf.simulation import ProductionPolicy, UserPopulation, World, WorldConfig, run_ab, warm_up
 from genpage_hf.simulation.genpage_policy import GenPagePolicy
@@ -132,7 +133,7 @@ def forward_shapes(model: torch.nn.Module, fn: Callable[[], Any]) -> list[tuple[
 
     def hook(module, args, kwargs):
         ids = kwargs.get("input_ids", args[0] if args else None)
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get(CACHE_KWARG)  # past_key_values before transformers 5.25
         past = int(cache.get_seq_length()) if cache is not None else 0
         shapes.append((ids.shape[0], ids.shape[1], past))
 

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from transformers import Cache
 
-from .kv_cache import PrefixCache, _GrowingLayer, reuse_prefixes, store_prefixes, write_left_padded
+from .kv_cache import PrefixCache, _GrowingLayer, cache_kwargs, reuse_prefixes, store_prefixes, write_left_padded
 from .pages import GeneratedPage, GeneratedRow, PageRequest
 from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageStep, RuleSet
 from .sampling import left_padded, narrowed, step_sizes
@@ -137,7 +137,7 @@ class PageGenerator:
         """Logits (float32, on the model's device) at the last position after appending `new_ids` to the cache."""
         position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)[:, -new_ids.shape[1]:]
         out = self.model(input_ids=new_ids, attention_mask=attention_mask, position_ids=position_ids,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **cache_kwargs(cache))
         return out.logits[:, -1, :].float()
 
     def _perturbed(self, masked: torch.Tensor) -> torch.Tensor:
@@ -295,8 +295,8 @@ class PageGenerator:
         mask[:, 0, :, :L] = attn.bool()[:, None, :]
         mask[:, 0, :, L:] = torch.eye(J, dtype=torch.bool, device=device)
         out = self.model(input_ids=cand.masked_fill(~valid, self.tokenizer.pad_token_id), attention_mask=mask,
-                         position_ids=attn.sum(1, keepdim=True).expand(B, J), past_key_values=cache, use_cache=True,
-                         logits_to_keep=J)
+                         position_ids=attn.sum(1, keepdim=True).expand(B, J), use_cache=True, logits_to_keep=J,
+                         **cache_kwargs(cache))
         for layer in cache.layers:
             layer.crop(-J)
         options, widths = processor.row_entity_options(ids, torch.where(valid, cand, -1).cpu().numpy())

@@ -10,15 +10,26 @@ layer.
 
 from __future__ import annotations
 
+import inspect
 from collections import OrderedDict
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
-from transformers import Cache, DynamicLayer
+from transformers import Cache, DynamicLayer, LlamaModel
 
 # per layer: (keys, values), each (heads, tokens, head_dim)
 LayerStates = list[tuple[torch.Tensor, torch.Tensor]]
+
+# The keyword a model forward takes its KV cache by. transformers 5.25 renamed Llama's `past_key_values` to
+# `cache` (the old name still works there, with a FutureWarning at every call, until 5.40); 5.23 knows only
+# `past_key_values`. Read once from the forward GenPage's models build on, rather than from version numbers.
+CACHE_KWARG = "cache" if "cache" in inspect.signature(LlamaModel.forward).parameters else "past_key_values"
+
+
+def cache_kwargs(cache: Optional[Cache]) -> dict[str, Optional[Cache]]:
+    """`{CACHE_KWARG: cache}`: pass a KV cache to a model forward under the installed transformers' name."""
+    return {CACHE_KWARG: cache}
 
 
 class PrefixCache:

@@ -27,6 +27,9 @@ from ..rewards import RewardConfig
 # trainable (low-rank) rows; the head, which holds the WBC values, is trained in full (modules_to_save).
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "embed_tokens"]
 
+# transformers' train samplers; resuming from a checkpoint reproduces each one's order exactly (training/samplers.py).
+TRAIN_SAMPLING_STRATEGIES = ("random", "sequential", "group_by_length", "batch_rebalance")
+
 
 @dataclass
 class ModelArguments:
@@ -100,7 +103,12 @@ class GenPageTrainingConfig(TrainingArguments):
         default="none", metadata={"help": "trackers to report to (none, tensorboard, ...)"}
     )
     train_sampling_strategy: str = field(
-        default="random", metadata={"help": "random (exact resume) or group_by_length (less padding)"})
+        default="random",
+        metadata={"help": "order of training examples: random, sequential, group_by_length (batches of similar "
+                          "length: less padding) or batch_rebalance (batches of balanced padded cost). Each epoch's "
+                          "order depends only on the seed (data_seed, else seed) and the epoch, so "
+                          "--resume_from_checkpoint continues exactly as the uninterrupted run with every strategy",
+                  "choices": list(TRAIN_SAMPLING_STRATEGIES)})
 
     # ---- how records become examples
     max_history: Optional[int] = field(
@@ -176,11 +184,9 @@ class GenPageTrainingConfig(TrainingArguments):
             raise ValueError(f"--max_history must be >= 0, got {self.max_history}")
         if self.lora_r < 1:
             raise ValueError(f"--lora_r must be >= 1, got {self.lora_r}")
-        samplers = ("random", "sequential", "group_by_length", "batch_rebalance")
-        if self.train_sampling_strategy not in samplers:
-            raise ValueError(
-                f"--train_sampling_strategy must be one of {samplers}, got {self.train_sampling_strategy!r}"
-            )
+        if self.train_sampling_strategy not in TRAIN_SAMPLING_STRATEGIES:
+            raise ValueError(f"--train_sampling_strategy must be one of {TRAIN_SAMPLING_STRATEGIES}, got "
+                             f"{self.train_sampling_strategy!r}")
         super().__post_init__()
         # The collators read target/negative columns the model's forward does not take.
         self.remove_unused_columns = False
@@ -321,7 +327,10 @@ class GenPageGRPOConfig(GRPOConfig):
             "policy ranks low, which colder sampling rarely reaches)"
         },
     )
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "activation checkpointing (slow on CPU)"})
+    # TRL turns checkpointing on; GenPage leaves it off (slow on CPU). transformers 5.x reads activation_checkpointing
+    # (unset: off) and warns (FutureWarning) whenever its deprecated alias is not None, so the alias defaults to None.
+    gradient_checkpointing: Optional[bool] = field(
+        default=None, metadata={"help": "deprecated alias of --activation_checkpointing (default off: slow on CPU)"})
     bf16: Optional[bool] = field(default=None, metadata={"help": "set by --dtype"})
     logging_steps: float = field(default=1, metadata={"help": "log every N steps"})
     save_strategy: SaveStrategy | str = field(
@@ -366,5 +375,5 @@ class GenPageGRPOConfig(GRPOConfig):
         super().__post_init__()
 
 
-__all__ = ["DEFAULT_LORA_TARGETS", "DataArguments", "GenPageGRPOConfig", "GenPageTrainingConfig", "ModelArguments",
-           "NTPConfig", "RewardModelConfig", "WBCConfig"]
+__all__ = ["DEFAULT_LORA_TARGETS", "TRAIN_SAMPLING_STRATEGIES", "DataArguments", "GenPageGRPOConfig",
+           "GenPageTrainingConfig", "ModelArguments", "NTPConfig", "RewardModelConfig", "WBCConfig"]

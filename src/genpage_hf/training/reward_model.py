@@ -28,6 +28,7 @@ from ..data import _map_examples, records_dataset, split_records
 from ..modeling_genpage import REWARD_VALUE_AT, GenPageForPageReward
 from ..rewards import RewardConfig, entity_rewards
 from .configs import RewardModelConfig
+from .samplers import ResumableSampling
 from .trainers import LogFileCallback, OwnForwardAfterTraining, QuietProgressCallback
 
 
@@ -124,7 +125,7 @@ class RewardCollator:
                 "labels": torch.tensor([f["page_reward"] for f in features], dtype=torch.float32)}
 
 
-class RewardModelTrainer(OwnForwardAfterTraining, Trainer):
+class RewardModelTrainer(OwnForwardAfterTraining, ResumableSampling, Trainer):
     """Trains a `GenPageForPageReward`: mean squared error of every entity slot's predicted vs logged reward.
 
     Takes `args=RewardModelConfig(...)` and impression records (or already built examples); reports

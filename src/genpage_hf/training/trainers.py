@@ -5,8 +5,9 @@ impression records (a records `datasets.Dataset`/`IterableDataset`, a list of re
 prepares its own examples and collator; already-built example datasets are used as they are. With
 `args.use_peft` (or a `peft_config`) the model is wrapped in a LoRA adapter by `peft`.
 
-Only `compute_loss` and `prediction_step` are overridden, so `TrainingArguments`, checkpointing,
-resume, logging and `accelerate launch` behave as for any Trainer. Both call the (possibly
+Only `compute_loss` and `prediction_step` are overridden (and, for `group_by_length`, the train
+sampler is seeded per epoch so that resume is exact: `samplers.py`), so `TrainingArguments`,
+checkpointing, resume, logging and `accelerate launch` behave as for any Trainer. Both call the (possibly
 DDP-wrapped) model's own `forward`, which keeps distributed gradient synchronisation intact, and
 both avoid projecting every position onto the full vocabulary:
 
@@ -30,6 +31,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from ..data import IGNORE_INDEX, NTPCollator, WBCCollator, build_ntp_dataset, build_wbc_dataset, is_records
 from ..evaluation import compute_ntp_metrics, compute_wbc_metrics
 from .configs import GenPageTrainingConfig, NTPConfig, WBCConfig
+from .samplers import ResumableSampling
 
 
 class LogFileCallback(TrainerCallback):
@@ -92,7 +94,7 @@ class OwnForwardAfterTraining:
         model.__dict__.pop("_is_accelerate_prepared", None)
 
 
-class _GenPageTrainer(OwnForwardAfterTraining, Trainer):
+class _GenPageTrainer(OwnForwardAfterTraining, ResumableSampling, Trainer):
     """What both trainers share: config check, examples from records, PEFT wrapping, a quiet console."""
 
     # Set by each trainer: its config class, its collator, the batch keys that are labels, and a static
