@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Optional, Sequence
@@ -18,6 +19,20 @@ import numpy as np
 from .record_tokens_genpage import check_id
 
 ENTITY_TYPES = ("movie", "show", "game", "live")
+SPECIAL_ROWS = ("continue_watching", "trending", "new_releases", "top10", "because_you_watched", "games", "live_now")
+ROW_KINDS = ("genre",) + SPECIAL_ROWS
+"""A row's `kind`: `genre` (a genre row, which names its `genre`) or one of the special rows."""
+
+
+def _content_vector(content: object, entity_id: str) -> list[float]:
+    """`content` as a list of floats; a ValueError naming the entity and the position of a value that is not a
+    finite number (strings, booleans and nulls are refused, not converted)."""
+    if isinstance(content, (str, bytes)) or not isinstance(content, (list, tuple, np.ndarray)):
+        raise ValueError(f"entity {entity_id!r}: content must be a list of numbers or null, got {content!r}")
+    for i, x in enumerate(content):
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, numbers.Real) or not math.isfinite(x):
+            raise ValueError(f"entity {entity_id!r}: content[{i}] must be a finite number, got {x!r}")
+    return [float(x) for x in content]
 
 
 @dataclass
@@ -33,16 +48,19 @@ class CatalogEntity:
 
     def __post_init__(self) -> None:
         check_id(self.id, "entity id")
+        if not isinstance(self.title, str):
+            raise ValueError(f"entity {self.id!r}: title must be a string, got {self.title!r}")
         if self.type not in ENTITY_TYPES:
             raise ValueError(f"entity {self.id!r}: type must be one of {ENTITY_TYPES}, got {self.type!r}")
         if not isinstance(self.genres, (list, tuple)) or not all(isinstance(g, str) for g in self.genres):
             raise ValueError(f"entity {self.id!r}: genres must be a list of strings, got {self.genres!r}")
         self.genres = list(self.genres)
+        if isinstance(self.release_day, bool) or not isinstance(self.release_day, numbers.Integral):
+            raise ValueError(f"entity {self.id!r}: release_day must be an integer (a day index), got "
+                             f"{self.release_day!r}")
+        self.release_day = int(self.release_day)
         if self.content is not None:
-            vec = [float(x) for x in self.content]
-            if not all(math.isfinite(x) for x in vec):
-                raise ValueError(f"entity {self.id!r}: content vector has non-finite values")
-            self.content = vec
+            self.content = _content_vector(self.content, self.id)
 
 
 @dataclass
@@ -56,6 +74,16 @@ class CatalogRow:
 
     def __post_init__(self) -> None:
         check_id(self.id, "row id")
+        if not isinstance(self.title, str):
+            raise ValueError(f"row {self.id!r}: title must be a string, got {self.title!r}")
+        if self.kind not in ROW_KINDS:
+            raise ValueError(f"row {self.id!r}: kind must be one of {ROW_KINDS}, got {self.kind!r}")
+        if self.kind == "genre" and (not isinstance(self.genre, str) or not self.genre):
+            raise ValueError(f"row {self.id!r}: genre must name the genre of a genre row (kind 'genre'), "
+                             f"got {self.genre!r}")
+        if self.kind != "genre" and self.genre is not None:
+            raise ValueError(f"row {self.id!r}: genre must be null for a row of kind {self.kind!r}, "
+                             f"got {self.genre!r}")
 
 
 @dataclass
@@ -121,10 +149,19 @@ class Catalog:
         unknown = set(data) - {"entities", "rows"}
         if unknown:
             raise ValueError(f"catalog has unknown keys {sorted(unknown)}")
-        try:
-            return cls([CatalogEntity(**e) for e in data["entities"]], [CatalogRow(**r) for r in data["rows"]])
-        except TypeError as err:  # unknown / missing fields of an item
-            raise ValueError(f"malformed catalog item: {err}") from err
+        items: dict[str, list] = {}
+        for key, item_class in (("entities", CatalogEntity), ("rows", CatalogRow)):
+            if not isinstance(data[key], list):
+                raise ValueError(f"catalog {key} must be a list, got {type(data[key]).__name__}")
+            items[key] = []
+            for i, item in enumerate(data[key]):
+                if not isinstance(item, dict):
+                    raise ValueError(f"catalog {key}[{i}] must be an object, got {item!r}")
+                try:
+                    items[key].append(item_class(**item))
+                except TypeError as err:  # unknown / missing fields of an item
+                    raise ValueError(f"malformed catalog item {key}[{i}]: {err}") from err
+        return cls(items["entities"], items["rows"])
 
     def save(self, path: str | os.PathLike) -> None:
         with open(path, "w", encoding="utf-8") as f:
@@ -139,7 +176,10 @@ class Catalog:
             raise ValueError(f"catalog file {os.fspath(path)!r} is not a JSON document: {err}") from None
         except FileNotFoundError:
             raise FileNotFoundError(f"catalog file {os.fspath(path)!r} does not exist") from None
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"catalog file {os.fspath(path)!r}: {err}") from None
 
 
 DEFAULT_GENRES = (

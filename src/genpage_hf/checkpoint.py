@@ -3,9 +3,10 @@ Hub-style folder atomically, load one back (full model or PEFT adapter), grow it
 
 A saved folder holds config.json (with `auto_map` for AutoConfig, AutoModel, AutoModelForCausalLM),
 model.safetensors, the tokenizer files, the checkpoint code files (configuration_genpage.py,
-modeling_genpage.py, tokenization_genpage.py and its sibling record_tokens_genpage.py, copied by
-transformers' `register_for_auto_class` saving), generation_config.json, the catalog (catalog.json) when
-given, and genpage_run.json (how it was produced: dtype policy, hardware, anything the caller adds).
+modeling_genpage.py and its sibling loading_genpage.py, tokenization_genpage.py and its sibling
+record_tokens_genpage.py, copied by transformers' `register_for_auto_class` saving), generation_config.json,
+the catalog (catalog.json) when given, and genpage_run.json (how it was produced: dtype policy, hardware,
+anything the caller adds).
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from transformers import GenerationConfig
 
 from .catalog import Catalog
 from .configuration_genpage import GenPageConfig
+from .loading_genpage import check_weight_files
 from .modeling_genpage import GenPageForPageGeneration
-from .tokenization_genpage import GenPageTokenizer
+from .tokenization_genpage import GenPageTokenizer, check_tokenizer_files
 
 
 def page_generation_config(tokenizer: GenPageTokenizer, **overrides: Any) -> GenerationConfig:
@@ -210,18 +212,7 @@ def update_genpage(
 _OPTIONAL_KEYS = ("model.embed_tokens.content",)
 
 
-def _check_safetensors(path: str) -> None:
-    """Raise a ValueError naming any `*.safetensors` file of `path` that is empty, truncated or corrupt."""
-    from safetensors import safe_open
-
-    for name in sorted(os.listdir(path)):
-        if name.endswith(".safetensors"):
-            file = os.path.join(path, name)
-            try:
-                with safe_open(file, framework="pt") as f:
-                    f.keys()
-            except Exception as err:  # safetensors raises its own SafetensorError (not exported everywhere)
-                raise ValueError(f"weights file {file!r} is empty, truncated or corrupt: {err}") from None
+_check_safetensors = check_weight_files  # a ValueError naming an empty, truncated or corrupt *.safetensors file
 
 
 def _load_full_model(path: str, **model_kwargs: Any) -> Any:
@@ -238,7 +229,8 @@ def _load_full_model(path: str, **model_kwargs: Any) -> Any:
     if not isinstance(config, dict) or config.get("model_type") != GenPageConfig.model_type:
         found = config.get("model_type") if isinstance(config, dict) else type(config).__name__
         raise ValueError(f"{config_file!r}: model_type must be {GenPageConfig.model_type!r}, got {found!r}")
-    model_kwargs.setdefault("ignore_mismatched_sizes", True)  # reported below, naming the keys
+    # GenPagePreTrainedModel.from_pretrained names the config field that disagrees with the weights (layers,
+    # shapes); what it leaves (other missing or unexpected keys) is reported below, naming the keys
     try:
         model, info = AutoModelForCausalLM.from_pretrained(path, output_loading_info=True, **model_kwargs)
     except OSError as err:
@@ -271,6 +263,7 @@ def load_genpage(
     if not is_adapter and not os.path.exists(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"model folder {path!r} has no config.json (nor adapter_config.json)")
     _check_safetensors(path)
+    check_tokenizer_files(path)  # transformers reads tokenizer_config.json before any GenPage code runs
     if is_adapter:
         from peft import AutoPeftModelForCausalLM
 

@@ -6,12 +6,13 @@ transformers. Only the input embedding differs: an entity's input vector is its 
 plus a learned projection of a fixed content vector (a buffer saved with the checkpoint), so an
 entity whose ID embedding was never trained still gets a meaningful input (cold start).
 
-This file travels with checkpoints (`trust_remote_code`): it imports only torch, transformers and
-its sibling configuration file.
+This file travels with checkpoints (`trust_remote_code`): it imports only torch, transformers and its
+siblings configuration_genpage.py and loading_genpage.py.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -22,6 +23,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_genpage import GenPageConfig
+from .loading_genpage import check_weight_files, config_disagreements
 
 # Auto classes a saved folder serves with trust_remote_code (module file name . class name).
 _AUTO_MAP = {"AutoModel": "modeling_genpage.GenPageModel",
@@ -78,6 +80,34 @@ class GenPagePreTrainedModel(LlamaPreTrainedModel):
         if module is not None and module is getattr(self, "content_head_proj", None):
             # Zero: a content-scored token starts exactly at its fallback row (checkpoints without the key too).
             init.zeros_(module.weight)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, **kwargs: Any) -> Any:
+        """`PreTrainedModel.from_pretrained`, refusing a folder whose config.json disagrees with its weights.
+
+        A local folder's `*.safetensors` files are opened first: an empty or truncated one raises a ValueError
+        naming it. Weights holding another number of layers than `num_hidden_layers`, or shapes that disagree
+        with `vocab_size`, `hidden_size`, `content_dim`, the head counts or `intermediate_size`, raise a
+        ValueError naming the config field and config.json, where transformers would drop or re-initialize
+        them (`config_disagreements`). `ignore_mismatched_sizes=True` keeps transformers' re-initialization
+        of mismatched shapes; other missing or unexpected keys (a head the folder lacks) are left to its report.
+        """
+        path = pretrained_model_name_or_path
+        local = path is not None and os.path.isdir(path)
+        if local:
+            check_weight_files(path)
+        shapes = not kwargs.get("ignore_mismatched_sizes", False)
+        with_info = kwargs.pop("output_loading_info", False)
+        kwargs["ignore_mismatched_sizes"] = True  # mismatches come back in the loading info, named below
+        model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
+        problems = config_disagreements(model, info, shapes)
+        if problems:
+            given = kwargs.get("config")
+            own = given is None or getattr(given, "name_or_path", None) == os.fspath(path)  # AutoModel* pass its own
+            config = (repr(os.path.join(os.fspath(path), "config.json")) if local and own
+                      else f"the config given for {os.fspath(path)!r}")
+            raise ValueError(f"{config} disagrees with the weights: {'; '.join(problems)}")
+        return (model, info) if with_info else model
 
     def save_pretrained(self, save_directory: Any, *args: Any, **kwargs: Any) -> Any:
         """`PreTrainedModel.save_pretrained`, naming both Auto model classes in a remote-code folder's `auto_map`.

@@ -15,6 +15,17 @@ import math
 from typing import Any, Mapping, Optional, Sequence
 
 _ACTION_KEYS = ("entity", "action", "timestamp", "duration")
+INSTANT_ACTIONS = ("thumbs_up", "thumbs_down", "add_to_list", "search_click")
+"""Action types without a watch time: their `duration` must be 0 (plays and trailers have one)."""
+
+
+def check_duration(action: str, duration: float, where: str) -> float:
+    """`duration` of an action of type `action`, or a ValueError naming `where` when the type has no watch time
+    (`INSTANT_ACTIONS`) but the duration is not 0."""
+    if action in INSTANT_ACTIONS and duration != 0:
+        raise ValueError(f"{where}: a {action!r} action has no watch time, so its duration must be 0, "
+                         f"got {duration!r}")
+    return duration
 
 
 def check_id(value: Any, where: str) -> str:
@@ -62,12 +73,30 @@ class RecordTokensMixin:
         age = now - self._number(action["timestamp"], f"{where}.timestamp")
         if age < 0:
             raise ValueError(f"{where}.timestamp: action is {-age:.0f}s after the request time")
+        where_duration = f"{where}.duration"
+        duration = check_duration(act, self._non_negative(action["duration"], where_duration), where_duration)
         return [
             self._map_unknown(self.entity_token(check_id(action["entity"], f"{where}.entity"))),
             self.spec["action_types"]["prefix"] + act,
             self._bucket("age", age, f"{where}.timestamp"),
-            self._bucket("duration", self._non_negative(action["duration"], f"{where}.duration"), f"{where}.duration"),
+            self._bucket("duration", duration, f"{where}.duration"),
         ]
+
+    def _actions_tokens(self, actions: Sequence[Any], start: int, now: float, where: str) -> list[str]:
+        """Tokens of `actions[start:]`; every action's time is checked, so a newest-first list (whose truncation
+        would keep the oldest actions) raises naming the first action out of order."""
+        last: Optional[tuple[int, float]] = None  # (index, time) of the latest action so far
+        for i, action in enumerate(actions):
+            if isinstance(action, Mapping) and "timestamp" in action:
+                ts = self._number(action["timestamp"], f"{where}[{i}].timestamp")
+                if last is not None and ts < last[1]:
+                    raise ValueError(f"{where}[{i}].timestamp is earlier than {where}[{last[0]}]: actions must be "
+                                     "oldest first")
+                last = (i, ts)
+        tokens: list[str] = []
+        for i in range(start, len(actions)):
+            tokens += self._action_tokens(actions[i], now, f"{where}[{i}]")
+        return tokens
 
     @classmethod
     def _non_negative(cls, value: Any, where: str) -> float:
@@ -113,8 +142,7 @@ class RecordTokensMixin:
             raise ValueError(f"max_history must be a non-negative int, got {keep!r}")
         start = max(0, len(history) - keep)
         tokens.append(seg["history"])
-        for i in range(start, len(history)):
-            tokens += self._action_tokens(history[i], now, f"context.history[{i}]")
+        tokens += self._actions_tokens(history, start, now, "context.history")
         impressions = context.get("impressions") or []
         if isinstance(impressions, (str, Mapping)) or not isinstance(impressions, Sequence):
             raise ValueError(f"context.impressions must be a list, got {type(impressions).__name__}")
@@ -146,29 +174,41 @@ class RecordTokensMixin:
         tokens.append(seg["page"])
         return tokens
 
-    def page_tokens(self, page: Mapping[str, Any], add_eos: bool = True) -> list[str]:
-        """Token strings of a page record in layout order (row token, then its entities)."""
+    def page_tokens(self, page: Mapping[str, Any], add_eos: bool = True, distinct: bool = True) -> list[str]:
+        """Token strings of a page record in layout order (row token, then its entities).
+
+        With `distinct` (a record's page), a row or an entity that appears twice on the page raises naming both
+        places; the fallback token strings (unknown ids of a decoded page) may repeat.
+        """
         if not isinstance(page, Mapping) or "rows" not in page:
             raise ValueError(f"page must be a mapping with a 'rows' list, got {page!r}")
         rows = page["rows"]
         if not isinstance(rows, Sequence) or isinstance(rows, str) or not rows:
             raise ValueError("page.rows must be a non-empty list of rows")
         tokens = []
+        seen: dict[tuple[str, str], str] = {}  # (kind, id) -> where it first appears
+        fallbacks = set(self.spec["fallback"].values())
         for r, row in enumerate(rows):
             if not isinstance(row, Mapping) or "row" not in row or "entities" not in row:
                 raise ValueError(f"page.rows[{r}] must be a mapping with 'row' and 'entities', got {row!r}")
             entities = row["entities"]
             if not isinstance(entities, Sequence) or isinstance(entities, str) or not entities:
                 raise ValueError(f"page.rows[{r}].entities must be a non-empty list of entity ids")
-            tokens.append(self._map_unknown(self.row_token(check_id(row["row"], f"page.rows[{r}].row"))))
-            tokens += [self._map_unknown(self.entity_token(check_id(e, f"page.rows[{r}].entities"))) for e in entities]
+            items = [("row", check_id(row["row"], f"page.rows[{r}].row"), f"page.rows[{r}].row")]
+            items += [("entity", check_id(e, f"page.rows[{r}].entities"), f"page.rows[{r}].entities[{c}]")
+                      for c, e in enumerate(entities)]
+            for kind, item_id, where in items:
+                if distinct and item_id not in fallbacks:
+                    if (kind, item_id) in seen:
+                        raise ValueError(f"{where}: {kind} {item_id!r} already appears at {seen[kind, item_id]} "
+                                         f"(a page shows each {kind} once)")
+                    seen[kind, item_id] = where
+                token = self.row_token(item_id) if kind == "row" else self.entity_token(item_id)
+                tokens.append(self._map_unknown(token))
         if add_eos:
             tokens.append(self.spec["special"]["eos"])
         return tokens
 
     def session_tokens(self, session: Sequence[Mapping[str, Any]], now: float) -> list[str]:
         """`[SESSION]` followed by in-session engagements (4 tokens each), for pagination."""
-        tokens = [self.spec["segments"]["session"]]
-        for i, action in enumerate(session):
-            tokens += self._action_tokens(action, now, f"session[{i}]")
-        return tokens
+        return [self.spec["segments"]["session"]] + self._actions_tokens(session, 0, now, "session")

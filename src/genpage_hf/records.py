@@ -29,10 +29,10 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .record_tokens_genpage import check_id
+from .catalog import SPECIAL_ROWS  # noqa: F401  (re-exported: the row ids of the simulator and default catalogs)
+from .record_tokens_genpage import check_duration, check_id
 from .tokenizer_spec import load_spec, validate_spec
 
-SPECIAL_ROWS = ("continue_watching", "trending", "new_releases", "top10", "because_you_watched", "games", "live_now")
 GENRE_ROW_PREFIX = "genre_"
 
 
@@ -131,14 +131,19 @@ class Action:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "action", spec: SpecLike = None) -> "Action":
-        """Validate an action dict; its `action` must be one of the spec's action types."""
+        """Validate an action dict; its `action` must be one of the spec's action types.
+
+        `duration` may be left out (0), but not null (a Parquet null is a lost value, not a zero); it is >= 0, and
+        0 for the action types without a watch time (`INSTANT_ACTIONS`: thumbs, add to list, search click).
+        """
         _no_unknown(d, ("entity", "action", "timestamp", "duration"), where)
-        return cls(
-            entity=check_id(_get(d, "entity", where), _where(where, "entity")),
-            action=_choice(_get(d, "action", where), record_schema(spec).action_types, _where(where, "action")),
-            timestamp=_number(_get(d, "timestamp", where), _where(where, "timestamp")),
-            duration=_number(_get(d, "duration", where, optional=True, default=0.0), _where(where, "duration"), 0.0),
-        )
+        entity = check_id(_get(d, "entity", where), _where(where, "entity"))
+        action = _choice(_get(d, "action", where), record_schema(spec).action_types, _where(where, "action"))
+        timestamp = _number(_get(d, "timestamp", where), _where(where, "timestamp"))
+        if d.get("duration", 0.0) is None:
+            raise ValueError(f"{_where(where, 'duration')} is null: give the watch time in seconds (0 for none)")
+        duration = _number(d.get("duration", 0.0), _where(where, "duration"), 0.0)
+        return cls(entity, action, timestamp, check_duration(action, duration, _where(where, "duration")))
 
 
 @dataclass

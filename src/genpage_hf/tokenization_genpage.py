@@ -13,6 +13,8 @@ import only the standard library, torch, tokenizers, transformers and each other
 from __future__ import annotations
 
 import copy
+import json
+import os
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import torch
@@ -56,6 +58,27 @@ def _validated_spec(spec: Any) -> Mapping[str, Any]:
             raise ValueError(f"GenPageTokenizer: spec must be a mapping, got {type(spec).__name__}") from None
         return spec
     return validate_spec(spec)
+
+
+def check_tokenizer_files(folder: str | os.PathLike) -> None:
+    """Raise a ValueError naming tokenizer_config.json or tokenizer.json of `folder` when it is empty, truncated
+    or not the JSON object a saved tokenizer writes (transformers would fail deep inside its JSON reader)."""
+    needs = {"tokenizer_config.json": (), "tokenizer.json": ("model", "added_tokens")}
+    for name, keys in needs.items():
+        file = os.path.join(os.fspath(folder), name)
+        if not os.path.isfile(file):
+            continue
+        try:
+            with open(file, encoding="utf-8") as f:
+                data = json.load(f)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"tokenizer file {file!r} is empty, truncated or not JSON: {err}") from None
+        if not isinstance(data, dict) or any(key not in data for key in keys):
+            raise ValueError(f"tokenizer file {file!r} is not a saved tokenizer: expected a JSON object with the "
+                             f"keys {list(keys)}")
+        if name == "tokenizer.json" and not (isinstance(data["model"], dict) and isinstance(data["model"].get("vocab"),
+                                                                                           dict)):
+            raise ValueError(f"tokenizer file {file!r} has no vocabulary (model.vocab)")
 
 
 def _backend(vocab: Mapping[str, int], unk_token: str) -> Tokenizer:
@@ -105,6 +128,15 @@ class GenPageTokenizer(RecordTokensMixin, PreTrainedTokenizerFast):
         super().__init__(tokenizer_object=_backend(vocab, special["unk"]), spec=copy.deepcopy(dict(spec)), **kwargs)
 
     # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> "GenPageTokenizer":
+        """`PreTrainedTokenizerFast.from_pretrained`; a local folder's tokenizer files are checked first, so an
+        empty or truncated tokenizer.json raises a ValueError naming the file (`check_tokenizer_files`)."""
+        path = pretrained_model_name_or_path
+        if path is not None and os.path.isdir(path):
+            check_tokenizer_files(path)
+        return super().from_pretrained(path, *args, **kwargs)
+
     @classmethod
     def from_spec(
         cls, spec: Mapping[str, Any], entities: Iterable[str], rows: Iterable[str], **kwargs: Any
@@ -306,25 +338,38 @@ class GenPageTokenizer(RecordTokensMixin, PreTrainedTokenizerFast):
             raise ValueError(f"previous_rows must be a list of row dicts, got {type(previous_rows).__name__}")
         if previous_rows or session:
             if previous_rows:
-                tokens += self.page_tokens({"rows": list(previous_rows)}, add_eos=False)
+                # earlier pages follow their own rules (RuleSet.dedup_rows=False may repeat a row)
+                tokens += self.page_tokens({"rows": list(previous_rows)}, add_eos=False, distinct=False)
             tokens += self.session_tokens(session, self._number(context["timestamp"], "context.timestamp"))
             tokens.append(self.spec["segments"]["page"])
         return self._ids(tokens)
 
     def encode_page(self, page: Mapping[str, Any], add_eos: bool = True) -> list[int]:
-        """Token ids of a page (the response), in layout order, ending with `[EOS]`."""
+        """Token ids of a page (the response), in layout order, ending with `[EOS]`.
+
+        The page is a record's page: every row shows at least one entity, and no row or entity appears twice
+        (a ValueError names the position).
+        """
         return self._ids(self.page_tokens(page, add_eos))
 
-    def decode_page(self, ids: Sequence[int] | torch.Tensor, strict: bool = True) -> dict[str, Any]:
+    def decode_page(self, ids: Sequence[int] | torch.Tensor, strict: bool = True, distinct: bool = False
+                    ) -> dict[str, Any]:
         """Structured page from generated ids: the tokens after the last `[PAGE]`, up to `[EOS]`.
 
         Fallback tokens decode to the fallback token string (e.g. `"[E_FALLBACK]"`) in place of an id.
 
-        With `strict`, a token that breaks the page grammar (an entity before any row, a context
-        token, an unknown id) raises a ValueError naming its position, and so does a page that is not
-        terminated by `[EOS]` (a generation cut off by `max_new_tokens`); otherwise such tokens are
-        listed under `"invalid"` as (position, token) pairs and skipped, and `"complete"` tells
-        whether `[EOS]` was reached.
+        The page grammar: a row token, then at least one entity token, none twice in that row; `[EOS]` after
+        the rows. With `distinct`, no row and no entity may appear twice on the whole page either (what a
+        record's page and the default rules' de-duplication demand; `RuleSet(dedup_rows=False)` or
+        `dedup_entities=False` may generate repeats across rows, so it is off by default). Fallback tokens
+        stand for different unknown ids and may repeat.
+
+        With `strict`, a token that breaks these rules (an entity before any row, an empty row, a repeat, a
+        context token, an unknown id) raises a ValueError naming its position, and so does a page that is
+        not terminated by `[EOS]` (a generation cut off by `max_new_tokens`); otherwise such tokens are
+        listed under `"invalid"` as (position, token) pairs and skipped (an empty row: its row token; a
+        repeated row: the row token and its entities), so the returned rows are well formed, and
+        `"complete"` tells whether `[EOS]` was reached.
         """
         if isinstance(ids, torch.Tensor):
             if ids.dim() != 1:
@@ -337,15 +382,31 @@ class GenPageTokenizer(RecordTokensMixin, PreTrainedTokenizerFast):
                 raise ValueError(f"decode_page: position {pos} holds {value!r}, not a token id (int)")
         page_id, eos_id, pad_id = self.page_token_id, self.eos_token_id, self.pad_token_id
         start = max((i + 1 for i, t in enumerate(ids) if t == page_id), default=0)
+        fallbacks = set(self.spec["fallback"].values())
         rows: list[dict[str, Any]] = []
         invalid: list[tuple[int, str]] = []
+        seen: dict[str, int] = {}  # row or entity id -> position of its first token on the page
+        in_row: dict[str, int] = {}  # entity id -> its position in the current row
+        open_row: Optional[int] = None  # position of the current row's token; -1: a skipped row's entities follow
+
+        def reject(pos: int, why: str) -> None:
+            token = self._id_to_token.get(ids[pos], f"<id {ids[pos]}>")
+            if strict:
+                raise ValueError(f"token {token!r} at position {pos} {why}")
+            invalid.append((pos, token))
+
+        def close_row(end: int) -> None:
+            if open_row is not None and open_row >= 0 and not rows[-1]["entities"]:
+                rows.pop()
+                after = f"the token at position {end} is not an entity" if end < len(ids) else "the ids end"
+                reject(open_row, f"starts an empty row ({after})")
+
         complete = False
+        pos = start
         for pos in range(start, len(ids)):
             tid = ids[pos]
-            if tid == eos_id:
-                complete = True
-                break
-            if tid == pad_id:
+            if tid in (eos_id, pad_id):
+                complete = tid == eos_id
                 break
             row, entity = self.id_to_row(tid), self.id_to_entity(tid)
             # Fallback tokens decode to themselves: the slot held an entity/row unknown to the vocabulary.
@@ -354,21 +415,37 @@ class GenPageTokenizer(RecordTokensMixin, PreTrainedTokenizerFast):
             elif tid == self.entity_fallback_id:
                 entity = self.spec["fallback"]["entity"]
             if row is not None:
+                close_row(pos)
+                if distinct and row in seen and row not in fallbacks:
+                    open_row = -1
+                    reject(pos, f"repeats the row {row!r} of position {seen[row]}")
+                    continue
+                seen.setdefault(row, pos)
                 rows.append({"row": row, "entities": []})
+                open_row, in_row = pos, {}
+            elif entity is not None and open_row == -1:
+                reject(pos, "belongs to a repeated row")
             elif entity is not None and rows:
+                earlier = in_row.get(entity, seen.get(entity) if distinct else None)
+                if earlier is not None and entity not in fallbacks:
+                    reject(pos, f"repeats the entity {entity!r} of position {earlier}"
+                           + (" in the same row" if entity in in_row else ""))
+                    continue
+                seen.setdefault(entity, pos)
+                in_row[entity] = pos
                 rows[-1]["entities"].append(entity)
             else:
-                token = self._id_to_token.get(tid, f"<id {tid}>")
-                if strict:
-                    raise ValueError(f"token {token!r} at position {pos} does not fit the page grammar")
-                invalid.append((pos, token))
+                reject(pos, "does not fit the page grammar")
+        else:
+            pos = len(ids)
         if strict and not complete:
             raise ValueError(
                 "the page is not terminated by [EOS]: the generation was cut off (too few max_new_tokens for "
                 "the rules' layout?) or the ids end early; pass strict=False to inspect it"
             )
+        close_row(pos)
         page: dict[str, Any] = {"rows": rows}
         if not strict:
-            page["invalid"] = invalid
+            page["invalid"] = sorted(invalid)
             page["complete"] = complete
         return page

@@ -102,6 +102,8 @@ def validate_spec(spec: Any) -> dict[str, Any]:
     for name in _TOP_KEYS:
         if name != "version" and name not in spec:
             raise SpecError(f"{name}: missing section")
+    if "version" in spec:
+        _positive_int(spec["version"], "version")
     for name in ("special", "segments", "fallback", "prefixes"):
         section = _keys(spec[name], name, _FIXED_SECTIONS[name])
         for k, v in section.items():
@@ -165,4 +167,7 @@ def load_spec(path: Optional[str | os.PathLike] = None) -> dict[str, Any]:
             raise SpecError(f"{path}: not UTF-8 text (a binary file?): {err}") from None
         except SpecError as err:
             raise SpecError(f"{path}: {err}") from None
-    return validate_spec(spec)
+    try:
+        return validate_spec(spec)
+    except SpecError as err:  # name the file as well as the key
+        raise SpecError(f"{path}: {err}") from None

@@ -11,8 +11,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..simulation.world import WorldConfig
+from ..simulation.world import ROW_IDS, WorldConfig
 from .base import Command
+
+MIN_ENTITIES = 100  # WorldConfig's smallest n_entities
 
 
 @dataclass
@@ -30,8 +32,15 @@ class WorldArguments:
         for name in ("users", "entities", "rows_per_page", "entities_per_row"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.new_per_day < 0:
-            raise ValueError(f"--new_per_day must be >= 0, got {self.new_per_day}")
+        for name in ("new_per_day", "seed"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.entities < MIN_ENTITIES:
+            raise ValueError(f"--entities must be >= {MIN_ENTITIES} (the simulated world's smallest back catalog), "
+                             f"got {self.entities}")
+        if self.rows_per_page > len(ROW_IDS):
+            raise ValueError(f"--rows_per_page must be <= {len(ROW_IDS)} (the simulated world's rows), "
+                             f"got {self.rows_per_page}")
 
     def build(self, horizon: int) -> tuple[Any, Any]:
         """(World, UserPopulation) of these arguments, with room for `horizon` simulated days."""
@@ -87,6 +96,9 @@ class ABArguments:
     def __post_init__(self) -> None:
         if self.requests < 1:
             raise ValueError(f"--requests must be >= 1, got {self.requests}")
+        for name in ("autoregressive_entities", "max_history"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
         from ..generation import ROW_ORDERS
 
         if self.row_order not in ROW_ORDERS:

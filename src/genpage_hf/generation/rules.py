@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from ..record_tokens_genpage import check_id
 from .feasibility import PageRules, Progress, complete, diagnose, entity_options, page_rows, row_options
 
 
@@ -59,7 +60,8 @@ def _check_ids(name: str, value: Any) -> list[str]:
     bad = [v for v in value if not isinstance(v, str)]
     if bad:
         raise ValueError(f"RuleSet.{name} must hold id strings, got {bad[0]!r}")
-    return list(value)
+    # catalog ids never hold whitespace (check_id): " m1" would silently match nothing and be dropped
+    return [check_id(v, f"RuleSet.{name}[{i}]") for i, v in enumerate(value)]
 
 
 @dataclass
@@ -99,6 +101,7 @@ class RuleSet:
             for key, value in mapping.items():
                 if not isinstance(key, str):
                     raise ValueError(f"RuleSet.{name} keys must be row id strings, got {key!r}")
+                check_id(key, f"RuleSet.{name} key")
                 if isinstance(value, bool) or not isinstance(value, int) or value < low:
                     raise ValueError(f"RuleSet.{name}[{key!r}] must be an integer >= {low}, got {value!r}")
         for name in ("row_candidates", "entity_candidates", "blocked_rows", "blocked_entities"):
@@ -108,10 +111,12 @@ class RuleSet:
         if not isinstance(self.row_eligibility, dict):
             raise ValueError(f"RuleSet.row_eligibility must be a dict of row id -> entity ids, got "
                              f"{type(self.row_eligibility).__name__}")
-        self.row_eligibility = {
-            _check_ids("row_eligibility keys", [row])[0]: _check_ids(f"row_eligibility[{row!r}]", e)
-            for row, e in self.row_eligibility.items()
-        }
+        for row in self.row_eligibility:
+            if not isinstance(row, str):
+                raise ValueError(f"RuleSet.row_eligibility keys must be row id strings, got {row!r}")
+            check_id(row, "RuleSet.row_eligibility key")
+        self.row_eligibility = {row: _check_ids(f"row_eligibility[{row!r}]", e)
+                                for row, e in self.row_eligibility.items()}
         positions: dict[int, str] = {}
         for row, pos in self.pinned_rows.items():
             if pos in positions:

@@ -75,9 +75,13 @@ class QuickstartConfig:
                      "wbc_steps", "ab_requests", "latency_pages"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_history", "examples", "rm_steps", "grpo_steps"):
+        for name in ("max_history", "examples", "rm_steps", "grpo_steps", "seed"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
+        if self.autoregressive_entities is not None and self.autoregressive_entities < 0:
+            raise ValueError(f"--autoregressive_entities must be >= 0, got {self.autoregressive_entities}")
+        if not 0.0 <= self.learning_rate < float("inf"):
+            raise ValueError(f"--learning_rate must be a finite number >= 0, got {self.learning_rate}")
         if not 0.0 <= self.row_explore <= 1.0:
             raise ValueError(f"--row_explore must be in [0, 1], got {self.row_explore}")
         if self.days < 2:

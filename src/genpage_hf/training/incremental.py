@@ -29,6 +29,7 @@ the same for every arm.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -79,6 +80,10 @@ class IncrementalArguments:
         default=None, metadata={"help": "update log (JSON lines); default: incremental_log.jsonl beside --output_dir"})
 
     def __post_init__(self) -> None:
+        if not math.isfinite(self.as_of):
+            raise ValueError(f"--as_of must be a finite time in seconds since the epoch, got {self.as_of}")
+        if self.day < 0:
+            raise ValueError(f"--day must be >= 0, got {self.day}")
         if not 0.0 <= self.replay_ratio < float("inf"):
             raise ValueError(f"--replay_ratio must be a finite number >= 0, got {self.replay_ratio}")
         if self.full_retrain_every < 0:
