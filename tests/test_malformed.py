@@ -147,6 +147,22 @@ CLI_CASES = [
                                    "--output_dir", "{tmp}/m13", "--as_of", "nan"), r"--as_of"),
     ("incremental-day-neg", _cli("incremental", "--model_name_or_path", "{model}", "--train_file", "{records}",
                                  "--output_dir", "{tmp}/m14", "--as_of", "1e9", "--day", "-1"), r"--day"),
+    ("init-seed-neg", _cli("init", "--output_dir", "{tmp}/m15", "--init_seed", "-1"), r"--init_seed"),
+] + [  # the training stages' loop options (TrainingArguments' own fields and GenPage's), checked before any work
+    (f"{stage}-{option.strip('-')}-{value}",
+     _cli(stage, "--model_name_or_path", "{model}", "--train_file", "{records}", "--output_dir", f"{{tmp}}/t{i}",
+          option, value), option)
+    for i, (stage, option, value) in enumerate([
+        ("pretrain", "--gradient_accumulation_steps", "0"), ("pretrain", "--max_steps", "0"),
+        ("pretrain", "--max_steps", "-5"), ("pretrain", "--num_train_epochs", "-1"),
+        ("pretrain", "--per_device_train_batch_size", "0"), ("pretrain", "--per_device_eval_batch_size", "-1"),
+        ("pretrain", "--logging_steps", "-1"), ("pretrain", "--weight_decay", "nan"),
+        ("pretrain", "--dataset_num_proc", "-1"), ("pretrain", "--example_seed", "-1"),
+        ("pretrain", "--min_page_reward", "nan"), ("wbc", "--lora_alpha", "-1"), ("wbc", "--lora_dropout", "2"),
+        ("wbc", "--reward_long_play", "nan"), ("reward-model", "--head_learning_rate", "-1"),
+        ("grpo", "--num_generations", "0"), ("grpo", "--temperature", "-1"),
+        ("grpo", "--per_device_train_batch_size", "-1"),
+    ])
 ]
 
 

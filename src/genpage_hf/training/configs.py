@@ -11,8 +11,9 @@ flags give the same arguments everywhere.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy, SchedulerType
@@ -29,6 +30,32 @@ DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up
 
 # transformers' train samplers; resuming from a checkpoint reproduces each one's order exactly (training/samplers.py).
 TRAIN_SAMPLING_STRATEGIES = ("random", "sequential", "group_by_length", "batch_rebalance")
+
+
+def check_ranges(args: Any, positive: Sequence[str] = (), non_negative: Sequence[str] = (),
+                 finite: Sequence[str] = ()) -> None:
+    """Raise a ValueError naming the first option (`--name`) whose value is out of range: `positive` numbers > 0,
+    `non_negative` numbers >= 0 (both finite), `finite` any finite number; None (unset) passes. Checked before
+    transformers/TRL/PEFT see them, which fail later with messages that do not name the option (or run zero steps)."""
+    for names, ok, what in ((positive, lambda v: v > 0, "a finite number > 0"),
+                            (non_negative, lambda v: v >= 0, "a finite number >= 0"),
+                            (finite, lambda v: True, "a finite number")):
+        for name in names:
+            value = getattr(args, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not math.isfinite(value) or not ok(value)):
+                raise ValueError(f"--{name} must be {what}, got {value!r}")
+
+
+def check_training_loop(args: Any) -> None:
+    """The loop options every Trainer stage shares (TrainingArguments' own fields), checked by name."""
+    check_ranges(args, positive=("per_device_train_batch_size", "per_device_eval_batch_size",
+                                 "gradient_accumulation_steps", "logging_steps", "num_train_epochs"),
+                 non_negative=("weight_decay", "warmup_steps", "max_grad_norm", "seed", "data_seed"))
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise ValueError(f"--max_steps must be >= 1, or -1 to train --num_train_epochs, got {args.max_steps}")
+    if getattr(args, "dataset_num_proc", None) is not None and args.dataset_num_proc < 1:
+        raise ValueError(f"--dataset_num_proc must be >= 1 (or unset), got {args.dataset_num_proc}")
 
 
 @dataclass
@@ -51,6 +78,7 @@ class ModelArguments:
     init_seed: int = field(default=0, metadata={"help": "initialization seed of a model built from scratch"})
 
     def __post_init__(self) -> None:
+        check_ranges(self, non_negative=("init_seed",))
         for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -184,6 +212,11 @@ class GenPageTrainingConfig(TrainingArguments):
             raise ValueError(f"--max_history must be >= 0, got {self.max_history}")
         if self.lora_r < 1:
             raise ValueError(f"--lora_r must be >= 1, got {self.lora_r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        check_training_loop(self)
+        rewards = [f.name for f in fields(self) if f.name.startswith("reward_") and f.name != "reward_row_aggregate"]
+        check_ranges(self, positive=("lora_alpha",), non_negative=("example_seed",), finite=rewards)
         if self.train_sampling_strategy not in TRAIN_SAMPLING_STRATEGIES:
             raise ValueError(f"--train_sampling_strategy must be one of {TRAIN_SAMPLING_STRATEGIES}, got "
                              f"{self.train_sampling_strategy!r}")
@@ -216,6 +249,10 @@ class NTPConfig(GenPageTrainingConfig):
     history_targets: bool = field(
         default=False, metadata={"help": "also predict the title of every history action from the actions before it "
                                          "(next-title prediction over the user's history, beside the page tokens)"})
+
+    def __post_init__(self) -> None:
+        check_ranges(self, finite=("min_page_reward",))
+        super().__post_init__()
 
 
 @dataclass
@@ -290,6 +327,7 @@ class RewardModelConfig(GenPageTrainingConfig):
     )
 
     def __post_init__(self) -> None:
+        check_ranges(self, non_negative=("head_learning_rate",))
         if self.records_half not in (None, 0, 1):
             raise ValueError(f"--records_half must be 0, 1 or unset, got {self.records_half}")
         if self.negative_pages < 0 or not 0.0 < self.negative_fraction <= 1.0:
@@ -362,6 +400,11 @@ class GenPageGRPOConfig(GRPOConfig):
         self.bf16 = self.resolved_dtype == "bf16"
         if self.bf16 and default_device() == "cpu":
             self.use_cpu = True
+        check_training_loop(self)
+        check_ranges(self, positive=("temperature",))
+        if self.num_generations is not None and self.num_generations < 2:
+            raise ValueError(f"--num_generations must be >= 2 (GRPO's advantages compare pages of one request), got "
+                             f"{self.num_generations}")
         if not self.beta > 0:
             raise ValueError(
                 f"--beta must be > 0 (GenPage keeps a KL penalty to the reference policy), got {self.beta}"
