@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -120,3 +121,23 @@ def edit_json(path: str, edit: Callable[[dict], None]) -> None:
     edit(data)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f)
+
+
+_PROGRESS = re.compile(r"\d+%\|.*\|.*(it/s|s/it|examples/s|\?it/s)")
+
+
+def assert_cli_exits_2(call: Callable[[Env], Any], env: Env, capsys: pytest.CaptureFixture, name: str,
+                       pattern: str) -> None:
+    """`call(env)` exits 2 with one stderr line `genpage ...: error: ...` matching `pattern`, never a traceback.
+
+    Progress bars (tqdm, '...it/s') that ran before the error are not error text and are skipped."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        call(env)
+    err = capsys.readouterr().err
+    assert info.value.code == 2, f"{name}: exit code {info.value.code}, stderr {err!r}"
+    assert "Traceback" not in err
+    lines = [line for line in re.split(r"[\r\n]+", err) if line.strip() and not _PROGRESS.search(line)]
+    assert len(lines) == 1, f"{name}: stderr is not one line: {lines!r}"
+    assert re.match(r"genpage( [\w -]+)?: error: ", lines[0]), lines[0]
+    assert re.search(pattern, lines[0]), f"{name}: {lines[0]!r} does not match {pattern!r}"

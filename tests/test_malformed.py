@@ -18,8 +18,8 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from malformed_env import Env, act, ctx, edit_json, make_env, rec
-from test_malformed_files import _PROGRESS, _cli
+from malformed_env import Env, act, assert_cli_exits_2, ctx, edit_json, make_env, rec
+from test_malformed_files import _cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from genpage_hf import GenPageTokenizer
@@ -345,16 +345,7 @@ def test_malformed_raises_clear_error(env: Env, name: str, call: Callable[[Env],
 def test_cli_number_out_of_range_exits_2_naming_the_option(env: Env, capsys: pytest.CaptureFixture, name: str,
                                                            call: Callable[[Env], Any], pattern: str) -> None:
     """Each CLI case exits 2 with one stderr line naming the option, before any work starts."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        call(env)
-    err = capsys.readouterr().err
-    assert info.value.code == 2, f"{name}: exit code {info.value.code}, stderr {err!r}"
-    assert "Traceback" not in err
-    lines = [line for line in re.split(r"[\r\n]+", err) if line.strip() and not _PROGRESS.search(line)]
-    assert len(lines) == 1, f"{name}: stderr is not one line: {lines!r}"
-    assert re.match(r"genpage( [\w -]+)?: error: ", lines[0]), lines[0]
-    assert re.search(pattern, lines[0]), f"{name}: {lines[0]!r} does not match {pattern!r}"
+    assert_cli_exits_2(call, env, capsys, name, pattern)
 
 
 # ---------------------------------------------------------------------------------------------- what stays valid

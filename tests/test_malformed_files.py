@@ -11,7 +11,7 @@ import re
 from typing import Any, Callable
 
 import pytest
-from malformed_env import Env, edit_json, make_env
+from malformed_env import Env, assert_cli_exits_2, edit_json, make_env
 from test_malformed_inputs import INPUT_CASES
 
 from genpage_cli import main
@@ -217,23 +217,8 @@ def test_broken_model_folder_raises_clear_error(env: Env, name: str, call: Calla
 @pytest.mark.parametrize("name,call,pattern", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_cli_user_error_exits_2_with_one_line(env: Env, capsys: pytest.CaptureFixture, name: str,
                                               call: Callable[[Env], Any], pattern: str) -> None:
-    """Each CLI case exits 2 with one stderr line naming the bad option or file, never a traceback.
-
-    Progress bars (tqdm, '...it/s') that ran before the error are not error text and are skipped.
-    """
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        call(env)
-    err = capsys.readouterr().err
-    assert info.value.code == 2, f"{name}: exit code {info.value.code}, stderr {err!r}"
-    assert "Traceback" not in err
-    lines = [line for line in re.split(r"[\r\n]+", err) if line.strip() and not _PROGRESS.search(line)]
-    assert len(lines) == 1, f"{name}: stderr is not one line: {lines!r}"
-    assert re.match(r"genpage( [\w -]+)?: error: ", lines[0]), lines[0]
-    assert re.search(pattern, lines[0]), f"{name}: {lines[0]!r} does not match {pattern!r}"
-
-
-_PROGRESS = re.compile(r"\d+%\|.*\|.*(it/s|s/it|examples/s|\?it/s)")
+    """Each CLI case exits 2 with one stderr line naming the bad option or file, never a traceback."""
+    assert_cli_exits_2(call, env, capsys, name, pattern)
 
 
 def test_missing_content_buffer_alone_is_allowed(env: Env) -> None:
