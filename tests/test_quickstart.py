@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from huggingface_hub import ModelCard
 
 from genpage_cli import main
 from genpage_hf.report import render_report
@@ -32,11 +33,16 @@ def test_quickstart_writes_checkpoint_report_and_metrics(workdir):
                  "tokenization_genpage.py", "record_tokens_genpage.py", "README.md"):
         assert (ckpt / name).exists(), name
     assert "AutoModelForCausalLM" in json.loads((ckpt / "config.json").read_text())["auto_map"]
-    card = (ckpt / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: transformers\n") and "\ntags:\n" in card
-    assert "license: apache-2.0" in card
-    assert "$" not in re.sub(r"```.*?```", "", card, flags=re.S)  # every template field was filled
+    card = ModelCard.load(ckpt / "README.md")
+    assert (card.data.library_name, card.data.license, card.data.pipeline_tag) == ("transformers", "apache-2.0",
+                                                                                  "other")
+    assert {"genpage", "quickstart", "simulated-data"} <= set(card.data.tags) and card.data.base_model is None
+    assert "{{ " not in card.text and "{%" not in card.text  # every template field was filled
     metrics = json.loads((out / "metrics.json").read_text())
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}  # model-index: offline + A/B
+    assert results["gap_closed"] == pytest.approx(metrics["ab"]["gap_closed"])
+    assert results["lift"] == pytest.approx(metrics["ab"]["lift_vs_production"]["mean"])
+    card = card.text
     assert set(metrics["ab"]["arms"]) == {"random", "production", "genpage", "oracle"}
     assert metrics["precision"]["dtype"] in ("fp32", "bf16") and metrics["ab"]["gap_closed"] is not None
     assert metrics["ab"]["arms"]["oracle"]["gap_closed"] == pytest.approx(1.0)
@@ -104,6 +110,16 @@ def test_checkpoint_loads_and_generates_without_genpage_hf(workdir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows, entities = map(int, proc.stdout.split()[-2:])
     assert rows >= 1 and entities >= 1
+
+
+def test_checkpoint_card_snippet_runs_as_written(workdir, tmp_path):
+    card = (workdir / "runs" / "quickstart" / "checkpoint" / "README.md").read_text()
+    (snippet,) = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    proc = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = proc.stdout.strip().splitlines()
+    assert len(rows) == 3 and rows[0].startswith("trending: ")
 
 
 def test_ab_command_judges_the_checkpoint_beside_built_in_policies(workdir, capsys):

@@ -5,8 +5,9 @@ A saved folder holds config.json (with `auto_map` for AutoConfig, AutoModel, Aut
 model.safetensors, the tokenizer files, the checkpoint code files (configuration_genpage.py,
 modeling_genpage.py and its sibling loading_genpage.py, tokenization_genpage.py and its sibling
 record_tokens_genpage.py, copied by transformers' `register_for_auto_class` saving), generation_config.json,
-the catalog (catalog.json) when given, and genpage_run.json (how it was produced: dtype policy, hardware,
-anything the caller adds).
+the catalog (catalog.json) when given, genpage_run.json (how it was produced: dtype policy, hardware,
+anything the caller adds), and custom_generate/ with the `page-generation` pipeline in config.json
+(`generation/travel.py`: page decoding where genpage_hf is not installed).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from transformers import GenerationConfig
 
 from .catalog import Catalog
 from .configuration_genpage import GenPageConfig
+from .hub import resolve_model_folder
 from .loading_genpage import check_weight_files
 from .modeling_genpage import GenPageForPageGeneration
 from .tokenization_genpage import GenPageTokenizer, check_tokenizer_files
@@ -78,6 +80,7 @@ def save_genpage(
     looks complete but is not. Entries of an existing `out_dir` that this save does not write (a
     Trainer's `checkpoint-*` folders, logs) are kept. `model` may be a PEFT model: its adapter is saved.
     """
+    from .generation.travel import add_travelling_generation
     from .precision import hardware_info
 
     bad = [name for name, tensor in model.state_dict().items()
@@ -96,6 +99,8 @@ def save_genpage(
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if getattr(model, "can_generate", lambda: False)():  # a page generator (or its adapter), not a reward model
+            add_travelling_generation(tmp)  # custom_generate/ + the page-generation pipeline, without genpage_hf
         if catalog is not None:
             catalog.save(os.path.join(tmp, "catalog.json"))
         run = {"hardware": hardware_info(), **(metadata or {})}
@@ -183,11 +188,12 @@ def grow_genpage(
 
 
 def update_genpage(
-    path: str | os.PathLike, additions: Catalog, out_dir: str | os.PathLike, **grow_kwargs: Any
+    path: str | os.PathLike, additions: Catalog, out_dir: str | os.PathLike, revision: Optional[str] = None,
+    **grow_kwargs: Any,
 ) -> Catalog:
-    """Daily vocabulary growth of a saved folder: load, `grow_genpage`, save atomically to `out_dir` (may be
-    `path`)."""
-    model, tokenizer, catalog = load_genpage(path)
+    """Daily vocabulary growth of a saved folder (or Hub repo id at `revision`): load, `grow_genpage`, save
+    atomically to `out_dir` (may be `path`)."""
+    model, tokenizer, catalog = load_genpage(path, revision)
     before = len(tokenizer)
     grown = grow_genpage(model, tokenizer, catalog, additions, **grow_kwargs)
     save_genpage(
@@ -197,7 +203,7 @@ def update_genpage(
         grown,
         metadata={
             "stage": "vocabulary growth",
-            "grown_from": os.fspath(path),
+            "grown_from": os.fspath(path) + (f"@{revision}" if revision else ""),
             "new_entities": len(additions.entities),
             "new_rows": len(additions.rows),
             "vocab_before": before,
@@ -205,6 +211,13 @@ def update_genpage(
             **grow_kwargs,
         },
     )
+    from .model_card import write_model_card
+
+    write_model_card(out_dir, "update", base_model=os.fspath(path), facts={
+        **({"revision": revision} if revision else {}),
+        "new entities, new rows": f"{len(additions.entities)}, {len(additions.rows)}",
+        "vocabulary": f"{before} -> {len(tokenizer)} tokens",
+        "new tokens start from": grow_kwargs.get("init", "fallback")})
     return grown
 
 
@@ -246,17 +259,37 @@ def _load_full_model(path: str, **model_kwargs: Any) -> Any:
     return model
 
 
-def load_genpage(
-    path: str | os.PathLike, *, merge_adapter: bool = True, **model_kwargs: Any
-) -> tuple[Any, Any, Optional[Catalog]]:
-    """(model, tokenizer, catalog or None) from a saved folder: a full model, or a PEFT adapter folder.
+def _check_adapter_base(path: str) -> None:
+    """A FileNotFoundError when an adapter folder's base model is neither a local folder nor a Hub repo id (an
+    adapter trained on a local base, copied or pushed without it); a malformed adapter_config.json is PEFT's to
+    report."""
+    from .hub import is_repo_id
 
-    An adapter folder (adapter_config.json) loads through PEFT's `AutoPeftModelForCausalLM` onto the base
-    model it names; with `merge_adapter` the LoRA weights are merged for serving speed.
+    try:
+        with open(os.path.join(path, "adapter_config.json"), encoding="utf-8") as f:
+            base = json.load(f).get("base_model_name_or_path")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return
+    if isinstance(base, str) and base and not os.path.isdir(base) and not is_repo_id(base):
+        raise FileNotFoundError(f"adapter folder {path!r}: its base model {base!r} (adapter_config.json "
+                                "base_model_name_or_path) is neither a local folder nor a Hub repo id")
+
+
+def load_genpage(
+    name_or_path: str | os.PathLike, revision: Optional[str] = None, *, merge_adapter: bool = True,
+    **model_kwargs: Any,
+) -> tuple[Any, Any, Optional[Catalog]]:
+    """(model, tokenizer, catalog or None) from a saved folder or a Hub repo id: a full model, or a PEFT adapter.
+
+    `name_or_path` is a local folder, or else a Hub repo id (`org/name`) fetched at `revision` (branch, tag or
+    commit) by `huggingface_hub.snapshot_download`, which honours `HF_HUB_OFFLINE=1` and the local cache
+    (`hub.resolve_model_folder`); the catalog is the snapshot's catalog.json. An adapter folder
+    (adapter_config.json) loads through PEFT's `AutoPeftModelForCausalLM` onto the base model it names; with
+    `merge_adapter` the LoRA weights are merged for serving speed.
     """
     from transformers import AutoTokenizer
 
-    path = os.fspath(path)
+    path = resolve_model_folder(name_or_path, revision)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"model folder {path!r} does not exist (expected a folder saved by genpage_hf)")
     is_adapter = os.path.exists(os.path.join(path, "adapter_config.json"))
@@ -267,6 +300,7 @@ def load_genpage(
     if is_adapter:
         from peft import AutoPeftModelForCausalLM
 
+        _check_adapter_base(path)
         model = AutoPeftModelForCausalLM.from_pretrained(path, **model_kwargs)
         if merge_adapter:
             model = model.merge_and_unload()
@@ -327,9 +361,10 @@ def build_from_arguments(model_args: Any) -> tuple[GenPageForPageGeneration, Gen
 
 
 def load_or_build(model_args: Any) -> tuple[Any, Any, Optional[Catalog]]:
-    """(model, tokenizer, catalog or None): the folder `--model_name_or_path`, or a fresh model from `--catalog`."""
+    """(model, tokenizer, catalog or None): the folder or Hub repo `--model_name_or_path` (at `--revision`), or a
+    fresh model from `--catalog`."""
     if model_args.model_name_or_path:
-        return load_genpage(model_args.model_name_or_path)
+        return load_genpage(model_args.model_name_or_path, model_args.revision)
     if not model_args.catalog:
         raise ValueError("give --model_name_or_path (a model folder) or --catalog (to build a model from scratch)")
     return build_from_arguments(model_args)

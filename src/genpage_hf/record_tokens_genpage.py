@@ -28,6 +28,8 @@ def check_duration(action: str, duration: float, where: str) -> float:
     return duration
 
 
+# generation/ids.py holds a copy for the decoding code, which travels in custom_generate/ beyond the reach of a
+# relative import of this file; tests/test_travel.py keeps the two identical.
 def check_id(value: Any, where: str) -> str:
     """The package's one id rule (users, entities, rows): a non-empty string without whitespace, control
     or invisible characters; returns it, or raises a ValueError naming `where` and the bad character."""

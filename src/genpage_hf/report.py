@@ -15,20 +15,11 @@ import matplotlib
 matplotlib.use("Agg")  # headless: the report is written to files
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .model_card import fmt  # noqa: E402  (the one number format of the report and the model cards)
+
 ARM_ORDER = ("random", "production", "genpage", "genpage_grpo", "oracle")
 ARM_COLORS = {"random": "#999999", "production": "#4c72b0", "genpage": "#dd8452", "genpage_grpo": "#c44e52",
               "oracle": "#55a868"}
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """The one number format of the report and the model card."""
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.3e}"
-    return str(value)
 
 
 def _ci(ci: Sequence[float]) -> str:

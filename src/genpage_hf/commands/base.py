@@ -14,9 +14,10 @@ import sys
 from dataclasses import dataclass, fields
 from typing import Any, Callable, NoReturn, Sequence
 
-# The errors a user can cause with options, files or data: reported in one line, exit status 2.
+# The errors a user can cause with options, files or data: reported in one line, exit status 2. ConnectionError:
+# the Hub cannot be reached (offline mode, no network) for a Hub repo id or --push_to_hub (genpage_hf.hub).
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
-               PermissionError, KeyError, FloatingPointError)
+               PermissionError, KeyError, FloatingPointError, ConnectionError)
 
 
 @dataclass(frozen=True)

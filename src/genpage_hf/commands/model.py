@@ -1,4 +1,4 @@
-"""`genpage init` (a fresh model folder) and `genpage generate` (one page from a model folder)."""
+"""`genpage init` (a fresh model folder) and `genpage generate` (one page from a model folder or Hub repo)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,17 @@ class InitArguments:
 def init(init_args: InitArguments, model_args: ModelArguments) -> None:
     """Build a model, tokenizer and catalog from the model arguments and save them as one folder."""
     from ..checkpoint import build_from_arguments, save_genpage
+    from ..model_card import write_model_card
 
     if model_args.model_name_or_path:
         raise ValueError("genpage init builds a fresh model: give --catalog/--spec and sizes, "
                          "not --model_name_or_path")
     model, tokenizer, catalog = build_from_arguments(model_args)
     save_genpage(model, tokenizer, init_args.output_dir, catalog)
+    write_model_card(init_args.output_dir, "init", facts={
+        "initialization seed": model_args.init_seed,
+        "catalog": f"`{model_args.catalog}`" if model_args.catalog else "the built-in default catalog",
+        "tokenizer spec": f"`{model_args.spec}`" if model_args.spec else "the packaged default spec"})
     n_params = sum(p.numel() for p in model.parameters())
     print(f"wrote {init_args.output_dir}: GenPage model ({n_params / 1e6:.2f}M parameters), vocabulary of "
           f"{len(tokenizer)} tokens ({len(catalog.entities)} entities, {len(catalog.rows)} rows)")
@@ -36,7 +41,10 @@ def init(init_args: InitArguments, model_args: ModelArguments) -> None:
 class GenerateArguments:
     """Which model `genpage generate` decodes with, and for which context."""
 
-    model_name_or_path: str = field(metadata={"help": "model folder (genpage init / training) or PEFT adapter folder"})
+    model_name_or_path: str = field(metadata={"help": "model folder (genpage init / training) or PEFT adapter folder, "
+                                                      "or a Hugging Face Hub repo id (org/name)"})
+    revision: Optional[str] = field(
+        default=None, metadata={"help": "branch, tag or commit of the Hub repo --model_name_or_path (default: main)"})
     context: Optional[str] = field(default=None, metadata={"help": "context record JSON (default: a demo context)"})
     json: bool = field(default=False, metadata={"help": "print the page as JSON"})
     seed: int = field(default=0, metadata={"help": "seed of the demo context"})
@@ -68,10 +76,10 @@ def generate_page(model: Any, tokenizer: Any, context: dict) -> dict:
 
 
 def generate(args: GenerateArguments) -> None:
-    """Load a model folder and print one greedy page for the given (or a demo) context."""
+    """Load a model folder (or Hub repo) and print one greedy page for the given (or a demo) context."""
     from ..checkpoint import load_genpage
 
-    model, tokenizer, _ = load_genpage(args.model_name_or_path)
+    model, tokenizer, _ = load_genpage(args.model_name_or_path, args.revision)
     if args.context:
         try:
             with open(args.context, encoding="utf-8") as f:

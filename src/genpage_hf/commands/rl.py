@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from ..training.configs import DataArguments, GenPageGRPOConfig, ModelArguments, RewardModelConfig
 from .base import Command
@@ -19,7 +19,10 @@ class RewardArguments:
 
     reward_model_name_or_path: str = field(
         default="",
-        metadata={"help": "reward model folder (genpage reward-model); its tokenizer must be the policy's"})
+        metadata={"help": "reward model folder (genpage reward-model) or Hugging Face Hub repo id (org/name); its "
+                          "tokenizer must be the policy's"})
+    reward_model_revision: Optional[str] = field(
+        default=None, metadata={"help": "branch, tag or commit of the Hub repo --reward_model_name_or_path"})
 
 
 def load_requests(path: str) -> list[dict]:
@@ -44,8 +47,11 @@ def load_requests(path: str) -> list[dict]:
 
 
 def run_reward_model(model_args: ModelArguments, data_args: DataArguments, args: RewardModelConfig) -> Any:
-    """Train a page reward model from a policy folder on impression records; save it to output_dir."""
+    """Train a page reward model from a policy folder (or Hub repo) on impression records; save it to output_dir and
+    with --push_to_hub push that folder."""
     from ..checkpoint import load_genpage
+    from ..hub import push_folder, without_push
+    from ..model_card import card_repo_id
     from ..training.reward_model import train_reward_model
 
     if not model_args.model_name_or_path:
@@ -53,17 +59,24 @@ def run_reward_model(model_args: ModelArguments, data_args: DataArguments, args:
                          "is required")
     if not data_args.train_file:
         raise ValueError("--train_file is required (impression records: .parquet, .jsonl or a folder)")
-    policy, tokenizer, catalog = load_genpage(model_args.model_name_or_path)
-    run = train_reward_model(policy, tokenizer, data_args.train_file, args, eval_records=data_args.eval_file)
-    run.save(args.output_dir, catalog)
+    policy, tokenizer, catalog = load_genpage(model_args.model_name_or_path, model_args.revision)
+    run = train_reward_model(policy, tokenizer, data_args.train_file, without_push(args),
+                             eval_records=data_args.eval_file)
+    run.save(args.output_dir, catalog, base_model=model_args.model_name_or_path, repo_id=card_repo_id(args))
+    if run.trainer.is_world_process_zero():
+        push_folder(args.output_dir, args, "reward-model")
     return run
 
 
 def run_grpo(model_args: ModelArguments, data_args: DataArguments, reward_args: RewardArguments,
              args: GenPageGRPOConfig) -> Any:
-    """Dr. GRPO from a policy folder on page requests (JSON lines), rewarded by a reward model; save to output_dir."""
+    """Dr. GRPO from a policy folder (or Hub repo) on page requests (JSON lines), rewarded by a reward model (folder
+    or Hub repo); save to output_dir and with --push_to_hub push that folder."""
     from ..checkpoint import load_genpage, save_genpage
+    from ..hub import push_folder, without_push
+    from ..model_card import card_repo_id, describe_data, stage_hyperparameters, write_model_card
     from ..training.grpo import GenPageGRPOTrainer, build_grpo_dataset
+    from ..training.reward_model import load_reward_model
 
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path (the policy folder: WBC or NTP checkpoint) is required")
@@ -71,16 +84,24 @@ def run_grpo(model_args: ModelArguments, data_args: DataArguments, reward_args: 
         raise ValueError("--reward_model_name_or_path (a folder written by genpage reward-model) is required")
     if not data_args.train_file:
         raise ValueError("--train_file is required (page requests: JSON lines of {\"context\": ..., \"rules\": ...})")
-    policy, tokenizer, catalog = load_genpage(model_args.model_name_or_path)
+    policy, tokenizer, catalog = load_genpage(model_args.model_name_or_path, model_args.revision)
+    reward, reward_tokenizer = load_reward_model(reward_args.reward_model_name_or_path,
+                                                 reward_args.reward_model_revision)
     dataset = build_grpo_dataset(load_requests(data_args.train_file), tokenizer, max_history=args.max_history)
-    trainer = GenPageGRPOTrainer(policy, reward_args.reward_model_name_or_path, args, train_dataset=dataset,
-                                 processing_class=tokenizer)
+    trainer = GenPageGRPOTrainer(policy, reward, without_push(args), train_dataset=dataset, processing_class=tokenizer,
+                                 reward_tokenizer=reward_tokenizer)
     result = trainer.train()
     if trainer.is_world_process_zero():
+        reward_source = reward_args.reward_model_name_or_path + (
+            f"@{reward_args.reward_model_revision}" if reward_args.reward_model_revision else "")
         save_genpage(trainer.model, tokenizer, args.output_dir, catalog,
                      metadata={"stage": "GenPageGRPOTrainer", "dtype": args.resolved_dtype,
-                               "reward_model": reward_args.reward_model_name_or_path,
-                               "log_history": trainer.state.log_history})
+                               "reward_model": reward_source, "log_history": trainer.state.log_history})
+        write_model_card(args.output_dir, "grpo", base_model=model_args.model_name_or_path,
+                         data=describe_data(data_args.train_file, train_records=len(dataset), kind="page requests"),
+                         hyperparameters=stage_hyperparameters("grpo", args), metrics={"train": result.metrics},
+                         facts={"reward model": f"`{reward_source}`"}, repo_id=card_repo_id(args))
+        push_folder(args.output_dir, args, "grpo")
     return result
 
 

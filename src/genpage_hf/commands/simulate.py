@@ -1,6 +1,6 @@
 """`genpage simulate` and `genpage ab`: simulated impression logs, and the A/B judge of policies.
 
-`genpage ab --model_name_or_path DIR` judges a GenPage checkpoint (or PEFT adapter folder) beside
+`genpage ab --model_name_or_path DIR` judges a GenPage checkpoint (or PEFT adapter folder, or Hub repo id) beside
 the built-in policies; every arm is reported with its `gap_closed` = (arm - production) /
 (oracle - production) when both reference arms are present.
 """
@@ -78,7 +78,10 @@ class ABArguments:
     policies: str = field(default="random,production,oracle",
                           metadata={"help": "comma-separated built-in policies (random, production, oracle)"})
     model_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "a GenPage model folder (or PEFT adapter folder) judged as the arm 'genpage'"})
+        default=None, metadata={"help": "a GenPage model folder (or PEFT adapter folder, or Hugging Face Hub repo id "
+                                        "org/name) judged as the arm 'genpage'"})
+    revision: Optional[str] = field(
+        default=None, metadata={"help": "branch, tag or commit of the Hub repo --model_name_or_path (default: main)"})
     autoregressive_entities: Optional[int] = field(
         default=None,
         metadata={"help": "GenPage arm: entities per row decoded one by one (default: all; else hybrid)"})
@@ -96,6 +99,9 @@ class ABArguments:
     def __post_init__(self) -> None:
         if self.requests < 1:
             raise ValueError(f"--requests must be >= 1, got {self.requests}")
+        if self.revision is not None and not self.model_name_or_path:
+            raise ValueError(f"--revision {self.revision!r} selects a version of --model_name_or_path, which is not "
+                             "given")
         for name in ("autoregressive_entities", "max_history"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0, got {getattr(self, name)}")
@@ -130,7 +136,7 @@ def ab(world_args: WorldArguments, args: ABArguments) -> None:
         from ..checkpoint import load_genpage
         from ..simulation.genpage_policy import GenPagePolicy
 
-        model, tokenizer, _ = load_genpage(args.model_name_or_path)
+        model, tokenizer, _ = load_genpage(args.model_name_or_path, args.revision)
         a = None if args.row_order == "page_value" else args.autoregressive_entities  # whole rows: see --row_order
         policies.append(GenPagePolicy(world, model.eval(), tokenizer, autoregressive_entities=a,
                                       max_history=args.max_history, row_order=args.row_order))

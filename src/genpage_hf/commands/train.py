@@ -13,8 +13,11 @@ from .base import Command
 
 
 def run_stage(model_args: ModelArguments, data_args: DataArguments, args: NTPConfig | WBCConfig) -> Any:
-    """Load or build the model, train one stage (NTP for NTPConfig, WBC for WBCConfig), save to output_dir."""
+    """Load or build the model, train one stage (NTP for NTPConfig, WBC for WBCConfig), save to output_dir, and
+    with --push_to_hub push that folder (last: after everything the stage writes)."""
     from ..checkpoint import load_or_build
+    from ..hub import push_folder, without_push
+    from ..model_card import card_repo_id
     from ..training.recipes import posttrain_wbc, pretrain
 
     if not data_args.train_file:
@@ -39,9 +42,11 @@ def run_stage(model_args: ModelArguments, data_args: DataArguments, args: NTPCon
                              "--resume_from_checkpoint true picks the last complete one")
     model, tokenizer, catalog = load_or_build(model_args)
     stage = posttrain_wbc if isinstance(args, WBCConfig) else pretrain
-    run = stage(model, tokenizer, data_args.train_file, args, eval_records=data_args.eval_file,
+    run = stage(model, tokenizer, data_args.train_file, without_push(args), eval_records=data_args.eval_file,
                 resume_from_checkpoint=resume, streaming=data_args.streaming)
-    run.save(args.output_dir, catalog)
+    run.save(args.output_dir, catalog, base_model=model_args.model_name_or_path, repo_id=card_repo_id(args))
+    if run.trainer.is_world_process_zero():
+        push_folder(args.output_dir, args, "wbc" if isinstance(args, WBCConfig) else "pretrain")
     return run
 
 
@@ -55,13 +60,15 @@ def train(model_args: ModelArguments, data_args: DataArguments, args: NTPConfig 
 def evaluate_model(model_args: ModelArguments, data_args: DataArguments, args: NTPConfig | WBCConfig) -> None:
     """Print the offline metrics (NTP or WBC, by the config's type) of a model folder on held-out records."""
     from ..checkpoint import load_genpage
+    from ..hub import refuse_push
     from ..training.recipes import evaluate
 
+    refuse_push(args, "evaluation writes no model folder to push")
     if not model_args.model_name_or_path:
-        raise ValueError("--model_name_or_path (the model folder to evaluate) is required")
+        raise ValueError("--model_name_or_path (the model folder or Hub repo id to evaluate) is required")
     if not data_args.eval_file:
         raise ValueError("--eval_file (held-out records: .parquet, .jsonl or a folder) is required")
-    model, tokenizer, _ = load_genpage(model_args.model_name_or_path)
+    model, tokenizer, _ = load_genpage(model_args.model_name_or_path, model_args.revision)
     print(json.dumps(evaluate(model, tokenizer, data_args.eval_file, args), indent=1))
 
 

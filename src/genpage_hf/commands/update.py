@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Optional
 
 from ..training.configs import WBCConfig
 from ..training.incremental import IncrementalArguments
@@ -16,7 +17,7 @@ from .base import Command
 class UpdateArguments:
     """Which folder `genpage update` grows, with which new catalog items, and where the grown folder goes."""
 
-    model_name_or_path: str = field(metadata={"help": "model folder to grow"})
+    model_name_or_path: str = field(metadata={"help": "model folder to grow, or a Hugging Face Hub repo id"})
     catalog: str = field(metadata={"help": "catalog JSON of the NEW entities (with content vectors) and rows only"})
     output_dir: str = field(
         metadata={"help": "where the grown folder goes (may be --model_name_or_path: replaced atomically)"})
@@ -24,6 +25,8 @@ class UpdateArguments:
                                                             "choices": ["fallback", "mean"]})
     output_content: bool = field(
         default=True, metadata={"help": "new entities' head rows add their projected content"})
+    revision: Optional[str] = field(
+        default=None, metadata={"help": "branch, tag or commit of the Hub repo --model_name_or_path (default: main)"})
 
 
 def update(args: UpdateArguments) -> None:
@@ -32,13 +35,13 @@ def update(args: UpdateArguments) -> None:
     from ..checkpoint import update_genpage
 
     additions = Catalog.load(args.catalog)
-    update_genpage(args.model_name_or_path, additions, args.output_dir, init=args.growth_init,
+    update_genpage(args.model_name_or_path, additions, args.output_dir, args.revision, init=args.growth_init,
                    output_content=args.output_content)
     print(f"wrote {args.output_dir}: +{len(additions.entities)} entities, +{len(additions.rows)} rows")
 
 
 def incremental(inc: IncrementalArguments, args: WBCConfig) -> None:
-    """Run one multi-cadence update and print its summary as JSON."""
+    """Run one multi-cadence update (with --push_to_hub, then push today's folder) and print its summary as JSON."""
     from ..training.incremental import run_incremental
 
     print(json.dumps(run_incremental(inc, args), indent=1))

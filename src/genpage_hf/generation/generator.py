@@ -187,12 +187,34 @@ class PageGenerator:
         if errors not in ("raise", "return"):
             raise ValueError(f"PageGenerator.generate: errors must be 'raise' or 'return', got {errors!r}")
         reqs, prompts, results = self._prepare(requests)
+        return self._generate(prompts, [r.rules if r is not None else None for r in reqs], results, errors)
+
+    @torch.no_grad()
+    def generate_from_prompts(self, prompts: Sequence[Sequence[int]], rules: RuleSet | Sequence[RuleSet] | None = None,
+                              errors: str = "raise") -> list[GeneratedPage | ValueError]:
+        """`generate` for prompts already tokenized (each `tokenizer.encode_prompt`'s ids, ending with its
+        `[PAGE]`) under `rules`: one RuleSet for every prompt or one per prompt (default: `RuleSet()`)."""
+        if errors not in ("raise", "return"):
+            raise ValueError(f"PageGenerator.generate_from_prompts: errors must be 'raise' or 'return', "
+                             f"got {errors!r}")
+        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence) or not all(
+                isinstance(p, Sequence) and p and all(isinstance(t, int) for t in p) for p in prompts):
+            raise ValueError("PageGenerator.generate_from_prompts takes a list of non-empty lists of token ids")
+        rules = RuleSet() if rules is None else rules
+        rules = [rules] * len(prompts) if isinstance(rules, RuleSet) else list(rules)
+        if len(rules) != len(prompts) or not all(isinstance(r, RuleSet) for r in rules):
+            raise ValueError(f"PageGenerator.generate_from_prompts: rules must be a RuleSet or a list of "
+                             f"{len(prompts)} RuleSets (one per prompt)")
+        return self._generate([list(p) for p in prompts], rules, [None] * len(prompts), errors)
+
+    def _generate(self, prompts: list[Optional[list[int]]], rules: list[Optional[RuleSet]],
+                  results: list[Any], errors: str) -> list[GeneratedPage | ValueError]:
+        """Pages for the prompts that are not None (the others already hold their request's error)."""
         order = [i for i, p in enumerate(prompts) if p is not None]
         if errors == "raise" and len(order) < len(results):
             raise next(e for e in results if e is not None)
         if order:
-            rules = [reqs[i].rules for i in order]
-            processor = GenPageLogitsProcessor(rules, self.tokenizer, on_infeasible="end_page")
+            processor = GenPageLogitsProcessor([rules[i] for i in order], self.tokenizer, on_infeasible="end_page")
             pages = self._decode([prompts[i] for i in order], processor, errors == "raise")
             for j, i in enumerate(order):
                 err = processor.errors[j]

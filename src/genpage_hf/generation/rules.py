@@ -36,8 +36,8 @@ import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from ..record_tokens_genpage import check_id
 from .feasibility import PageRules, Progress, complete, diagnose, entity_options, page_rows, row_options
+from .ids import check_id
 
 
 class InfeasibleRulesError(ValueError):

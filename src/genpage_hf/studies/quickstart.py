@@ -173,7 +173,7 @@ def _run(out_dir: str, config: QuickstartConfig) -> dict:
     from ..precision import hardware_info
     from ..report import write_report
     from .judge import GenPageArm, grow_to_judge_day, judge
-    from .model_card import model_card
+    from .model_card import write_quickstart_card
     from .rl import rl_posttrain
     from .serving import latency_and_examples
     from .simulate import simulate
@@ -274,7 +274,7 @@ def _run(out_dir: str, config: QuickstartConfig) -> dict:
     bar.close()
 
     seconds["total"] = time.perf_counter() - t_all
-    dtype = trained.ntp_args.resolved_dtype
+    dtype = trained.wbc_args.resolved_dtype
     metrics = {
         "config": asdict(config),
         "data": {"users": config.users, "days": config.days, "seed": config.seed, "impressions": n_train + n_eval,
@@ -305,8 +305,7 @@ def _run(out_dir: str, config: QuickstartConfig) -> dict:
     model.generation_config = page_generation_config(tokenizer)
     save_genpage(model, tokenizer, ckpt, serving_catalog, metadata={"stage": "quickstart (NTP + WBC)", "dtype": dtype,
                                                                     "config": asdict(config)})
-    with open(os.path.join(ckpt, "README.md"), "w", encoding="utf-8") as f:
-        f.write(model_card(metrics))
+    write_quickstart_card(ckpt, metrics, os.path.join(out_dir, "logs"))
     with open(os.path.join(out_dir, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=1)
     write_report(metrics, out_dir)

@@ -50,7 +50,7 @@ class Trained:
     recipe: Recipe
     ntp: Optional[StageRun]
     wbc: StageRun
-    ntp_args: Any
+    ntp_args: Optional[Any]  # None without NTP (ntp_steps 0)
     wbc_args: Any
     parameters: int
     non_embedding_parameters: int
@@ -121,10 +121,10 @@ def train(sim: Simulation, recipe: Recipe, output_dir: Optional[str] = None, con
     train_records, held_out = with_context(sim.train, context_fn), with_context(sim.held_out, context_fn)
     with tempfile.TemporaryDirectory() as tmp:
         folder = output_dir or tmp
-        ntp_args = stage_args(recipe, "ntp", os.path.join(folder, "ntp"))
+        ntp_args = stage_args(recipe, "ntp", os.path.join(folder, "ntp")) if recipe.ntp_steps else None
         wbc_args = stage_args(recipe, "wbc", os.path.join(folder, "wbc"))
         ntp = None
-        if recipe.ntp_steps:
+        if ntp_args is not None:
             ntp = _stage(pretrain, model, tokenizer, train_records, held_out, ntp_args)
             if output_dir:  # the pretrained checkpoint: where the paper starts RL's policy and reward model
                 save_genpage(model.eval(), tokenizer, os.path.join(output_dir, "ntp", "checkpoint"), sim.catalog,

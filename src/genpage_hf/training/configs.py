@@ -3,7 +3,7 @@ and defaults, each field documented in `metadata["help"]` (which `HfArgumentPars
 CLI's `--help`). The CLI, the Python API and `training_scripts/` all parse these classes, so the same
 flags give the same arguments everywhere.
 
-- `ModelArguments`: which model to start from (a folder) or to build (catalog, spec, sizes).
+- `ModelArguments`: which model to start from (a folder or Hub repo id) or to build (catalog, spec, sizes).
 - `DataArguments`: where the impression records are (files, streaming).
 - `NTPConfig` / `WBCConfig`: optimization (TrainingArguments, with GenPage's defaults), how records
   become examples, the dtype policy and PEFT/LoRA settings.
@@ -16,10 +16,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Optional, Sequence
 
 from transformers import TrainingArguments
-from transformers.trainer_utils import SaveStrategy, SchedulerType
+from transformers.trainer_utils import HubStrategy, SaveStrategy, SchedulerType
 from trl import GRPOConfig
 
 from ..data import ROW_TARGETS
+from ..hub import check_push_arguments
 from ..modeling_genpage import REWARD_SLOT_MODELS, REWARD_VALUE_AT
 from ..precision import DTYPES, default_device, resolve_dtype
 from ..rewards import RewardConfig
@@ -27,6 +28,12 @@ from ..rewards import RewardConfig
 # Every Llama projection of the decoder, plus the input embedding so that new entity tokens get
 # trainable (low-rank) rows; the head, which holds the WBC values, is trained in full (modules_to_save).
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj", "embed_tokens"]
+
+# GenPage stages push once, their saved folder, at the end (genpage_hf.hub); the Trainer's own pushes never run.
+PUSH_HELP = ("push the saved output folder to the Hub (--hub_model_id, default: the output folder's name) in one "
+             "commit once the stage has written everything; the Trainer's own checkpoint pushes never run")
+HUB_STRATEGY_HELP = ("with --push_to_hub: end or every_save push the final folder; checkpoint adds the last complete "
+                     "checkpoint-N as last-checkpoint/, all_checkpoints every complete one, in the same commit")
 
 # transformers' train samplers; resuming from a checkpoint reproduces each one's order exactly (training/samplers.py).
 TRAIN_SAMPLING_STRATEGIES = ("random", "sequential", "group_by_length", "batch_rebalance")
@@ -63,8 +70,11 @@ class ModelArguments:
     """Which model to train: a checkpoint folder, or a fresh one built from a catalog and a spec."""
 
     model_name_or_path: Optional[str] = field(
-        default=None, metadata={"help": "model folder to start from (genpage init / an earlier stage); "
-                                        "omit to train from scratch (needs --catalog)"})
+        default=None, metadata={"help": "model folder to start from (genpage init / an earlier stage), or a Hugging "
+                                        "Face Hub repo id (org/name; fetched into the local cache, offline with "
+                                        "HF_HUB_OFFLINE=1); omit to train from scratch (needs --catalog)"})
+    revision: Optional[str] = field(
+        default=None, metadata={"help": "branch, tag or commit of the Hub repo --model_name_or_path (default: main)"})
     catalog: Optional[str] = field(
         default=None, metadata={"help": "catalog JSON for a model built from scratch (e.g. from genpage simulate)"})
     spec: Optional[str] = field(
@@ -79,6 +89,9 @@ class ModelArguments:
 
     def __post_init__(self) -> None:
         check_ranges(self, non_negative=("init_seed",))
+        if self.revision is not None and not self.model_name_or_path:
+            raise ValueError(f"--revision {self.revision!r} selects a version of --model_name_or_path, which is not "
+                             "given")
         for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -130,6 +143,8 @@ class GenPageTrainingConfig(TrainingArguments):
     report_to: None | str | list[str] = field(
         default="none", metadata={"help": "trackers to report to (none, tensorboard, ...)"}
     )
+    push_to_hub: bool = field(default=False, metadata={"help": PUSH_HELP})
+    hub_strategy: HubStrategy | str = field(default="every_save", metadata={"help": HUB_STRATEGY_HELP})
     train_sampling_strategy: str = field(
         default="random",
         metadata={"help": "order of training examples: random, sequential, group_by_length (batches of similar "
@@ -215,6 +230,7 @@ class GenPageTrainingConfig(TrainingArguments):
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"--lora_dropout must be in [0, 1), got {self.lora_dropout}")
         check_training_loop(self)
+        check_push_arguments(self)
         rewards = [f.name for f in fields(self) if f.name.startswith("reward_") and f.name != "reward_row_aggregate"]
         check_ranges(self, positive=("lora_alpha",), non_negative=("example_seed",), finite=rewards)
         if self.train_sampling_strategy not in TRAIN_SAMPLING_STRATEGIES:
@@ -375,6 +391,8 @@ class GenPageGRPOConfig(GRPOConfig):
         default="no", metadata={"help": "checkpoint strategy: no, steps or epoch"}
     )
     report_to: None | str | list[str] = field(default="none", metadata={"help": "trackers to report to"})
+    push_to_hub: bool = field(default=False, metadata={"help": PUSH_HELP})
+    hub_strategy: HubStrategy | str = field(default="every_save", metadata={"help": HUB_STRATEGY_HELP})
     disable_dropout: bool = field(default=True, metadata={"help": "no dropout in policy and reference"})
 
     # ---- GenPage fields
@@ -401,6 +419,7 @@ class GenPageGRPOConfig(GRPOConfig):
         if self.bf16 and default_device() == "cpu":
             self.use_cpu = True
         check_training_loop(self)
+        check_push_arguments(self)
         check_ranges(self, positive=("temperature",))
         if self.num_generations is not None and self.num_generations < 2:
             raise ValueError(f"--num_generations must be >= 2 (GRPO's advantages compare pages of one request), got "

@@ -40,6 +40,7 @@ from trl import GRPOTrainer
 
 from ..generation import GenPageLogitsProcessor, PageGenerator, PageRequest, RuleSet
 from ..generation.sampling import plan_log_probs, sampling_plan
+from ..hub import without_push
 from .configs import GenPageGRPOConfig
 from .reward_model import PageRewardFunction, check_same_tokenizer, load_reward_model
 from .trainers import LogFileCallback, OwnForwardAfterTraining, QuietProgressCallback
@@ -224,8 +225,9 @@ class GenPageGRPOTrainer(OwnForwardAfterTraining, GRPOTrainer):
     """`trl.GRPOTrainer` for GenPage: rule-constrained page rollouts, reward model + format rewards.
 
     Args:
-        model: the policy, loaded from a saved folder (TRL re-loads the KL reference from it), or that folder.
-        reward_model: a `GenPageForPageReward` or its folder; its tokenizer must be the policy's.
+        model: the policy, loaded from a saved folder (TRL re-loads the KL reference from it), or that folder
+            (or a Hub repo id: its snapshot folder in the local cache).
+        reward_model: a `GenPageForPageReward`, or its folder or Hub repo id; its tokenizer must be the policy's.
         args: `GenPageGRPOConfig`.
         train_dataset: from `build_grpo_dataset` (columns prompt, context, rules).
         processing_class: the policy's tokenizer.
@@ -240,6 +242,7 @@ class GenPageGRPOTrainer(OwnForwardAfterTraining, GRPOTrainer):
         args = args or GenPageGRPOConfig()
         if not isinstance(args, GenPageGRPOConfig):
             raise ValueError(f"GenPageGRPOTrainer needs args=GenPageGRPOConfig(...), got {type(args).__name__}")
+        args = without_push(args, "GenPageGRPOTrainer")  # the stage pushes its saved folder (genpage_hf.hub)
         if isinstance(model, (str, os.PathLike)):
             from ..checkpoint import load_genpage
 

@@ -53,7 +53,7 @@ _SHARED_FIELDS = ("per_device_train_batch_size", "learning_rate", "lr_scheduler_
 class IncrementalArguments:
     """What `genpage incremental` updates, with which logs and at which cadence (output: --output_dir)."""
 
-    model_name_or_path: str = field(metadata={"help": "yesterday's model folder"})
+    model_name_or_path: str = field(metadata={"help": "yesterday's model folder, or a Hugging Face Hub repo id"})
     train_file: str = field(metadata={"help": "the new day's impression records (.parquet, .jsonl or a folder)"})
     as_of: float = field(metadata={"help": "end of the new day (seconds since the epoch): records stamped later are "
                                            "refused (logs from a future day)"})
@@ -78,6 +78,8 @@ class IncrementalArguments:
     )
     log_file: Optional[str] = field(
         default=None, metadata={"help": "update log (JSON lines); default: incremental_log.jsonl beside --output_dir"})
+    revision: Optional[str] = field(
+        default=None, metadata={"help": "branch, tag or commit of the Hub repo --model_name_or_path (default: main)"})
 
     def __post_init__(self) -> None:
         if not math.isfinite(self.as_of):
@@ -163,10 +165,12 @@ def incremental_update(
     model_name_or_path: str, output_dir: str, new_records: Any, as_of: float, args: WBCConfig, *,
     replay_records: Any = None, replay_ratio: float = 1.0, additions: Optional[Catalog] = None, mode: str = "daily",
     ntp_steps: int = 300, checkpoint_steps: int = 10, growth_init: str = "fallback", output_content: bool = True,
-    log_file: Optional[str] = None, callbacks: Sequence[Any] = (),
+    log_file: Optional[str] = None, callbacks: Sequence[Any] = (), revision: Optional[str] = None,
 ) -> dict:
-    """Yesterday's checkpoint -> today's (see the module docstring); returns the update's summary (also logged)."""
+    """Yesterday's checkpoint (a folder, or a Hub repo id at `revision`) -> today's (see the module docstring);
+    returns the update's summary (also logged)."""
     from ..checkpoint import build_genpage, check_growth, grow_genpage, load_genpage, save_genpage
+    from ..hub import resolve_model_folder
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -176,7 +180,8 @@ def incremental_update(
     if done is not None and done == as_of:
         return _finish_log(log_file, output_dir)
     start = time.perf_counter()
-    since = _trained_until(model_name_or_path)
+    folder = resolve_model_folder(model_name_or_path, revision)
+    since = _trained_until(folder)
     if since is not None and as_of <= since:
         raise ValueError(
             f"{model_name_or_path!r} is already trained through as_of={since:.0f}; an update needs a later "
@@ -187,7 +192,7 @@ def incremental_update(
     old = records_dataset(replay_records) if replay_records is not None else None
     if old is not None:
         _check_times(old, as_of, "replay records")
-    model, tokenizer, catalog = load_genpage(model_name_or_path)
+    model, tokenizer, catalog = load_genpage(folder)
     if additions is not None:  # checked now (collisions, content length), applied after training
         check_growth(model, tokenizer, catalog, additions)
     work = f"{output_dir}.work"
@@ -231,7 +236,8 @@ def incremental_update(
         "output_dir": output_dir,
         "mode": mode,
         "as_of": as_of,
-        "grown_from": os.path.abspath(model_name_or_path),
+        "grown_from": os.path.abspath(folder) if folder == os.fspath(model_name_or_path) else
+                      f"{model_name_or_path}{f'@{revision}' if revision else ''}",
         "new_records": len(new),
         "replay_records": n_replay,
         "replay_ratio": replay_ratio if mode == "daily" else None,
@@ -248,8 +254,29 @@ def incremental_update(
     save_genpage(model, tokenizer, output_dir, catalog,
                  metadata={"stage": f"incremental ({mode})", "incremental": summary,
                            "log_history": trainer.state.log_history})
+    _write_card(output_dir, model_name_or_path, new_records, replay_records, summary, args, metrics)
     shutil.rmtree(work, ignore_errors=True)
     return _finish_log(log_file, output_dir)
+
+
+def _write_card(output_dir: str, started_from: str, new_records: Any, replay_records: Any, summary: dict,
+                args: WBCConfig, metrics: dict) -> None:
+    """The updated folder's model card: the update's mode, data (new day + replay) and settings."""
+    from ..model_card import describe_data, stage_hyperparameters, write_model_card
+
+    data = describe_data(new_records, train_records=summary["new_records"])
+    if summary["replay_records"]:
+        source = os.fspath(replay_records) if isinstance(replay_records, (str, os.PathLike)) else "in-memory records"
+        what = "replayed older records" if summary["mode"] == "daily" else "older records retrained on"
+        data["notes"] = [f"Plus {summary['replay_records']:,} {what} from `{source}`."]
+    hyperparameters = stage_hyperparameters("incremental", args)
+    if summary["mode"] == "full":
+        hyperparameters = {"ntp_steps": summary["ntp_steps"], **hyperparameters}
+    write_model_card(output_dir, "incremental", base_model=os.fspath(started_from), data=data,
+                     hyperparameters=hyperparameters, metrics={"train": metrics}, facts={
+                         "mode": summary["mode"], "trained through (as_of)": f"{summary['as_of']:.0f}",
+                         "new entities, new rows": f"{summary['new_entities']}, {summary['new_rows']}",
+                         "vocabulary": f"{summary['vocab_before']} -> {summary['vocab_after']} tokens"})
 
 
 def _finish_log(log_file: str, output_dir: str) -> dict:
@@ -268,13 +295,23 @@ def _finish_log(log_file: str, output_dir: str) -> dict:
 
 
 def run_incremental(inc: IncrementalArguments, args: WBCConfig, callbacks: Sequence[Any] = ()) -> dict:
-    """`incremental_update` from parsed CLI arguments (the new day's catalog file, cadence by --day)."""
+    """`incremental_update` from parsed CLI arguments (the new day's catalog file, cadence by --day); with
+    --push_to_hub, today's folder is pushed once the update is done (also when a re-run finds it done)."""
+    from ..hub import push_folder, refuse_push, without_push
+
+    strategy = str(getattr(args.hub_strategy, "value", args.hub_strategy))
+    if strategy in ("checkpoint", "all_checkpoints"):
+        refuse_push(args, f"--hub_strategy {strategy} pushes checkpoint-N folders, and an incremental update "
+                          "deletes its checkpoints (<output_dir>.work/) when it finishes")
     additions = Catalog.load(inc.catalog) if inc.catalog else None
-    return incremental_update(inc.model_name_or_path, args.output_dir, inc.train_file, inc.as_of, args,
-                              replay_records=inc.replay_file, replay_ratio=inc.replay_ratio, additions=additions,
-                              mode=inc.mode, ntp_steps=inc.ntp_steps, checkpoint_steps=inc.checkpoint_steps,
-                              growth_init=inc.growth_init, output_content=inc.output_content, log_file=inc.log_file,
-                              callbacks=callbacks)
+    summary = incremental_update(inc.model_name_or_path, args.output_dir, inc.train_file, inc.as_of,
+                                 without_push(args), replay_records=inc.replay_file, replay_ratio=inc.replay_ratio,
+                                 additions=additions, mode=inc.mode, ntp_steps=inc.ntp_steps,
+                                 checkpoint_steps=inc.checkpoint_steps, growth_init=inc.growth_init,
+                                 output_content=inc.output_content, log_file=inc.log_file, callbacks=callbacks,
+                                 revision=inc.revision)
+    push_folder(args.output_dir, args, f"incremental ({summary['mode']})")
+    return summary
 
 
 __all__ = ["IncrementalArguments", "MODES", "cadence", "incremental_update", "run_incremental"]

@@ -11,30 +11,37 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
 from ..data import records_dataset, split_records
+from ..model_card import describe_data
 from .configs import NTPConfig, WBCConfig
 from .trainers import NTPTrainer, WBCTrainer
 
 
 @dataclass
 class TrainingRun:
-    """What a training stage produced: the trainer (with the trained model), metrics and log history."""
+    """What a training stage produced: the trainer (with the trained model), metrics and log history, and what it
+    trained on (`model_card.describe_data`: sources, record counts, simulator settings) for the model card."""
 
     trainer: Any
     train_metrics: dict
     eval_metrics: dict
+    data: dict = field(default_factory=dict)
 
     @property
     def log_history(self) -> list[dict]:
         return self.trainer.state.log_history
 
-    def save(self, output_dir: str, catalog: Any = None) -> None:
-        """Model (or PEFT adapter), tokenizer, catalog as a Hub-style folder, plus log_history.json and
-        metrics.json."""
+    def save(self, output_dir: str, catalog: Any = None, base_model: Optional[str] = None,
+             repo_id: Optional[str] = None) -> None:
+        """Model (or PEFT adapter), tokenizer, catalog as a Hub-style folder, plus log_history.json, metrics.json
+        and the model card (README.md). `base_model`: the folder or Hub id the stage started from (default: the
+        one the model was loaded from, if any); `repo_id`: the Hub id the card's snippet loads (default: the
+        folder)."""
         from ..checkpoint import save_genpage
+        from ..model_card import stage_hyperparameters, write_model_card
 
         if not self.trainer.is_world_process_zero():
             return
@@ -50,17 +57,38 @@ class TrainingRun:
             json.dump(self.log_history, f, indent=1)
         with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
             json.dump({"train": self.train_metrics, "eval": self.eval_metrics}, f, indent=1)
+        stage = next((s for cls in type(self.trainer).__mro__ if (s := _CARD_STAGES.get(cls.__name__))), None)
+        if stage is None:  # not a GenPage stage's trainer: no card to write
+            return
+        data = dict(self.data)
+        try:
+            data["train_examples"] = len(self.trainer.train_dataset)
+        except TypeError:  # streamed examples have no length
+            pass
+        loaded_from = getattr(getattr(self.trainer.model, "config", None), "_name_or_path", "") or None
+        write_model_card(output_dir, stage, base_model=base_model or loaded_from, data=data,
+                         hyperparameters=stage_hyperparameters(stage, args),
+                         metrics={"train": self.train_metrics, "eval": self.eval_metrics}, repo_id=repo_id)
+
+
+_CARD_STAGES = {"NTPTrainer": "pretrain", "WBCTrainer": "wbc", "RewardModelTrainer": "reward-model"}
 
 
 def _train(trainer_class: type, model: Any, tokenizer: Any, records: Any, args: Any, eval_records: Any,
            resume_from_checkpoint: Any, streaming: bool) -> TrainingRun:
     if streaming and args.max_steps <= 0:
         raise ValueError("streamed records have no length: set max_steps")
+    sources = records, eval_records
     records = records_dataset(records, streaming=streaming)
-    if eval_records is None and args.eval_fraction > 0:
+    split = eval_records is None and args.eval_fraction > 0
+    if split:
         if streaming:
             raise ValueError("eval_fraction splits in-memory records: give eval records (--eval_file) when streaming")
         records, eval_records = split_records(records, args.eval_fraction, args.example_seed)
+    data = describe_data(
+        sources[0], sources[1], train_records=None if streaming else len(records),
+        eval_records=len(eval_records) if split else None,
+        eval_note=f"a held-out {args.eval_fraction:g} of the training records (split by user)" if split else None)
     trainer = trainer_class(model=model, args=args, train_dataset=records, eval_dataset=eval_records,
                             processing_class=tokenizer)
     if not streaming and len(trainer.train_dataset) == 0:
@@ -71,7 +99,7 @@ def _train(trainer_class: type, model: Any, tokenizer: Any, records: Any, args: 
     if loss is not None and not math.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss}: nothing was saved; check the learning rate and the data")
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
-    return TrainingRun(trainer, dict(result.metrics), eval_metrics)
+    return TrainingRun(trainer, dict(result.metrics), eval_metrics, data)
 
 
 def pretrain(model: Any, tokenizer: Any, records: Any, args: Optional[NTPConfig] = None, eval_records: Any = None,

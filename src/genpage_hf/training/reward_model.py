@@ -25,6 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 from transformers import Trainer
 
 from ..data import _map_examples, records_dataset, split_records
+from ..hub import without_push
 from ..modeling_genpage import REWARD_VALUE_AT, GenPageForPageReward
 from ..rewards import RewardConfig, entity_rewards
 from .configs import RewardModelConfig
@@ -148,6 +149,7 @@ class RewardModelTrainer(OwnForwardAfterTraining, ResumableSampling, Trainer):
         args = args or RewardModelConfig()
         if not isinstance(args, RewardModelConfig):
             raise ValueError(f"RewardModelTrainer needs args=RewardModelConfig(...), got {type(args).__name__}")
+        args = without_push(args, "RewardModelTrainer")  # the stage pushes its saved folder (genpage_hf.hub)
         if not isinstance(model, GenPageForPageReward):
             raise ValueError(f"RewardModelTrainer trains a GenPageForPageReward, got {type(model).__name__} "
                              "(build one with reward_model_from_policy)")
@@ -229,6 +231,7 @@ def train_reward_model(policy_or_path: Any, tokenizer: Any, records: Any, args: 
                        eval_records: Any = None) -> Any:
     """A reward model initialized from a policy (model or folder) and trained on `records`; returns the
     `TrainingRun`."""
+    from ..model_card import describe_data
     from .recipes import TrainingRun
 
     if isinstance(policy_or_path, (str, os.PathLike)):
@@ -238,7 +241,7 @@ def train_reward_model(policy_or_path: Any, tokenizer: Any, records: Any, args: 
         check_same_tokenizer(policy_tokenizer, tokenizer, "policy folder")
     else:
         policy = policy_or_path
-    records = records_dataset(records)
+    source, records = records, records_dataset(records)
     if args.records_half is not None:
         records = half_of_records(records, args.records_half, args.example_seed)
     model = reward_model_from_policy(policy, tokenizer, args.value_at, args.slot_model)
@@ -248,14 +251,21 @@ def train_reward_model(policy_or_path: Any, tokenizer: Any, records: Any, args: 
         raise ValueError("no reward-model examples in the records")
     result = trainer.train()
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
-    return TrainingRun(trainer, dict(result.metrics), eval_metrics)
+    data = describe_data(source, eval_records, train_records=len(records))
+    if args.records_half is not None:
+        data["notes"] = [f"Half {args.records_half} of the records, split by user (records_half)."]
+    return TrainingRun(trainer, dict(result.metrics), eval_metrics, data)
 
 
-def load_reward_model(path: str | os.PathLike, **kwargs: Any) -> tuple[GenPageForPageReward, Any]:
-    """(reward model, tokenizer) from a saved folder, through `AutoModelForSequenceClassification`."""
+def load_reward_model(name_or_path: str | os.PathLike, revision: Optional[str] = None,
+                      **kwargs: Any) -> tuple[GenPageForPageReward, Any]:
+    """(reward model, tokenizer) from a saved folder or a Hub repo id (at `revision`; see
+    `hub.resolve_model_folder`), through `AutoModelForSequenceClassification`."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    path = os.fspath(path)
+    from ..hub import resolve_model_folder
+
+    path = resolve_model_folder(name_or_path, revision, what="reward model folder")
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"reward model folder {path!r} has no config.json")
     model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)

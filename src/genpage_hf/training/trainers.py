@@ -30,6 +30,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from ..data import IGNORE_INDEX, NTPCollator, WBCCollator, build_ntp_dataset, build_wbc_dataset, is_records
 from ..evaluation import compute_ntp_metrics, compute_wbc_metrics
+from ..hub import without_push
 from .configs import GenPageTrainingConfig, NTPConfig, WBCConfig
 from .samplers import ResumableSampling
 
@@ -111,6 +112,7 @@ class _GenPageTrainer(OwnForwardAfterTraining, ResumableSampling, Trainer):
         if not isinstance(args, self.config_class):
             raise ValueError(f"{type(self).__name__} needs args={self.config_class.__name__}(...) (its data fields "
                              f"and defaults), got {type(args).__name__}")
+        args = without_push(args, type(self).__name__)  # the stage pushes its saved folder (genpage_hf.hub)
         args.label_names = list(self.label_names)
         if processing_class is None and (is_records(train_dataset) or is_records(eval_dataset)):
             raise ValueError(f"{type(self).__name__}: pass processing_class=<GenPageTokenizer> to build examples "
