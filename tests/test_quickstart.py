@@ -112,6 +112,57 @@ def test_checkpoint_loads_and_generates_without_genpage_hf(workdir, tmp_path):
     assert rows >= 1 and entities >= 1
 
 
+TRAVEL = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path = [p for p in sys.path if not os.path.abspath(p).startswith(sys.argv[2])]  # no genpage_hf source
+    sys.modules["genpage_hf"] = None  # and no installed genpage_hf: transformers, torch, tokenizers only
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
+    folder, spec = sys.argv[1], json.load(open(sys.argv[3]))
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True).eval()
+    del model.generate  # the class's generate(): reach the folder's code through custom_generate= below
+    prompts = [tok.encode_prompt(c) for c in spec["contexts"]]
+    ids = torch.tensor([[tok.pad_token_id] * (max(map(len, prompts)) - len(p)) + p for p in prompts])
+    pages = model.generate(ids, attention_mask=(ids != tok.pad_token_id).long(), custom_generate=folder,
+                           trust_remote_code=True, rules=spec["rules"], return_pages=True)
+    piped = pipeline("page-generation", model=folder, trust_remote_code=True)(spec["contexts"], rules=spec["rules"])
+    json.dump({"generate": pages, "pipeline": piped}, open(sys.argv[4], "w"))
+    """
+)
+
+
+def test_checkpoint_pages_travel_to_a_process_without_genpage_hf(workdir, tmp_path):
+    """The quickstart checkpoint's custom_generate and page-generation pipeline, run where genpage_hf cannot be
+    imported, return PageGenerator's greedy pages (same tokens), and the pages obey the rules."""
+    from benchmarks.reliability.page_oracle import as_rows, page_violations
+    from genpage_hf.checkpoint import load_genpage
+    from genpage_hf.generation import PageGenerator, PageRequest, RuleSet
+    from genpage_hf.records import load_parquet
+
+    ckpt = workdir / "runs" / "quickstart" / "checkpoint"
+    model, tok, catalog = load_genpage(ckpt)
+    day = sorted((workdir / "runs" / "quickstart" / "logs" / "impressions").glob("*.parquet"))[0]
+    contexts = [r.context.to_dict() for r in load_parquet(str(day))[:3]]
+    rows = [r.id for r in catalog.rows]
+    rules = RuleSet(rows_per_page=4, entities_per_row=6, pinned_rows={rows[1]: 0}, row_max_positions={rows[2]: 2},
+                    blocked_rows=[rows[0]], blocked_entities=[e.id for e in catalog.entities[:5]])
+    (tmp_path / "spec.json").write_text(json.dumps({"contexts": contexts, "rules": rules.to_dict()}))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PYTHONPATH": "",
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", TRAVEL, str(ckpt), os.path.join(ROOT, "src"),
+                           str(tmp_path / "spec.json"), str(tmp_path / "out.json")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads((tmp_path / "out.json").read_text())
+    want = PageGenerator(model.eval(), tok).generate([PageRequest(c, rules) for c in contexts])
+    for b, page in enumerate(want):
+        for got in (out["generate"][b], out["pipeline"][b]):
+            assert got["token_ids"] == page.token_ids
+            assert page_violations(as_rows(got), rules, 4, tok.entities_per_row) == []
+
+
 def test_checkpoint_card_snippet_runs_as_written(workdir, tmp_path):
     card = (workdir / "runs" / "quickstart" / "checkpoint" / "README.md").read_text()
     (snippet,) = re.findall(r"```python\n(.*?)```", card, flags=re.S)
