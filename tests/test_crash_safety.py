@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from genpage_hf.checkpoint import is_complete_checkpoint, last_complete_checkpoint
+from genpage_hf.loading_genpage import is_complete_checkpoint, last_complete_checkpoint
 from genpage_hf.training.configs import TRAIN_SAMPLING_STRATEGIES
 
 

@@ -312,43 +312,6 @@ def load_genpage(
     return model, tokenizer, catalog
 
 
-def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
-    """Whether a Trainer `checkpoint-N` folder was fully written (a kill mid-save leaves it incomplete).
-
-    transformers' `Trainer._save_checkpoint` writes into `checkpoint-N` in place (weights, optimizer,
-    scheduler, RNG states) and `trainer_state.json` last, so a folder is complete when that file parses
-    with `global_step == N` and every safetensors file in it opens.
-    """
-    import re
-
-    folder = os.fspath(folder)
-    match = re.fullmatch(r"checkpoint-(\d+)", os.path.basename(os.path.normpath(folder)))
-    try:
-        with open(os.path.join(folder, "trainer_state.json"), encoding="utf-8") as f:
-            state = json.load(f)
-        if not match or not isinstance(state, dict) or state.get("global_step") != int(match.group(1)):
-            return False
-        _check_safetensors(folder)
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def last_complete_checkpoint(output_dir: str | os.PathLike) -> Optional[str]:
-    """The `checkpoint-N` folder of `output_dir` with the highest N that is complete, or None."""
-    import re
-
-    output_dir = os.fspath(output_dir)
-    if not os.path.isdir(output_dir):
-        return None
-    steps = sorted((int(m.group(1)), name) for name in os.listdir(output_dir)
-                   if (m := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isdir(os.path.join(output_dir, name)))
-    for _, name in reversed(steps):
-        if is_complete_checkpoint(os.path.join(output_dir, name)):
-            return os.path.join(output_dir, name)
-    return None
-
-
 def build_from_arguments(model_args: Any) -> tuple[GenPageForPageGeneration, GenPageTokenizer, Catalog]:
     """A fresh model, tokenizer and catalog from `ModelArguments` (catalog file or the built-in one, spec, sizes)."""
     from .catalog import default_catalog

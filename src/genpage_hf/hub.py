@@ -171,7 +171,7 @@ def _folder_files(folder: str, prefix: str = "") -> list[tuple[str, str]]:
 
 def plan_upload(folder: str | os.PathLike, args: Any, stage: str) -> HubUpload:
     """What `push_folder` uploads for a stage's saved `folder` under `args`' hub options (nothing is sent)."""
-    from .checkpoint import is_complete_checkpoint, last_complete_checkpoint
+    from .loading_genpage import is_complete_checkpoint, last_complete_checkpoint
 
     folder = os.path.abspath(os.fspath(folder))
     if not os.path.isfile(os.path.join(folder, "config.json")) and \

@@ -1,5 +1,6 @@
-"""How a saved GenPage folder is checked as it loads: weight files that open, and a config.json that agrees with
-the weights (read from transformers' own loading report, `output_loading_info`).
+"""How a saved GenPage folder is checked as it loads: weight files that open, a config.json that agrees with the
+weights (read from transformers' own loading report, `output_loading_info`), and which Trainer checkpoint-N
+folders were written completely.
 
 This file travels with checkpoints (`trust_remote_code`) as a sibling of modeling_genpage.py: it imports only
 the standard library, torch and safetensors (which transformers requires).
@@ -7,9 +8,10 @@ the standard library, torch and safetensors (which transformers requires).
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from typing import Any
+from typing import Any, Optional
 
 from torch import nn
 
@@ -27,6 +29,40 @@ def check_weight_files(folder: str | os.PathLike) -> None:
                     f.keys()
             except SafetensorError as err:
                 raise ValueError(f"weights file {file!r} is empty, truncated or corrupt: {err}") from None
+
+
+def is_complete_checkpoint(folder: str | os.PathLike) -> bool:
+    """Whether a Trainer `checkpoint-N` folder was fully written (a kill mid-save leaves it incomplete): resume
+    and `--hub_strategy checkpoint` take only complete ones.
+
+    transformers' `Trainer._save_checkpoint` writes into `checkpoint-N` in place (weights, optimizer,
+    scheduler, RNG states) and `trainer_state.json` last, so a folder is complete when that file parses
+    with `global_step == N` and every safetensors file in it opens.
+    """
+    folder = os.fspath(folder)
+    match = re.fullmatch(r"checkpoint-(\d+)", os.path.basename(os.path.normpath(folder)))
+    try:
+        with open(os.path.join(folder, "trainer_state.json"), encoding="utf-8") as f:
+            state = json.load(f)
+        if not match or not isinstance(state, dict) or state.get("global_step") != int(match.group(1)):
+            return False
+        check_weight_files(folder)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: str | os.PathLike) -> Optional[str]:
+    """The `checkpoint-N` folder of `output_dir` with the highest N that is complete, or None."""
+    output_dir = os.fspath(output_dir)
+    if not os.path.isdir(output_dir):
+        return None
+    steps = sorted((int(m.group(1)), name) for name in os.listdir(output_dir)
+                   if (m := re.fullmatch(r"checkpoint-(\d+)", name)) and os.path.isdir(os.path.join(output_dir, name)))
+    for _, name in reversed(steps):
+        if is_complete_checkpoint(os.path.join(output_dir, name)):
+            return os.path.join(output_dir, name)
+    return None
 
 
 _LAYER_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.")

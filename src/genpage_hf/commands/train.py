@@ -26,14 +26,14 @@ def run_stage(model_args: ModelArguments, data_args: DataArguments, args: NTPCon
         raise ValueError("--use_peft trains an adapter on a saved base model: give --model_name_or_path")
     resume = args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        from ..checkpoint import last_complete_checkpoint
+        from ..loading_genpage import last_complete_checkpoint
 
         resume = last_complete_checkpoint(args.output_dir)
         if resume is None:
             raise ValueError(f"--resume_from_checkpoint {args.resume_from_checkpoint}: no complete checkpoint-N "
                              f"folder in --output_dir {args.output_dir!r}")
     elif resume:
-        from ..checkpoint import is_complete_checkpoint
+        from ..loading_genpage import is_complete_checkpoint
 
         if not os.path.isdir(resume):
             raise FileNotFoundError(f"--resume_from_checkpoint {resume!r}: no such checkpoint folder")
