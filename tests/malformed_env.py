@@ -141,3 +141,10 @@ def assert_cli_exits_2(call: Callable[[Env], Any], env: Env, capsys: pytest.Capt
     assert len(lines) == 1, f"{name}: stderr is not one line: {lines!r}"
     assert re.match(r"genpage( [\w -]+)?: error: ", lines[0]), lines[0]
     assert re.search(pattern, lines[0]), f"{name}: {lines[0]!r} does not match {pattern!r}"
+
+
+def assert_raises_naming(call: Callable[[Env], Any], env: Env, error: Any, name: str, pattern: str) -> None:
+    """`call(env)` raises `error` with a message matching `pattern` (what is wrong, named)."""
+    with pytest.raises(error) as info:
+        call(env)
+    assert re.search(pattern, str(info.value), re.S), f"{name}: message {str(info.value)!r} does not match {pattern!r}"

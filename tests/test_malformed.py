@@ -18,7 +18,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from malformed_env import Env, act, assert_cli_exits_2, ctx, edit_json, make_env, rec
+from malformed_env import Env, act, assert_cli_exits_2, assert_raises_naming, ctx, edit_json, make_env, rec
 from test_malformed_files import _cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -336,9 +336,7 @@ CASES = (FILE_CASES + CONFIG_CASES + MODEL_TYPE_CASES + CATALOG_CASES + RECORD_C
 def test_malformed_raises_clear_error(env: Env, name: str, call: Callable[[Env], Any], error: Any,
                                       pattern: str) -> None:
     """Each case raises the expected type with a message naming the bad field or file."""
-    with pytest.raises(error) as info:
-        call(env)
-    assert re.search(pattern, str(info.value), re.S), f"{name}: message {str(info.value)!r} does not match {pattern!r}"
+    assert_raises_naming(call, env, error, name, pattern)
 
 
 @pytest.mark.parametrize("name,call,pattern", CLI_CASES, ids=[c[0] for c in CLI_CASES])

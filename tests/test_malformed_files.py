@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Any, Callable
 
 import pytest
-from malformed_env import Env, assert_cli_exits_2, edit_json, make_env
+from malformed_env import Env, assert_cli_exits_2, assert_raises_naming, edit_json, make_env
 from test_malformed_inputs import INPUT_CASES
 
 from genpage_cli import main
@@ -209,9 +208,7 @@ def test_table_is_large_enough() -> None:
 def test_broken_model_folder_raises_clear_error(env: Env, name: str, call: Callable[[Env], Any], error: Any,
                                             pattern: str) -> None:
     """Each loading case raises the expected type with a message naming what is wrong."""
-    with pytest.raises(error) as info:
-        call(env)
-    assert re.search(pattern, str(info.value), re.S), f"{name}: message {str(info.value)!r} does not match {pattern!r}"
+    assert_raises_naming(call, env, error, name, pattern)
 
 
 @pytest.mark.parametrize("name,call,pattern", CLI_CASES, ids=[c[0] for c in CLI_CASES])
