@@ -44,6 +44,7 @@ from genpage_hf.generation import (
     PageRequest,
     RuleSet,
 )
+from genpage_hf.generation.sampling import left_padded
 from genpage_hf.studies.results import write_result
 
 from .page_oracle import Page, as_rows, expected_rows, page_violations
@@ -191,9 +192,8 @@ def decode_with_generate(model: Any, tok: Any, contexts: list[dict], cases: list
     "sampled" (two sequences) or "beams" (two beams, both returned)."""
     prompts = [tok.encode_prompt(c, [{"row": r, "entities": es} for r, es in k.previous])
                for c, k in zip(contexts, cases)]
-    width = max(map(len, prompts))
-    ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    ids, mask = left_padded(prompts, tok.pad_token_id)
+    width = ids.shape[1]
     processor = GenPageLogitsProcessor([k.rules for k in cases], tok, on_infeasible="end_page")
     torch.manual_seed(seed)
     n = 1 if how == "greedy" else 2

@@ -225,9 +225,6 @@ def update_genpage(
 _OPTIONAL_KEYS = ("model.embed_tokens.content",)
 
 
-_check_safetensors = check_weight_files  # a ValueError naming an empty, truncated or corrupt *.safetensors file
-
-
 def _load_full_model(path: str, **model_kwargs: Any) -> Any:
     """The model of a full (non-adapter) folder; a ValueError naming the folder when config.json and the
     weights disagree."""
@@ -295,11 +292,13 @@ def load_genpage(
     is_adapter = os.path.exists(os.path.join(path, "adapter_config.json"))
     if not is_adapter and not os.path.exists(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"model folder {path!r} has no config.json (nor adapter_config.json)")
-    _check_safetensors(path)
-    check_tokenizer_files(path)  # transformers reads tokenizer_config.json before any GenPage code runs
+    # transformers reads tokenizer_config.json before any GenPage code runs; GenPageTokenizer.from_pretrained
+    # checks tokenizer.json itself
+    check_tokenizer_files(path, ("tokenizer_config.json",))
     if is_adapter:
         from peft import AutoPeftModelForCausalLM
 
+        check_weight_files(path)  # a full model's are checked by GenPagePreTrainedModel.from_pretrained
         _check_adapter_base(path)
         model = AutoPeftModelForCausalLM.from_pretrained(path, **model_kwargs)
         if merge_adapter:

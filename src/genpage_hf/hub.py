@@ -85,6 +85,7 @@ def _snapshot(repo_id: str, revision: Optional[str], what: str) -> str:
     except errors.HfHubHTTPError as err:
         raise ValueError(f"Hub repo {repo_id!r} ({at}) could not be downloaded: {_one_line(err)}") from None
 
+
 # ---------------------------------------------------------------------------------------------------- pushing
 def _strategy(args: Any) -> str:
     value = getattr(args, "hub_strategy", "every_save")

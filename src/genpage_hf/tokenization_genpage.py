@@ -60,11 +60,15 @@ def _validated_spec(spec: Any) -> Mapping[str, Any]:
     return validate_spec(spec)
 
 
-def check_tokenizer_files(folder: str | os.PathLike) -> None:
-    """Raise a ValueError naming tokenizer_config.json or tokenizer.json of `folder` when it is empty, truncated
-    or not the JSON object a saved tokenizer writes (transformers would fail deep inside its JSON reader)."""
-    needs = {"tokenizer_config.json": (), "tokenizer.json": ("model", "added_tokens")}
-    for name, keys in needs.items():
+_TOKENIZER_FILE_KEYS = {"tokenizer_config.json": (), "tokenizer.json": ("model", "added_tokens")}
+
+
+def check_tokenizer_files(folder: str | os.PathLike, names: Sequence[str] = tuple(_TOKENIZER_FILE_KEYS)) -> None:
+    """Raise a ValueError naming tokenizer_config.json or tokenizer.json (`names`) of `folder` when it is empty,
+    truncated or not the JSON object a saved tokenizer writes (transformers would fail deep inside its JSON
+    reader)."""
+    for name in names:
+        keys = _TOKENIZER_FILE_KEYS[name]
         file = os.path.join(os.fspath(folder), name)
         if not os.path.isfile(file):
             continue

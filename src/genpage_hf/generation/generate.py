@@ -153,9 +153,9 @@ def generate(*args: Any, model: Any, **kwargs: Any) -> Any:
         contexts = [contexts] if isinstance(contexts, Mapping) else list(contexts)
         rules = rules_per_prompt(page.get("rules"), len(contexts), model)
         requests = [page_request(item, r, model) for item, r in zip(contexts, rules)]
-        prompts = [generator.prompt_ids(r) for r in requests]
+        prompts = [generator.prompt_ids(r) for r in requests]  # encoded once: the output starts with them
         ids = left_padded(prompts, tokenizer.pad_token_id)[0].to(model.device) if prompts else None
-        pages = generator.generate(requests)
+        pages = generator.generate_from_prompts(prompts, [r.rules for r in requests]) if prompts else []
     else:
         if "max_history" in options:
             raise ValueError("max_history applies to contexts; input_ids are prompts already built")

@@ -217,8 +217,7 @@ class GenPageTrainingConfig(TrainingArguments):
         self.bf16 = resolved == "bf16"  # autocast with fp32 master weights; losses are computed in fp32
         if self.bf16 and default_device() == "cpu":
             self.use_cpu = True  # transformers refuses bf16 without a GPU unless CPU training is explicit
-        if not (0.0 <= self.learning_rate < float("inf")):
-            raise ValueError(f"--learning_rate must be a finite number >= 0, got {self.learning_rate}")
+        check_ranges(self, non_negative=("learning_rate",))
         for name in ("fallback_prob", "eval_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
@@ -295,8 +294,7 @@ class WBCConfig(GenPageTrainingConfig):
             raise ValueError(f"--num_negatives must be >= 0, got {self.num_negatives}")
         if self.row_target not in ROW_TARGETS:
             raise ValueError(f"--row_target must be one of {ROW_TARGETS}, got {self.row_target!r}")
-        if not (self.negative_weight >= 0 and self.negative_weight < float("inf")):
-            raise ValueError(f"--negative_weight must be a finite number >= 0, got {self.negative_weight}")
+        check_ranges(self, non_negative=("negative_weight",))
         super().__post_init__()
 
 
@@ -432,8 +430,7 @@ class GenPageGRPOConfig(GRPOConfig):
             raise ValueError(f"--autoregressive_entities must be >= 0, got {self.autoregressive_entities}")
         if self.max_history is not None and self.max_history < 0:
             raise ValueError(f"--max_history must be >= 0, got {self.max_history}")
-        if not 0 <= self.format_reward_weight < float("inf"):
-            raise ValueError(f"--format_reward_weight must be a finite number >= 0, got {self.format_reward_weight}")
+        check_ranges(self, non_negative=("format_reward_weight",))
         super().__post_init__()
 
 
