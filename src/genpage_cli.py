@@ -26,8 +26,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "update": ("update", "append a day's new entities (with content) and rows to a model folder (paper 6.2)"),
     "incremental": ("update", "one multi-cadence update: daily WBC on the new day + replay, or a full retrain on all "
                               "logs, then vocabulary growth (paper 6.2); resumable"),
+    "validate": ("validate", "check impression logs against the spec (and a catalog): every problem, counted by kind"),
     "convert movielens": ("convert", "a MovieLens CSV release: RecBole's leave-one-out split as GenPage records + "
                                      "a catalog"),
+    "convert events": ("convert", "flat impression, engagement and catalog tables (Parquet/CSV) as GenPage records + "
+                                  "a catalog, with point-in-time joins in bounded memory"),
     "quickstart": ("quickstart", "simulate, pretrain, post-train, generate under rules, A/B, report (the main job)"),
 }
 

@@ -1,4 +1,5 @@
 import copy
+import re
 
 import pytest
 import yaml
@@ -27,12 +28,24 @@ def test_default_spec_loads_and_has_unique_tokens(spec):
         (lambda s: s["page"].__setitem__("entities_per_row", 0), "page.entities_per_row"),
         (lambda s: s["fallback"].__setitem__("entity", "bad token"), "fallback.entity"),
         (lambda s: s["action_types"].__setitem__("prefix", "E:"), "prefixes.entity"),
+        (lambda s: s.update(entity_types=[]), "entity_types: expected a non-empty list"),
+        (lambda s: s.update(entity_types="product"), "entity_types: expected a non-empty list"),
+        (lambda s: s.update(entity_types=["product", "product"]), "entity_types: duplicate values ['product']"),
+        (lambda s: s.update(entity_types=["gift card"]), "entity_types[0]: expected a non-empty string"),
+        (lambda s: s.update(row_kinds=["deals", "genre"]), "row_kinds: lists the row kinds besides 'genre'"),
+        (lambda s: s.update(row_kinds=["deals", "deals"]), "row_kinds: duplicate values"),
+        (lambda s: s.update(row_kinds=None), "row_kinds: expected a list"),
+        (lambda s: s["action_types"].__setitem__("instant", ["teleport"]), "action_types.instant[0]: 'teleport' is "
+                                                                           "not one of action_types.values"),
+        (lambda s: s["action_types"].__setitem__("instant", "thumbs_up"), "action_types.instant: expected a list"),
+        (lambda s: s["action_types"].__setitem__("instant", ["play", "play"]), "action_types.instant: duplicate"),
+        (lambda s: s["action_types"].__setitem__("colour", []), "action_types.colour: unknown key"),
     ],
 )
 def test_bad_spec_error_names_the_key(spec, mutate, key):
     bad = copy.deepcopy(spec)
     mutate(bad)
-    with pytest.raises(SpecError, match=key.replace(".", r"\.").replace("[", r"\[")):
+    with pytest.raises(SpecError, match=re.escape(key)):
         validate_spec(bad)
 
 
@@ -44,3 +57,18 @@ def test_load_spec_from_file_and_bad_yaml(tmp_path, spec):
     bad.write_text("special: [unclosed")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(bad)
+
+
+def test_the_new_keys_are_optional_and_default_to_the_video_schema(spec):
+    from genpage_hf.catalog import ENTITY_TYPES, SPECIAL_ROWS
+    from genpage_hf.record_tokens_genpage import INSTANT_ACTIONS, instant_actions
+
+    assert spec["entity_types"] == list(ENTITY_TYPES) and spec["row_kinds"] == list(SPECIAL_ROWS)
+    assert spec["action_types"]["instant"] == list(INSTANT_ACTIONS)
+    old = copy.deepcopy(spec)
+    for key in ("entity_types", "row_kinds"):
+        del old[key]
+    del old["action_types"]["instant"]
+    assert validate_spec(old) == old and instant_actions(old) == INSTANT_ACTIONS
+    old["row_kinds"] = []  # only genre rows
+    assert validate_spec(old)["row_kinds"] == []

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional
 import torch
 from transformers import GenerationConfig
 
-from .catalog import Catalog
+from .catalog import Catalog, catalog_schema
 from .configuration_genpage import GenPageConfig
 from .hub import resolve_model_folder
 from .loading_genpage import check_weight_files
@@ -53,7 +53,9 @@ def page_generation_config(tokenizer: GenPageTokenizer, **overrides: Any) -> Gen
 def build_genpage(
     catalog: Catalog, spec: Mapping[str, Any], seed: int = 0, **config_overrides: Any
 ) -> tuple[GenPageForPageGeneration, GenPageTokenizer]:
-    """A freshly initialized model and its tokenizer; entity content vectors come from the catalog."""
+    """A freshly initialized model and its tokenizer; entity content vectors come from the catalog, whose entity
+    types and row kinds must be the spec's (a ValueError names the first that is not)."""
+    catalog.check_schema(catalog_schema(spec))
     tokenizer = GenPageTokenizer.from_spec(spec, catalog.entity_ids, catalog.row_ids)
     config_values = dict(
         vocab_size=len(tokenizer), content_dim=catalog.content_dim,
@@ -125,7 +127,8 @@ GROWTH_INITS = ("fallback", "mean")
 
 
 def check_growth(model: Any, tokenizer: GenPageTokenizer, catalog: Optional[Catalog], additions: Catalog) -> Catalog:
-    """The catalog `grow_genpage` would produce, or a ValueError; changes nothing (id collisions, content lengths)."""
+    """The catalog `grow_genpage` would produce, or a ValueError; changes nothing (id collisions, content lengths,
+    entity types and row kinds outside the tokenizer's spec)."""
     if not isinstance(model, GenPageForPageGeneration):
         raise ValueError(
             f"vocabulary growth needs a GenPageForPageGeneration (merge adapters first), got {type(model).__name__}"
@@ -142,7 +145,8 @@ def check_growth(model: Any, tokenizer: GenPageTokenizer, catalog: Optional[Cata
         raise ValueError(
             f"content vectors must have length {dim} (the model's content_dim); got (id, length) {bad[:5]}"
         )
-    return catalog.extend(additions.entities, additions.rows) if catalog is not None else additions
+    entities, rows = (catalog.entities, catalog.rows) if catalog is not None else ([], [])
+    return Catalog(entities + additions.entities, rows + additions.rows, schema=catalog_schema(tokenizer.spec))
 
 
 def grow_genpage(
@@ -307,8 +311,26 @@ def load_genpage(
         model = _load_full_model(path, **model_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path)
     catalog_path = os.path.join(path, "catalog.json")
-    catalog = Catalog.load(catalog_path) if os.path.exists(catalog_path) else None
+    catalog = Catalog.load(catalog_path, spec=tokenizer.spec) if os.path.exists(catalog_path) else None
     return model, tokenizer, catalog
+
+
+def saved_spec(name_or_path: str | os.PathLike, revision: Optional[str] = None) -> dict[str, Any]:
+    """The tokenizer spec of a saved folder (or Hub repo id at `revision`), read from its tokenizer_config.json
+    without loading the model: what a catalog update of the folder is validated against."""
+    from .tokenizer_spec import validate_spec
+
+    path = resolve_model_folder(name_or_path, revision)
+    file = os.path.join(path, "tokenizer_config.json")
+    if not os.path.isfile(file):
+        raise FileNotFoundError(f"model folder {path!r} has no tokenizer_config.json (expected a folder saved by "
+                                "genpage_hf)")
+    check_tokenizer_files(path, ("tokenizer_config.json",))
+    with open(file, encoding="utf-8") as f:
+        config = json.load(f)
+    if "spec" not in config:
+        raise ValueError(f"tokenizer file {file!r} holds no tokenizer spec (key 'spec'): not a GenPage tokenizer")
+    return validate_spec(config["spec"])
 
 
 def build_from_arguments(model_args: Any) -> tuple[GenPageForPageGeneration, GenPageTokenizer, Catalog]:
@@ -316,9 +338,10 @@ def build_from_arguments(model_args: Any) -> tuple[GenPageForPageGeneration, Gen
     from .catalog import default_catalog
     from .tokenizer_spec import load_spec
 
-    catalog = Catalog.load(model_args.catalog) if model_args.catalog else default_catalog(seed=model_args.init_seed)
-    model, tokenizer = build_genpage(catalog, load_spec(model_args.spec), seed=model_args.init_seed,
-                                     **model_args.config_overrides())
+    spec = load_spec(model_args.spec)
+    catalog = (Catalog.load(model_args.catalog, spec=spec) if model_args.catalog
+               else default_catalog(seed=model_args.init_seed))
+    model, tokenizer = build_genpage(catalog, spec, seed=model_args.init_seed, **model_args.config_overrides())
     return model, tokenizer, catalog
 
 

@@ -22,6 +22,12 @@ truncation: histories longer than `max_history` (default: the spec's limit) keep
 
 Every record is validated against the tokenizer's spec (`records.validate_record`) as its examples are built:
 training never learns from malformed logs (duplicate entities, newest-first histories, negative durations...).
+By default the first invalid record raises. Given `skipped=SkippedRecords()` (the training configs'
+`skip_bad_records`), invalid records are left out and counted into it instead, exactly with any `num_proc`:
+in-memory and JSONL records are checked as they are read (before the Arrow conversion, which would drop
+unknown keys or fail on a wrong type), a `datasets.Dataset` in one batched pass before its examples are built
+(cached with them), and a streamed `IterableDataset` as it is read, in the process that reads it.
+`genpage validate` (`genpage_hf.validation`) lists every problem of a log instead.
 
 Cold start (paper §6.1): with `fallback_prob` > 0 every entity/row token (context and page) is replaced
 by its type's fallback token with that probability (seeded, per example). The ID goes, the content stays:
@@ -33,22 +39,23 @@ content. A replaced WBC entity target is scored as "fallback row + projected con
 
 from __future__ import annotations
 
-import glob
+import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from .records import Feedback, Impression, Page, load_jsonl, record_schema, to_dataset, validate_record
+from .record_files import RECORD_COLUMNS, SourceRecord, parquet_files, read_records
+from .records import Feedback, Impression, Page, RecordSchema, load_jsonl, record_schema, to_dataset, validate_record
 from .rewards import RewardConfig, entity_rewards, page_reward, row_impressed, row_rewards
+from .validation import SkippedRecords, first_problem
+
+logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-
-
-RECORD_COLUMNS = ("context", "page", "feedback")
 
 
 def is_records(data: Any) -> bool:
@@ -61,18 +68,6 @@ def is_records(data: Any) -> bool:
     if isinstance(data, (str, os.PathLike)):
         return True
     return isinstance(data, (list, tuple)) and bool(data) and isinstance(data[0], (dict, Impression))
-
-
-def _parquet_files(path: str) -> list[str]:
-    """A .parquet file, or the .parquet files of a folder or of its impressions/ subfolder (a log directory)."""
-    if os.path.isdir(path):
-        files = sorted(
-            glob.glob(os.path.join(path, "*.parquet")) or glob.glob(os.path.join(path, "impressions", "*.parquet"))
-        )
-        if not files:
-            raise FileNotFoundError(f"no .parquet files in {path!r} or {os.path.join(path, 'impressions')!r}")
-        return files
-    return [path]
 
 
 def records_dataset(records: Any, streaming: bool = False):
@@ -92,7 +87,7 @@ def records_dataset(records: Any, streaming: bool = False):
         if not os.path.exists(path):
             raise FileNotFoundError(f"records file {path!r} does not exist")
         if os.path.isdir(path) or path.endswith(".parquet"):
-            files = _parquet_files(path)
+            files = parquet_files(path)
             return records_dataset(
                 datasets.load_dataset("parquet", data_files=files, split="train", streaming=streaming)
             )
@@ -115,6 +110,64 @@ def _map_examples(ds: Any, encode: Any, num_proc: Optional[int], desc: str) -> A
     if isinstance(ds, datasets.IterableDataset):
         return ds.map(encode, **kwargs)
     return ds.map(encode, num_proc=num_proc, desc=desc, **kwargs)
+
+
+def _checked_records(records: Any, schema: RecordSchema, skipped: Optional[SkippedRecords],
+                     num_proc: Optional[int]) -> tuple[Any, Callable[[int, dict, dict, dict], bool]]:
+    """The records dataset of `records` and `keep(index, context, page, feedback)`, the check each record passes
+    before it becomes examples.
+
+    Without `skipped` the check validates and raises at the first invalid record; with it, invalid records are
+    left out and counted into `skipped` (see the module docstring)."""
+    import datasets
+
+    def validated(i: int, ctx: dict, page: dict, fb: dict) -> bool:
+        validate_record({"context": ctx, "page": page, "feedback": fb}, f"records[{i}]", spec=schema)
+        return True
+
+    if skipped is None:
+        return records_dataset(records), validated
+    if isinstance(records, (list, tuple)) or (isinstance(records, (str, os.PathLike))
+                                              and os.fspath(records).endswith(".jsonl")):
+        rows = (read_records(records) if isinstance(records, (str, os.PathLike)) else
+                (SourceRecord("records", i, f"records[{i}]", r.to_dict() if isinstance(r, Impression) else r)
+                 for i, r in enumerate(records)))
+        kept = []
+        for row in rows:
+            problem = f"{row.location}: {row.error}" if row.error else first_problem(row.record, row.location, schema)
+            if problem is None:
+                kept.append(row.record)
+            else:
+                skipped.add(row.location, problem)
+        _log_skipped(skipped)
+        return to_dataset(kept, validate=False, spec=schema), lambda i, ctx, page, fb: True
+    ds = records_dataset(records)
+    if isinstance(ds, datasets.IterableDataset):
+        def counted(i: int, ctx: dict, page: dict, fb: dict) -> bool:
+            problem = first_problem({"context": ctx, "page": page, "feedback": fb}, f"records[{i}]", schema)
+            if problem is not None:
+                skipped.add(f"records[{i}]", problem)
+            return problem is None
+
+        return ds, counted
+
+    def problems(batch: dict, indices: list[int]) -> dict:
+        return {"problem": [first_problem({"context": c, "page": p, "feedback": f}, f"records[{i}]", schema) or ""
+                            for i, c, p, f in zip(indices, batch["context"], batch["page"], batch["feedback"])]}
+
+    found = ds.map(problems, batched=True, with_indices=True, remove_columns=list(ds.column_names),
+                   num_proc=num_proc, desc="checking records")
+    bad = set()
+    for i, problem in enumerate(found["problem"]):
+        if problem:
+            skipped.add(f"records[{i}]", problem)
+            bad.add(i)
+    _log_skipped(skipped)
+    return ds, lambda i, ctx, page, fb: i not in bad
+
+
+def _log_skipped(skipped: SkippedRecords) -> None:
+    logger.log(logging.WARNING if skipped.count else logging.INFO, "skip_bad_records: %s", skipped)
 
 
 class _FallbackReplacer:
@@ -155,20 +208,22 @@ def build_ntp_dataset(
     seed: int = 0,
     num_proc: Optional[int] = None,
     history_targets: bool = False,
+    skipped: Optional[SkippedRecords] = None,
 ):
     """NTP examples (`input_ids`, `labels`, `length`) of the positively engaged pages of `records`.
 
     `history_targets`: the title of every history (and in-session) action is a target too (catalog titles;
     not the fallback token of an unknown one), predicted from the profile, the request and the actions
     before it: next-title prediction over the user's history, as a sequential recommender learns it,
-    beside the page's tokens."""
+    beside the page's tokens. `skipped`: leave invalid records out and count them there (else the first
+    one raises; see the module docstring)."""
     replace = _FallbackReplacer(tokenizer, fallback_prob)
     action_ids = np.array(tokenizer.convert_tokens_to_ids(
         [tokenizer.spec["action_types"]["prefix"] + a for a in tokenizer.spec["action_types"]["values"]]))
     is_entity = tokenizer.entity_mask.numpy()
     keep_content = fallback_prob > 0
     eos = tokenizer.eos_token_id
-    schema = record_schema(tokenizer.spec)
+    records, keep = _checked_records(records, record_schema(tokenizer.spec), skipped, num_proc)
 
     def encode(batch: dict, indices: list[int]) -> dict:
         out: dict[str, list] = {
@@ -178,8 +233,7 @@ def build_ntp_dataset(
             **({"content_ids": []} if keep_content else {}),
         }
         for i, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
-            validate_record({"context": ctx, "page": page, "feedback": fb}, f"records[{i}]", spec=schema)
-            if page_reward(fb, reward_config) <= min_page_reward:
+            if not keep(i, ctx, page, fb) or page_reward(fb, reward_config) <= min_page_reward:
                 continue
             context_ids = tokenizer.encode_prompt(ctx, max_history=max_history)
             original = np.array(context_ids + tokenizer.encode_page(page, add_eos=False) + [eos])
@@ -197,7 +251,7 @@ def build_ntp_dataset(
             out["length"].append(len(ids))
         return out
 
-    return _map_examples(records_dataset(records), encode, num_proc, "NTP examples")
+    return _map_examples(records, encode, num_proc, "NTP examples")
 
 
 ROW_TARGETS = ("row", "to_go")
@@ -262,6 +316,7 @@ def build_wbc_dataset(
     row_target: str = "row",
     row_targets_above: bool = False,
     entity_targets_above: bool = False,
+    skipped: Optional[SkippedRecords] = None,
 ):
     """WBC examples of `records` (see module docstring); records without any target are skipped.
 
@@ -273,6 +328,7 @@ def build_wbc_dataset(
     at or above its row (the positions that predict a row token, where the grammar never places an
     entity), so the entity logits there learn what an entity is worth to this user below the rows so
     far, whichever row holds it: page-level values, read by `PageGenerator(row_order="page_value")`.
+    `skipped`: leave invalid records out and count them there (else the first one raises; module docstring).
 
     Columns: `input_ids`; per target `target_pos` (position whose hidden state scores the target),
     `target_label`, `target_weight`, `target_is_row`, `cand_ids` ([target id] + negative ids);
@@ -287,7 +343,7 @@ def build_wbc_dataset(
     replace = _FallbackReplacer(tokenizer, fallback_prob)
     keep_content = fallback_prob > 0
     entity_fallback = tokenizer.entity_fallback_id
-    schema = record_schema(tokenizer.spec)
+    records, keep = _checked_records(records, record_schema(tokenizer.spec), skipped, num_proc)
     entity_pool = tokenizer.entity_token_ids.numpy()
     row_pool = tokenizer.row_token_ids.numpy()
     cols = ("input_ids", "target_pos", "target_label", "target_weight", "target_is_row", "cand_ids",
@@ -296,7 +352,8 @@ def build_wbc_dataset(
     def encode(batch: dict, indices: list[int]) -> dict:
         out: dict[str, list] = {c: [] for c in cols}
         for i, ctx, page, fb in zip(indices, batch["context"], batch["page"], batch["feedback"]):
-            validate_record({"context": ctx, "page": page, "feedback": fb}, f"records[{i}]", spec=schema)
+            if not keep(i, ctx, page, fb):
+                continue
             targets = page_targets(page, fb, reward_config, row_target)
             if not targets:
                 continue
@@ -342,7 +399,7 @@ def build_wbc_dataset(
                 out["cand_content_ids"].append(cand_content.tolist())
         return out
 
-    return _map_examples(records_dataset(records), encode, num_proc, "WBC examples")
+    return _map_examples(records, encode, num_proc, "WBC examples")
 
 
 def _pad(seqs: Sequence[Any], value: float, dtype: torch.dtype) -> torch.Tensor:

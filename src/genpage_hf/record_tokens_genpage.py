@@ -2,7 +2,8 @@
 
 `RecordTokensMixin` holds the record side of `GenPageTokenizer`: each record field becomes one
 token (bucketized numbers, spec field values, entity and row ids), and every malformed value raises
-a ValueError naming its path in the record. `check_id` is the package's one id rule.
+a ValueError naming its path in the record. `check_id` is the package's one id rule; `instant_actions` reads
+which action types of a spec carry no duration.
 
 This file travels with checkpoints (`trust_remote_code`) as a sibling of tokenization_genpage.py: it
 imports only the standard library.
@@ -16,15 +17,24 @@ from typing import Any, Mapping, Optional, Sequence
 
 _ACTION_KEYS = ("entity", "action", "timestamp", "duration")
 INSTANT_ACTIONS = ("thumbs_up", "thumbs_down", "add_to_list", "search_click")
-"""Action types without a watch time: their `duration` must be 0 (plays and trailers have one)."""
+"""The default instant action types (a spec without `action_types.instant`: those of its action types)."""
 
 
-def check_duration(action: str, duration: float, where: str) -> float:
-    """`duration` of an action of type `action`, or a ValueError naming `where` when the type has no watch time
-    (`INSTANT_ACTIONS`) but the duration is not 0."""
-    if action in INSTANT_ACTIONS and duration != 0:
-        raise ValueError(f"{where}: a {action!r} action has no watch time, so its duration must be 0, "
-                         f"got {duration!r}")
+def instant_actions(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The action types of a spec without a duration (their `duration` must be 0): `action_types.instant`, or
+    the `INSTANT_ACTIONS` among `action_types.values` when the spec does not say."""
+    actions = spec["action_types"]
+    if "instant" in actions:
+        return tuple(actions["instant"])
+    return tuple(a for a in INSTANT_ACTIONS if a in actions["values"])
+
+
+def check_duration(action: str, duration: float, where: str, instant: Sequence[str]) -> float:
+    """`duration` of an action of type `action`, or a ValueError naming `where` when the type is one of the
+    `instant` types (no duration) but the duration is not 0."""
+    if action in instant and duration != 0:
+        raise ValueError(f"{where}: a {action!r} action has no duration (the spec's action_types.instant), so "
+                         f"its duration must be 0, got {duration!r}")
     return duration
 
 
@@ -76,7 +86,8 @@ class RecordTokensMixin:
         if age < 0:
             raise ValueError(f"{where}.timestamp: action is {-age:.0f}s after the request time")
         where_duration = f"{where}.duration"
-        duration = check_duration(act, self._non_negative(action["duration"], where_duration), where_duration)
+        duration = check_duration(act, self._non_negative(action["duration"], where_duration), where_duration,
+                                  instant_actions(self.spec))
         return [
             self._map_unknown(self.entity_token(check_id(action["entity"], f"{where}.entity"))),
             self.spec["action_types"]["prefix"] + act,

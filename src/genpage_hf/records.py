@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .catalog import SPECIAL_ROWS  # noqa: F401  (re-exported: the row ids of the simulator and default catalogs)
-from .record_tokens_genpage import check_duration, check_id
+from .record_checks import as_list, check_choice, field_path, finite_number, get_field, no_unknown_keys
+from .record_tokens_genpage import check_duration, check_id, instant_actions
 from .tokenizer_spec import load_spec, validate_spec
 
 GENRE_ROW_PREFIX = "genre_"
@@ -44,6 +44,7 @@ class RecordSchema:
     request: dict[str, tuple[str, ...]]
     action_types: tuple[str, ...]
     inject_kinds: tuple[str, ...]
+    instant_actions: tuple[str, ...]  # the action types without a duration (action_types.instant)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> "RecordSchema":
@@ -54,7 +55,7 @@ class RecordSchema:
             return {name: tuple(spec[section][name]["values"]) for name in sorted(spec[section])}
 
         return cls(fields("profile"), fields("request"), tuple(spec["action_types"]["values"]),
-                   tuple(spec["inject"]["values"]))
+                   tuple(spec["inject"]["values"]), instant_actions(spec))
 
 
 SpecLike = Union[Mapping[str, Any], RecordSchema, None]
@@ -75,48 +76,6 @@ def record_schema(spec: SpecLike = None) -> RecordSchema:
     return RecordSchema.from_spec(spec)
 
 
-def _where(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-def _get(d: Any, key: str, where: str, optional: bool = False, default: Any = None) -> Any:
-    if not isinstance(d, dict):
-        raise ValueError(f"{where or 'record'} must be a dict, got {type(d).__name__}")
-    if key not in d or d[key] is None:
-        if optional:
-            return default
-        raise ValueError(f"{_where(where, key)} is missing")
-    return d[key]
-
-
-def _no_unknown(d: Any, allowed: Sequence[str], where: str) -> None:
-    if not isinstance(d, dict):
-        raise ValueError(f"{where or 'record'} must be a dict, got {type(d).__name__}")
-    unknown = set(d) - set(allowed)
-    if unknown:
-        raise ValueError(f"{where or 'record'} has unknown keys {sorted(unknown)}")
-
-
-def _choice(value: Any, allowed: Sequence[str], where: str) -> str:
-    if value not in allowed:
-        raise ValueError(f"{where} must be one of {list(allowed)}, got {value!r}")
-    return value
-
-
-def _number(value: Any, where: str, minimum: Optional[float] = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
-        raise ValueError(f"{where} must be a finite number, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{where} must be >= {minimum}, got {value!r}")
-    return float(value)
-
-
-def _list(value: Any, where: str) -> list:
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"{where} must be a list, got {type(value).__name__}")
-    return list(value)
-
-
 @dataclass
 class Action:
     """One user action on an entity (history or in-session): what, when, and for how long."""
@@ -134,16 +93,18 @@ class Action:
         """Validate an action dict; its `action` must be one of the spec's action types.
 
         `duration` may be left out (0), but not null (a Parquet null is a lost value, not a zero); it is >= 0, and
-        0 for the action types without a watch time (`INSTANT_ACTIONS`: thumbs, add to list, search click).
+        0 for the spec's instant action types (`action_types.instant`; default: thumbs, add to list, search click).
         """
-        _no_unknown(d, ("entity", "action", "timestamp", "duration"), where)
-        entity = check_id(_get(d, "entity", where), _where(where, "entity"))
-        action = _choice(_get(d, "action", where), record_schema(spec).action_types, _where(where, "action"))
-        timestamp = _number(_get(d, "timestamp", where), _where(where, "timestamp"))
+        schema = record_schema(spec)
+        no_unknown_keys(d, ("entity", "action", "timestamp", "duration"), where)
+        entity = check_id(get_field(d, "entity", where), field_path(where, "entity"))
+        action = check_choice(get_field(d, "action", where), schema.action_types, field_path(where, "action"))
+        timestamp = finite_number(get_field(d, "timestamp", where), field_path(where, "timestamp"))
         if d.get("duration", 0.0) is None:
-            raise ValueError(f"{_where(where, 'duration')} is null: give the watch time in seconds (0 for none)")
-        duration = _number(d.get("duration", 0.0), _where(where, "duration"), 0.0)
-        return cls(entity, action, timestamp, check_duration(action, duration, _where(where, "duration")))
+            raise ValueError(f"{field_path(where, 'duration')} is null: give the watch time in seconds (0 for none)")
+        duration = finite_number(d.get("duration", 0.0), field_path(where, "duration"), 0.0)
+        return cls(entity, action, timestamp,
+                   check_duration(action, duration, field_path(where, "duration"), schema.instant_actions))
 
 
 @dataclass
@@ -179,26 +140,27 @@ class Context:
         """Validate a context dict against the spec's profile/request fields, action types and inject kinds."""
         schema = record_schema(spec)
         keys = ("user_id", "timestamp", "profile", "request", "history", "impressions", "inject", "session")
-        _no_unknown(d, keys, where)
-        user_id = check_id(_get(d, "user_id", where), _where(where, "user_id"))
-        timestamp = _number(_get(d, "timestamp", where), _where(where, "timestamp"))
-        profile = _fields(_get(d, "profile", where), schema.profile, _where(where, "profile"))
-        request = _fields(_get(d, "request", where), schema.request, _where(where, "request"))
-        history = _actions(_get(d, "history", where, True, []), _where(where, "history"), timestamp, schema)
+        no_unknown_keys(d, keys, where)
+        user_id = check_id(get_field(d, "user_id", where), field_path(where, "user_id"))
+        timestamp = finite_number(get_field(d, "timestamp", where), field_path(where, "timestamp"))
+        profile = _fields(get_field(d, "profile", where), schema.profile, field_path(where, "profile"))
+        request = _fields(get_field(d, "request", where), schema.request, field_path(where, "request"))
+        history = _actions(get_field(d, "history", where, True, []), field_path(where, "history"), timestamp, schema)
         impressions = []
-        for i, item in enumerate(_list(_get(d, "impressions", where, True, []), _where(where, "impressions"))):
+        items = as_list(get_field(d, "impressions", where, True, []), field_path(where, "impressions"))
+        for i, item in enumerate(items):
             iw = f"{where}.impressions[{i}]"
-            _no_unknown(item, ("entity", "count"), iw)
-            count = _get(item, "count", iw)
+            no_unknown_keys(item, ("entity", "count"), iw)
+            count = get_field(item, "count", iw)
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ValueError(f"{iw}.count must be a positive integer, got {count!r}")
-            impressions.append((check_id(_get(item, "entity", iw), f"{iw}.entity"), count))
+            impressions.append((check_id(get_field(item, "entity", iw), f"{iw}.entity"), count))
         inject = []
-        for i, item in enumerate(_list(_get(d, "inject", where, True, []), _where(where, "inject"))):
+        for i, item in enumerate(as_list(get_field(d, "inject", where, True, []), field_path(where, "inject"))):
             iw = f"{where}.inject[{i}]"
-            _no_unknown(item, ("entity", "kind"), iw)
-            inject.append((check_id(_get(item, "entity", iw), f"{iw}.entity"),
-                           _choice(_get(item, "kind", iw), schema.inject_kinds, f"{iw}.kind")))
+            no_unknown_keys(item, ("entity", "kind"), iw)
+            inject.append((check_id(get_field(item, "entity", iw), f"{iw}.entity"),
+                           check_choice(get_field(item, "kind", iw), schema.inject_kinds, f"{iw}.kind")))
         return cls(
             user_id=user_id,
             timestamp=timestamp,
@@ -207,7 +169,8 @@ class Context:
             history=history,
             impressions=impressions,
             inject=inject,
-            session=_actions(_get(d, "session", where, True, []), _where(where, "session"), timestamp, schema),
+            session=_actions(get_field(d, "session", where, True, []), field_path(where, "session"), timestamp,
+                             schema),
         )
 
 
@@ -217,13 +180,15 @@ def _fields(d: Any, fields: Mapping[str, tuple[str, ...]], where: str) -> dict[s
         raise ValueError(f"{where} must be a dict, got {type(d).__name__}")
     for name in d:
         if name not in fields:
-            raise ValueError(f"{_where(where, str(name))}: unknown field; the tokenizer spec declares {list(fields)}")
-    return {name: _choice(_get(d, name, where), values, _where(where, name)) for name, values in fields.items()}
+            raise ValueError(f"{field_path(where, str(name))}: unknown field; the tokenizer spec declares "
+                             f"{list(fields)}")
+    return {name: check_choice(get_field(d, name, where), values, field_path(where, name))
+            for name, values in fields.items()}
 
 
 def _actions(items: Any, where: str, now: float, schema: RecordSchema) -> list[Action]:
     """Actions oldest first, none dated after the request time `now`."""
-    actions = [Action.from_dict(a, f"{where}[{i}]", schema) for i, a in enumerate(_list(items, where))]
+    actions = [Action.from_dict(a, f"{where}[{i}]", schema) for i, a in enumerate(as_list(items, where))]
     for i, a in enumerate(actions):
         if i and a.timestamp < actions[i - 1].timestamp:
             raise ValueError(f"{where}[{i}].timestamp is earlier than {where}[{i - 1}]: actions must be oldest first")
@@ -239,9 +204,15 @@ def is_genre_row(row_id: str) -> bool:
 
 @dataclass
 class Page:
-    """A served homepage: rows in layout order (top to bottom), entities left to right."""
+    """A served homepage: rows in layout order (top to bottom), entities left to right.
+
+    `propensities` (optional, row-major like the feedback lists): for each slot, the probability that the
+    serving policy shows that entity anywhere on this request's page, in (0, 1]; what off-policy estimators
+    (`genpage_hf.off_policy`) divide by. Absent (None) when the serving policy did not log it.
+    """
 
     rows: list[tuple[str, list[str]]]
+    propensities: Optional[list[float]] = None
 
     @property
     def slots(self) -> list[tuple[int, int, str]]:
@@ -257,20 +228,23 @@ class Page:
         return [len(ents) for _, ents in self.rows]
 
     def to_dict(self) -> dict:
-        return {"rows": [{"row": r, "entities": list(ents)} for r, ents in self.rows]}
+        out: dict = {"rows": [{"row": r, "entities": list(ents)} for r, ents in self.rows]}
+        if self.propensities is not None:
+            out["propensities"] = list(self.propensities)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "page") -> "Page":
-        _no_unknown(d, ("rows",), where)
+        no_unknown_keys(d, ("rows", "propensities"), where)
         rows, seen_rows, seen_entities = [], {}, {}
-        for r, row in enumerate(_list(_get(d, "rows", where), _where(where, "rows"))):
+        for r, row in enumerate(as_list(get_field(d, "rows", where), field_path(where, "rows"))):
             rw = f"{where}.rows[{r}]"
-            _no_unknown(row, ("row", "entities"), rw)
-            row_id = check_id(_get(row, "row", rw), f"{rw}.row")
+            no_unknown_keys(row, ("row", "entities"), rw)
+            row_id = check_id(get_field(row, "row", rw), f"{rw}.row")
             if row_id in seen_rows:
                 raise ValueError(f"{rw}.row: row {row_id!r} already appears at {where}.rows[{seen_rows[row_id]}]")
             seen_rows[row_id] = r
-            entities = _list(_get(row, "entities", rw), f"{rw}.entities")
+            entities = as_list(get_field(row, "entities", rw), f"{rw}.entities")
             if not entities:
                 raise ValueError(f"{rw}.entities is empty: a row must show at least one entity")
             for c, e in enumerate(entities):
@@ -281,7 +255,21 @@ class Page:
             rows.append((row_id, list(entities)))
         if not rows:
             raise ValueError(f"{where}.rows is empty: a page must have at least one row")
-        return cls(rows)
+        return cls(rows, _propensities(d.get("propensities"), sum(len(e) for _, e in rows), where))
+
+
+def _propensities(values: Any, slots: int, where: str) -> Optional[list[float]]:
+    """A page's logged propensities: None (not logged) or one probability in (0, 1] per slot."""
+    if values is None:
+        return None
+    values = as_list(values, field_path(where, "propensities"))
+    if len(values) != slots:
+        raise ValueError(f"{where}.propensities has {len(values)} values but the page has {slots} slots")
+    for i, p in enumerate(values):
+        finite_number(p, f"{where}.propensities[{i}]")
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"{where}.propensities[{i}] must be a probability in (0, 1], got {p!r}")
+    return [float(p) for p in values]
 
 
 FEEDBACK_FIELDS = ("impressed", "played", "play_duration", "thumbs", "abandoned")
@@ -309,19 +297,19 @@ class Feedback:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "feedback") -> "Feedback":
-        _no_unknown(d, FEEDBACK_FIELDS, where)
-        cols = {k: _list(_get(d, k, where), _where(where, k)) for k in FEEDBACK_FIELDS}
+        no_unknown_keys(d, FEEDBACK_FIELDS, where)
+        cols = {k: as_list(get_field(d, k, where), field_path(where, k)) for k in FEEDBACK_FIELDS}
         n = len(cols["impressed"])
         for k, v in cols.items():
             if len(v) != n:
-                raise ValueError(f"{_where(where, k)} has {len(v)} slots but {where}.impressed has {n}")
+                raise ValueError(f"{field_path(where, k)} has {len(v)} slots but {where}.impressed has {n}")
         for i in range(n):
             imp, pl, dur, th, ab = (cols[k][i] for k in FEEDBACK_FIELDS)
             at = f"{where} slot {i}"
             for k, v in (("impressed", imp), ("played", pl), ("abandoned", ab)):
                 if not isinstance(v, bool):
                     raise ValueError(f"{at}: {k} must be a bool, got {v!r}")
-            _number(dur, f"{at}: play_duration", 0.0)
+            finite_number(dur, f"{at}: play_duration", 0.0)
             if isinstance(th, bool) or not isinstance(th, int) or th not in (-1, 0, 1):
                 raise ValueError(f"{at}: thumbs must be -1, 0 or 1, got {th!r}")
             if not imp and (pl or ab or dur or th):
@@ -350,12 +338,13 @@ class Impression:
     @classmethod
     def from_dict(cls, d: dict, where: str = "record", spec: SpecLike = None) -> "Impression":
         """Validate a record dict; the context against `spec` (None: the packaged default spec)."""
-        _no_unknown(d, ("context", "page", "feedback"), where)
-        page = Page.from_dict(_get(d, "page", where), _where(where, "page"))
-        feedback = Feedback.from_dict(_get(d, "feedback", where), _where(where, "feedback"))
+        no_unknown_keys(d, ("context", "page", "feedback"), where)
+        page = Page.from_dict(get_field(d, "page", where), field_path(where, "page"))
+        feedback = Feedback.from_dict(get_field(d, "feedback", where), field_path(where, "feedback"))
         if len(feedback) != page.num_slots:
             raise ValueError(f"{where}.feedback has {len(feedback)} slots but {where}.page has {page.num_slots}")
-        return cls(Context.from_dict(_get(d, "context", where), _where(where, "context"), spec), page, feedback)
+        context = Context.from_dict(get_field(d, "context", where), field_path(where, "context"), spec)
+        return cls(context, page, feedback)
 
 
 _ACTION_TYPE = pa.struct(
@@ -377,7 +366,7 @@ def _arrow_schema(profile: tuple[str, ...], request: tuple[str, ...]) -> pa.Sche
             ("inject", pa.list_(pa.struct([("entity", pa.string()), ("kind", pa.string())]))),
             ("session", pa.list_(_ACTION_TYPE)),
         ])),
-        ("page", pa.struct([("rows", pa.list_(_ROW_TYPE))])),
+        ("page", pa.struct([("rows", pa.list_(_ROW_TYPE)), ("propensities", pa.list_(pa.float64()))])),
         ("feedback", pa.struct([
             ("impressed", pa.list_(pa.bool_())),
             ("played", pa.list_(pa.bool_())),

@@ -1,8 +1,9 @@
 """Load and validate tokenizer specs (`tokenizer_specs/*.yaml`).
 
-A spec fixes every non-catalog token of the vocabulary and the page layout. Mistakes in it silently
-change what the model sees, so validation is strict: unknown keys, missing sections, unsorted bucket
-boundaries and duplicate tokens are errors that name the offending key.
+A spec fixes every non-catalog token of the vocabulary and the page layout, and declares what records and
+catalogs may say (action types and which of them are instant, entity types, row kinds). Mistakes in it
+silently change what the model sees, so validation is strict: unknown keys, missing sections, unsorted
+bucket boundaries and duplicate tokens are errors that name the offending key.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ _FIXED_SECTIONS: dict[str, tuple[str, ...]] = {
     "context": ("max_history", "max_impressions", "max_inject"),
 }
 _FIELD_SECTIONS = ("profile", "request")  # free field names, each {prefix, values}
-_TOP_KEYS = ("version",) + tuple(_FIXED_SECTIONS) + _FIELD_SECTIONS
+# optional: a catalog's entity types and its row kinds besides `genre` (defaults: genpage_hf.catalog)
+_OPTIONAL_KEYS = ("version", "entity_types", "row_kinds")
+_TOP_KEYS = _OPTIONAL_KEYS + tuple(_FIXED_SECTIONS) + _FIELD_SECTIONS
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -59,32 +62,37 @@ def default_spec_path() -> str:
 
 def _token(value: Any, key: str) -> str:
     if not isinstance(value, str) or not value or any(ch.isspace() for ch in value):
-        raise SpecError(f"{key}: a token must be a non-empty string without whitespace, got {value!r}")
+        raise SpecError(f"{key}: expected a non-empty string without whitespace, got {value!r}")
     return value
 
 
-def _keys(section: Any, key: str, required: tuple[str, ...]) -> Mapping[str, Any]:
+def _keys(section: Any, key: str, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> Mapping[str, Any]:
     if not isinstance(section, Mapping):
         raise SpecError(f"{key}: expected a mapping, got {type(section).__name__}")
     for name in section:
-        if name not in required:
-            raise SpecError(f"{key}.{name}: unknown key (allowed: {', '.join(required)})")
+        if name not in required + optional:
+            raise SpecError(f"{key}.{name}: unknown key (allowed: {', '.join(required + optional)})")
     for name in required:
         if name not in section:
             raise SpecError(f"{key}.{name}: missing")
     return section
 
 
-def _values(section: Any, key: str) -> None:
-    _keys(section, key, ("prefix", "values"))
-    _token(section["prefix"], f"{key}.prefix")
-    values = section["values"]
-    if not isinstance(values, list) or not values:
-        raise SpecError(f"{key}.values: expected a non-empty list")
+def _distinct(values: Any, key: str, allow_empty: bool = False) -> list[str]:
+    """A list of distinct tokens (non-empty strings without whitespace); SpecError naming `key` otherwise."""
+    if not isinstance(values, list) or not (values or allow_empty):
+        raise SpecError(f"{key}: expected a {'' if allow_empty else 'non-empty '}list")
     for i, v in enumerate(values):
-        _token(v, f"{key}.values[{i}]")
+        _token(v, f"{key}[{i}]")
     if len(set(values)) != len(values):
-        raise SpecError(f"{key}.values: duplicate values {sorted({v for v in values if values.count(v) > 1})}")
+        raise SpecError(f"{key}: duplicate values {sorted({v for v in values if values.count(v) > 1})}")
+    return values
+
+
+def _values(section: Any, key: str, optional: tuple[str, ...] = ()) -> None:
+    _keys(section, key, ("prefix", "values"), optional)
+    _token(section["prefix"], f"{key}.prefix")
+    _distinct(section["values"], f"{key}.values")
 
 
 def _positive_int(value: Any, key: str) -> None:
@@ -100,17 +108,26 @@ def validate_spec(spec: Any) -> dict[str, Any]:
         if name not in _TOP_KEYS:
             raise SpecError(f"{name}: unknown top-level key (allowed: {', '.join(_TOP_KEYS)})")
     for name in _TOP_KEYS:
-        if name != "version" and name not in spec:
+        if name not in _OPTIONAL_KEYS and name not in spec:
             raise SpecError(f"{name}: missing section")
     if "version" in spec:
         _positive_int(spec["version"], "version")
+    if "entity_types" in spec:
+        _distinct(spec["entity_types"], "entity_types")
+    if "row_kinds" in spec and "genre" in _distinct(spec["row_kinds"], "row_kinds", allow_empty=True):
+        raise SpecError("row_kinds: lists the row kinds besides 'genre' (genre rows are always allowed)")
     for name in ("special", "segments", "fallback", "prefixes"):
         section = _keys(spec[name], name, _FIXED_SECTIONS[name])
         for k, v in section.items():
             _token(v, f"{name}.{k}")
     if spec["prefixes"]["entity"] == spec["prefixes"]["row"]:
         raise SpecError("prefixes.row: must differ from prefixes.entity")
-    _values(spec["action_types"], "action_types")
+    _values(spec["action_types"], "action_types", optional=("instant",))
+    if "instant" in spec["action_types"]:
+        values = spec["action_types"]["values"]
+        for i, v in enumerate(_distinct(spec["action_types"]["instant"], "action_types.instant", allow_empty=True)):
+            if v not in values:
+                raise SpecError(f"action_types.instant[{i}]: {v!r} is not one of action_types.values {values}")
     _values(spec["inject"], "inject")
     buckets = _keys(spec["buckets"], "buckets", _FIXED_SECTIONS["buckets"])
     for name, bucket in buckets.items():

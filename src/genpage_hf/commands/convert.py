@@ -1,6 +1,7 @@
-"""`genpage convert <dataset> ...`: public data sets to GenPage records and catalogs.
+"""`genpage convert <dataset> ...`: public data sets and flat event tables to GenPage records and catalogs.
 
     genpage convert movielens --archive ml-latest-small.zip --output_dir data/movielens
+    genpage convert events --mapping events.yaml --output_dir data/events
 """
 
 from __future__ import annotations
@@ -63,8 +64,61 @@ def convert_movielens(args: ConvertMovieLensArguments) -> dict[str, str]:
     return paths
 
 
+@dataclass
+class ConvertEventsArguments:
+    """Where the event mapping is, where the records go, how the point-in-time joins are cut and how much is held in
+    memory."""
+
+    mapping: str = field(metadata={"help": "mapping file (YAML or JSON) naming the impressions, engagements and "
+                                           "catalog tables and what their columns mean (docs/events.md)"})
+    output_dir: str = field(metadata={"help": "folder to write: impressions/part-*.parquet records, catalog.json and "
+                                              "conversion.json (counts of what was joined and left out)"})
+    max_history: Optional[int] = field(default=None, metadata={
+        "help": "most recent engagements kept per context (default: the tokenizer spec's context.max_history)"})
+    max_impressions: Optional[int] = field(default=None, metadata={
+        "help": "most recent unplayed impressed entities kept per context (default: the spec's "
+                "context.max_impressions)"})
+    attribution_window: Optional[float] = field(default=None, metadata={
+        "help": "seconds after a request within which an engagement without a request id is credited to its page "
+                "(always before the user's next request; default: no limit)"})
+    memory_rows: int = field(default=1_000_000, metadata={
+        "help": "input rows (impressions + engagements) to hold in memory at once: sets the number of user buckets"})
+    buckets: Optional[int] = field(default=None, metadata={"help": "number of user buckets (overrides --memory_rows)"})
+    records_per_shard: int = field(default=20_000, metadata={"help": "records per output Parquet file"})
+    overwrite: bool = field(default=False, metadata={"help": "replace --output_dir if it exists"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_history", "max_impressions", "memory_rows", "buckets", "records_per_shard"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name} must be >= 1, got {value}")
+        if self.attribution_window is not None and not 0 < self.attribution_window < float("inf"):
+            raise ValueError(f"--attribution_window must be a positive number of seconds, got "
+                             f"{self.attribution_window}")
+
+
+def convert_events(args: ConvertEventsArguments) -> dict:
+    """Convert flat event tables into records and a catalog; prints and returns the conversion summary."""
+    from ..adapters.events import convert_events as convert
+
+    summary = convert(args.mapping, args.output_dir, max_history=args.max_history,
+                      max_impressions=args.max_impressions, attribution_window=args.attribution_window,
+                      memory_rows=args.memory_rows, buckets=args.buckets, records_per_shard=args.records_per_shard,
+                      overwrite=args.overwrite)
+    joins = summary["joins"]
+    print(f"{summary['inputs']['impressions']['rows']} impression and {summary['inputs']['engagements']['rows']} "
+          f"engagement rows -> {summary['records']} records of {summary['users']} users in {summary['shards']} "
+          f"shards, {summary['catalog']['entities']} entities and {summary['catalog']['rows']} rows; "
+          f"{joins['credited_attributed'] + joins['credited_unattributed']} engagements credited to a slot; "
+          f"counts in {summary['output_dir']}/conversion.json")
+    return summary
+
+
 COMMANDS = {
     "convert movielens": Command(
         "a MovieLens CSV release: RecBole's leave-one-out split as GenPage records + a catalog",
         (ConvertMovieLensArguments,), convert_movielens),
+    "convert events": Command(
+        "flat impression, engagement and catalog tables (Parquet/CSV) as GenPage records + a catalog, with "
+        "point-in-time joins in bounded memory", (ConvertEventsArguments,), convert_events),
 }

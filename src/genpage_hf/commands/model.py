@@ -51,16 +51,21 @@ class GenerateArguments:
 
 
 def demo_context(tokenizer: Any, num_actions: int = 8, seed: int = 0) -> dict:
-    """A plausible context built from the tokenizer's own vocabulary (for smoke runs without logs)."""
+    """A plausible context built from the tokenizer's own vocabulary (for smoke runs without logs): actions of the
+    spec's first action type with a duration (default spec: play)."""
     import random
+
+    from ..record_tokens_genpage import instant_actions
 
     rng = random.Random(seed)
     spec = tokenizer.spec
     entities = [tokenizer.id_to_entity(int(i)) for i in tokenizer.entity_token_ids]
     now = 1_700_000_000.0
+    actions, instant = spec["action_types"]["values"], instant_actions(spec)
+    action = next((a for a in actions if a not in instant), actions[0])
     history = [
-        {"entity": rng.choice(entities), "action": "play", "timestamp": now - rng.uniform(600, 30 * 86400),
-         "duration": rng.uniform(300, 5400)}
+        {"entity": rng.choice(entities), "action": action, "timestamp": now - rng.uniform(600, 30 * 86400),
+         "duration": 0.0 if action in instant else rng.uniform(300, 5400)}
         for _ in range(num_actions)
     ]
     history.sort(key=lambda a: a["timestamp"])

@@ -63,12 +63,21 @@ class SimulateArguments:
     row_explore: float = field(
         default=0.0, metadata={"help": "share of logged pages served in a uniformly random row order, no pinned row "
                                        "(exploration that shows every row at every position)"})
+    slot_explore: float = field(
+        default=0.0, metadata={"help": "probability a logged slot holds a title drawn from its row's whole eligible "
+                                       "pool (exploration of titles production would not rank)"})
+    propensity_samples: int = field(
+        default=0, metadata={"help": "log each page's propensities (page.propensities), estimated from this many "
+                                     "redraws of the production policy (0: none); what off-policy estimates need"})
 
     def __post_init__(self) -> None:
         if self.days < 1:
             raise ValueError(f"--days must be >= 1, got {self.days}")
-        if not 0.0 <= self.row_explore <= 1.0:
-            raise ValueError(f"--row_explore must be in [0, 1], got {self.row_explore}")
+        for name in ("row_explore", "slot_explore"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.propensity_samples < 0:
+            raise ValueError(f"--propensity_samples must be >= 0, got {self.propensity_samples}")
 
 
 @dataclass
@@ -116,7 +125,8 @@ def simulate(world_args: WorldArguments, args: SimulateArguments) -> None:
     from ..simulation.logs import write_logs
 
     world, users = world_args.build(args.days)
-    meta = write_logs(world, users, args.days, world_args.seed, args.output_dir, row_explore=args.row_explore)
+    meta = write_logs(world, users, args.days, world_args.seed, args.output_dir, row_explore=args.row_explore,
+                      slot_explore=args.slot_explore, propensity_samples=args.propensity_samples)
     print(f"wrote {meta['records']} impressions over {args.days} days to {args.output_dir}")
 
 

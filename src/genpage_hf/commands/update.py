@@ -32,9 +32,9 @@ class UpdateArguments:
 def update(args: UpdateArguments) -> None:
     """Grow a model folder by a catalog of new entities and rows, writing the grown folder to output_dir."""
     from ..catalog import Catalog
-    from ..checkpoint import update_genpage
+    from ..checkpoint import saved_spec, update_genpage
 
-    additions = Catalog.load(args.catalog)
+    additions = Catalog.load(args.catalog, spec=saved_spec(args.model_name_or_path, args.revision))
     update_genpage(args.model_name_or_path, additions, args.output_dir, args.revision, init=args.growth_init,
                    output_content=args.output_content)
     print(f"wrote {args.output_dir}: +{len(additions.entities)} entities, +{len(additions.rows)} rows")

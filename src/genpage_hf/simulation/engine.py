@@ -9,6 +9,7 @@ users' histories and impression summaries, so tomorrow's contexts reflect today.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from ..rewards import batch_entity_rewards, batch_page_rewards
 from .behavior import Noise, PageViews, simulate_page_views
 from .pages import PageBatch, validate_pages
 from .policies import Policy
+from .propensity import page_propensities
 from .users import PLAY, THUMBS_DOWN, THUMBS_UP, TRAILER, RequestBatch, UserPopulation
 from .world import World
 
@@ -29,15 +31,19 @@ class Served:
     views: PageViews
     entity_reward: np.ndarray  # (B, R, W), 0 where not impressed
     page_reward: np.ndarray  # (B,)
+    propensities: Optional[np.ndarray] = None  # (B, R, W) logged page propensities (`propensity.py`), or None
 
     def records(self) -> list[dict]:
-        """Record-schema impression dicts (context, page, feedback) in request order."""
+        """Record-schema impression dicts (context, page, feedback) in request order, with the pages'
+        propensities when they were estimated."""
         world = self.requests.world
         contexts, pages = self.requests.contexts(), self.pages.to_dicts(world)
         v, shown = self.views, self.pages.entities >= 0
         out = []
         for b in range(len(pages)):
             m = shown[b]
+            if self.propensities is not None:
+                pages[b]["propensities"] = self.propensities[b][m].tolist()
             feedback = {"impressed": v.impressed[b][m].tolist(), "played": v.played[b][m].tolist(),
                         "play_duration": v.play_duration[b][m].astype(float).tolist(),
                         "thumbs": v.thumbs[b][m].tolist(), "abandoned": v.abandoned[b][m].tolist()}
@@ -83,8 +89,12 @@ def record_outcomes(users: UserPopulation, served: Served) -> None:
     users.update_impressions(req.user, np.where(v.abandoned, served.pages.entities, -1).reshape(B, -1))
 
 
-def run_day(world: World, users: UserPopulation, policy: Policy, seed: int, batch_size: int = 4096) -> list[Served]:
-    """Simulate one day for every active user (one homepage request each) and advance the population."""
+def run_day(world: World, users: UserPopulation, policy: Policy, seed: int, batch_size: int = 4096,
+            propensity_samples: int = 0) -> list[Served]:
+    """Simulate one day for every active user (one homepage request each) and advance the population.
+
+    `propensity_samples` > 0: each served page also gets its propensities from that many redraws of the
+    policy (`propensity.page_propensities`; the policy's own random stream, hence the logs, are unchanged)."""
     day = users.next_day
     rng = np.random.default_rng([world.config.seed, seed, 100, day + 10_000])
     requests = users.sample_requests(day, rng)
@@ -94,6 +104,9 @@ def run_day(world: World, users: UserPopulation, policy: Policy, seed: int, batc
         req = requests.subset(np.arange(start, min(start + batch_size, len(requests))))
         noise = Noise.draw(rng, len(req), cfg.rows_per_page, cfg.entities_per_row)
         served = serve(world, users, req, policy, noise)
+        if propensity_samples:
+            served.propensities = page_propensities(policy, req, served.pages, propensity_samples,
+                                                    seed=hash((world.config.seed, seed, day, start)) % 2**32)
         record_outcomes(users, served)
         out.append(served)
     users.next_day = day + 1

@@ -33,14 +33,19 @@ def warm_up(world: World, users: UserPopulation, seed: int, policy: Optional[Pol
 
 
 def write_logs(world: World, users: UserPopulation, days: int, seed: int, out_dir: str | os.PathLike,
-               policy: Optional[Policy] = None, row_explore: float = 0.0, slot_explore: float = 0.0) -> dict:
+               policy: Optional[Policy] = None, row_explore: float = 0.0, slot_explore: float = 0.0,
+               propensity_samples: int = 0) -> dict:
     """Simulate `days` logged days with the production policy (after warm-up) and write the log directory.
 
     `row_explore`: share of the logged days' pages the production policy serves in a random row order;
     `slot_explore`: probability a slot holds a title drawn from its row's whole eligible pool
-    (`ProductionPolicy`; the warm-up stays unexplored); both recorded in world_config.json."""
+    (`ProductionPolicy`; the warm-up stays unexplored); both recorded in world_config.json.
+    `propensity_samples` > 0: every logged page carries its propensities (`page.propensities`), estimated
+    from that many redraws of the policy (`propensity.page_propensities`)."""
     if days < 1:
         raise ValueError(f"days must be positive, got {days}")
+    if propensity_samples < 0:
+        raise ValueError(f"propensity_samples must be >= 0, got {propensity_samples}")
     check_probabilities(row_explore=row_explore, slot_explore=slot_explore)
     if (row_explore or slot_explore) and policy is not None:
         raise ValueError("row_explore and slot_explore apply to the built-in production policy; pass one or the other")
@@ -53,7 +58,7 @@ def write_logs(world: World, users: UserPopulation, days: int, seed: int, out_di
     n_records = 0
     for _ in range(days):
         day = users.next_day
-        served = run_day(world, users, policy, seed)
+        served = run_day(world, users, policy, seed, propensity_samples=propensity_samples)
         records = [r for s in served for r in s.records()]
         pq.write_table(
             to_arrow(records, validate=False), os.path.join(out_dir, "impressions", f"day-{day:04d}.parquet")
@@ -65,7 +70,8 @@ def write_logs(world: World, users: UserPopulation, days: int, seed: int, out_di
         json.dump([r.__dict__ for r in world.rows()], f, indent=1)
     meta = {"world": world.config.to_dict(), "n_users": users.n, "users_seed": users.seed, "seed": seed,
             "first_day": first, "days": days, "policy": getattr(policy, "name", type(policy).__name__),
-            "row_explore": row_explore, "slot_explore": slot_explore, "records": n_records}
+            "row_explore": row_explore, "slot_explore": slot_explore, "propensity_samples": propensity_samples,
+            "records": n_records}
     with open(os.path.join(out_dir, "world_config.json"), "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=1)
     return meta

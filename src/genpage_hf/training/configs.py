@@ -35,6 +35,11 @@ PUSH_HELP = ("push the saved output folder to the Hub (--hub_model_id, default: 
 HUB_STRATEGY_HELP = ("with --push_to_hub: end or every_save push the final folder; checkpoint adds the last complete "
                      "checkpoint-N as last-checkpoint/, all_checkpoints every complete one, in the same commit")
 
+# The stages whose examples validate every record (NTP, WBC) can leave invalid ones out instead (SkippedRecords).
+SKIP_BAD_RECORDS_HELP = ("leave invalid records out of the examples and count them (logged, and "
+                         "skipped_train_records / skipped_eval_records in the train metrics) instead of stopping at "
+                         "the first one; genpage validate lists every problem of a log")
+
 # transformers' train samplers; resuming from a checkpoint reproduces each one's order exactly (training/samplers.py).
 TRAIN_SAMPLING_STRATEGIES = ("random", "sequential", "group_by_length", "batch_rebalance")
 
@@ -182,6 +187,10 @@ class GenPageTrainingConfig(TrainingArguments):
     reward_short_play: float = field(default=RewardConfig.short_play, metadata={"help": "reward of a short play"})
     reward_long_play: float = field(default=RewardConfig.long_play, metadata={"help": "reward of a long play"})
     reward_binge_play: float = field(default=RewardConfig.binge_play, metadata={"help": "reward of a binge play"})
+    reward_long_play_s: float = field(
+        default=RewardConfig.long_play_s, metadata={"help": "play duration (seconds) from which a play is long"})
+    reward_binge_play_s: float = field(
+        default=RewardConfig.binge_play_s, metadata={"help": "play duration (seconds) from which a play is a binge"})
     reward_thumbs_up: float = field(default=RewardConfig.thumbs_up, metadata={"help": "added for a thumbs up"})
     reward_thumbs_down: float = field(default=RewardConfig.thumbs_down, metadata={"help": "added for a thumbs down"})
     reward_abandoned: float = field(
@@ -232,6 +241,7 @@ class GenPageTrainingConfig(TrainingArguments):
         check_push_arguments(self)
         rewards = [f.name for f in fields(self) if f.name.startswith("reward_") and f.name != "reward_row_aggregate"]
         check_ranges(self, positive=("lora_alpha",), non_negative=("example_seed",), finite=rewards)
+        self.reward_config()  # RewardConfig's own checks (orderings, signs) before any training starts
         if self.train_sampling_strategy not in TRAIN_SAMPLING_STRATEGIES:
             raise ValueError(f"--train_sampling_strategy must be one of {TRAIN_SAMPLING_STRATEGIES}, got "
                              f"{self.train_sampling_strategy!r}")
@@ -242,7 +252,8 @@ class GenPageTrainingConfig(TrainingArguments):
     def reward_config(self) -> RewardConfig:
         """The reward system these arguments describe (validated by RewardConfig)."""
         return RewardConfig(short_play=self.reward_short_play, long_play=self.reward_long_play,
-                            binge_play=self.reward_binge_play, thumbs_up=self.reward_thumbs_up,
+                            binge_play=self.reward_binge_play, long_play_s=self.reward_long_play_s,
+                            binge_play_s=self.reward_binge_play_s, thumbs_up=self.reward_thumbs_up,
                             thumbs_down=self.reward_thumbs_down, abandoned=self.reward_abandoned,
                             row_aggregate=self.reward_row_aggregate)
 
@@ -264,6 +275,7 @@ class NTPConfig(GenPageTrainingConfig):
     history_targets: bool = field(
         default=False, metadata={"help": "also predict the title of every history action from the actions before it "
                                          "(next-title prediction over the user's history, beside the page tokens)"})
+    skip_bad_records: bool = field(default=False, metadata={"help": SKIP_BAD_RECORDS_HELP})
 
     def __post_init__(self) -> None:
         check_ranges(self, finite=("min_page_reward",))
@@ -288,6 +300,7 @@ class WBCConfig(GenPageTrainingConfig):
         default=False, metadata={"help": "also score every impressed entity's reward at each row boundary at or above "
                                          "its row: page-level entity values, whichever row holds the entity (read by "
                                          "PageGenerator(row_order='page_value'))"})
+    skip_bad_records: bool = field(default=False, metadata={"help": SKIP_BAD_RECORDS_HELP})
 
     def __post_init__(self) -> None:
         if self.num_negatives < 0:

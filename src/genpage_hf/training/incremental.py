@@ -33,7 +33,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -43,10 +43,11 @@ from ..data import records_dataset
 from .configs import NTPConfig, WBCConfig
 
 MODES = ("daily", "full")
-# Fields a full retrain's NTP stage copies from the update's WBCConfig (optimization and example building).
+# Fields a full retrain's NTP stage copies from the update's WBCConfig (optimization, example building, rewards).
 _SHARED_FIELDS = ("per_device_train_batch_size", "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay",
                   "logging_steps", "seed", "max_history", "fallback_prob", "example_seed", "dataset_num_proc", "dtype",
-                  "use_cpu", "disable_tqdm", "report_to")
+                  "use_cpu", "disable_tqdm", "report_to", "skip_bad_records") + tuple(
+                      f.name for f in fields(NTPConfig) if f.name.startswith("reward_"))
 
 
 @dataclass
@@ -297,13 +298,15 @@ def _finish_log(log_file: str, output_dir: str) -> dict:
 def run_incremental(inc: IncrementalArguments, args: WBCConfig, callbacks: Sequence[Any] = ()) -> dict:
     """`incremental_update` from parsed CLI arguments (the new day's catalog file, cadence by --day); with
     --push_to_hub, today's folder is pushed once the update is done (also when a re-run finds it done)."""
+    from ..checkpoint import saved_spec
     from ..hub import push_folder, refuse_push, without_push
 
     strategy = str(getattr(args.hub_strategy, "value", args.hub_strategy))
     if strategy in ("checkpoint", "all_checkpoints"):
         refuse_push(args, f"--hub_strategy {strategy} pushes checkpoint-N folders, and an incremental update "
                           "deletes its checkpoints (<output_dir>.work/) when it finishes")
-    additions = Catalog.load(inc.catalog) if inc.catalog else None
+    additions = (Catalog.load(inc.catalog, spec=saved_spec(inc.model_name_or_path, inc.revision)) if inc.catalog
+                 else None)
     summary = incremental_update(inc.model_name_or_path, args.output_dir, inc.train_file, inc.as_of,
                                  without_push(args), replay_records=inc.replay_file, replay_ratio=inc.replay_ratio,
                                  additions=additions, mode=inc.mode, ntp_steps=inc.ntp_steps,

@@ -20,6 +20,7 @@ both avoid projecting every position onto the full vocabulary:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, Optional
 
@@ -28,11 +29,21 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from ..data import IGNORE_INDEX, NTPCollator, WBCCollator, build_ntp_dataset, build_wbc_dataset, is_records
+from ..data import (
+    IGNORE_INDEX,
+    NTPCollator,
+    SkippedRecords,
+    WBCCollator,
+    build_ntp_dataset,
+    build_wbc_dataset,
+    is_records,
+)
 from ..evaluation import compute_ntp_metrics, compute_wbc_metrics
 from ..hub import without_push
 from .configs import GenPageTrainingConfig, NTPConfig, WBCConfig
 from .samplers import ResumableSampling
+
+logger = logging.getLogger(__name__)
 
 
 class LogFileCallback(TrainerCallback):
@@ -99,7 +110,8 @@ class _GenPageTrainer(OwnForwardAfterTraining, ResumableSampling, Trainer):
     """What both trainers share: config check, examples from records, PEFT wrapping, a quiet console."""
 
     # Set by each trainer: its config class, its collator, the batch keys that are labels, and a static
-    # `build_examples(records, tokenizer, args, seed)` turning records into its examples.
+    # `build_examples(records, tokenizer, args, seed, skipped)` turning records into its examples (invalid records
+    # left out and counted into `skipped` when it is not None).
     config_class: type = GenPageTrainingConfig
     collator_class: type
     label_names: tuple[str, ...] = ()
@@ -117,10 +129,15 @@ class _GenPageTrainer(OwnForwardAfterTraining, ResumableSampling, Trainer):
         if processing_class is None and (is_records(train_dataset) or is_records(eval_dataset)):
             raise ValueError(f"{type(self).__name__}: pass processing_class=<GenPageTokenizer> to build examples "
                              "from impression records")
+        # with skip_bad_records: the invalid records left out of each split's examples (reported by `train`)
+        skipped = {split: SkippedRecords() for split, data in (("train", train_dataset), ("eval", eval_dataset))
+                   if args.skip_bad_records and is_records(data)}
         if is_records(train_dataset):
-            train_dataset = self.build_examples(train_dataset, processing_class, args, args.example_seed)
+            train_dataset = self.build_examples(train_dataset, processing_class, args, args.example_seed,
+                                                skipped.get("train"))
         if is_records(eval_dataset):  # its own seed, so eval negatives differ from training's
-            eval_dataset = self.build_examples(eval_dataset, processing_class, args, args.example_seed + 1)
+            eval_dataset = self.build_examples(eval_dataset, processing_class, args, args.example_seed + 1,
+                                               skipped.get("eval"))
         if peft_config is None and args.use_peft:
             peft_config = args.lora_config()
         if peft_config is not None and args.content_scoring:
@@ -138,12 +155,22 @@ class _GenPageTrainer(OwnForwardAfterTraining, ResumableSampling, Trainer):
         if self.pop_callback(ProgressCallback) is not None:
             self.add_callback(QuietProgressCallback)
         self.add_callback(LogFileCallback)
+        self.skipped_records: dict[str, SkippedRecords] = skipped
         self._unfolded = False
         if args.content_scoring:
             if getattr(self.accelerator.unwrap_model(self.model), "content_head_proj", None) is None:
                 raise ValueError(f"{type(self).__name__}: content_scoring needs a model with content vectors "
                                  "(GenPageConfig.content_dim > 0)")
             self.add_callback(_ContentFolding(self))
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """`Trainer.train`; with skip_bad_records its metrics count the skipped records (`skipped_train_records`,
+        `skipped_eval_records`: final here also for streamed records, counted as they were read), also logged."""
+        output = super().train(*args, **kwargs)
+        for split, skipped in self.skipped_records.items():
+            output.metrics[f"skipped_{split}_records"] = skipped.count
+            logger.log(logging.WARNING if skipped.count else logging.INFO, "skip_bad_records (%s): %s", split, skipped)
+        return output
 
     def content_rows(self, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
         """(..., hidden) output-side content term of token `ids` (zero for tokens without content)."""
@@ -228,7 +255,8 @@ class NTPTrainer(_GenPageTrainer):
         self.entity_token_ids = entity_token_ids
 
     @staticmethod
-    def build_examples(records: Any, tokenizer: Any, args: NTPConfig, seed: int) -> Any:
+    def build_examples(records: Any, tokenizer: Any, args: NTPConfig, seed: int,
+                       skipped: Optional[SkippedRecords] = None) -> Any:
         return build_ntp_dataset(
             records,
             tokenizer,
@@ -239,6 +267,7 @@ class NTPTrainer(_GenPageTrainer):
             seed=seed,
             num_proc=args.dataset_num_proc,
             history_targets=args.history_targets,
+            skipped=skipped,
         )
 
     def _logits_and_targets(self, model: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -294,13 +323,14 @@ class WBCTrainer(_GenPageTrainer):
         super().__init__(*args, **kwargs)
 
     @staticmethod
-    def build_examples(records: Any, tokenizer: Any, args: WBCConfig, seed: int) -> Any:
+    def build_examples(records: Any, tokenizer: Any, args: WBCConfig, seed: int,
+                       skipped: Optional[SkippedRecords] = None) -> Any:
         return build_wbc_dataset(records, tokenizer, num_negatives=args.num_negatives,
                                  negative_weight=args.negative_weight, max_history=args.max_history,
                                  reward_config=args.reward_config(), fallback_prob=args.fallback_prob, seed=seed,
                                  num_proc=args.dataset_num_proc, row_target=args.row_target,
                                  row_targets_above=args.row_targets_above,
-                                 entity_targets_above=args.entity_targets_above)
+                                 entity_targets_above=args.entity_targets_above, skipped=skipped)
 
     def candidate_logits(self, model: torch.nn.Module, inputs: dict) -> torch.Tensor:
         """(batch, targets, candidates) logits: hidden state at each target position · lm_head row of each id."""
