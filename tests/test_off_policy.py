@@ -7,7 +7,6 @@ import pytest
 from genpage_hf import records
 from genpage_hf.off_policy import ClickModel, estimate_page_value, fit_click_model
 from genpage_hf.records import Impression
-from genpage_hf.rewards import entity_rewards
 from genpage_hf.simulation import ProductionPolicy, UserPopulation, World, WorldConfig
 from genpage_hf.simulation.logs import load_log_dataset, load_logs, warm_up, write_logs
 from genpage_hf.simulation.pages import validate_pages
@@ -166,3 +165,38 @@ def test_a_policy_without_randomness_shows_its_page_with_probability_one():
     assert (props[pages.entities >= 0] < 1.0).mean() > 0.2
     with pytest.raises(ValueError, match="samples must be >= 1"):
         page_propensities(exploring, req, pages, samples=0)
+
+
+def test_doubly_robust_corrects_a_wrong_direct_model():
+    logged = bandit_logs(6000, np.random.default_rng(3))
+    target = {"rows": [{"row": "trending", "entities": ["m0", "m4"]}]}
+    truth = true_value(target)
+    model = fit_click_model(logged, "pbm")
+
+    def wrong(recs, pages):  # every entity worth 1.2 once seen: far from the truth
+        return [np.full(p.num_slots, 1.2) for p in pages]
+
+    est = estimate_page_value(logged, [target] * len(logged), click_model=model, direct=wrong, resamples=100)
+    assert est["dm"].value == pytest.approx(1.2 * sum(model.browse[0, :2]))
+    assert not est["dm"].ci95[0] <= truth <= est["dm"].ci95[1]
+    assert est["dr"].ci95[0] <= truth <= est["dr"].ci95[1]
+    assert abs(est["dr"].value - truth) < 0.08
+
+
+def test_reward_model_direct_scores_every_target_slot_within_the_reward_range(model_and_tokenizer):
+    from genpage_hf.off_policy import RewardModelDirect
+    from genpage_hf.training.reward_model import reward_model_from_policy
+
+    policy, tokenizer = model_and_tokenizer
+    rm = reward_model_from_policy(policy, tokenizer, slot_model="position")
+    logged = bandit_logs(8, np.random.default_rng(4))
+    targets = [records.Page.from_dict({"rows": [{"row": "trending", "entities": ["m0", "m4", "m2"]},
+                                                {"row": "top10", "entities": ["m1"]}]})] * len(logged)
+    direct = RewardModelDirect(rm, tokenizer, fit_click_model(logged, "dcm"), batch_size=3)
+    q = direct(logged, targets)
+    assert len(q) == 8 and all(v.shape == (4,) for v in q)
+    assert all(((v >= -0.05) & (v <= 1.75)).all() for v in q)
+    slots = direct.slot_rewards([r.context.to_dict() for r in logged[:2]], targets[:2])
+    np.testing.assert_allclose(slots[0], slots[1], rtol=1e-5)  # same context and page, same scores
+    est = estimate_page_value(logged, targets, direct=direct, resamples=20)
+    assert set(est) == {"ips", "snips", "dm", "dr"}

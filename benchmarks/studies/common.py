@@ -83,6 +83,14 @@ class DataOptions:
 
 
 @dataclass
+class LoggedCatalogData(DataOptions):
+    """The quickstart's world and logs, the tokenizer holding the logged titles (new ones join at serving)."""
+
+    catalog: str = field(default="logged", metadata={"help": "tokenizer vocabulary (see DataOptions)",
+                                                     "choices": ["serving", "logged"]})
+
+
+@dataclass
 class RunOptions:
     """Where a study writes, and how many threads it uses."""
 

@@ -53,7 +53,7 @@ from genpage_hf.training.reward_model import load_reward_model
 
 from .common import (
     DECODE_BATCH,
-    DataOptions,
+    LoggedCatalogData,
     RunOptions,
     finish,
     int_list,
@@ -69,14 +69,6 @@ OPERecipe = recipe_options("OPERecipe", __name__)
 JUDGE_OFFSETS = {"headline": 100, "screen": 700}
 TARGETS = ("production", "random", "wbc", "wbc_page_value", "oracle")
 CLICK_MODELS = ("pbm", "dcm")
-
-
-@dataclass
-class OPEData(DataOptions):
-    """The quickstart's world and production logs (the WBC policy's training data)."""
-
-    catalog: str = field(default="logged", metadata={"help": "tokenizer vocabulary (see DataOptions)",
-                                                     "choices": ["serving", "logged"]})
 
 
 @dataclass
@@ -183,7 +175,7 @@ def kendall(x: list[float], y: list[float]) -> float:
     return float(pd.DataFrame({"x": x, "y": y}).corr(method="kendall").iloc[0, 1])
 
 
-def run_seed(seed: int, o: OPEOptions, data: OPEData, recipe_opts: Any, run: RunOptions) -> dict:
+def run_seed(seed: int, o: OPEOptions, data: LoggedCatalogData, recipe_opts: Any, run: RunOptions) -> dict:
     """One seed: the WBC policy, the exploring logs, every target's truth and its off-policy estimates."""
     set_threads(run)
     start = time.time()
@@ -239,7 +231,7 @@ def summarize(per_seed: list[dict]) -> dict:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    options, data, recipe_opts, run = parse((OPEOptions, OPEData, OPERecipe, RunOptions), argv)
+    options, data, recipe_opts, run = parse((OPEOptions, LoggedCatalogData, OPERecipe, RunOptions), argv)
     set_threads(run)
     torch.set_num_threads(run.threads or 1)
     start = time.time()

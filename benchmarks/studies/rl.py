@@ -55,7 +55,7 @@ from genpage_hf.training.reward_model import PageRewardFunction, load_reward_mod
 
 from .common import (
     DECODE_BATCH,
-    DataOptions,
+    LoggedCatalogData,
     RunOptions,
     finish,
     int_list,
@@ -74,14 +74,6 @@ FORMAT_KEYS = {f"format_{k}": f"rewards/format_{k}/mean" for k in FORMAT_KINDS}
 CURVE_KEYS = {"rm_train": "rewards/page_reward_model/mean", "rm_heldout": "rewards/heldout_reward_model/mean",
               "diversity": "rewards/page_diversity/mean", "distinct_share": "rewards/distinct_share/mean",
               "kl": "kl", "entropy": "entropy"}
-
-
-@dataclass
-class RLData(DataOptions):
-    """The quickstart's world and logs (its tokenizer holds the logged titles; new ones join at serving)."""
-
-    catalog: str = field(default="logged", metadata={"help": "tokenizer vocabulary (see DataOptions)",
-                                                     "choices": ["serving", "logged"]})
 
 
 @dataclass
@@ -228,7 +220,7 @@ def rm_quality(sim: Any, seed: int, o: RLOptions, tok: Any, policies: dict, rms:
     return out
 
 
-def run_seed(seed: int, o: RLOptions, data: RLData, recipe_opts: Any, run: RunOptions) -> dict:
+def run_seed(seed: int, o: RLOptions, data: LoggedCatalogData, recipe_opts: Any, run: RunOptions) -> dict:
     """One seed: policies, reward models, GRPO runs, reward-model quality, the judge."""
     set_threads(run)
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -364,7 +356,7 @@ def render(result: dict, path: str) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> None:
-    options, data, recipe_opts, run = parse((RLOptions, RLData, RLRecipe, RunOptions), argv)
+    options, data, recipe_opts, run = parse((RLOptions, LoggedCatalogData, RLRecipe, RunOptions), argv)
     set_threads(run)
     torch.set_num_threads(run.threads or 1)
     start = time.time()

@@ -90,8 +90,9 @@ class ClickModel:
             n = len(entities)
             if row in play:
                 rate = np.full(n, play[row])
-            elif row in self.column_play:
-                rate = self.column_play[row][:n]
+            elif row in self.column_play:  # columns beyond the logged width take the row's rate
+                fitted = self.column_play[row][:n]
+                rate = np.concatenate([fitted, np.full(n - len(fitted), self.play.get(row, self.pooled_play))])
             else:
                 rate = np.full(n, self.play.get(row, self.pooled_play))
             lam = self.stop.get(row, self.pooled_stop) * rate

@@ -1,7 +1,8 @@
 """Impression-log records: the (Context, Page, Feedback) triple every GenPage example is made of.
 
 A record is what one homepage request produced: the `Context` the recommender saw (profile, request,
-action history, optional impression summary, injected new/live metadata, in-session engagements),
+action history, optional impression summary, injected new/live metadata, in-session engagements and, for
+a later page of a session, the rows shown earlier in it),
 the `Page` it served (rows in layout order, each a row id and its entity ids left to right) and the
 `Feedback` the user gave, one value per page slot in layout order (row-major). Only Context and
 Page are tokenized; Feedback becomes rewards (`genpage_hf.rewards`). The plain-dict shape produced
@@ -29,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .catalog import SPECIAL_ROWS  # noqa: F401  (re-exported: the row ids of the simulator and default catalogs)
-from .record_checks import as_list, check_choice, field_path, finite_number, get_field, no_unknown_keys
+from .record_checks import as_list, check_choice, check_rows, field_path, finite_number, get_field, no_unknown_keys
 from .record_tokens_genpage import check_duration, check_id, instant_actions
 from .tokenizer_spec import load_spec, validate_spec
 
@@ -112,6 +113,8 @@ class Context:
     """Everything the recommender knows at request time; the prompt GenPage reads.
 
     `profile` and `request` map the tokenizer spec's field names to values (every field, nothing else).
+    `previous_rows` (pagination): the rows already shown earlier in this session, in layout order, as
+    (row id, entity ids); empty for a session's first page, and then left out of `to_dict()`.
     """
 
     user_id: str
@@ -122,9 +125,10 @@ class Context:
     impressions: list[tuple[str, int]] = field(default_factory=list)
     inject: list[tuple[str, str]] = field(default_factory=list)
     session: list[Action] = field(default_factory=list)
+    previous_rows: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "user_id": self.user_id,
             "timestamp": self.timestamp,
             "profile": dict(self.profile),
@@ -134,12 +138,16 @@ class Context:
             "inject": [{"entity": e, "kind": k} for e, k in self.inject],
             "session": [a.to_dict() for a in self.session],
         }
+        if self.previous_rows:
+            out["previous_rows"] = [{"row": r, "entities": list(ents)} for r, ents in self.previous_rows]
+        return out
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "context", spec: SpecLike = None) -> "Context":
         """Validate a context dict against the spec's profile/request fields, action types and inject kinds."""
         schema = record_schema(spec)
-        keys = ("user_id", "timestamp", "profile", "request", "history", "impressions", "inject", "session")
+        keys = ("user_id", "timestamp", "profile", "request", "history", "impressions", "inject", "session",
+                "previous_rows")
         no_unknown_keys(d, keys, where)
         user_id = check_id(get_field(d, "user_id", where), field_path(where, "user_id"))
         timestamp = finite_number(get_field(d, "timestamp", where), field_path(where, "timestamp"))
@@ -171,6 +179,9 @@ class Context:
             inject=inject,
             session=_actions(get_field(d, "session", where, True, []), field_path(where, "session"), timestamp,
                              schema),
+            # earlier pages of a session may repeat a row (RuleSet.dedup_rows=False), never an entity
+            previous_rows=check_rows(get_field(d, "previous_rows", where, True, []),
+                                     field_path(where, "previous_rows"), distinct_rows=False),
         )
 
 
@@ -236,23 +247,7 @@ class Page:
     @classmethod
     def from_dict(cls, d: dict, where: str = "page") -> "Page":
         no_unknown_keys(d, ("rows", "propensities"), where)
-        rows, seen_rows, seen_entities = [], {}, {}
-        for r, row in enumerate(as_list(get_field(d, "rows", where), field_path(where, "rows"))):
-            rw = f"{where}.rows[{r}]"
-            no_unknown_keys(row, ("row", "entities"), rw)
-            row_id = check_id(get_field(row, "row", rw), f"{rw}.row")
-            if row_id in seen_rows:
-                raise ValueError(f"{rw}.row: row {row_id!r} already appears at {where}.rows[{seen_rows[row_id]}]")
-            seen_rows[row_id] = r
-            entities = as_list(get_field(row, "entities", rw), f"{rw}.entities")
-            if not entities:
-                raise ValueError(f"{rw}.entities is empty: a row must show at least one entity")
-            for c, e in enumerate(entities):
-                check_id(e, f"{rw}.entities[{c}]")
-                if e in seen_entities:
-                    raise ValueError(f"{rw}.entities[{c}]: entity {e!r} already shown at {seen_entities[e]}")
-                seen_entities[e] = f"{rw}.entities[{c}]"
-            rows.append((row_id, list(entities)))
+        rows = check_rows(get_field(d, "rows", where), field_path(where, "rows"))
         if not rows:
             raise ValueError(f"{where}.rows is empty: a page must have at least one row")
         return cls(rows, _propensities(d.get("propensities"), sum(len(e) for _, e in rows), where))
@@ -344,6 +339,12 @@ class Impression:
         if len(feedback) != page.num_slots:
             raise ValueError(f"{where}.feedback has {len(feedback)} slots but {where}.page has {page.num_slots}")
         context = Context.from_dict(get_field(d, "context", where), field_path(where, "context"), spec)
+        shown = {e: f"{where}.context.previous_rows[{r}].entities[{c}]"
+                 for r, (_, ents) in enumerate(context.previous_rows) for c, e in enumerate(ents)}
+        for r, c, e in page.slots:
+            if e in shown:
+                raise ValueError(f"{where}.page.rows[{r}].entities[{c}]: entity {e!r} was already shown earlier in "
+                                 f"the session at {shown[e]} (the pages of a session never repeat an entity)")
         return cls(context, page, feedback)
 
 
@@ -365,6 +366,7 @@ def _arrow_schema(profile: tuple[str, ...], request: tuple[str, ...]) -> pa.Sche
             ("impressions", pa.list_(pa.struct([("entity", pa.string()), ("count", pa.int64())]))),
             ("inject", pa.list_(pa.struct([("entity", pa.string()), ("kind", pa.string())]))),
             ("session", pa.list_(_ACTION_TYPE)),
+            ("previous_rows", pa.list_(_ROW_TYPE)),
         ])),
         ("page", pa.struct([("rows", pa.list_(_ROW_TYPE)), ("propensities", pa.list_(pa.float64()))])),
         ("feedback", pa.struct([
@@ -414,6 +416,13 @@ def load_parquet(path: str | os.PathLike, *, spec: SpecLike = None) -> list[Impr
 def validate_record(record: dict, where: str = "record", *, spec: SpecLike = None) -> Impression:
     """One plain record dict (from Arrow, datasets or JSON; nulls allowed for absent keys) validated against a spec."""
     return Impression.from_dict(_clean(record), where, record_schema(spec))
+
+
+def validate_context(context: Any, where: str = "record.context", *, spec: SpecLike = None) -> Context:
+    """One plain context dict (nulls allowed for absent keys) validated alone against a spec, without a page."""
+    if context is None:
+        raise ValueError(f"{where} is missing")
+    return Context.from_dict(_clean({"context": context})["context"], where, record_schema(spec))
 
 
 def from_rows(rows: Iterable[dict], where: str = "record", *, spec: SpecLike = None) -> list[Impression]:

@@ -323,17 +323,20 @@ class GenPageTokenizer(RecordTokensMixin, PreTrainedTokenizerFast):
     def encode_prompt(
         self,
         context: Mapping[str, Any],
-        previous_rows: Sequence[Mapping[str, Any]] = (),
+        previous_rows: Optional[Sequence[Mapping[str, Any]]] = None,
         session: Optional[Sequence[Mapping[str, Any]]] = None,
         max_history: Optional[int] = None,
     ) -> list[int]:
         """Token ids of a page request's prompt: the one prompt builder of training, serving and `generate()`.
 
-        The context, ending with `[PAGE]`; with earlier rows (pagination) or in-session engagements
-        (`session`, default: the context's own `"session"` list) these follow as `[PAGE]` rows,
-        `[SESSION]` actions and a final `[PAGE]` (paper §2.3).
+        The context, ending with `[PAGE]`; with earlier rows (pagination: `previous_rows`, default the context's
+        own `"previous_rows"` list) or in-session engagements (`session`, default the context's own `"session"`
+        list) these follow as `[PAGE]` rows, `[SESSION]` actions and a final `[PAGE]` (paper §2.3). So a logged
+        record of a session's later page tokenizes into its paginated prompt wherever it is read.
         """
         tokens = self.context_tokens(context, max_history)
+        if previous_rows is None:
+            previous_rows = context.get("previous_rows") or ()
         if session is None:
             session = context.get("session") or ()
         if isinstance(session, (str, Mapping)) or not isinstance(session, Sequence):

@@ -39,7 +39,7 @@ _OPTIONAL_KEYS = ("version", "entity_types", "row_kinds")
 _TOP_KEYS = _OPTIONAL_KEYS + tuple(_FIXED_SECTIONS) + _FIELD_SECTIONS
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """A YAML SafeLoader that refuses duplicate mapping keys (plain YAML keeps the last one silently)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -177,7 +177,7 @@ def load_spec(path: Optional[str | os.PathLike] = None) -> dict[str, Any]:
     path = default_spec_path() if path is None else path
     with open(path, encoding="utf-8") as f:
         try:
-            spec = yaml.load(f, Loader=_UniqueKeyLoader)
+            spec = yaml.load(f, Loader=UniqueKeyLoader)
         except yaml.YAMLError as err:
             raise SpecError(f"{path}: not valid YAML: {err}") from err
         except UnicodeDecodeError as err:

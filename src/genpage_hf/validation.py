@@ -6,14 +6,15 @@ or folders in batches, so memory stays bounded; JSON lines; or in-memory dicts) 
 the validators of `genpage_hf.records`, section by section, so a record with a bad context AND a bad page
 reports both:
 
-- context: `records.validate_record` with the page and feedback replaced by a minimal valid pair;
+- context: `records.validate_context` (the context alone);
 - page: `records.Page.from_dict`; feedback: `records.Feedback.from_dict`;
-- consistency (feedback lists aligned with the page's slots): `validate_record` with a minimal valid
-  context, once page and feedback are valid on their own;
+- consistency (feedback lists aligned with the page's slots; no entity of the context's `previous_rows` on
+  the page): `validate_record` with the record's context when it is valid (else a minimal valid one), once
+  page and feedback are valid on their own;
 - unknown top-level keys: `validate_record` with the minimal valid sections.
 
 A validator reports the first problem it meets, so each section contributes at most one problem per
-record. With a catalog, page and history/session/impression entity ids and page row ids the catalog
+record. With a catalog, page, previous-row and history/session/impression entity ids and page row ids the catalog
 lacks are warnings (they tokenize to their type's fallback token, which is allowed), and a genre row
 holding an entity without that genre is an error.
 
@@ -44,6 +45,7 @@ from .records import (
     SpecLike,
     is_genre_row,
     record_schema,
+    validate_context,
     validate_record,
 )
 
@@ -260,7 +262,7 @@ def record_errors(record: Any, spec: SpecLike = None) -> tuple[list[str], set[st
     if extra:
         errors.append(_error(lambda: validate_record({**base, **extra}, "record", spec=schema)))
     checks = {
-        "context": lambda: validate_record({**base, "context": record.get("context")}, "record", spec=schema),
+        "context": lambda: validate_context(record.get("context"), spec=schema),
         "page": lambda: (validate_record({**base, "page": None}, "record", spec=schema) if record.get("page") is None
                          else Page.from_dict(record["page"], "record.page")),
         "feedback": lambda: (validate_record({**base, "feedback": None}, "record", spec=schema)
@@ -274,7 +276,8 @@ def record_errors(record: Any, spec: SpecLike = None) -> tuple[list[str], set[st
             valid.add(section)
         errors.append(message)
     if {"page", "feedback"} <= valid:
-        consistency = {**base, "page": record["page"], "feedback": record["feedback"]}
+        context = record["context"] if "context" in valid else base["context"]
+        consistency = {"context": context, "page": record["page"], "feedback": record["feedback"]}
         errors.append(_error(lambda: validate_record(consistency, "record", spec=schema)))
     errors = [e for e in errors if e is not None]
     return errors or [whole], valid  # never clean where validate_record refuses the record
@@ -292,6 +295,11 @@ def catalog_problems(record: dict, valid: set[str], catalog: Catalog) -> list[tu
                 if item["entity"] not in entities:
                     out.append((WARNING, f"record.context.{section}[{i}].entity: entity {item['entity']!r} is not "
                                          "in the catalog (tokenized as the entity fallback token)"))
+        for r, row in enumerate(ctx.get("previous_rows") or []):
+            for c, entity_id in enumerate(row["entities"]):
+                if entity_id not in entities:
+                    out.append((WARNING, f"record.context.previous_rows[{r}].entities[{c}]: entity {entity_id!r} is "
+                                         "not in the catalog (tokenized as the entity fallback token)"))
     if "page" in valid:
         for r, row in enumerate(record["page"]["rows"]):
             row_id = row["row"]

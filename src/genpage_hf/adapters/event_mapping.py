@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from ..tokenizer_spec import _UniqueKeyLoader
+from ..tokenizer_spec import UniqueKeyLoader
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 """File suffix -> table format."""
@@ -93,7 +93,7 @@ class EventMapping:
             raise FileNotFoundError(f"mapping file {path!r} does not exist")
         try:
             with open(path, encoding="utf-8") as f:
-                data = yaml.load(f, Loader=_UniqueKeyLoader)
+                data = yaml.load(f, Loader=UniqueKeyLoader)
         except (UnicodeDecodeError, yaml.YAMLError, ValueError) as err:
             raise ValueError(f"mapping file {path!r} is not a readable YAML/JSON document: "
                              f"{' '.join(str(err).split())}") from None

@@ -69,6 +69,10 @@ class SimulateArguments:
     propensity_samples: int = field(
         default=0, metadata={"help": "log each page's propensities (page.propensities), estimated from this many "
                                      "redraws of the production policy (0: none); what off-policy estimates need"})
+    pagination: bool = field(
+        default=False, metadata={"help": "sessions of two pages: users who reach the end of their first page request "
+                                         "a second one, logged with the first page's rows (context.previous_rows) "
+                                         "and the session's engagements"})
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -126,7 +130,8 @@ def simulate(world_args: WorldArguments, args: SimulateArguments) -> None:
 
     world, users = world_args.build(args.days)
     meta = write_logs(world, users, args.days, world_args.seed, args.output_dir, row_explore=args.row_explore,
-                      slot_explore=args.slot_explore, propensity_samples=args.propensity_samples)
+                      slot_explore=args.slot_explore, propensity_samples=args.propensity_samples,
+                      pagination=args.pagination)
     print(f"wrote {meta['records']} impressions over {args.days} days to {args.output_dir}")
 
 

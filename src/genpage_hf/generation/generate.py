@@ -91,7 +91,7 @@ def page_request(item: Any, rules: RuleSet, model: Any = None) -> PageRequest:
     if unknown:
         raise ValueError(f"request dict has unknown keys {unknown}; known: {list(_REQUEST_KEYS)}")
     own = read_rules(item["rules"], model) if item.get("rules") is not None else rules
-    return PageRequest(item["context"], own, item.get("previous_rows") or (), item.get("session"))
+    return PageRequest(item["context"], own, item.get("previous_rows"), item.get("session"))
 
 
 def page_dict(page: GeneratedPage) -> dict[str, Any]:

@@ -128,7 +128,8 @@ class PageGenerator:
 
     def generate_page(
         self, context: Mapping[str, Any], rules: Optional[RuleSet] = None,
-        previous_rows: Sequence[Mapping[str, Any]] = (), session: Optional[Sequence[Mapping[str, Any]]] = None,
+        previous_rows: Optional[Sequence[Mapping[str, Any]]] = None,
+        session: Optional[Sequence[Mapping[str, Any]]] = None,
     ) -> GeneratedPage:
         """One page (or, with `previous_rows`/`session`, the next page of a paginated request); raises on error."""
         return self.generate([PageRequest(context, RuleSet() if rules is None else rules, previous_rows, session)])[0]

@@ -12,13 +12,14 @@ from .rules import RuleSet
 class PageRequest:
     """One page request: a context record dict, its rules, and for pagination the rows already shown.
 
-    `session` (in-session engagements, action dicts) defaults to the context's own `"session"` list;
-    the prompt is `tokenizer.encode_prompt(context, previous_rows, session)` (paper §2.3).
+    `previous_rows` (row dicts) and `session` (in-session engagements, action dicts) default to the context's own
+    `"previous_rows"` and `"session"` lists; the prompt is `tokenizer.encode_prompt(context, previous_rows,
+    session)` (paper §2.3).
     """
 
     context: Mapping[str, Any]
     rules: RuleSet = field(default_factory=RuleSet)
-    previous_rows: Sequence[Mapping[str, Any]] = ()
+    previous_rows: Optional[Sequence[Mapping[str, Any]]] = None
     session: Optional[Sequence[Mapping[str, Any]]] = None
 
 

@@ -11,7 +11,9 @@ columns left to right (the first `visible_columns` are seen, then each further c
 satiation x similarity to what was already seen on the page), and a play ends the session with
 `stop_after_play` (`stop_after_continue` for Continue Watching: it satisfies quickly but cuts
 browsing). Impressed and unplayed = abandoned. All random draws come from a `Noise` object indexed by
-slot position, so two policies served with the same Noise share common random numbers.
+slot position, so two policies served with the same Noise share common random numbers. A user who browses
+past a page's last row without a stop reached its end (`PageViews.reached_end`: the next page of a session,
+`sessions.py`); the satiation of a later page starts from what its earlier pages showed (`seen`).
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ class Noise:
     def draw(cls, rng: np.random.Generator, batch: int, rows: int, cols: int) -> "Noise":
         return cls(rng.random((6, batch, rows, cols), dtype=np.float32), rng.random((batch, rows), dtype=np.float32))
 
+    def subset(self, idx: np.ndarray) -> "Noise":
+        """The draws of the requests at positions `idx` (a later page of some of a batch's sessions)."""
+        return Noise(self.slot[:, idx], self.row[idx])
+
 
 @dataclass
 class PageViews:
@@ -83,6 +89,8 @@ class PageViews:
     abandoned: np.ndarray
     trailer: np.ndarray
     rows_reached: np.ndarray  # (B,) number of rows the user scrolled to
+    reached_end: np.ndarray  # (B,) browsed past the page's last row without a stop (would scroll on)
+    seen: np.ndarray  # (B, D) content sum of the impressed entities, earlier pages' included: the satiation state
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -90,8 +98,12 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def simulate_page_views(world: World, users: UserPopulation, req: RequestBatch, entities: np.ndarray,
-                        rows: np.ndarray, noise: Noise, aff: np.ndarray | None = None) -> PageViews:
-    """Browse a batch of pages (entities (B, R, W), -1 = empty slot; rows (B, R), -1 = no row)."""
+                        rows: np.ndarray, noise: Noise, aff: np.ndarray | None = None,
+                        seen: np.ndarray | None = None) -> PageViews:
+    """Browse a batch of pages (entities (B, R, W), -1 = empty slot; rows (B, R), -1 = no row).
+
+    `seen` (B, D): content already seen in this session (an earlier page's `PageViews.seen`), which satiates
+    from the first slot on; None on a session's first page."""
     cfg = world.config.behavior
     B, R, W = entities.shape
     if aff is None:
@@ -105,8 +117,9 @@ def simulate_page_views(world: World, users: UserPopulation, req: RequestBatch, 
             u_col[:, :, cfg.visible_columns :] < cfg.column_continue, axis=2
         )
     stop_p = np.where(rows == CONTINUE_WATCHING, cfg.stop_after_continue, cfg.stop_after_play)
-    seen_sum = np.zeros((B, world.content.shape[1]), dtype=np.float32)
+    seen_sum = np.zeros((B, world.content.shape[1]), dtype=np.float32) if seen is None else seen.astype(np.float32)
     alive = rows[:, 0] >= 0
+    reached_end = np.zeros(B, dtype=bool)
     reached = np.zeros(B, dtype=np.int64)
     impressed = np.zeros((B, R, W), dtype=bool)
     played = np.zeros((B, R, W), dtype=bool)
@@ -125,6 +138,7 @@ def simulate_page_views(world: World, users: UserPopulation, req: RequestBatch, 
         impressed[:, r], played[:, r] = imp, play & imp
         seen_sum += (c * imp[..., None]).sum(1)
         alive &= ~(stop & imp).any(1) & (noise.row[:B, r] < cfg.row_continue)
+        reached_end = np.where(rows[:, r] >= 0, alive, reached_end)  # set at the page's last row
     etype, runtime = world.etype[safe], world.runtime[safe]
     binge = users.binge[req.user][:, None, None]
     long_p = _sigmoid(aff - 0.5 + binge * (etype == SHOW) + 1.0 * (rows == CONTINUE_WATCHING)[..., None])
@@ -139,4 +153,4 @@ def simulate_page_views(world: World, users: UserPopulation, req: RequestBatch, 
     thumbs = np.where(rated, np.where(up, 1, -1), 0).astype(np.int64)
     abandoned = impressed & ~played
     trailer = abandoned & (u_extra < cfg.trailer_rate * _sigmoid(aff + 2.0))
-    return PageViews(impressed, played, duration, thumbs, abandoned, trailer, reached)
+    return PageViews(impressed, played, duration, thumbs, abandoned, trailer, reached, reached_end, seen_sum)

@@ -3,7 +3,9 @@
 `serve` is the hot path the benchmark times: the policy builds the pages, the judge validates them,
 the user model browses them, and the reward system scores them, all vectorized over the batch.
 `run_day` samples one request per active user, serves them and writes what happened into the
-users' histories and impression summaries, so tomorrow's contexts reflect today.
+users' histories and impression summaries, so tomorrow's contexts reflect today. With `pagination`,
+the users who reach the end of their first page (`sessions.py`) then request a second page, which the
+same policy serves and they browse, after every first page of the day.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .behavior import Noise, PageViews, simulate_page_views
 from .pages import PageBatch, validate_pages
 from .policies import Policy
 from .propensity import page_propensities
+from .sessions import SLOT_SECONDS, next_page_requests, session_continues
 from .users import PLAY, THUMBS_DOWN, THUMBS_UP, TRAILER, RequestBatch, UserPopulation
 from .world import World
 
@@ -52,29 +55,43 @@ class Served:
 
 
 def serve(world: World, users: UserPopulation, requests: RequestBatch, policy: Policy, noise: Noise,
-          validate: bool = True) -> Served:
-    """Serve one batch: policy pages → grammar check → simulated browsing → rewards."""
+          validate: bool = True, seen: Optional[np.ndarray] = None) -> Served:
+    """Serve one batch: policy pages → grammar check → simulated browsing → rewards.
+
+    `seen` (B, D): the satiation state of the session's earlier pages (`PageViews.seen`), for a later page."""
     pages = policy.pages(requests)
     if validate or not isinstance(pages, PageBatch):
         pages = validate_pages(requests, pages)
-    views = simulate_page_views(world, users, requests, pages.entities, pages.rows, noise)
+    views = simulate_page_views(world, users, requests, pages.entities, pages.rows, noise, seen=seen)
     reward = batch_entity_rewards(
         views.impressed, views.played, views.play_duration, views.thumbs, world.config.rewards
     )
     return Served(requests, pages, views, reward, batch_page_rewards(reward, views.impressed))
 
 
-def record_outcomes(users: UserPopulation, served: Served) -> None:
-    """Write in-session actions and page outcomes (trailers, plays, thumbs) into the users' histories."""
+def serve_next_page(world: World, users: UserPopulation, served: Served, policy: Policy, noise: Noise,
+                    which: np.ndarray, validate: bool = True) -> Served:
+    """Serve the next page of the sessions `which` (indices into `served`'s requests; `sessions.py`) with the
+    satiation of the pages so far; `noise` is drawn for all of `served`'s requests (common random numbers per
+    session, whichever sessions go on)."""
+    which = np.asarray(which, dtype=np.int64)
+    req = next_page_requests(served.requests, served.pages, served.views, which)
+    return serve(world, users, req, policy, noise.subset(which), validate, seen=served.views.seen[which])
+
+
+def record_outcomes(users: UserPopulation, served: Served, session: bool = True) -> None:
+    """Write in-session actions and page outcomes (trailers, plays, thumbs) into the users' histories.
+
+    `session=False` for a session's later page: its in-session actions were written with the earlier pages."""
     req, v = served.requests, served.views
     B = len(req)
     ent = served.pages.entities.reshape(B, -1)
-    slot_ts = req.timestamp[:, None] + 30.0 * np.arange(ent.shape[1])[None, :]
+    slot_ts = req.timestamp[:, None] + SLOT_SECONDS * np.arange(ent.shape[1])[None, :]
     first = np.where(v.played, PLAY, np.where(v.trailer, TRAILER, -1)).reshape(B, -1)
     thumbs = v.thumbs.reshape(B, -1)
     second = np.where(thumbs > 0, THUMBS_UP, np.where(thumbs < 0, THUMBS_DOWN, -1))
     # events in time order: session actions, then per slot the play/trailer and its thumbs one second later
-    act = np.concatenate([np.where(req.sess_entity >= 0, req.sess_action, -1),
+    act = np.concatenate([np.where((req.sess_entity >= 0) & session, req.sess_action, -1),
                           np.stack([first, second], 2).reshape(B, -1)], axis=1)
     e = np.concatenate([req.sess_entity, np.repeat(ent, 2, axis=1)], axis=1)
     ts = np.concatenate([req.sess_ts, np.stack([slot_ts, slot_ts + 1.0], 2).reshape(B, -1)], axis=1)
@@ -90,11 +107,14 @@ def record_outcomes(users: UserPopulation, served: Served) -> None:
 
 
 def run_day(world: World, users: UserPopulation, policy: Policy, seed: int, batch_size: int = 4096,
-            propensity_samples: int = 0) -> list[Served]:
+            propensity_samples: int = 0, pagination: bool = False) -> list[Served]:
     """Simulate one day for every active user (one homepage request each) and advance the population.
 
     `propensity_samples` > 0: each served page also gets its propensities from that many redraws of the
-    policy (`propensity.page_propensities`; the policy's own random stream, hence the logs, are unchanged)."""
+    policy (`propensity.page_propensities`; the policy's own random stream, hence the logs, are unchanged).
+    `pagination`: after every first page, the sessions that go on (`sessions.session_continues`) are served
+    a second page, returned after all first pages; its draws come from a stream of their own, so the first
+    pages are those of a day without pagination."""
     day = users.next_day
     rng = np.random.default_rng([world.config.seed, seed, 100, day + 10_000])
     requests = users.sample_requests(day, rng)
@@ -109,5 +129,20 @@ def run_day(world: World, users: UserPopulation, policy: Policy, seed: int, batc
                                                     seed=hash((world.config.seed, seed, day, start)) % 2**32)
         record_outcomes(users, served)
         out.append(served)
+    if pagination:
+        more_rng = np.random.default_rng([world.config.seed, seed, 101, day + 10_000])
+        for k, first in enumerate(list(out)):
+            noise = Noise.draw(more_rng, len(first.requests), cfg.rows_per_page, cfg.entities_per_row)
+            which = np.flatnonzero(session_continues(first.views, cfg.behavior.more_rate,
+                                                     more_rng.random(len(first.requests))))
+            if not len(which):
+                continue
+            second = serve_next_page(world, users, first, policy, noise, which)
+            if propensity_samples:
+                second.propensities = page_propensities(
+                    policy, second.requests, second.pages, propensity_samples,
+                    seed=hash((world.config.seed, seed, day, k * batch_size, 2)) % 2**32)
+            record_outcomes(users, second, session=False)
+            out.append(second)
     users.next_day = day + 1
     return out

@@ -5,6 +5,11 @@ Like the paper's online test (§8), GenPage decodes over the production candidat
 eligibility, availability, Continue Watching from the user's started titles), with the world's
 layout. Rows with fewer eligible entities than the row width get that smaller width (as the judge's
 grammar allows), and a page may end early when no further row can be filled.
+
+A session's later page (`sessions.py`) is a `PageRequest` with the context's `previous_rows` and `session`
+(the earlier pages' plays included): its prompt extends the earlier page's decoded sequence, so the
+generator's `PrefixCache` (`prefix_cache_size` sequences) reuses that page's keys and values, and the
+rules' de-duplication covers the earlier pages as the judge's grammar does.
 """
 
 from __future__ import annotations
@@ -20,20 +25,20 @@ from .world import World
 class GenPagePolicy:
     """Serves pages from a GenPage model through `PageGenerator` (greedy or sampled, full or hybrid rows,
     rows by the model's row values or by their entities' values: `row_order`, with `row_value_offset` as
-    in `PageGenerator`)."""
+    in `PageGenerator`; `prefix_cache_size` decoded sequences kept for the sessions' next pages)."""
 
     def __init__(
         self, world: World, model: Any, tokenizer: Any, name: str = "genpage",
         autoregressive_entities: Optional[int] = None, do_sample: bool = False, seed: int = 0,
         batch_size: int = 32, max_history: Optional[int] = None, row_order: str = "model",
-        row_value_offset: float = DEFAULT_ROW_VALUE_OFFSET,
+        row_value_offset: float = DEFAULT_ROW_VALUE_OFFSET, prefix_cache_size: int = 8,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.world, self.name, self.batch_size = world, name, batch_size
         self.generator = PageGenerator(model, tokenizer, autoregressive_entities, do_sample=do_sample, seed=seed,
                                        max_history=max_history, row_order=row_order,
-                                       row_value_offset=row_value_offset)
+                                       row_value_offset=row_value_offset, prefix_cache_size=prefix_cache_size)
 
     def rules(self, requests: RequestBatch, index: int) -> RuleSet:
         """The RuleSet of request `index`: the world's layout and that request's eligibility mapping."""
@@ -46,8 +51,10 @@ class GenPagePolicy:
         )
 
     def page_requests(self, requests: RequestBatch) -> list[PageRequest]:
-        """The requests as `PageRequest`s (record-schema context + `rules`): what the generator and GRPO take."""
-        return [PageRequest(c, self.rules(requests, i)) for i, c in enumerate(requests.contexts())]
+        """The requests as `PageRequest`s (record-schema context, `rules`, and the session's earlier rows and
+        engagements): what the generator and GRPO take."""
+        return [PageRequest(c, self.rules(requests, i), c.get("previous_rows", []), c["session"])
+                for i, c in enumerate(requests.contexts())]
 
     def pages(self, requests: RequestBatch) -> list[dict]:
         """One record-schema page per request, in request order, decoded in batches."""

@@ -8,7 +8,9 @@ column, row id and entity id):
 - every entity exists in the catalog and is eligible for its row (`rows.eligible_mask`); an off-genre
   entity in a genre row is REJECTED, not scored, because the product would never show it;
 - a row shows exactly `entities_per_row` entities unless fewer than that are eligible for it, in which
-  case it shows at least one. A page may have fewer rows than `rows_per_page`; it is scored as is.
+  case it shows at least one. A page may have fewer rows than `rows_per_page`; it is scored as is;
+- a session's later page (requests with `prev_rows`) repeats no row and no entity of its earlier pages
+  (what stays eligible is what they left: `rows.eligible_counts`).
 """
 
 from __future__ import annotations
@@ -122,6 +124,17 @@ def validate_pages(req: RequestBatch, pages: PageBatch | list[dict]) -> PageBatc
             b, i = _first(dup)
             label = ROW_IDS[s[b, i]] if name == "row" else world.ids[s[b, i]]
             raise PageGrammarError(f"page[{b}]: {name} {label!r} appears more than once")
+    if req.prev_rows is not None:
+        bad = has & req.table_lookup(req.shown_before, ent)
+        if bad.any():
+            b, r, w = _first(bad)
+            raise PageGrammarError(f"{where(b, r, w)}: entity {world.ids[ent[b, r, w]]!r} was shown on an earlier "
+                                   "page of this session")
+        bad = ((rows[:, :, None] == req.prev_rows[:, None, :]) & (rows >= 0)[:, :, None]).any(2)
+        if bad.any():
+            b, r = _first(bad)
+            raise PageGrammarError(f"{where(b, r)}: row {ROW_IDS[rows[b, r]]!r} was shown on an earlier page of "
+                                   "this session")
     ok = eligible_mask(req, ent, rows)
     bad = has & ~ok
     if bad.any():
@@ -143,7 +156,8 @@ def fill_rows(req: RequestBatch, candidates: np.ndarray, row_order: np.ndarray) 
 
     candidates (B, n_rows, M): per row, eligible entity indices in preference order (-1 padded);
     row_order (B, K): row indices in preference order (-1 = stop). A row is kept only when it can be
-    filled as the grammar demands; filling stops at `rows_per_page` rows.
+    filled as the grammar demands; filling stops at `rows_per_page` rows. On a session's later page, the
+    entities of its earlier pages count as used, and their rows (nothing left eligible) are never kept.
     """
     world = req.world
     R, W = world.config.rows_per_page, world.config.entities_per_row
@@ -158,6 +172,8 @@ def fill_rows(req: RequestBatch, candidates: np.ndarray, row_order: np.ndarray) 
         n = len(cand)
         ar = np.arange(n)
         used = np.zeros((n, world.n), dtype=bool)
+        before = req.shown_before[sl]
+        used[np.nonzero(before >= 0)[0], before[before >= 0]] = True
         filled = np.zeros(n, dtype=np.int64)
         for k in range(order.shape[1]):
             r = order[:, k]
@@ -166,7 +182,7 @@ def fill_rows(req: RequestBatch, candidates: np.ndarray, row_order: np.ndarray) 
             pos = np.cumsum(ok, axis=1) - 1
             take = ok & (pos < W)
             need = np.where(cnt[ar, np.maximum(r, 0)] < W, 1, W)
-            accept = (r >= 0) & (take.sum(1) >= need) & (filled < R)
+            accept = (r >= 0) & (cnt[ar, np.maximum(r, 0)] > 0) & (take.sum(1) >= need) & (filled < R)
             bi, mi = np.nonzero(take & accept[:, None])
             out_e[start + bi, filled[bi], pos[bi, mi]] = c[bi, mi]
             used[bi, c[bi, mi]] = True

@@ -7,6 +7,8 @@ Rules (all rows: available today; kids profiles only kids-appropriate entities):
 - `new_releases`: movies/shows released in the last `new_release_days` days;
 - `because_you_watched`: the `similar_size` titles most similar in content to the user's latest play;
 - `games`: games; `live_now`: live events happening today.
+On a session's later page (a batch with `prev_rows`), nothing shown earlier in the session is eligible again:
+neither its entities, in any row, nor its rows.
 
 `eligibility(world, context)` returns {row id: [entity ids]} for one record-schema context dict (what
 a GenPage policy's constrained decoder needs); `RequestBatch.eligibility` views use the same code.
@@ -30,6 +32,7 @@ from .world import (
     N_GENRE_ROWS,
     NEW_RELEASES,
     ROW_IDS,
+    ROW_INDEX,
     SHOW,
     TOP10,
     TRENDING,
@@ -82,11 +85,29 @@ def requests_from_contexts(world: World, contexts: list[dict]) -> RequestBatch:
         np.array([LANGUAGES.index(c.profile["language"]) for c in ctxs]),
         np.array([PROFILE_TYPES.index(c.profile["profile_type"]) == 1 for c in ctxs]),
         *actions("history", H), _pad(imp_e, imp_w), _pad([[n for _, n in c.impressions] for c in ctxs], imp_w, 0),
-        *actions("session", 1))
+        *actions("session", 1), *_previous_rows(world, ctxs))
+
+
+def _previous_rows(world: World, ctxs: list[Context]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(prev_entities (B, P, W), prev_rows (B, P)) of contexts' `previous_rows`; (None, None) when none has any."""
+    if not any(c.previous_rows for c in ctxs):
+        return None, None
+    P = max(len(c.previous_rows) for c in ctxs)
+    W = max(len(ents) for c in ctxs for _, ents in c.previous_rows)
+    rows, ents = np.full((len(ctxs), P), -1, dtype=np.int64), np.full((len(ctxs), P, W), -1, dtype=np.int64)
+    for i, c in enumerate(ctxs):
+        for r, (row_id, ids) in enumerate(c.previous_rows):
+            if row_id not in ROW_INDEX:
+                raise ValueError(f"contexts[{i}].previous_rows[{r}].row: unknown row {row_id!r}")
+            rows[i, r] = ROW_INDEX[row_id]
+            ents[i, r, :len(ids)] = world.entity_indices(ids, f"contexts[{i}].previous_rows[{r}].entities")
+    return ents, rows
 
 
 def eligible_counts(req: RequestBatch) -> np.ndarray:
     """(B, n_rows) number of eligible entities of every row for every request."""
+    if req.prev_rows is not None:  # a later page: what is left of each row after the earlier pages
+        return np.stack([(row_candidates(req, r) >= 0).sum(1) for r in range(len(ROW_IDS))], axis=1)
     st = req.world.day_state(req.day)
     counts = np.zeros((len(req), len(ROW_IDS)), dtype=np.int64)
     for r in STATIC_ROWS:
@@ -109,6 +130,10 @@ def row_candidates(req: RequestBatch, row: int, limit: int | None = None) -> np.
         tmpl = np.full((2, width), -1, dtype=np.int64)
         tmpl[0, :len(adult)], tmpl[1, :len(kids)] = adult, kids
         out = tmpl[req.kids.astype(np.int64)]
+    if req.prev_rows is not None:  # a later page: drop the row if it was shown, and every entity shown earlier
+        keep = (out >= 0) & ~req.table_lookup(req.shown_before, out) & ~(req.prev_rows == row).any(1)[:, None]
+        order = np.argsort(~keep, axis=1, kind="stable")
+        out = np.where(np.take_along_axis(keep, order, 1), np.take_along_axis(out, order, 1), -1)
     return out if limit is None else out[:, :limit]
 
 
@@ -131,6 +156,9 @@ def eligible_mask(req: RequestBatch, entities: np.ndarray, rows: np.ndarray) -> 
             | ((row == LIVE_NOW) & (etype == LIVE))
             | ((row == CONTINUE_WATCHING) & req.table_lookup(req.continue_watching, entities))
             | ((row == BECAUSE_YOU_WATCHED) & req.table_lookup(req.because_you_watched, entities)))
+    if req.prev_rows is not None:  # nothing shown earlier in the session is eligible again
+        ok &= ~req.table_lookup(req.shown_before, entities)
+        ok &= ~((rows[:, :, None] == req.prev_rows[:, None, :]) & (rows >= 0)[:, :, None]).any(2)[:, :, None]
     return ok & rule
 
 

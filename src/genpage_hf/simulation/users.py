@@ -6,7 +6,9 @@ a fixed-length action history (newest last, -1 padded at the front) and a short 
 impressions without a play. `sample_requests(day, rng)` draws one homepage request per active user;
 the result is a `RequestBatch`: numpy arrays for vectorized policies and the judge, plus
 `contexts()` (record-schema dicts, what GenPage reads); `rows.eligibility(world, batch, i)` gives
-the row -> eligible entity ids mapping of request i.
+the row -> eligible entity ids mapping of request i. A batch of a session's later page
+(`sessions.next_page_requests`) also carries the rows shown earlier in the session (`prev_rows`,
+`prev_entities`), which its contexts list as `previous_rows`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Optional
 import numpy as np
 
 from .vocab import ACTION_TYPES, DAYS_OF_WEEK, DEVICES, INJECT_KINDS, LANGUAGES, PROFILE_TYPES, TIMES_OF_DAY
-from .world import EPISODES_PER_SHOW, LIVE, SHOW, World
+from .world import EPISODES_PER_SHOW, LIVE, ROW_IDS, SHOW, World
 
 PLAY, TRAILER, THUMBS_UP, THUMBS_DOWN, ADD_TO_LIST, SEARCH_CLICK = range(len(ACTION_TYPES))
 TOD_HOURS = ((6, 12), (12, 17), (17, 22), (22, 24))
@@ -55,6 +57,8 @@ class RequestBatch:
     sess_action: np.ndarray
     sess_ts: np.ndarray
     sess_duration: np.ndarray
+    prev_entities: Optional[np.ndarray] = None  # (B, P, W) entities shown earlier in the session, -1 = empty
+    prev_rows: Optional[np.ndarray] = None  # (B, P) their rows in layout order, -1 = empty; None on a first page
 
     def __len__(self) -> int:
         return len(self.user)
@@ -65,7 +69,8 @@ class RequestBatch:
 
     def subset(self, idx: np.ndarray) -> "RequestBatch":
         """The requests at positions `idx` (same day)."""
-        arrays = {k: getattr(self, k)[idx] for k in self.__dataclass_fields__ if k not in ("world", "day")}
+        arrays = {k: None if getattr(self, k) is None else getattr(self, k)[idx]
+                  for k in self.__dataclass_fields__ if k not in ("world", "day")}
         return RequestBatch(self.world, self.day, **arrays)
 
     # ----- derived views (computed once per batch) -----------------------------------------------
@@ -169,9 +174,17 @@ class RequestBatch:
         ent = self.sess_entity
         return np.einsum("bs,bsd->bd", (ent >= 0).astype(np.float32), self.world.content[np.maximum(ent, 0)])
 
+    @cached_property
+    def shown_before(self) -> np.ndarray:
+        """(B, P * W) entities shown earlier in the session (-1 padded; (B, 0) on a session's first page)."""
+        if self.prev_entities is None:
+            return np.full((len(self), 0), -1, dtype=np.int64)
+        return self.prev_entities.reshape(len(self), -1)
+
     # ----- record-schema views -------------------------------------------------------------------
     def contexts(self) -> list[dict]:
-        """The requests as record-schema context dicts (what a GenPage policy tokenizes)."""
+        """The requests as record-schema context dicts (what a GenPage policy tokenizes); a later page's context
+        lists the rows shown earlier in the session as `previous_rows`."""
         w = self.world
         ids, acts = w.ids, ACTION_TYPES
         dow = DAYS_OF_WEEK[self.day_of_week]
@@ -196,6 +209,9 @@ class RequestBatch:
                             for e, a, t, d in zip(self.sess_entity[b][sv], self.sess_action[b][sv],
                                                   self.sess_ts[b][sv], self.sess_duration[b][sv])],
             })
+            if self.prev_rows is not None and (self.prev_rows[b] >= 0).any():
+                out[-1]["previous_rows"] = [{"row": ROW_IDS[r], "entities": [str(ids[e]) for e in ents if e >= 0]}
+                                            for r, ents in zip(self.prev_rows[b], self.prev_entities[b]) if r >= 0]
         return out
 
 

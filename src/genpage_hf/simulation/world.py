@@ -49,6 +49,14 @@ class BehaviorConfig:
     trailer_rate: float = field(
         default=0.04, metadata={"help": "probability an abandoned entity had its trailer watched"}
     )
+    more_rate: float = field(
+        default=0.0, metadata={"help": "pagination: probability a user who left a page early without a play asks "
+                                       "for the next page (one who reached its end always does)"}
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.more_rate <= 1.0:
+            raise ValueError(f"behavior.more_rate must be a probability in [0, 1], got {self.more_rate}")
 
 
 @dataclass
