@@ -17,8 +17,10 @@ target, label 0 and weight `negative_weight`. Unimpressed slots carry no target 
 prefix; tokens after the last target are cut, since a causal model's targets never see them.
 
 Prompts come from the one prompt builder of training and serving, `GenPageTokenizer.encode_prompt`:
-in-session engagements, when a request has any, follow the context after `[SESSION]`. Context
-truncation: histories longer than `max_history` (default: the spec's limit) keep the most recent actions.
+a session's later page (a context with `previous_rows`) is prompted by the rows shown before it, and
+in-session engagements, when a request has any, follow after `[SESSION]`; the targets stay on the record's
+own page. Context truncation: histories longer than `max_history` (default: the spec's limit) keep the most
+recent actions.
 
 Every record is validated against the tokenizer's spec (`records.validate_record`) as its examples are built:
 training never learns from malformed logs (duplicate entities, newest-first histories, negative durations...).

@@ -79,10 +79,10 @@ def serve_next_page(world: World, users: UserPopulation, served: Served, policy:
     return serve(world, users, req, policy, noise.subset(which), validate, seen=served.views.seen[which])
 
 
-def record_outcomes(users: UserPopulation, served: Served, session: bool = True) -> None:
+def record_outcomes(users: UserPopulation, served: Served, write_session: bool = True) -> None:
     """Write in-session actions and page outcomes (trailers, plays, thumbs) into the users' histories.
 
-    `session=False` for a session's later page: its in-session actions were written with the earlier pages."""
+    `write_session=False` for a session's later page: its in-session actions were written with the earlier pages."""
     req, v = served.requests, served.views
     B = len(req)
     ent = served.pages.entities.reshape(B, -1)
@@ -91,7 +91,7 @@ def record_outcomes(users: UserPopulation, served: Served, session: bool = True)
     thumbs = v.thumbs.reshape(B, -1)
     second = np.where(thumbs > 0, THUMBS_UP, np.where(thumbs < 0, THUMBS_DOWN, -1))
     # events in time order: session actions, then per slot the play/trailer and its thumbs one second later
-    act = np.concatenate([np.where((req.sess_entity >= 0) & session, req.sess_action, -1),
+    act = np.concatenate([np.where((req.sess_entity >= 0) & write_session, req.sess_action, -1),
                           np.stack([first, second], 2).reshape(B, -1)], axis=1)
     e = np.concatenate([req.sess_entity, np.repeat(ent, 2, axis=1)], axis=1)
     ts = np.concatenate([req.sess_ts, np.stack([slot_ts, slot_ts + 1.0], 2).reshape(B, -1)], axis=1)
@@ -133,7 +133,7 @@ def run_day(world: World, users: UserPopulation, policy: Policy, seed: int, batc
         more_rng = np.random.default_rng([world.config.seed, seed, 101, day + 10_000])
         for k, first in enumerate(list(out)):
             noise = Noise.draw(more_rng, len(first.requests), cfg.rows_per_page, cfg.entities_per_row)
-            which = np.flatnonzero(session_continues(first.views, cfg.behavior.more_rate,
+            which = np.flatnonzero(session_continues(first.requests, first.views, cfg.behavior.more_rate,
                                                      more_rng.random(len(first.requests))))
             if not len(which):
                 continue
@@ -142,7 +142,7 @@ def run_day(world: World, users: UserPopulation, policy: Policy, seed: int, batc
                 second.propensities = page_propensities(
                     policy, second.requests, second.pages, propensity_samples,
                     seed=hash((world.config.seed, seed, day, k * batch_size, 2)) % 2**32)
-            record_outcomes(users, second, session=False)
+            record_outcomes(users, second, write_session=False)
             out.append(second)
     users.next_day = day + 1
     return out

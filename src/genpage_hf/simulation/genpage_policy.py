@@ -8,7 +8,8 @@ grammar allows), and a page may end early when no further row can be filled.
 
 A session's later page (`sessions.py`) is a `PageRequest` with the context's `previous_rows` and `session`
 (the earlier pages' plays included): its prompt extends the earlier page's decoded sequence, so the
-generator's `PrefixCache` (`prefix_cache_size` sequences) reuses that page's keys and values, and the
+generator's `PrefixCache` (`prefix_cache_size` sequences) reuses that page's keys and values (up to the first
+context token that changed: the later request may see a history action in an older age bucket), and the
 rules' de-duplication covers the earlier pages as the judge's grammar does.
 """
 

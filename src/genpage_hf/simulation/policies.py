@@ -14,7 +14,9 @@ validates every page against the grammar in `pages.py` before scoring it.
 Built in: `RandomPolicy` (random eligible rows and entities), `ProductionPolicy` (the classic
 multi-stage recommender that writes the logs: candidate generation by a popularity/quality prior,
 an entity ranker on hand-made features, heuristic row selection and ordering, epsilon exploration) and
-`OraclePolicy` (ranks by the true affinity, an upper bound for the judge).
+`OraclePolicy` (ranks by the true affinity, an upper bound for the judge). On a session's later page
+(`sessions.py`) every built-in policy serves only what the earlier pages left: `rows.row_candidates` and
+`rows.eligible_counts` drop their titles and rows, and `pages.fill_rows` counts their titles as used.
 """
 
 from __future__ import annotations
@@ -125,6 +127,9 @@ class ProductionPolicy:
     `slot_explore` (off by default) puts, in each slot with that probability, a title drawn uniformly
     from the row's whole eligible pool (not only its ranked candidates), so that logs show what titles
     production would never rank are worth (what a reward model needs to score other policies' pages).
+    A session's later page (`sessions.py`) is ranked the same way over what the earlier pages left (no row or
+    title shown again), from twice `candidates_per_row` candidates per row: the rows left overlap more, and a
+    row must still be filled with titles that no row above it took. In-session plays do not move its ranker.
     """
 
     name = "production"
@@ -141,7 +146,7 @@ class ProductionPolicy:
     def pages(self, requests: RequestBatch) -> PageBatch:
         w, req = self.world, requests
         W = w.config.entities_per_row
-        cand = candidate_tensor(req, self.limit)  # stage 1: candidate generation
+        cand = candidate_tensor(req, self.limit if req.prev_rows is None else 2 * self.limit)  # stage 1: candidates
         B, NR, M = cand.shape
         e = np.maximum(cand, 0)
         hv = (req.hist_entity >= 0) & (req.hist_action == PLAY)

@@ -3,7 +3,9 @@
 A homepage is served page by page. A user **reached the end** of a page when they browsed past its last row
 without a stop (`PageViews.reached_end`: no play that ended the session, and the scroll draw after the last
 row said "continue"); they request the next page. With `BehaviorConfig.more_rate` > 0, a user who left the
-page early without playing anything asks for more with that probability too. The next page's request is the
+page early without playing anything asks for more with that probability too. A session ends with its day:
+no next page is requested after midnight, so every page of a session has the day's popularity and
+availability, and `world.day_of` of its timestamp is the session's day. The next page's request is the
 same user and context a little later (once the earlier page's slot clock has run out: `SLOT_SECONDS` per
 slot of it), with `previous_rows` = every row shown so far in the session and a session that adds, to the
 engagements before the first page, the earlier page's plays and trailers (as `play`/`trailer` actions at
@@ -27,25 +29,42 @@ from .users import PLAY, TRAILER, RequestBatch
 SLOT_SECONDS = 30.0  # a page's slots are dated this far apart (engine.record_outcomes)
 
 
-def session_continues(views: PageViews, more_rate: float = 0.0, u_more: Optional[np.ndarray] = None) -> np.ndarray:
+def next_page_time(requests: RequestBatch, slots: int) -> np.ndarray:
+    """(B,) when each request's next page is requested: once the `slots` of this page have been dated."""
+    return requests.timestamp + SLOT_SECONDS * slots
+
+
+def within_day(requests: RequestBatch, timestamp: np.ndarray) -> np.ndarray:
+    """(B,) whether `timestamp` is still on the requests' day."""
+    return requests.world.day_of(timestamp) == requests.day
+
+
+def session_continues(requests: RequestBatch, views: PageViews, more_rate: float = 0.0,
+                      u_more: Optional[np.ndarray] = None) -> np.ndarray:
     """(B,) whether each user requests the next page: they reached the end of this one, or (with probability
-    `more_rate`, uniform draws `u_more` (B,)) they left it early without a play."""
+    `more_rate`, uniform draws `u_more` (B,)) they left it early without a play; and the next page is still on
+    the session's day."""
     more = views.reached_end.copy()
     if more_rate > 0:
         if u_more is None or len(u_more) != len(more):
             raise ValueError(f"more_rate={more_rate} needs one uniform draw per request in u_more")
         more |= ~views.played.any((1, 2)) & (u_more < more_rate)
-    return more
+    return more & within_day(requests, next_page_time(requests, views.played.shape[1] * views.played.shape[2]))
 
 
 def next_page_requests(requests: RequestBatch, pages: PageBatch, views: PageViews, which: np.ndarray) -> RequestBatch:
     """The next page's requests of the sessions `which` (indices into `requests`) after `pages` was served and
-    browsed (`views`): see the module docstring."""
+    browsed (`views`): see the module docstring. A session whose next page would fall on the next day raises."""
     which = np.asarray(which, dtype=np.int64)
     req = requests.subset(which)
     ent, B = pages.entities[which], len(which)
     slots = ent.shape[1] * ent.shape[2]
     flat = ent.reshape(B, slots)
+    timestamp = next_page_time(req, slots)
+    late = ~within_day(req, timestamp)
+    if late.any():
+        raise ValueError(f"request {int(which[late][0])}: its next page would be requested after midnight (sessions "
+                         "end with their day; see session_continues)")
     slot_ts = req.timestamp[:, None] + SLOT_SECONDS * np.arange(slots)[None, :]
     act = np.where(views.played[which], PLAY, np.where(views.trailer[which], TRAILER, -1)).reshape(B, slots)
     e = np.concatenate([req.sess_entity, np.where(act >= 0, flat, -1)], axis=1)
@@ -63,10 +82,10 @@ def next_page_requests(requests: RequestBatch, pages: PageBatch, views: PageView
         pad = lambda x: np.pad(x, ((0, 0), (0, 0), (0, width - x.shape[2])), constant_values=-1)  # noqa: E731
         shown_e = np.concatenate([pad(req.prev_entities), pad(shown_e)], axis=1)
         shown_r = np.concatenate([req.prev_rows, shown_r], axis=1)
-    return replace(req, timestamp=req.timestamp + SLOT_SECONDS * slots, sess_entity=pick(e, -1),
+    return replace(req, timestamp=timestamp, sess_entity=pick(e, -1),
                    sess_action=pick(a, 0).astype(req.sess_action.dtype), sess_ts=pick(t, 0.0),
                    sess_duration=pick(d, 0.0).astype(req.sess_duration.dtype), prev_entities=shown_e,
                    prev_rows=shown_r)
 
 
-__all__ = ["SLOT_SECONDS", "next_page_requests", "session_continues"]
+__all__ = ["SLOT_SECONDS", "next_page_requests", "next_page_time", "session_continues", "within_day"]
