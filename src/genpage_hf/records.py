@@ -213,6 +213,11 @@ def is_genre_row(row_id: str) -> bool:
     return row_id.startswith(GENRE_ROW_PREFIX) and len(row_id) > len(GENRE_ROW_PREFIX)
 
 
+def row_genre(row_id: str) -> Optional[str]:
+    """The genre a genre row's id names (`genre_drama` -> `drama`); None for any other row."""
+    return row_id[len(GENRE_ROW_PREFIX):] if is_genre_row(row_id) else None
+
+
 @dataclass
 class Page:
     """A served homepage: rows in layout order (top to bottom), entities left to right.

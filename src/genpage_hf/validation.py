@@ -37,14 +37,13 @@ from .catalog import Catalog
 from .record_files import RECORD_COLUMNS, RecordsFileError, SourceRecord, parquet_files, read_records
 from .records import (
     FEEDBACK_FIELDS,
-    GENRE_ROW_PREFIX,
     Feedback,
     Impression,
     Page,
     RecordSchema,
     SpecLike,
-    is_genre_row,
     record_schema,
+    row_genre,
     validate_context,
     validate_record,
 )
@@ -307,7 +306,7 @@ def catalog_problems(record: dict, valid: set[str], catalog: Catalog) -> list[tu
             if catalog_row is None:
                 out.append((WARNING, f"record.page.rows[{r}].row: row {row_id!r} is not in the catalog (tokenized "
                                      "as the row fallback token)"))
-                genre = row_id[len(GENRE_ROW_PREFIX):] if is_genre_row(row_id) else None
+                genre = row_genre(row_id)
             else:
                 genre = catalog_row.genre if catalog_row.kind == "genre" else None
             for c, entity_id in enumerate(row["entities"]):

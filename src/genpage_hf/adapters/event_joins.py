@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..records import GENRE_ROW_PREFIX, is_genre_row
+from ..records import row_genre
 from .event_mapping import TIMESTAMP_VALUES
 
 DAYS_OF_WEEK = TIMESTAMP_VALUES["day_of_week"]
@@ -142,7 +142,7 @@ class BucketJoin:
         (self.e_act,), self.actions = _codes(eng["action"])
         known = np.array([e in genres for e in self.entities], dtype=bool)
         self.entity_genres = [genres.get(e) for e in self.entities]  # None: not in the catalog
-        self.row_genre = [r[len(GENRE_ROW_PREFIX):] if is_genre_row(r) else None for r in self.rows]
+        self.row_genre = [row_genre(r) for r in self.rows]
         stats.unknown_entity_slots += int((~known[self.ent]).sum()) if len(self.ent) else 0
         stats.unknown_entity_engagements += int((~known[self.e_ent]).sum()) if len(self.e_ent) else 0
         unknown = set(stats.unknown_entity_examples) | {self.entities[e] for e in np.flatnonzero(~known)}

@@ -247,8 +247,7 @@ def read_catalog(mapping: EventMapping, schema: CatalogSchema, batch_rows: int) 
 
 
 def _title(row_id: str) -> str:
-    name = row_id[len(records.GENRE_ROW_PREFIX):] if records.is_genre_row(row_id) else row_id
-    return name.replace("_", " ").capitalize()
+    return (records.row_genre(row_id) or row_id).replace("_", " ").capitalize()
 
 
 def row_kind(row_id: str, mapping: EventMapping, schema: CatalogSchema, where: str) -> CatalogRow:
@@ -257,7 +256,7 @@ def row_kind(row_id: str, mapping: EventMapping, schema: CatalogSchema, where: s
     if row_id in mapping.row_kinds:
         return CatalogRow(row_id, _title(row_id), mapping.row_kinds[row_id])
     if records.is_genre_row(row_id):
-        return CatalogRow(row_id, _title(row_id), "genre", row_id[len(records.GENRE_ROW_PREFIX):])
+        return CatalogRow(row_id, _title(row_id), "genre", records.row_genre(row_id))
     if row_id in schema.row_kinds:
         return CatalogRow(row_id, _title(row_id), row_id)
     raise ValueError(f"{where}: row {row_id!r} has no kind: it is neither genre_<genre> nor a row kind of the "
@@ -278,8 +277,8 @@ def read_rows(mapping: EventMapping, schema: CatalogSchema, batch_rows: int) -> 
             if rid in out:
                 raise ValueError(f"{where}: row {rid!r} is listed twice")
             kind = kind or row_kind(rid, mapping, schema, where).kind
-            if genre is None and kind == "genre" and records.is_genre_row(rid):
-                genre = rid[len(records.GENRE_ROW_PREFIX):]
+            if genre is None and kind == "genre":
+                genre = records.row_genre(rid)
             try:
                 out[rid] = CatalogRow(rid, title or _title(rid), kind, genre)
             except ValueError as err:

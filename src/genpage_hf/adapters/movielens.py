@@ -44,6 +44,7 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from ..catalog import Catalog, CatalogEntity, CatalogRow
+from ..records import GENRE_ROW_PREFIX, row_genre
 
 RATINGS_HEADER = ["userId", "movieId", "rating", "timestamp"]
 MOVIES_HEADER = ["movieId", "title", "genres"]
@@ -221,7 +222,7 @@ def entity_id(movie_id: str) -> str:
 
 def genre_row(genre: str) -> str:
     """The row id of a MovieLens genre (`Sci-Fi` -> `genre_sci_fi`)."""
-    return "genre_" + re.sub(r"[^a-z0-9]+", "_", genre.lower()).strip("_")
+    return GENRE_ROW_PREFIX + re.sub(r"[^a-z0-9]+", "_", genre.lower()).strip("_")
 
 
 def rating_action(rating: float) -> str:
@@ -301,10 +302,10 @@ def movielens_catalog(data: MovieLens, content: Optional[np.ndarray] = None) -> 
         for g in gs:
             genres.setdefault(genre_row(g), g)
         entities.append(CatalogEntity(
-            id=entity_id(m), title=title, type="movie", genres=[genre_row(g)[len("genre_"):] for g in gs],
+            id=entity_id(m), title=title, type="movie", genres=[row_genre(genre_row(g)) for g in gs],
             content=None if content is None else np.round(content[k], 6).tolist(),
         ))
-    rows = [CatalogRow(id=r, title=g, kind="genre", genre=r[len("genre_"):]) for r, g in sorted(genres.items())]
+    rows = [CatalogRow(id=r, title=g, kind="genre", genre=row_genre(r)) for r, g in sorted(genres.items())]
     rows.append(CatalogRow(id=PAGE_ROW, title="Because You Watched", kind=PAGE_ROW))
     return Catalog(entities, rows)
 
