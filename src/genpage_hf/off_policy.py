@@ -5,25 +5,25 @@ slot's logged propensity `mu` = the probability that the logging policy shows th
 that request's page (`records.Page.propensities`). A target policy is given as one page per logged
 request (a stochastic target: one page sampled from it per request).
 
-The estimators assume a position-based model (PBM; Li et al. 2018, "Offline Evaluation of Ranking
-Policies with Click Models"): the expected reward of entity `a` at slot (row position p, column c) is
-`theta[p, c] * q(x, a)`, with `theta` the probability that the slot is examined (impressed) and `q` the
-reward of `a` once seen. `theta` is the logged impression rate of each slot (`examination`). Then
+A click model (`ClickModel`, fitted on the logged impressions by `fit_click_model`) gives the probability
+`e` that each slot of a page is examined: position-based (`pbm`: each position's impression rate) or a
+dependent click model (`dcm`: browse reach, and a play ends the visit with its row's stop probability;
+Li et al. 2018, "Offline Evaluation of Ranking Policies with Click Models"). With `q(x, a)` the reward of
+entity `a` once seen,
 
-    V(pi) = sum over the target's slots k of theta[k] * q(x, a_k)
+    V(pi) = sum over the target's slots k of e[k] * q(x, a_k)
 
 and a logged slot j showing an entity the target also shows (at its slot k) estimates its term by
-`theta[k] * r_j / (theta[j] * mu_j)`, unbiased when the PBM holds and every target entity has mu > 0:
+`e[k] * r_j / (e[j] * mu_j)`, unbiased when the click model holds and every target entity has mu > 0:
 
 - `ips`: the mean over requests of those sums, with a normal 95 % CI;
 - `snips`: self-normalised: IPS times the known mean target examination mass divided by its IPS estimate
   (lower variance, slightly biased), bootstrap CI;
-- `dm` (with a direct model `q_hat`): sum of theta[k] * q_hat(x, a_k) over the target's slots;
-- `dr`: DM plus the IPS estimate of the DM's error on the matched slots (doubly robust), bootstrap CI.
+- `dm` (with a direct model `q_hat` of the target's slots): sum of e[k] * q_hat(x, a_k), normal CI;
+- `dr`: DM plus the IPS estimate of the DM's error on the matched slots (doubly robust), normal CI.
 
-What the PBM leaves out (a user who plays early stops browsing; satiation between similar titles) biases
-every estimator towards policies whose early slots hold more playable titles; the studies report it
-beside the truth (benchmarks/results/ope.json).
+What no click model here captures (satiation between similar titles; play rates that differ from their
+row's average) biases the estimates; the study reports them beside the truth (benchmarks/results/ope.json).
 """
 
 from __future__ import annotations
@@ -202,17 +202,17 @@ def _matches(rec: Impression, target: Page) -> list[tuple[int, str]]:
 
 
 def target_play_rates(recs: Sequence[Impression], targets: Sequence[Page], logged_exam: Sequence[np.ndarray],
-                      min_slots: int = 20) -> dict[str, float]:
+                      matches: Sequence[list[tuple[int, str]]], min_slots: int = 20) -> dict[str, float]:
     """Per row id, the mean play rate (once seen) of the entities the target shows in that row: the logged plays
     of those entities importance weighted (`played / (examination * mu)`), summed over requests, over the
     target's slot count in that row; rows with under `min_slots` target slots keep the fitted rates. A target
-    page's stops follow them."""
+    page's stops follow them. `matches`: `_matches` of each (record, target page)."""
     hits: dict[str, float] = {}
     slots: dict[str, float] = {}
-    for rec, target, exam in zip(recs, targets, logged_exam):
+    for rec, target, exam, matched in zip(recs, targets, logged_exam, matches):
         for row, entities in target.rows:
             slots[row] = slots.get(row, 0.0) + len(entities)
-        for j, row in _matches(rec, target):
+        for j, row in matched:
             if exam[j] > 0:
                 hits[row] = hits.get(row, 0.0) + rec.feedback.played[j] / (exam[j] * rec.page.propensities[j])
     return {row: float(np.clip(hits.get(row, 0.0) / n, 0.0, 1.0)) for row, n in slots.items() if n >= min_slots}
@@ -230,8 +230,9 @@ def _terms(recs: Sequence[Impression], targets: Sequence[Page], model: ClickMode
     dm = np.zeros(n) if direct is not None else None
     corr = np.zeros(n) if direct is not None else None
     logged_exam = [model.examination(rec.page) for rec in recs]
-    rates = target_play_rates(recs, targets, logged_exam) if model.stop else None
-    for i, (rec, target, e_logged) in enumerate(zip(recs, targets, logged_exam)):
+    matches = [_matches(rec, target) for rec, target in zip(recs, targets)]
+    rates = target_play_rates(recs, targets, logged_exam, matches) if model.stop else None
+    for i, (rec, target, e_logged, matched) in enumerate(zip(recs, targets, logged_exam, matches)):
         e_target = model.examination(target, rates)
         at_target = {e: float(x) for (_, _, e), x in zip(target.slots, e_target)}
         target_mass[i] = float(e_target.sum())
@@ -243,7 +244,7 @@ def _terms(recs: Sequence[Impression], targets: Sequence[Page], model: ClickMode
             dm[i] = float(e_target @ q)
         reward = entity_rewards(rec.feedback, reward_config)
         q_at = {e: float(v) for (_, _, e), v in zip(target.slots, q)} if dm is not None else {}
-        for j, _ in _matches(rec, target):
+        for j, _ in matched:
             if e_logged[j] <= 0:
                 continue  # a slot the logs never impressed carries no reward to transport
             entity = rec.page.slots[j][2]
@@ -274,9 +275,9 @@ def estimate_page_value(records: Iterable[Impression | dict], target_pages: Iter
     """Off-policy estimates of the mean page reward of a target policy (see the module docstring).
 
     `records`: logged records with `page.propensities`; `target_pages`: the target's page for each record,
-    in the same order; `click_model`: how slots are examined (default `fit_click_model(records)`); `direct`: a direct
-    model mapping (records, target pages) to q_hat per logged slot and per target slot (reward once
-    seen), which adds `dm` and `dr`; `resamples`: bootstrap resamples of requests for the ratio estimators.
+    in the same order; `click_model`: how slots are examined (default `fit_click_model(records)`); `direct`: a
+    direct model mapping (records, target pages) to q_hat per target slot (reward once seen), which adds `dm`
+    and `dr`; `resamples`: bootstrap resamples of requests for the self-normalised estimator.
     """
     recs = _records(records)
     targets = [_page(p) for p in target_pages]
@@ -317,16 +318,16 @@ class RewardModelDirect:
         import torch
         from torch.nn.utils.rnn import pad_sequence
 
+        from .training.reward_model import page_slot_positions
+
         out: list[np.ndarray] = []
         for start in range(0, len(pages), self.batch_size):
             seqs, spans = [], []
             for ctx, page in zip(contexts[start:start + self.batch_size], pages[start:start + self.batch_size]):
                 prompt = self.tokenizer.encode_prompt(ctx, max_history=self.max_history)
-                ids = prompt + self.tokenizer.encode_page(page.to_dict(), add_eos=True)
-                entity_pos = [len(prompt) + i for i, t in enumerate(ids[len(prompt):])
-                              if self.tokenizer.id_to_row(t) is None and t != self.tokenizer.eos_token_id]
-                seqs.append(torch.as_tensor(ids))
-                spans.append(entity_pos)
+                page_ids = self.tokenizer.encode_page(page.to_dict(), add_eos=True)
+                seqs.append(torch.as_tensor(prompt + page_ids))
+                spans.append(page_slot_positions(self.tokenizer, page_ids, len(prompt)))
             batch = pad_sequence(seqs, batch_first=True, padding_value=self.tokenizer.pad_token_id)
             mask = pad_sequence([torch.ones(len(s), dtype=torch.long) for s in seqs], batch_first=True)
             with torch.no_grad():

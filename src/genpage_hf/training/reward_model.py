@@ -62,6 +62,13 @@ def check_same_tokenizer(reward_tokenizer: Any, policy_tokenizer: Any, what: str
                          f"different ids: {moved[:3]}): train the {what} on the policy's tokenizer")
 
 
+def page_slot_positions(tokenizer: Any, page_ids: Sequence[int], offset: int = 0) -> list[int]:
+    """Positions (plus `offset`, the prompt's length) of a page's entity slots among its token ids
+    (`encode_page`): every token that is neither a row nor [EOS]."""
+    eos = tokenizer.eos_token_id
+    return [offset + i for i, t in enumerate(page_ids) if tokenizer.id_to_row(t) is None and t != eos]
+
+
 def build_reward_dataset(records: Any, tokenizer: Any, *, max_history: Optional[int] = None,
                          reward_config: Optional[RewardConfig] = None, num_proc: Optional[int] = None,
                          negative_pages: int = 0, negative_fraction: float = 0.5, seed: int = 0) -> Any:
@@ -85,8 +92,7 @@ def build_reward_dataset(records: Any, tokenizer: Any, *, max_history: Optional[
             page_ids = tokenizer.encode_page(page, add_eos=True)
             reward = entity_rewards(fb, reward_config)
             targets = np.zeros(len(prompt) + len(page_ids), dtype=np.float32)
-            entity_pos = [len(prompt) + i for i, t in enumerate(page_ids) if tokenizer.id_to_row(t) is None
-                          and t != tokenizer.eos_token_id]
+            entity_pos = page_slot_positions(tokenizer, page_ids, len(prompt))
             if len(entity_pos) != len(reward):
                 raise ValueError(f"record of user {ctx.get('user_id')!r}: {len(entity_pos)} page entities but "
                                  f"{len(reward)} feedback slots")
@@ -312,6 +318,7 @@ __all__ = [
     "check_same_tokenizer",
     "half_of_records",
     "load_reward_model",
+    "page_slot_positions",
     "reward_model_from_policy",
     "train_reward_model",
 ]
