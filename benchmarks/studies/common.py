@@ -107,6 +107,13 @@ def simulate_data(data: DataOptions, seed: int, **world: Any) -> Any:
                     slot_explore=data.slot_explore, catalog=data.catalog, **world)
 
 
+def rank_correlation(x: Any, y: Any, method: str = "spearman") -> float:
+    """Spearman's rho (average ranks for ties) or Kendall's tau-b between two sequences; NaN for a constant one."""
+    import pandas as pd
+
+    return float(pd.DataFrame({"x": x, "y": y}).corr(method=method).iloc[0, 1])
+
+
 def map_seeds(fn: Callable[..., dict], seeds: Sequence[int], workers: int, *args: Any) -> list[dict]:
     """`fn(seed, *args)` for every seed, in seed order; `workers` > 1 runs seeds at once in spawned processes."""
     if workers < 1:

@@ -34,16 +34,16 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-import pandas as pd
 import torch
 
 from genpage_hf import records
 from genpage_hf.checkpoint import load_genpage, save_genpage
-from genpage_hf.off_policy import RewardModelDirect, estimate_page_value, fit_click_model
+from genpage_hf.off_policy import Z95, RewardModelDirect, estimate_page_value, fit_click_model
 from genpage_hf.rewards import entity_rewards
 from genpage_hf.simulation import OraclePolicy, ProductionPolicy, RandomPolicy
 from genpage_hf.simulation.behavior import Noise
 from genpage_hf.simulation.engine import serve
+from genpage_hf.simulation.pages import validate_pages
 from genpage_hf.simulation.propensity import page_propensities
 from genpage_hf.simulation.truth import expected_page_rewards
 from genpage_hf.studies.judge import GenPageArm, arm_policy, grow_to_judge_day
@@ -59,6 +59,7 @@ from .common import (
     int_list,
     map_seeds,
     parse,
+    rank_correlation,
     recipe,
     recipe_options,
     set_threads,
@@ -162,17 +163,11 @@ def log_and_serve(sim: Any, seed: int, o: OPEOptions, policies: dict[str, Any], 
         files.append(os.path.join(log_dir, f"day-{day:04d}-part{k:03d}.parquet"))
         records.save_parquet(served.records(), files[-1], spec=sim.spec)
         for name, policy in policies.items():
-            batch = policy.pages(req)
-            dicts = batch.to_dicts(world) if hasattr(batch, "to_dicts") else list(batch)
-            pages[name] += dicts
-            truth[name].append(expected_page_rewards(world, users, req, dicts, draws=o.truth_draws, seed=seed + k))
+            batch = validate_pages(req, policy.pages(req))
+            pages[name] += batch.to_dicts(world)
+            truth[name].append(expected_page_rewards(world, users, req, batch, draws=o.truth_draws, seed=seed + k))
     logged = [r for f in files for r in records.load_parquet(f, spec=sim.spec)]
     return logged, {n: (pages[n], np.concatenate(truth[n])) for n in policies}
-
-
-def kendall(x: list[float], y: list[float]) -> float:
-    """Kendall's tau-b between two lists (1: the same order)."""
-    return float(pd.DataFrame({"x": x, "y": y}).corr(method="kendall").iloc[0, 1])
 
 
 def run_seed(seed: int, o: OPEOptions, data: LoggedCatalogData, recipe_opts: Any, run: RunOptions) -> dict:
@@ -196,7 +191,7 @@ def run_seed(seed: int, o: OPEOptions, data: LoggedCatalogData, recipe_opts: Any
                                            "stop": models["dcm"].stop, "play": models["dcm"].play},
                            "policies": {}}
     for name, (pages, truth) in served.items():
-        half = 1.959963984540054 * float(truth.std(ddof=1)) / np.sqrt(len(truth))
+        half = Z95 * float(truth.std(ddof=1)) / np.sqrt(len(truth))
         t = float(truth.mean())
         row: dict[str, Any] = {"truth": t, "truth_ci95": [t - half, t + half]}
         for kind, model in models.items():
@@ -211,7 +206,7 @@ def run_seed(seed: int, o: OPEOptions, data: LoggedCatalogData, recipe_opts: Any
     for k in [k for k in out["policies"][names[0]] if not k.startswith("truth")]:
         values = [out["policies"][n][k]["value"] for n in names]
         out["ranking"][k] = sorted(names, key=lambda n: -out["policies"][n][k]["value"])
-        out["ranking"][f"{k}_kendall_tau"] = kendall(values, truths)
+        out["ranking"][f"{k}_kendall_tau"] = rank_correlation(values, truths, "kendall")
     out["seconds"] = {"policy": trained - start, "log_and_serve": logged_at - trained, "total": time.time() - start}
     return {"seed": seed, **out}
 

@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-import pandas as pd
 import torch
 
 from genpage_hf.checkpoint import load_genpage, save_genpage
@@ -61,6 +60,7 @@ from .common import (
     int_list,
     map_seeds,
     parse,
+    rank_correlation,
     recipe,
     recipe_options,
     set_threads,
@@ -136,11 +136,6 @@ def rm_tag(o: RLOptions, init: Optional[str] = None, slot_model: Optional[str] =
             f"{o.rm_negative_pages}neg-lr{o.rm_learning_rate:g}{head}")
 
 
-def spearman(x: Any, y: Any) -> float:
-    """Spearman rank correlation (average ranks for ties; NaN for a constant input)."""
-    return float(pd.DataFrame({"x": x, "y": y}).corr(method="spearman").iloc[0, 1])
-
-
 def policies_and_rms(seed: int, o: RLOptions, sim: Any, recipe_opts: Any, out: str) -> tuple[dict, Any, dict, dict]:
     """The WBC and NTP policy folders (grown to the judge's day), their tokenizer and the two reward models."""
     folders = {name: os.path.join(out, f"{name}_policy") for name in ("wbc", "ntp")}
@@ -202,14 +197,14 @@ def rm_quality(sim: Any, seed: int, o: RLOptions, tok: Any, policies: dict, rms:
                            "requests": len(fresh)}
     for rm_name in rms:
         s = scores[rm_name]
-        within = [spearman([s[n][i] for n in names], [truth[n][i] for n in names]) for i in range(len(fresh))]
+        within = [rank_correlation([s[n][i] for n in names], [truth[n][i] for n in names]) for i in range(len(fresh))]
         means = {n: float(s[n].mean()) for n in names}
         out[rm_name] = {
-            "spearman_pooled": spearman(np.concatenate([s[n] for n in names]),
+            "spearman_pooled": rank_correlation(np.concatenate([s[n] for n in names]),
                                         np.concatenate([truth[n] for n in names])),
             "spearman_within_request": float(np.nanmean(within)),
             "mean_score_by_policy": means,
-            "spearman_of_policy_means": spearman([means[n] for n in names], [truth[n].mean() for n in names]),
+            "spearman_of_policy_means": rank_correlation([means[n] for n in names], [truth[n].mean() for n in names]),
             "same_order_as_truth": sorted(names, key=lambda n: means[n]) == truth_order,
             "oracle_above_production": means["oracle"] > means["production"]}
     base = "wbc_page_value"

@@ -126,7 +126,7 @@ def run_day(world: World, users: UserPopulation, policy: Policy, seed: int, batc
         served = serve(world, users, req, policy, noise)
         if propensity_samples:
             served.propensities = page_propensities(policy, req, served.pages, propensity_samples,
-                                                    seed=hash((world.config.seed, seed, day, start)) % 2**32)
+                                                    seed=[world.config.seed, seed, day, start])
         record_outcomes(users, served)
         out.append(served)
     if pagination:
@@ -141,7 +141,7 @@ def run_day(world: World, users: UserPopulation, policy: Policy, seed: int, batc
             if propensity_samples:
                 second.propensities = page_propensities(
                     policy, second.requests, second.pages, propensity_samples,
-                    seed=hash((world.config.seed, seed, day, k * batch_size, 2)) % 2**32)
+                    seed=[world.config.seed, seed, day, k * batch_size, 2])
             record_outcomes(users, second, write_session=False)
             out.append(second)
     users.next_day = day + 1

@@ -12,6 +12,7 @@ unbiased up to (1 - p_true)^(samples + 1) (under 2 % for p_true >= 4 / samples).
 from __future__ import annotations
 
 import copy
+from typing import Sequence
 
 import numpy as np
 
@@ -20,18 +21,20 @@ from .policies import Policy
 from .users import RequestBatch
 
 
-def resampled(policy: Policy, seed: int, sample: int) -> Policy:
-    """A copy of `policy` with a fresh random stream (`rng`), the same configuration and learned state."""
+def resampled(policy: Policy, seed: int | Sequence[int], sample: int) -> Policy:
+    """A copy of `policy` with a fresh random stream (`rng`, from `seed` and `sample`), the same configuration
+    and learned state."""
     if not hasattr(policy, "rng"):
         raise TypeError(f"policy {getattr(policy, 'name', policy)!r} has no `rng` to resample: propensities are "
                         "estimated by redrawing a policy's numpy Generator")
     clone = copy.copy(policy)
-    clone.rng = np.random.default_rng([seed, sample, 7919])
+    entropy = list(seed) if isinstance(seed, Sequence) else [seed]
+    clone.rng = np.random.default_rng([*entropy, sample, 7919])
     return clone
 
 
 def page_propensities(policy: Policy, requests: RequestBatch, pages: PageBatch, samples: int,
-                      seed: int = 0) -> np.ndarray:
+                      seed: int | Sequence[int] = 0) -> np.ndarray:
     """(B, R, W) probability that `policy` shows each served entity of `pages` on its request's page; NaN on
     empty slots. `samples` redraws of the policy (its own stream is left untouched)."""
     if samples < 1:
