@@ -1,7 +1,7 @@
 """Reading records files without validating them: Parquet in batches (bounded memory) and JSON lines, line by line.
 
 `genpage_hf.validation` reads logs this way to report every problem, and the example builders
-(`genpage_hf.data`) to skip invalid records; the loaders of `genpage_hf.records` validate as they read.
+(`genpage_hf.data`) to skip invalid records; `records.load_jsonl` reads its lines here and validates each.
 """
 
 from __future__ import annotations
@@ -47,6 +47,26 @@ class SourceRecord:
     error: Optional[str] = None  # why the line could not be read (not UTF-8, not JSON); `record` is then None
 
 
+def jsonl_records(path: str | os.PathLike) -> Iterator[SourceRecord]:
+    """The records of a JSON-lines file, line by line (blank lines skipped), unvalidated; a line that is not
+    UTF-8 or not JSON is a `SourceRecord` with an `error`, so the lines after it are still read."""
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, start=1):
+            location = f"{path}:{n}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield SourceRecord(path, n, location, error=f"not UTF-8 text (a binary file?): {err}")
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield SourceRecord(path, n, location, json.loads(line))
+            except json.JSONDecodeError as err:
+                yield SourceRecord(path, n, location, error=f"not valid JSON ({err})")
+
+
 def read_records(path: str | os.PathLike, batch_size: int = 1024) -> Iterator[SourceRecord]:
     """The records of one .parquet file (read `batch_size` rows at a time) or .jsonl file, unvalidated.
 
@@ -77,20 +97,7 @@ def read_records(path: str | os.PathLike, batch_size: int = 1024) -> Iterator[So
             raise RecordsFileError(f"{path}: not a readable Parquet file ({' '.join(str(err).split())})",
                                    "file: unreadable") from None
     elif path.endswith(".jsonl"):
-        with open(path, "rb") as f:
-            for n, raw in enumerate(f, start=1):
-                location = f"{path}:{n}"
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as err:
-                    yield SourceRecord(path, n, location, error=f"not UTF-8 text (a binary file?): {err}")
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    yield SourceRecord(path, n, location, json.loads(line))
-                except json.JSONDecodeError as err:
-                    yield SourceRecord(path, n, location, error=f"not valid JSON ({err})")
+        yield from jsonl_records(path)
     else:
         raise RecordsFileError(f"records file {path!r}: expected .parquet, .jsonl or a folder of .parquet files",
                                "file: not a records file")

@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 
 from .catalog import SPECIAL_ROWS  # noqa: F401  (re-exported: the row ids of the simulator and default catalogs)
 from .record_checks import as_list, check_choice, check_rows, field_path, finite_number, get_field, no_unknown_keys
+from .record_files import jsonl_records
 from .record_tokens_genpage import check_duration, check_id, instant_actions
 from .tokenizer_spec import load_spec, validate_spec
 
@@ -474,17 +475,8 @@ def load_jsonl(path: str | os.PathLike, *, spec: SpecLike = None) -> list[Impres
     """Read and validate the records of a JSONL file; errors name the line number."""
     schema = record_schema(spec)
     out = []
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise ValueError(f"{path}:{n}: not UTF-8 text (a binary file?): {err}") from None
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not valid JSON ({err})") from err
-            out.append(Impression.from_dict(d, f"{path}:{n}", schema))
+    for row in jsonl_records(path):
+        if row.error is not None:
+            raise ValueError(f"{row.location}: {row.error}")
+        out.append(Impression.from_dict(row.record, row.location, schema))
     return out
