@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "update": ("update", "append a day's new entities (with content) and rows to a model folder (paper 6.2)"),
     "incremental": ("update", "one multi-cadence update: daily WBC on the new day + replay, or a full retrain on all "
                               "logs, then vocabulary growth (paper 6.2); resumable"),
+    "export-llama": ("export", "write a plain LlamaForCausalLM folder (content embedding folded in) whose logits "
+                               "equal the GenPage model's, for serving engines such as vLLM"),
+    "accelerate-config": ("launch", "print the path of a shipped accelerate launch config: ddp, fsdp2, zero2, "
+                                    "zero3, cpu_ddp_2proc"),
     "validate": ("validate", "check impression logs against the spec (and a catalog): every problem, counted by kind"),
     "convert movielens": ("convert", "a MovieLens CSV release: RecBole's leave-one-out split as GenPage records + "
                                      "a catalog"),

@@ -45,3 +45,24 @@ def context():
             {"entity": "m3", "action": "thumbs_up", "timestamp": 999_500.0, "duration": 0.0},
         ],
     }
+
+
+@pytest.fixture(scope="session")
+def small_log_dir(tmp_path_factory) -> str:
+    """A log folder of 2 days of a small simulated world (impressions/day-0000.parquet, day-0001.parquet,
+    catalog.json), shared by the tests that read logs (none writes into it)."""
+    from genpage_hf.simulation import UserPopulation, World, WorldConfig, write_logs
+
+    world = World(WorldConfig(n_entities=120, new_entities_per_day=1, horizon_days=3, warmup_days=3))
+    out = tmp_path_factory.mktemp("small_log")
+    write_logs(world, UserPopulation(world, 150), days=2, seed=0, out_dir=out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def small_log(small_log_dir):
+    """(record dicts, catalog, log dir) of `small_log_dir`."""
+    from genpage_hf.simulation import load_logs
+
+    records, catalog, _ = load_logs(small_log_dir)
+    return [r.to_dict() for r in records], catalog, small_log_dir

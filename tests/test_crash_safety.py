@@ -18,19 +18,6 @@ from genpage_hf.loading_genpage import is_complete_checkpoint, last_complete_che
 from genpage_hf.training.configs import TRAIN_SAMPLING_STRATEGIES
 
 
-@pytest.fixture(scope="module")
-def log_dir(tmp_path_factory) -> str:
-    """A folder of 2 logged days of a small simulated world (impressions/*.parquet, catalog.json)."""
-    from genpage_hf.simulation.logs import write_logs
-    from genpage_hf.simulation.users import UserPopulation
-    from genpage_hf.simulation.world import World, WorldConfig
-
-    world = World(WorldConfig(n_entities=120, new_entities_per_day=1, horizon_days=3, warmup_days=3))
-    out = tmp_path_factory.mktemp("log")
-    write_logs(world, UserPopulation(world, 150), days=2, seed=0, out_dir=out)
-    return str(out)
-
-
 def _command(log_dir: str, output_dir: str, *extra: str) -> list[str]:
     """`genpage pretrain` of a tiny model, checkpointing every 2 of 8 steps, fp32 on CPU."""
     return [sys.executable, "-m", "genpage_hf.commands", "pretrain",
@@ -56,15 +43,15 @@ def _losses(checkpoint: str) -> dict[int, float]:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(log_dir, tmp_path) -> None:
+def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(small_log_dir, tmp_path) -> None:
     """Kill a run as soon as checkpoint-4 appears (mid-save), resume with `true`, compare every loss."""
     full = str(tmp_path / "full")
-    subprocess.run(_command(log_dir, full), check=True, env=_env(), capture_output=True, timeout=600)
+    subprocess.run(_command(small_log_dir, full), check=True, env=_env(), capture_output=True, timeout=600)
     reference = _losses(os.path.join(full, "checkpoint-8"))
     assert sorted(reference) == list(range(1, 9))
 
     killed = str(tmp_path / "killed")
-    proc = subprocess.Popen(_command(log_dir, killed), env=_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_command(small_log_dir, killed), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not os.path.isdir(os.path.join(killed, "checkpoint-4")) and proc.poll() is None and time.time() < deadline:
@@ -81,7 +68,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(log_dir, tmp_path
             assert int(name.split("-")[1]) > int(last.split("-")[-1]) and not is_complete_checkpoint(
                 os.path.join(killed, name))
 
-    resumed = subprocess.run(_command(log_dir, killed, "--resume_from_checkpoint", "true"), env=_env(),
+    resumed = subprocess.run(_command(small_log_dir, killed, "--resume_from_checkpoint", "true"), env=_env(),
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     after = _losses(os.path.join(killed, "checkpoint-8"))
@@ -91,7 +78,8 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(log_dir, tmp_path
 
 
 @pytest.mark.parametrize("strategy", TRAIN_SAMPLING_STRATEGIES)
-def test_resume_after_an_epoch_boundary_is_exact_for_every_sampling_strategy(log_dir, tmp_path, strategy) -> None:
+def test_resume_after_an_epoch_boundary_is_exact_for_every_sampling_strategy(small_log_dir, tmp_path,
+                                                                             strategy) -> None:
     """Resume from checkpoint-4 of a run with 3 steps per epoch: the resumed epoch is sampled anew and its
     trained batch skipped. Every strategy the configs accept gives the uninterrupted run's losses
     (group_by_length once drew each epoch's order from the global RNG and did not). The runs are in
@@ -99,7 +87,7 @@ def test_resume_after_an_epoch_boundary_is_exact_for_every_sampling_strategy(log
     from genpage_cli import main
 
     def train(output_dir: str, *extra: str) -> None:
-        main(_command(log_dir, output_dir, "--train_sampling_strategy", strategy,
+        main(_command(small_log_dir, output_dir, "--train_sampling_strategy", strategy,
                       "--per_device_train_batch_size", "64", "--max_steps", "6", *extra)[3:])
 
     full = str(tmp_path / "full")

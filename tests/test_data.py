@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from genpage_hf.data import IGNORE_INDEX, NTPCollator, WBCCollator, build_ntp_dataset, build_wbc_dataset, split_records
+from genpage_hf.collators import NTPCollator, WBCCollator
+from genpage_hf.data import IGNORE_INDEX, build_ntp_dataset, build_wbc_dataset, split_records
 from genpage_hf.rewards import page_reward
 
 

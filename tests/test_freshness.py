@@ -16,7 +16,8 @@ import torch
 from genpage_cli import main as cli_main
 from genpage_hf.catalog import Catalog, CatalogEntity, CatalogRow
 from genpage_hf.checkpoint import build_genpage, grow_genpage, load_genpage, save_genpage, update_genpage
-from genpage_hf.data import WBCCollator, build_wbc_dataset
+from genpage_hf.collators import WBCCollator
+from genpage_hf.data import build_wbc_dataset
 from genpage_hf.generation import PageGenerator, RuleSet
 from genpage_hf.records import to_arrow
 from genpage_hf.training import WBCConfig, WBCTrainer

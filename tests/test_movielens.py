@@ -1,14 +1,18 @@
-"""MovieLens adapter: archive errors, RecBole 1.2.1's split (ties included), records, ranking, content, CLI."""
+"""MovieLens adapter: archive errors, RecBole 1.2.1's split (ties included), records, ranking, content, CLI, and
+the converter's memory, which does not grow with the records it writes."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
+import tracemalloc
 import zipfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -245,3 +249,88 @@ def test_real_archive_split_sizes() -> None:
     assert (data.name, len(data), len(split.sequences)) == ("ml-latest-small", 100_836, 610)
     assert len(split.valid) == len(split.test) == 610 and len(split.train) == 100_836 - 3 * 610
     assert max(len(c.history) for c in split.train) == ml.MAX_HISTORY
+
+
+def test_reader_errors_name_the_row(tmp_path: Path) -> None:
+    """ratings.csv is parsed a block at a time: a bad row still fails with an error naming the file and the row."""
+    for bad, message in ((("7", "10", "x", "5"), "invalid value 'x'"), (("7", "10", "4.0"), "Expected 4 columns"),
+                         (("", "10", "4.0", "5"), "empty userId")):
+        folder = tmp_path / f"bad{len(bad)}{bad[0]}"
+        folder.mkdir()
+        rows = [",".join(map(str, r)) for r in RATINGS[:3]] + [",".join(bad)]
+        (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows) + "\n")
+        (folder / "movies.csv").write_text("movieId,title,genres\n10,A,Drama\n20,B,Drama\n30,C,Drama\n")
+        with pytest.raises(ValueError, match=f"ratings.csv: .*{message}"):
+            ml.load_movielens(folder)
+
+
+def test_records_are_written_in_batches_with_the_same_content(tiny: ml.MovieLens, tmp_path: Path) -> None:
+    """The generators give the records the lists give; save_parquet writes one row group per batch, atomically."""
+    split = ml.split_movielens(tiny)
+    assert list(ml.iter_training_records(tiny, split, 2)) == ml.training_records(tiny, split, page_size=2)
+    assert list(ml.iter_case_records(tiny, split, "test")) == [ml.case_record(tiny, c) for c in split.test]
+    with pytest.raises(ValueError, match="part must be one of"):
+        next(split.iter_cases("holdout"))
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "out" / "train.parquet"
+    assert records.save_parquet(ml.iter_training_records(tiny, split), path, batch_size=2) == len(split.train)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 3  # 5 records, 2 a batch
+    assert [r.to_dict() for r in records.load_parquet(path)] == [
+        records.validate_record(r).to_dict() for r in ml.training_records(tiny, split)]
+    broken = ml.training_records(tiny, split) + [{"context": {}, "page": {}, "feedback": {}}]
+    with pytest.raises(ValueError, match=r"record\[5\]"):
+        records.save_parquet(broken, path, batch_size=2)
+    assert len(records.load_parquet(path)) == 5 and os.listdir(path.parent) == ["train.parquet"]  # no partial file
+
+
+def _synthetic_release(folder: Path, users: int, ratings_per_user: int = 100, movies: int = 400) -> Path:
+    """An extracted MovieLens-format release: each user rates `ratings_per_user` distinct movies, a day apart."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    with open(folder / "ratings.csv", "w", encoding="utf-8") as f:
+        f.write("userId,movieId,rating,timestamp\n")
+        for u in range(1, users + 1):
+            items = rng.choice(movies, ratings_per_user, replace=False) + 1
+            stars = rng.integers(1, 11, ratings_per_user) / 2
+            f.writelines(f"{u},{m},{r:g},{1_000_000_000 + 86_400 * k}\n" for k, (m, r) in enumerate(zip(items, stars)))
+    (folder / "movies.csv").write_text("movieId,title,genres\n" + "".join(
+        f'{m},"Movie {m} (2000)",Drama|Comedy\n' for m in range(1, movies + 1)))
+    return folder
+
+
+def _convert_peak_rss_mib(release: Path, output_dir: Path) -> float:
+    """`genpage convert movielens` in a fresh process; its peak resident memory (MiB)."""
+    script = ("import resource, sys\nfrom genpage_cli import main\nmain(sys.argv[1:])\n"
+              "print('PEAK_KIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    run = subprocess.run([sys.executable, "-c", script, "convert", "movielens", "--archive", str(release),
+                          "--output_dir", str(output_dir)], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    return int(run.stdout.split("PEAK_KIB")[1]) / 1024
+
+
+@pytest.mark.slow
+def test_convert_memory_does_not_grow_with_the_records(tmp_path: Path) -> None:
+    """Converting 4x the ratings (14,850 more records) raises the converter's peak RSS by less than a 32 MiB cap,
+    while those records alone, held as dicts (as the converter once held every record, then validated copies),
+    take over 4 times the cap: records are generated user by user and written in batches."""
+    growth_cap_mib = 32
+    peaks, written = {}, {}
+    for users in (50, 200):
+        release = _synthetic_release(tmp_path / f"ml-{users}", users)
+        peaks[users] = _convert_peak_rss_mib(release, tmp_path / f"out-{users}")
+        written[users] = sum(pq.ParquetFile(tmp_path / f"out-{users}" / f"{part}.parquet").metadata.num_rows
+                             for part in ("train", "valid", "test"))
+        assert written[users] == users * 99  # every rating but each user's first is a case
+    data = ml.load_movielens(tmp_path / "ml-200")
+    sample = ml.iter_training_records(data, ml.split_movielens(data))
+    tracemalloc.start()
+    held = [next(sample) for _ in range(500)]
+    record_mib = tracemalloc.get_traced_memory()[0] / len(held) / 2**20
+    tracemalloc.stop()
+    extra_records_mib = (written[200] - written[50]) * record_mib
+    growth = peaks[200] - peaks[50]
+    print(f"peak RSS {peaks[50]:.0f} MiB ({written[50]} records), {peaks[200]:.0f} MiB ({written[200]} records): "
+          f"+{growth:.1f} MiB; the {written[200] - written[50]} extra records as dicts: {extra_records_mib:.0f} MiB")
+    assert extra_records_mib > 4 * growth_cap_mib  # the cap is meaningful: holding the records would break it
+    assert growth < growth_cap_mib

@@ -11,34 +11,22 @@ import torch.nn.functional as F
 from conftest import TINY_MODEL
 
 from genpage_hf import load_spec
+from genpage_hf.accelerate_configs import accelerate_config
 from genpage_hf.checkpoint import build_genpage
-from genpage_hf.data import NTPCollator, WBCCollator, build_ntp_dataset, build_wbc_dataset
+from genpage_hf.collators import NTPCollator, WBCCollator
+from genpage_hf.data import build_ntp_dataset, build_wbc_dataset
 from genpage_hf.records import save_parquet
 from genpage_hf.training import NTPConfig, NTPTrainer, WBCConfig, WBCTrainer, evaluate, posttrain_wbc, pretrain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def sim_log(tmp_path_factory):
-    """(records, catalog, log dir) of 2 logged days of a small simulated world."""
-    from genpage_hf.simulation.logs import load_logs, write_logs
-    from genpage_hf.simulation.users import UserPopulation
-    from genpage_hf.simulation.world import World, WorldConfig
-
-    world = World(WorldConfig(n_entities=120, new_entities_per_day=1, horizon_days=3, warmup_days=3))
-    out = tmp_path_factory.mktemp("log")
-    write_logs(world, UserPopulation(world, 150), days=2, seed=0, out_dir=out)
-    records, catalog, _ = load_logs(out)
-    return [r.to_dict() for r in records], catalog, str(out)
-
-
 def _fresh(catalog, seed=0):
     return build_genpage(catalog, load_spec(), seed=seed, **TINY_MODEL)
 
 
-def test_ntp_loss_is_the_causal_lm_loss_on_page_tokens(sim_log, tmp_path):
-    records, catalog, _ = sim_log
+def test_ntp_loss_is_the_causal_lm_loss_on_page_tokens(small_log, tmp_path):
+    records, catalog, _ = small_log
     model, tok = _fresh(catalog)
     ds = build_ntp_dataset(records[:8], tok)
     assert len(ds) >= 3
@@ -50,8 +38,8 @@ def test_ntp_loss_is_the_causal_lm_loss_on_page_tokens(sim_log, tmp_path):
     torch.testing.assert_close(ours, ref)
 
 
-def test_wbc_loss_equals_full_vocabulary_brute_force(sim_log, tmp_path):
-    records, catalog, _ = sim_log
+def test_wbc_loss_equals_full_vocabulary_brute_force(small_log, tmp_path):
+    records, catalog, _ = small_log
     model, tok = _fresh(catalog)
     ds = build_wbc_dataset(records[:8], tok, num_negatives=3, negative_weight=0.1)
     assert len(ds) >= 3
@@ -71,8 +59,8 @@ def test_wbc_loss_equals_full_vocabulary_brute_force(sim_log, tmp_path):
     torch.testing.assert_close(ours, ref_num / ref_den)
 
 
-def test_training_lowers_ntp_then_wbc_loss(sim_log, tmp_path):
-    records, catalog, _ = sim_log
+def test_training_lowers_ntp_then_wbc_loss(small_log, tmp_path):
+    records, catalog, _ = small_log
     model, tok = _fresh(catalog)
     ntp_args = NTPConfig(str(tmp_path), max_steps=40, learning_rate=3e-3, dtype="fp32")
     wbc_args = WBCConfig(str(tmp_path), max_steps=40, learning_rate=3e-3, num_negatives=4, dtype="fp32")
@@ -93,11 +81,11 @@ def test_training_lowers_ntp_then_wbc_loss(sim_log, tmp_path):
 
 
 @pytest.mark.parametrize("stage", ["ntp", "wbc"])
-def test_content_scoring_trains_the_content_term_and_serves_what_it_trained(sim_log, tmp_path, stage):
+def test_content_scoring_trains_the_content_term_and_serves_what_it_trained(small_log, tmp_path, stage):
     """With content_scoring, training scores lm_head row + content term; the head it leaves (and every
     checkpoint it saves) holds their sum, so plain lm_head scores what training scored, and the content
     projection is trained."""
-    records, catalog, _ = sim_log
+    records, catalog, _ = small_log
     model, tok = _fresh(catalog)
     cls, config = (NTPTrainer, NTPConfig) if stage == "ntp" else (WBCTrainer, WBCConfig)
     args = config(str(tmp_path / "run"), max_steps=6, learning_rate=3e-3, dtype="fp32", content_scoring=True,
@@ -126,9 +114,9 @@ def test_content_scoring_trains_the_content_term_and_serves_what_it_trained(sim_
     torch.testing.assert_close(state["lm_head.weight"], model.lm_head.weight.detach())
 
 
-def test_offline_metrics_score_only_the_logged_targets(sim_log, tmp_path):
+def test_offline_metrics_score_only_the_logged_targets(small_log, tmp_path):
     """Extra training positions (targets above) do not change what evaluate() measures."""
-    records, catalog, _ = sim_log
+    records, catalog, _ = small_log
     model, tok = _fresh(catalog)
     plain = evaluate(model, tok, records[:30], WBCConfig(str(tmp_path), dtype="fp32"))
     above = evaluate(model, tok, records[:30], WBCConfig(str(tmp_path), dtype="fp32", entity_targets_above=True,
@@ -137,8 +125,8 @@ def test_offline_metrics_score_only_the_logged_targets(sim_log, tmp_path):
     assert [above[k] for k in keys] == pytest.approx([plain[k] for k in keys])
 
 
-def test_content_scoring_needs_content_and_no_peft(sim_log, tmp_path):
-    records, catalog, _ = sim_log
+def test_content_scoring_needs_content_and_no_peft(small_log, tmp_path):
+    records, catalog, _ = small_log
     model, tok = _fresh(catalog)
     with pytest.raises(ValueError, match="PEFT"):
         WBCTrainer(model=model, args=WBCConfig(str(tmp_path), content_scoring=True, use_peft=True),
@@ -149,9 +137,9 @@ def test_content_scoring_needs_content_and_no_peft(sim_log, tmp_path):
                    processing_class=tok)
 
 
-def test_trainer_builds_its_own_examples_like_sft_trainer(sim_log, tmp_path):
+def test_trainer_builds_its_own_examples_like_sft_trainer(small_log, tmp_path):
     """Given records, WBCTrainer prepares the same examples and collator as the data builders do by hand."""
-    records, catalog, _ = sim_log
+    records, catalog, _ = small_log
     model, tok = _fresh(catalog)
     args = WBCConfig(str(tmp_path), num_negatives=3, negative_weight=0.1, max_history=12, example_seed=5, dtype="fp32")
     trainer = WBCTrainer(model=model, args=args, train_dataset=records[:30], processing_class=tok)
@@ -164,11 +152,11 @@ def test_trainer_builds_its_own_examples_like_sft_trainer(sim_log, tmp_path):
         NTPTrainer(model=model, args=NTPConfig(str(tmp_path)), train_dataset=records[:4])
 
 
-def test_non_finite_loss_stops_training_and_saves_nothing(sim_log, tmp_path, capsys):
+def test_non_finite_loss_stops_training_and_saves_nothing(small_log, tmp_path, capsys):
     from genpage_cli import main
     from genpage_hf.checkpoint import save_genpage
 
-    records, catalog, log_dir = sim_log
+    records, catalog, log_dir = small_log
     model, tok = _fresh(catalog)
     with torch.no_grad():
         model.lm_head.weight[tok.entity_token_ids] = float("nan")
@@ -190,8 +178,8 @@ def test_non_finite_loss_stops_training_and_saves_nothing(sim_log, tmp_path, cap
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
-def test_streaming_parquet_logs_train_with_max_steps(sim_log, tmp_path):
-    records, catalog, log_dir = sim_log
+def test_streaming_parquet_logs_train_with_max_steps(small_log, tmp_path):
+    records, catalog, log_dir = small_log
     model, tok = _fresh(catalog)
     args = NTPConfig(str(tmp_path), max_steps=4, per_device_train_batch_size=4, logging_steps=1, dtype="fp32")
     run = pretrain(model, tok, log_dir, args, streaming=True)
@@ -201,10 +189,10 @@ def test_streaming_parquet_logs_train_with_max_steps(sim_log, tmp_path):
         pretrain(model, tok, log_dir, NTPConfig(str(tmp_path), dtype="fp32"), streaming=True)
 
 
-def test_cli_pretrain_wbc_evaluate_end_to_end(sim_log, tmp_path, capsys):
+def test_cli_pretrain_wbc_evaluate_end_to_end(small_log, tmp_path, capsys):
     from genpage_cli import main
 
-    _, _, log_dir = sim_log
+    _, _, log_dir = small_log
     common = ["--train_file", log_dir, "--max_steps", "3", "--per_device_train_batch_size", "4",
               "--logging_steps", "1", "--dtype", "fp32"]
     main(["pretrain", "--catalog", os.path.join(log_dir, "catalog.json"), "--hidden_size", "32",
@@ -222,22 +210,22 @@ def test_cli_pretrain_wbc_evaluate_end_to_end(sim_log, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_process_accelerate_launch_matches_one_process(sim_log, tmp_path):
+def test_two_process_accelerate_launch_matches_one_process(small_log, tmp_path):
     """`accelerate launch --num_processes 2` (gloo, CPU) trains like one process with the same global batch.
 
     Both runs see the same examples in the same order (seedable random sampler; the two processes take
     alternate halves of each global batch of 8). Per-step losses agree within 2% relative: the only
     difference is that each process averages its own half-batch before DDP averages the two.
     """
-    records, _, log_dir = sim_log
+    records, _, log_dir = small_log
     save_parquet(records[:96], tmp_path / "train.parquet", validate=False)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     script = os.path.join(ROOT, "training_scripts", "pretrain.py")
     common = ["--catalog", os.path.join(log_dir, "catalog.json"), "--hidden_size", "32", "--num_hidden_layers", "1",
               "--train_file", str(tmp_path / "train.parquet"), "--max_steps", "6", "--logging_steps", "1",
-              "--dtype", "fp32", "--learning_rate", "3e-3", "--use_cpu"]
+              "--dtype", "fp32", "--learning_rate", "3e-3"]  # no --use_cpu: a machine without a GPU trains on CPU
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-              os.path.join(ROOT, "training_scripts", "accelerate_cpu_2proc.yaml"), "--num_processes", "2", script,
+              accelerate_config("cpu_ddp_2proc"), "--num_processes", "2", script,
               *common, "--output_dir", str(tmp_path / "two"), "--per_device_train_batch_size", "4"]
     single = [sys.executable, script, *common, "--output_dir", str(tmp_path / "one"),
               "--per_device_train_batch_size", "8"]
@@ -249,6 +237,9 @@ def test_two_process_accelerate_launch_matches_one_process(sim_log, tmp_path):
         history = json.load(open(tmp_path / name / "log_history.json"))
         curves[name] = [h["loss"] for h in history if "loss" in h]
         assert os.path.exists(tmp_path / name / "model.safetensors")
+    runs = {name: json.load(open(tmp_path / name / "genpage_run.json")) for name in ("one", "two")}
+    assert [(runs[n]["processes"], runs[n]["distributed_type"]) for n in ("one", "two")] == [(1, "NO"),
+                                                                                             (2, "MULTI_CPU")]
     assert len(curves["one"]) == len(curves["two"]) == 6
     for one, two in zip(curves["one"], curves["two"]):
         assert abs(one - two) <= 0.02 * one, curves

@@ -2,7 +2,7 @@
 
     python training_scripts/posttrain_grpo.py --model_name_or_path runs/wbc \
         --reward_model_name_or_path runs/rm --train_file requests.jsonl --output_dir runs/grpo --max_steps 100
-    accelerate launch --config_file training_scripts/accelerate_cpu_2proc.yaml \
+    accelerate launch --config_file $(genpage accelerate-config --name cpu_ddp_2proc) \
         training_scripts/posttrain_grpo.py ...same options...
 
 `--train_file` holds page requests, one JSON object per line: {"context": {...}, "rules": {...RuleSet}}.

@@ -2,7 +2,7 @@
 
     python training_scripts/posttrain_wbc.py --model_name_or_path runs/pretrained --train_file logs/ \
         --output_dir runs/wbc --max_steps 500
-    accelerate launch --config_file training_scripts/accelerate_cpu_2proc.yaml \
+    accelerate launch --config_file $(genpage accelerate-config --name cpu_ddp_2proc) \
         training_scripts/posttrain_wbc.py ...same options...
 
 Start from a pretrained folder (--model_name_or_path) or from scratch (--catalog); `--use_peft`

@@ -2,7 +2,7 @@
 
     python training_scripts/pretrain.py --catalog logs/catalog.json --train_file logs/ \
         --output_dir runs/pretrained --max_steps 500
-    accelerate launch --config_file training_scripts/accelerate_cpu_2proc.yaml \
+    accelerate launch --config_file $(genpage accelerate-config --name cpu_ddp_2proc) \
         training_scripts/pretrain.py ...same options...
 
 Options: exactly those of `genpage pretrain` (ModelArguments, DataArguments, NTPConfig; `--help`

@@ -134,12 +134,13 @@ def model_flops(model: Any, counts: dict, kind: str, num_candidates: int) -> flo
 
 
 def timed_training(kind: str, model: Any, tokenizer: Any, records: list[dict], steps: int, batch_size: int,
-                   out_dir: str, dtype: str = "fp32", warmup_steps: int = 3) -> dict[str, Any]:
+                   out_dir: str, dtype: str = "fp32", warmup_steps: int = 3, use_cpu: bool = False) -> dict[str, Any]:
     """Tokens/s and model FLOP/s of `steps` NTP (`kind="ntp"`) or WBC (`"wbc"`) steps through the package's
-    trainer, timed end to end (collation, forward, backward, optimizer) after `warmup_steps` untimed ones."""
+    trainer, timed end to end (collation, forward, backward, optimizer) after `warmup_steps` untimed ones.
+    `use_cpu`: train on CPU even under a launcher (accelerate makes CPU processes data-parallel only then)."""
     config_class, trainer_class = (NTPConfig, NTPTrainer) if kind == "ntp" else (WBCConfig, WBCTrainer)
     args = config_class(out_dir, max_steps=steps, per_device_train_batch_size=batch_size, logging_steps=steps,
-                        warmup_steps=0, dtype=dtype, disable_tqdm=True)
+                        warmup_steps=0, dtype=dtype, disable_tqdm=True, use_cpu=use_cpu)
     trainer = trainer_class(model=model, args=args, train_dataset=records, processing_class=tokenizer)
     base = trainer.data_collator
     trainer.args.max_steps = warmup_steps

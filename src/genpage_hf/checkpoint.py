@@ -3,8 +3,8 @@ Hub-style folder atomically, load one back (full model or PEFT adapter), grow it
 
 A saved folder holds config.json (with `auto_map` for AutoConfig, AutoModel, AutoModelForCausalLM),
 model.safetensors, the tokenizer files, the checkpoint code files (configuration_genpage.py,
-modeling_genpage.py and its sibling loading_genpage.py, tokenization_genpage.py and its sibling
-record_tokens_genpage.py, copied by transformers' `register_for_auto_class` saving), generation_config.json,
+modeling_genpage.py and its siblings loading_genpage.py and scoring_genpage.py, tokenization_genpage.py and its
+sibling record_tokens_genpage.py, copied by transformers' `register_for_auto_class` saving), generation_config.json,
 the catalog (catalog.json) when given, genpage_run.json (how it was produced: dtype policy, hardware,
 anything the caller adds), and custom_generate/ with the `page-generation` pipeline in config.json
 (`generation/travel.py`: page decoding where genpage_hf is not installed).
@@ -12,11 +12,12 @@ anything the caller adds), and custom_generate/ with the `page-generation` pipel
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
-from typing import Any, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 import torch
 from transformers import GenerationConfig
@@ -75,31 +76,33 @@ def build_genpage(
 def save_genpage(
     model: Any, tokenizer: GenPageTokenizer, out_dir: str | os.PathLike,
     catalog: Optional[Catalog] = None, metadata: Optional[Mapping[str, Any]] = None,
+    state_dict: Optional[Mapping[str, torch.Tensor]] = None,
 ) -> None:
     """Write a Hub-style folder atomically: everything goes to a temporary sibling that is renamed into place.
 
     A kill mid-save leaves the previous folder (or none) plus a `.tmp-*` sibling, never a folder that
     looks complete but is not. Entries of an existing `out_dir` that this save does not write (a
     Trainer's `checkpoint-*` folders, logs) are kept. `model` may be a PEFT model: its adapter is saved.
+    `state_dict`: the weights to write instead of the model's own (the full state dict an FSDP or ZeRO-3 run
+    gathered from its shards: `accelerator.get_state_dict`).
     """
     from .generation.travel import add_travelling_generation
     from .precision import hardware_info
 
-    bad = [name for name, tensor in model.state_dict().items()
+    bad = [name for name, tensor in (model.state_dict() if state_dict is None else state_dict).items()
            if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
         raise FloatingPointError(
             f"refusing to save non-finite weights (NaN/inf) in {bad[:5]}"
             f"{' and more' if len(bad) > 5 else ''}; nothing was written to {os.fspath(out_dir)!r}"
         )
+    if state_dict is not None:
+        model = _unsharded(model, state_dict)
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise FileExistsError(f"output folder {out_dir!r} exists and is not a folder")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        model.save_pretrained(tmp)
+    with written_in_place(out_dir, keep_other_entries=True) as tmp:
+        model.save_pretrained(tmp, state_dict=None if state_dict is None else dict(state_dict))
         tokenizer.save_pretrained(tmp)
         if getattr(model, "can_generate", lambda: False)():  # a page generator (or its adapter), not a reward model
             add_travelling_generation(tmp)  # custom_generate/ + the page-generation pipeline, without genpage_hf
@@ -108,8 +111,20 @@ def save_genpage(
         run = {"hardware": hardware_info(), **(metadata or {})}
         with open(os.path.join(tmp, "genpage_run.json"), "w", encoding="utf-8") as f:
             json.dump(run, f, indent=1)
+
+
+@contextlib.contextmanager
+def written_in_place(out_dir: str, keep_other_entries: bool = False) -> Iterator[str]:
+    """A temporary sibling folder of `out_dir` to write into, renamed into place when the block ends without error
+    (and removed when it raises), so a reader never sees a half-written folder. With `keep_other_entries`, entries
+    of an existing `out_dir` that the block did not write are moved over; otherwise the old folder is replaced."""
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(out_dir)}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
         if os.path.isdir(out_dir):
-            for name in os.listdir(out_dir):
+            for name in os.listdir(out_dir) if keep_other_entries else ():
                 if not os.path.exists(os.path.join(tmp, name)):
                     os.rename(os.path.join(out_dir, name), os.path.join(tmp, name))
             trash = f"{tmp}.old"
@@ -121,6 +136,23 @@ def save_genpage(
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _unsharded(model: Any, state_dict: Mapping[str, torch.Tensor]) -> Any:
+    """A plain copy of an FSDP2-sharded model holding the gathered `state_dict` (other models as they are).
+
+    `fully_shard` turns the model's class into a generated `FSDP<Class>` subclass, and `save_pretrained` would
+    copy that class's source (torch's FSDP files) into the folder as if it were the model's remote code.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    if not isinstance(model, FSDPModule):
+        return model
+    cls = next(c for c in type(model).__mro__[1:] if not issubclass(c, FSDPModule))
+    plain = cls(model.config)
+    plain.load_state_dict(dict(state_dict), strict=True)
+    plain.generation_config = model.generation_config
+    return plain.eval()
 
 
 GROWTH_INITS = ("fallback", "mean")

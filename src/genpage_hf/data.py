@@ -1,4 +1,4 @@
-"""Training examples from impression records: NTP (pretraining) and WBC (post-training), plus collators.
+"""Training examples from impression records: NTP (pretraining) and WBC (post-training); `collators` batches them.
 
 Both builders run `datasets.Dataset.map` with batching over a records dataset (columns `context`,
 `page`, `feedback`, as written by `records.to_dataset`) and the model's tokenizer.
@@ -28,8 +28,13 @@ By default the first invalid record raises. Given `skipped=SkippedRecords()` (th
 `skip_bad_records`), invalid records are left out and counted into it instead, exactly with any `num_proc`:
 in-memory and JSONL records are checked as they are read (before the Arrow conversion, which would drop
 unknown keys or fail on a wrong type), a `datasets.Dataset` in one batched pass before its examples are built
-(cached with them), and a streamed `IterableDataset` as it is read, in the process that reads it.
+(cached with them), and a streamed `IterableDataset` as it is read, in the process that reads it. A streamed
+record is named by its user, time and a digest of its content (`streamed record (user 'u7' at 1000.0, sha1
+...)`), not by its position, which shuffling changes from pass to pass: each counts once however often it is read.
 `genpage validate` (`genpage_hf.validation`) lists every problem of a log instead.
+
+Streaming (`records_dataset(..., streaming=True)`, shuffled and split between processes): see
+`genpage_hf.streaming`.
 
 Cold start (paper §6.1): with `fallback_prob` > 0 every entity/row token (context and page) is replaced
 by its type's fallback token with that probability (seeded, per example). The ID goes, the content stays:
@@ -43,16 +48,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
-import torch
-from torch.nn.utils.rnn import pad_sequence
 
 from .record_files import RECORD_COLUMNS, SourceRecord, parquet_files, read_records
 from .records import Feedback, Impression, Page, RecordSchema, load_jsonl, record_schema, to_dataset, validate_record
 from .rewards import RewardConfig, entity_rewards, page_reward, row_impressed, row_rewards
+from .streaming import process_rank, streamed_location
 from .validation import SkippedRecords, first_problem
 
 logger = logging.getLogger(__name__)
@@ -72,11 +75,28 @@ def is_records(data: Any) -> bool:
     return isinstance(data, (list, tuple)) and bool(data) and isinstance(data[0], (dict, Impression))
 
 
-def records_dataset(records: Any, streaming: bool = False):
+def records_dataset(records: Any, streaming: bool = False, *, shuffle_buffer_size: int = 0, seed: int = 0):
     """A records `datasets.Dataset` from a Dataset, a list of Impression/dicts, a .parquet/.jsonl file or a log folder.
 
-    With `streaming`, Parquet logs are read as a `datasets.IterableDataset` (logs larger than memory).
+    With `streaming`, Parquet logs are read as a `datasets.IterableDataset` (logs larger than memory). A streamed
+    dataset (read here or given) is shuffled when `shuffle_buffer_size` > 0: its files in an order drawn from
+    `seed` and its records from a buffer of that many (see the module docstring); 0 keeps the files' order.
     """
+    import datasets
+
+    if shuffle_buffer_size < 0:
+        raise ValueError(f"shuffle_buffer_size must be >= 0 (0: no shuffling), got {shuffle_buffer_size}")
+    ds = _load_records(records, streaming)
+    if not shuffle_buffer_size:
+        return ds
+    if not isinstance(ds, datasets.IterableDataset):
+        raise ValueError("shuffle_buffer_size shuffles streamed records; records in memory are shuffled by the "
+                         "Trainer's sampler (train_sampling_strategy)")
+    return ds.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
+
+
+def _load_records(records: Any, streaming: bool) -> Any:
+    """`records_dataset` before shuffling."""
     import datasets
 
     if isinstance(records, (datasets.Dataset, datasets.IterableDataset)):
@@ -90,9 +110,8 @@ def records_dataset(records: Any, streaming: bool = False):
             raise FileNotFoundError(f"records file {path!r} does not exist")
         if os.path.isdir(path) or path.endswith(".parquet"):
             files = parquet_files(path)
-            return records_dataset(
-                datasets.load_dataset("parquet", data_files=files, split="train", streaming=streaming)
-            )
+            return _load_records(
+                datasets.load_dataset("parquet", data_files=files, split="train", streaming=streaming), streaming)
         if streaming:
             raise ValueError(f"streaming reads Parquet logs; {path!r} is not a .parquet file or folder")
         if path.endswith(".jsonl"):
@@ -127,8 +146,17 @@ def _checked_records(records: Any, schema: RecordSchema, skipped: Optional[Skipp
         validate_record({"context": ctx, "page": page, "feedback": fb}, f"records[{i}]", spec=schema)
         return True
 
+    def validated_streamed(i: int, ctx: dict, page: dict, fb: dict) -> bool:
+        record = {"context": ctx, "page": page, "feedback": fb}
+        try:
+            validate_record(record, "record", spec=schema)
+        except ValueError as err:
+            raise ValueError(f"{streamed_location(record)}: {err}") from None
+        return True
+
     if skipped is None:
-        return records_dataset(records), validated
+        ds = records_dataset(records)
+        return ds, validated_streamed if isinstance(ds, datasets.IterableDataset) else validated
     if isinstance(records, (list, tuple)) or (isinstance(records, (str, os.PathLike))
                                               and os.fspath(records).endswith(".jsonl")):
         rows = (read_records(records) if isinstance(records, (str, os.PathLike)) else
@@ -146,9 +174,11 @@ def _checked_records(records: Any, schema: RecordSchema, skipped: Optional[Skipp
     ds = records_dataset(records)
     if isinstance(ds, datasets.IterableDataset):
         def counted(i: int, ctx: dict, page: dict, fb: dict) -> bool:
-            problem = first_problem({"context": ctx, "page": page, "feedback": fb}, f"records[{i}]", schema)
+            record = {"context": ctx, "page": page, "feedback": fb}
+            problem = first_problem(record, "record", schema)
             if problem is not None:
-                skipped.add(f"records[{i}]", problem)
+                location = streamed_location(record)
+                skipped.add(location, f"{location}: {problem}")
             return problem is None
 
         return ds, counted
@@ -194,9 +224,17 @@ class _FallbackReplacer:
         return np.where(hit & self.row[ids], self.row_fallback, out)
 
 
-def _rng(seed: int, index: int) -> np.random.Generator:
-    # One generator per example: results do not depend on map batch size or num_proc.
-    return np.random.default_rng([seed, index])
+def _rng(seed: int, index: int, rank: int = 0) -> np.random.Generator:
+    # One generator per example: results do not depend on map batch size or num_proc. A streamed example's index
+    # counts what its own process has read, so the processes of a run key their draws by rank too.
+    return np.random.default_rng([seed, index] if rank == 0 else [seed, index, rank])
+
+
+def _example_rank(records: Any) -> int:
+    """The rank that keys the random draws of examples built from `records`: the process's for a stream, else 0."""
+    import datasets
+
+    return process_rank() if isinstance(records, datasets.IterableDataset) else 0
 
 
 def build_ntp_dataset(
@@ -226,6 +264,7 @@ def build_ntp_dataset(
     keep_content = fallback_prob > 0
     eos = tokenizer.eos_token_id
     records, keep = _checked_records(records, record_schema(tokenizer.spec), skipped, num_proc)
+    rank = _example_rank(records)
 
     def encode(batch: dict, indices: list[int]) -> dict:
         out: dict[str, list] = {
@@ -239,7 +278,7 @@ def build_ntp_dataset(
                 continue
             context_ids = tokenizer.encode_prompt(ctx, max_history=max_history)
             original = np.array(context_ids + tokenizer.encode_page(page, add_eos=False) + [eos])
-            ids = replace(original, _rng(seed, i))
+            ids = replace(original, _rng(seed, i, rank))
             if keep_content:
                 out["content_ids"].append(original.tolist())
             labels = ids.copy()
@@ -346,6 +385,7 @@ def build_wbc_dataset(
     keep_content = fallback_prob > 0
     entity_fallback = tokenizer.entity_fallback_id
     records, keep = _checked_records(records, record_schema(tokenizer.spec), skipped, num_proc)
+    rank = _example_rank(records)
     entity_pool = tokenizer.entity_token_ids.numpy()
     row_pool = tokenizer.row_token_ids.numpy()
     cols = ("input_ids", "target_pos", "target_label", "target_weight", "target_is_row", "cand_ids",
@@ -359,7 +399,7 @@ def build_wbc_dataset(
             targets = page_targets(page, fb, reward_config, row_target)
             if not targets:
                 continue
-            rng = _rng(seed, i)
+            rng = _rng(seed, i, rank)
             context_ids = tokenizer.encode_prompt(ctx, max_history=max_history)
             original = np.array(context_ids + tokenizer.encode_page(page, add_eos=False))
             ids = replace(original, rng)
@@ -402,64 +442,6 @@ def build_wbc_dataset(
         return out
 
     return _map_examples(records, encode, num_proc, "WBC examples")
-
-
-def _pad(seqs: Sequence[Any], value: float, dtype: torch.dtype) -> torch.Tensor:
-    return pad_sequence([torch.as_tensor(s, dtype=dtype) for s in seqs], batch_first=True, padding_value=value)
-
-
-@dataclass
-class NTPCollator:
-    """Right-pads `input_ids` (with the pad id) and `labels` (with -100).
-
-    No attention mask is emitted: with right padding, a causal model's real positions never attend
-    to the padding after them, and leaving the mask out lets SDPA use its fused causal kernel.
-    """
-
-    pad_token_id: int
-
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = {
-            "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, torch.long),
-            "labels": _pad([f["labels"] for f in features], IGNORE_INDEX, torch.long),
-        }
-        if "content_ids" in features[0]:  # fallback replacement: the tokens whose content the embedding reads
-            batch["content_ids"] = _pad([f["content_ids"] for f in features], self.pad_token_id, torch.long)
-        return batch
-
-
-@dataclass
-class WBCCollator:
-    """Right-pads sequences (no attention mask, as in `NTPCollator`) and targets to the batch maximum.
-
-    Candidate tensors are (batch, targets, 1 + negatives): column 0 the logged target, the rest its
-    negatives. Padded targets have weight 0 and `target_is_row` -1.
-    """
-
-    pad_token_id: int
-
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        cand = _pad([f["cand_ids"] for f in features], self.pad_token_id, torch.long)
-        label = _pad([f["target_label"] for f in features], 0.0, torch.float32)
-        weight = _pad([f["target_weight"] for f in features], 0.0, torch.float32)
-        valid = _pad([[1.0] * len(f["target_pos"]) for f in features], 0.0, torch.float32)
-        neg_weight = torch.tensor([f["negative_weight"] for f in features], dtype=torch.float32)
-        cand_labels = torch.zeros(cand.shape, dtype=torch.float32)
-        cand_labels[..., 0] = label
-        cand_weights = (valid * neg_weight[:, None])[..., None].expand(cand.shape).clone()
-        cand_weights[..., 0] = weight
-        batch = {
-            "input_ids": _pad([f["input_ids"] for f in features], self.pad_token_id, torch.long),
-            "target_pos": _pad([f["target_pos"] for f in features], 0, torch.long),
-            "target_is_row": _pad([f["target_is_row"] for f in features], -1, torch.long),
-            "cand_ids": cand,
-            "cand_labels": cand_labels,
-            "cand_weights": cand_weights,
-        }
-        if "content_ids" in features[0]:  # fallback replacement (see the module docstring)
-            batch["content_ids"] = _pad([f["content_ids"] for f in features], self.pad_token_id, torch.long)
-            batch["cand_content_ids"] = _pad([f["cand_content_ids"] for f in features], self.pad_token_id, torch.long)
-        return batch
 
 
 def split_records(records: Iterable[Impression | dict] | Any, eval_fraction: float, seed: int = 0):

@@ -7,7 +7,7 @@ plus a learned projection of a fixed content vector (a buffer saved with the che
 entity whose ID embedding was never trained still gets a meaningful input (cold start).
 
 This file travels with checkpoints (`trust_remote_code`): it imports only torch, transformers and its
-siblings configuration_genpage.py and loading_genpage.py.
+siblings configuration_genpage.py, loading_genpage.py and scoring_genpage.py.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ import torch
 from torch import nn
 from transformers import GenerationMixin, LlamaForCausalLM, LlamaModel, LlamaPreTrainedModel
 from transformers import initialization as init
+from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from .configuration_genpage import GenPageConfig
 from .loading_genpage import check_weight_files, config_disagreements
+from .scoring_genpage import GenPageCausalLMOutput, chunked_cross_entropy
 
 # Auto classes a saved folder serves with trust_remote_code (module file name . class name).
 _AUTO_MAP = {"AutoModel": "modeling_genpage.GenPageModel",
@@ -227,6 +229,69 @@ class GenPageForPageGeneration(GenPagePreTrainedModel, LlamaForCausalLM, Generat
             kwargs.setdefault("begin_suppress_tokens", None)
         return super().generate(inputs, generation_config=generation_config, logits_processor=logits_processor,
                                 **kwargs)
+
+    def forward(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                *args: Any, labels: Optional[torch.Tensor] = None, logits_to_keep: int | torch.Tensor = 0,
+                candidate_ids: Optional[torch.Tensor] = None, candidate_positions: Optional[torch.Tensor] = None,
+                candidate_content_ids: Optional[torch.Tensor] = None, content_scoring: bool = False,
+                loss_chunk_size: Optional[int] = None, **kwargs: Any) -> Any:
+        """`LlamaForCausalLM.forward`, plus the training-time scorings, computed here so that a sharded model
+        (FSDP2, ZeRO-3) has its head gathered while they read it:
+
+        - `candidate_ids` (batch, targets, candidates) with `candidate_positions` (batch, targets): the
+          `candidate_logits` of each candidate token at its target position (WBC), from the head rows of
+          the candidates only; `candidate_content_ids` name the entity whose content a fallback-replaced
+          candidate is scored with (cold start: fallback row + `content_head_rows`);
+        - `content_scoring`: every token's row is scored as its `lm_head` row plus its content term
+          (training with the content term kept apart from the head, `WBCConfig.content_scoring`);
+        - `loss_chunk_size` with `labels`: the next-token cross entropy over the labelled positions, computed
+          `loss_chunk_size` positions at a time with each chunk's logits recomputed in backward, so memory
+          grows with the chunk times the vocabulary, not the batch times it (large catalogs); `logits` is None.
+        """
+        if candidate_ids is None and not content_scoring and not loss_chunk_size:
+            return super().forward(input_ids, attention_mask, *args, labels=labels, logits_to_keep=logits_to_keep,
+                                   **kwargs)
+        outputs = self.model(input_ids, attention_mask, *args, **kwargs)
+        hidden = outputs.last_hidden_state
+        loss = logits = candidate_logits = None
+        if candidate_ids is not None:
+            if candidate_positions is None:
+                raise ValueError("candidate_ids need candidate_positions (batch, targets): where targets are scored")
+            candidate_logits = self._candidate_logits(hidden, candidate_ids, candidate_positions,
+                                                      candidate_content_ids, content_scoring)
+        else:
+            rows = self.lm_head.weight
+            if content_scoring:
+                rows = rows + self.content_head_rows(torch.arange(len(rows), device=rows.device)).to(rows.dtype)
+            if loss_chunk_size:
+                if labels is None:
+                    raise ValueError("loss_chunk_size computes the loss in chunks: pass labels")
+                targets = labels[:, 1:]
+                keep = targets != -100
+                loss = chunked_cross_entropy(hidden[:, :-1][keep], rows, targets[keep], loss_chunk_size)
+            else:
+                logits = slice_logits_to_keep(hidden, logits_to_keep) @ rows.T
+                if labels is not None:
+                    loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size,
+                                              **kwargs)
+        return GenPageCausalLMOutput(loss=loss, logits=logits, candidate_logits=candidate_logits,
+                                     past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states,
+                                     attentions=outputs.attentions)
+
+    def _candidate_logits(self, hidden: torch.Tensor, candidate_ids: torch.Tensor, positions: torch.Tensor,
+                          content_ids: Optional[torch.Tensor], content_scoring: bool) -> torch.Tensor:
+        """(batch, targets, candidates) dot products of each target position's state with its candidates' rows."""
+        at_targets = torch.take_along_dim(hidden, positions[..., None], dim=1)
+        rows = self.lm_head.weight[candidate_ids]  # (B, T, C, H): only the candidates' rows of the projection
+        if content_scoring:  # every candidate adds its (pre-replacement) entity's content term
+            content_ids = candidate_ids if content_ids is None else content_ids
+            rows = rows + self.content_head_rows(content_ids).to(rows.dtype)
+        elif content_ids is not None:  # fallback-replaced candidates: fallback row + projected content
+            replaced = (content_ids != candidate_ids)[..., None]
+            rows = rows + replaced * self.content_head_rows(content_ids).to(rows.dtype)
+        # A broadcast product summed over the hidden axis rather than einsum: under bf16 autocast einsum
+        # becomes many tiny matrix-vector products, a much slower forward+backward.
+        return (at_targets[:, :, None, :] * rows).sum(-1)
 
     def content_head_rows(self, content_ids: torch.Tensor) -> torch.Tensor:
         """(..., hidden) output-side content term content_head_proj(content[content_ids]); zeros without fusion."""

@@ -1,16 +1,20 @@
 """Reading records files without validating them: Parquet in batches (bounded memory) and JSON lines, line by line.
 
 `genpage_hf.validation` reads logs this way to report every problem, and the example builders
-(`genpage_hf.data`) to skip invalid records; `records.load_jsonl` reads its lines here and validates each.
+(`genpage_hf.data`) to skip invalid records; `records.load_jsonl` and `records.iter_parquet` read their records
+here and validate each. The Arrow layout of a records table is here too (`record_table_schema`).
 """
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
+
+import pyarrow as pa
 
 RECORD_COLUMNS = ("context", "page", "feedback")
 
@@ -67,37 +71,81 @@ def jsonl_records(path: str | os.PathLike) -> Iterator[SourceRecord]:
                 yield SourceRecord(path, n, location, error=f"not valid JSON ({err})")
 
 
-def read_records(path: str | os.PathLike, batch_size: int = 1024) -> Iterator[SourceRecord]:
-    """The records of one .parquet file (read `batch_size` rows at a time) or .jsonl file, unvalidated.
+def parquet_records(path: str | os.PathLike, batch_size: int = 1024) -> Iterator[SourceRecord]:
+    """The records of one Parquet file (whatever its name), read `batch_size` rows at a time, unvalidated.
 
-    A file that cannot be read, or a Parquet file without the columns context, page and feedback, raises a
-    `RecordsFileError` (a ValueError; FileNotFoundError when missing) naming it; an undecodable JSONL line is a
-    `SourceRecord` with an `error`, so the lines after it are still read.
+    A file that cannot be read as Parquet, or one without the columns context, page and feedback, raises a
+    `RecordsFileError` naming it (FileNotFoundError when it is missing).
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"records file {path!r} does not exist")
+    try:
+        parquet = pq.ParquetFile(path)
+        missing = [c for c in RECORD_COLUMNS if c not in parquet.schema_arrow.names]
+        if missing:
+            raise RecordsFileError(f"{path}: missing the record columns {missing} (columns: "
+                                   f"{parquet.schema_arrow.names}; a records file has {list(RECORD_COLUMNS)})",
+                                   "file: missing record columns")
+        index = 0
+        for batch in parquet.iter_batches(batch_size=batch_size, columns=list(RECORD_COLUMNS)):
+            for row in batch.to_pylist():
+                yield SourceRecord(path, index, f"{path}[{index}]", row)
+                index += 1
+    except (OSError, pa.ArrowException) as err:
+        raise RecordsFileError(f"{path}: not a readable Parquet file ({' '.join(str(err).split())})",
+                               "file: unreadable") from None
+
+
+def read_records(path: str | os.PathLike, batch_size: int = 1024) -> Iterator[SourceRecord]:
+    """The records of one .parquet file (read `batch_size` rows at a time: `parquet_records`) or .jsonl file,
+    unvalidated.
+
+    A file that cannot be read, or a Parquet file without the columns context, page and feedback, raises a
+    `RecordsFileError` (a ValueError; FileNotFoundError when missing) naming it; an undecodable JSONL line is a
+    `SourceRecord` with an `error`, so the lines after it are still read.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"records file {path!r} does not exist")
     if path.endswith(".parquet"):
-        try:
-            parquet = pq.ParquetFile(path)
-            missing = [c for c in RECORD_COLUMNS if c not in parquet.schema_arrow.names]
-            if missing:
-                raise RecordsFileError(f"{path}: missing the record columns {missing} (columns: "
-                                       f"{parquet.schema_arrow.names}; a records file has {list(RECORD_COLUMNS)})",
-                                       "file: missing record columns")
-            index = 0
-            for batch in parquet.iter_batches(batch_size=batch_size, columns=list(RECORD_COLUMNS)):
-                for row in batch.to_pylist():
-                    yield SourceRecord(path, index, f"{path}[{index}]", row)
-                    index += 1
-        except (OSError, pa.ArrowException) as err:
-            raise RecordsFileError(f"{path}: not a readable Parquet file ({' '.join(str(err).split())})",
-                                   "file: unreadable") from None
+        yield from parquet_records(path, batch_size)
     elif path.endswith(".jsonl"):
         yield from jsonl_records(path)
     else:
         raise RecordsFileError(f"records file {path!r}: expected .parquet, .jsonl or a folder of .parquet files",
                                "file: not a records file")
+
+
+_ACTION_TYPE = pa.struct(
+    [("entity", pa.string()), ("action", pa.string()), ("timestamp", pa.float64()), ("duration", pa.float64())]
+)
+_ROW_TYPE = pa.struct([("row", pa.string()), ("entities", pa.list_(pa.string()))])
+
+
+@functools.lru_cache(maxsize=16)
+def record_table_schema(profile: tuple[str, ...], request: tuple[str, ...]) -> pa.Schema:
+    """The Arrow schema of a records table with these profile and request fields (`records.arrow_schema(spec)`)."""
+    return pa.schema([
+        ("context", pa.struct([
+            ("user_id", pa.string()),
+            ("timestamp", pa.float64()),
+            ("profile", pa.struct([(name, pa.string()) for name in profile])),
+            ("request", pa.struct([(name, pa.string()) for name in request])),
+            ("history", pa.list_(_ACTION_TYPE)),
+            ("impressions", pa.list_(pa.struct([("entity", pa.string()), ("count", pa.int64())]))),
+            ("inject", pa.list_(pa.struct([("entity", pa.string()), ("kind", pa.string())]))),
+            ("session", pa.list_(_ACTION_TYPE)),
+            ("previous_rows", pa.list_(_ROW_TYPE)),
+        ])),
+        ("page", pa.struct([("rows", pa.list_(_ROW_TYPE)), ("propensities", pa.list_(pa.float64()))])),
+        ("feedback", pa.struct([
+            ("impressed", pa.list_(pa.bool_())),
+            ("played", pa.list_(pa.bool_())),
+            ("play_duration", pa.list_(pa.float64())),
+            ("thumbs", pa.list_(pa.int64())),
+            ("abandoned", pa.list_(pa.bool_())),
+        ])),
+    ])

@@ -14,24 +14,28 @@ fields and their values, the action types and the inject kinds come from its sec
 or None for the packaged default spec). Row-id rules of page validation (`is_genre_row`) live here.
 
 Storage: a list of `Impression` converts to/from `datasets.Dataset` (three struct columns
-`context`, `page`, `feedback`; `arrow_schema(spec)`), Parquet and JSONL. Validation raises
-`ValueError` naming the offending key, id or position; nothing is silently dropped.
+`context`, `page`, `feedback`; `arrow_schema(spec)`), Parquet and JSONL. Parquet is written and read in
+batches of records (`save_parquet` takes any iterable, `iter_parquet` yields records one by one), so a file
+larger than memory is never held whole. Validation raises `ValueError` naming the offending key, id or
+position; nothing is silently dropped.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .catalog import SPECIAL_ROWS  # noqa: F401  (re-exported: the row ids of the simulator and default catalogs)
 from .record_checks import as_list, check_choice, check_rows, field_path, finite_number, get_field, no_unknown_keys
-from .record_files import jsonl_records
+from .record_files import jsonl_records, parquet_records, record_table_schema
 from .record_tokens_genpage import check_duration, check_id, instant_actions
 from .tokenizer_spec import load_spec, validate_spec
 
@@ -354,49 +358,18 @@ class Impression:
         return cls(context, page, feedback)
 
 
-_ACTION_TYPE = pa.struct(
-    [("entity", pa.string()), ("action", pa.string()), ("timestamp", pa.float64()), ("duration", pa.float64())]
-)
-_ROW_TYPE = pa.struct([("row", pa.string()), ("entities", pa.list_(pa.string()))])
-
-
-@functools.lru_cache(maxsize=16)
-def _arrow_schema(profile: tuple[str, ...], request: tuple[str, ...]) -> pa.Schema:
-    return pa.schema([
-        ("context", pa.struct([
-            ("user_id", pa.string()),
-            ("timestamp", pa.float64()),
-            ("profile", pa.struct([(name, pa.string()) for name in profile])),
-            ("request", pa.struct([(name, pa.string()) for name in request])),
-            ("history", pa.list_(_ACTION_TYPE)),
-            ("impressions", pa.list_(pa.struct([("entity", pa.string()), ("count", pa.int64())]))),
-            ("inject", pa.list_(pa.struct([("entity", pa.string()), ("kind", pa.string())]))),
-            ("session", pa.list_(_ACTION_TYPE)),
-            ("previous_rows", pa.list_(_ROW_TYPE)),
-        ])),
-        ("page", pa.struct([("rows", pa.list_(_ROW_TYPE)), ("propensities", pa.list_(pa.float64()))])),
-        ("feedback", pa.struct([
-            ("impressed", pa.list_(pa.bool_())),
-            ("played", pa.list_(pa.bool_())),
-            ("play_duration", pa.list_(pa.float64())),
-            ("thumbs", pa.list_(pa.int64())),
-            ("abandoned", pa.list_(pa.bool_())),
-        ])),
-    ])
-
-
 def arrow_schema(spec: SpecLike = None) -> pa.Schema:
     """Arrow schema of a log table (one row per impression, three struct columns) with the spec's fields."""
     schema = record_schema(spec)
-    return _arrow_schema(tuple(schema.profile), tuple(schema.request))
+    return record_table_schema(tuple(schema.profile), tuple(schema.request))
 
 
-def _as_dicts(records: Iterable[Impression | dict], validate: bool, spec: SpecLike) -> list[dict]:
-    if not validate:
-        return [r.to_dict() if isinstance(r, Impression) else r for r in records]
-    schema = record_schema(spec)
-    return [Impression.from_dict(r.to_dict() if isinstance(r, Impression) else r, f"record[{i}]", schema).to_dict()
-            for i, r in enumerate(records)]
+def _as_dicts(records: Iterable[Impression | dict], validate: bool, spec: SpecLike) -> Iterator[dict]:
+    """Record dicts one by one, each validated first (named `record[i]`) unless not `validate`."""
+    schema = record_schema(spec) if validate else None
+    for i, r in enumerate(records):
+        d = r.to_dict() if isinstance(r, Impression) else r
+        yield Impression.from_dict(d, f"record[{i}]", schema).to_dict() if validate else d
 
 
 def to_arrow(records: Iterable[Impression | dict], validate: bool = True, *, spec: SpecLike = None) -> pa.Table:
@@ -405,18 +378,55 @@ def to_arrow(records: Iterable[Impression | dict], validate: bool = True, *, spe
     `validate=False` skips the checks (for writers that produce valid records, e.g. the simulator);
     keys the schema lacks are then not reported.
     """
-    return pa.Table.from_pylist(_as_dicts(records, validate, spec), schema=arrow_schema(spec))
+    return pa.Table.from_pylist(list(_as_dicts(records, validate, spec)), schema=arrow_schema(spec))
+
+
+PARQUET_BATCH_RECORDS = 1000
+"""Records per row group of the Parquet files `save_parquet` writes: what it holds in memory at once."""
 
 
 def save_parquet(records: Iterable[Impression | dict], path: str | os.PathLike, validate: bool = True, *,
-                 spec: SpecLike = None) -> None:
-    """Write records to one Parquet file (loadable with `datasets.load_dataset("parquet", ...)`)."""
-    pq.write_table(to_arrow(records, validate, spec=spec), str(path))
+                 spec: SpecLike = None, batch_size: int = PARQUET_BATCH_RECORDS) -> int:
+    """Write records to one Parquet file (loadable with `datasets.load_dataset("parquet", ...)`); returns how many.
+
+    `records` may be any iterable (a generator is consumed once, never held whole): they are validated and
+    written `batch_size` at a time, one row group each, to a temporary file in the same folder that is renamed
+    into place once complete, so a failure (an invalid record, a full disk) leaves no partial file at `path`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    schema, count = arrow_schema(spec), 0
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            dicts = _as_dicts(records, validate, spec)
+            while batch := list(itertools.islice(dicts, batch_size)):
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                count += len(batch)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return count
+
+
+def iter_parquet(path: str | os.PathLike, *, spec: SpecLike = None, batch_size: int = 1024) -> Iterator[Impression]:
+    """The validated records of one Parquet file, one by one, read `batch_size` rows at a time (bounded memory).
+
+    An invalid record raises a ValueError naming it (`file.parquet[row]...`); an unreadable file, or one
+    without the record columns, a `record_files.RecordsFileError` naming the file.
+    """
+    schema = record_schema(spec)
+    for row in parquet_records(path, batch_size):
+        yield Impression.from_dict(_clean(row.record), row.location, schema)
 
 
 def load_parquet(path: str | os.PathLike, *, spec: SpecLike = None) -> list[Impression]:
-    """Read and validate the records of one Parquet file."""
-    return from_rows(pq.read_table(str(path)).to_pylist(), where=str(path), spec=spec)
+    """Read and validate the records of one Parquet file (`iter_parquet`, as a list)."""
+    return list(iter_parquet(path, spec=spec))
 
 
 def validate_record(record: dict, where: str = "record", *, spec: SpecLike = None) -> Impression:

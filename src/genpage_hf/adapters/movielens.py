@@ -28,20 +28,30 @@ day of week from it, UTC); profile and device are fixed (`en`, `adult`, `web`). 
 order (training); each slot's feedback is a long play (2400 s) with the rating's thumbs (+1 for >= 4,
 -1 for <= 2), so every page is positively engaged and NTP keeps it. Titles are entities (id
 `m<movieId>`), genres are rows (`genre_<slug>`).
+
+Memory: ratings.csv is parsed a block at a time into four arrays (a few tens of bytes a rating), the split keeps
+each user's ordered ratings as a slice of one index array, and records are generated user by user
+(`iter_training_records`, `iter_case_records`) and written in batches (`records.save_parquet`): the
+converter holds the arrays and one batch of records, never every record (a record with a 50-title history
+takes about 12 KiB as a dict).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import functools
 import io
 import os
 import re
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterator, Optional, Sequence
+from typing import BinaryIO, Iterator, Optional, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from ..catalog import Catalog, CatalogEntity, CatalogRow
 from ..records import GENRE_ROW_PREFIX, row_genre
@@ -50,6 +60,7 @@ RATINGS_HEADER = ["userId", "movieId", "rating", "timestamp"]
 MOVIES_HEADER = ["movieId", "title", "genres"]
 PAGE_ROW = "because_you_watched"
 MAX_HISTORY = 50  # RecBole's MAX_ITEM_LIST_LENGTH default
+SPLIT_PARTS = ("train", "valid", "test")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -78,15 +89,16 @@ def _member(names: Sequence[str], filename: str, source: str) -> str:
     return min(hits, key=len)
 
 
-def _read_text(path: str, filename: str) -> tuple[str, str]:
-    """(text of `filename`, release name) from a MovieLens zip or extracted folder."""
+@contextlib.contextmanager
+def _open_member(path: str, filename: str) -> Iterator[tuple[BinaryIO, str]]:
+    """(binary stream of `filename`, release name) from a MovieLens zip or extracted folder, read as it is used."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"MovieLens archive {path!r} does not exist")
     if os.path.isdir(path):
         names = [os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs]
-        member = _member(names, filename, path)
-        with open(os.path.join(path, member), encoding="utf-8") as f:
-            return f.read(), os.path.basename(os.path.normpath(path))
+        with open(os.path.join(path, _member(names, filename, path)), "rb") as f:
+            yield f, os.path.basename(os.path.normpath(path))
+        return
     if not zipfile.is_zipfile(path):
         raise ValueError(
             f"MovieLens archive {path!r} is not a zip file (give the .zip from GroupLens or its extracted folder)"
@@ -94,38 +106,66 @@ def _read_text(path: str, filename: str) -> tuple[str, str]:
     with zipfile.ZipFile(path) as z:
         member = _member(z.namelist(), filename, path)
         name = member.split("/")[0] if "/" in member else os.path.splitext(os.path.basename(path))[0]
-        return z.read(member).decode("utf-8"), name
+        with z.open(member) as f:
+            yield f, name
 
 
-def _rows(text: str, header: list[str], source: str) -> Iterator[list[str]]:
-    reader = csv.reader(io.StringIO(text))
-    got = next(reader, None)
+def _check_header(stream: BinaryIO, header: list[str], source: str) -> None:
+    got = next(csv.reader([stream.readline().decode("utf-8")]), None)
     if got != header:
         raise ValueError(f"{source}: header must be {','.join(header)}, got {got!r}")
+
+
+def _rows(stream: BinaryIO, header: list[str], source: str) -> Iterator[list[str]]:
+    _check_header(stream, header, source)
+    reader = csv.reader(io.TextIOWrapper(stream, encoding="utf-8", newline=""))
     for line, row in enumerate(reader, start=2):
         if len(row) != len(header):
             raise ValueError(f"{source} line {line}: expected {len(header)} fields, got {row!r}")
         yield row
 
 
-def load_movielens(path: str | os.PathLike) -> MovieLens:
-    """Ratings (file order) and movies of a MovieLens CSV release, from its zip or extracted folder."""
-    path = os.fspath(path)
-    text, name = _read_text(path, "ratings.csv")
-    cols = list(zip(*_rows(text, RATINGS_HEADER, f"{path}:ratings.csv")))
-    if not cols:
-        raise ValueError(f"{path}:ratings.csv has no ratings")
-    users, items = np.array(cols[0]), np.array(cols[1])
+CSV_BLOCK_BYTES = 1 << 22
+"""Bytes of ratings.csv parsed at a time: the text is never held whole, only the ratings' arrays."""
+
+_RATING_TYPES = {"userId": pa.string(), "movieId": pa.string(), "rating": pa.float64(), "timestamp": pa.int64()}
+
+
+def _read_ratings(stream: BinaryIO, source: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(users, items, ratings, timestamps) of a ratings.csv stream, parsed a block at a time into arrays."""
+    _check_header(stream, RATINGS_HEADER, source)
+    parts: list[list[np.ndarray]] = [[] for _ in RATINGS_HEADER]
     try:
-        ratings = np.array(cols[2], dtype=np.float64)
-        timestamps = np.array(cols[3], dtype=np.int64)
-    except ValueError as err:
-        raise ValueError(f"{path}:ratings.csv: rating and timestamp must be numbers ({err})") from err
+        for batch in pacsv.open_csv(stream, read_options=pacsv.ReadOptions(column_names=RATINGS_HEADER,
+                                                                           block_size=CSV_BLOCK_BYTES),
+                                    convert_options=pacsv.ConvertOptions(column_types=_RATING_TYPES,
+                                                                         strings_can_be_null=True)):
+            for name, column, part in zip(RATINGS_HEADER, batch.columns, parts):
+                if column.null_count:
+                    raise ValueError(f"{source}: {column.null_count} rating(s) with an empty {name}")
+                values = column.to_numpy(zero_copy_only=False)
+                part.append(values.astype(str) if pa.types.is_string(column.type) else values)
+    except pa.ArrowInvalid as err:  # names the row: "Expected 4 columns, got 3: 1,2,3", "Row #4: invalid value 'x'"
+        raise ValueError(f"{source}: {err} (rows counted after the header; rating and timestamp must be "
+                         "numbers)") from None
+    if not parts[0]:
+        raise ValueError(f"{source} has no ratings")
+    users, items, ratings, timestamps = (np.concatenate(part) for part in parts)
+    return users, items, ratings, timestamps
+
+
+def load_movielens(path: str | os.PathLike) -> MovieLens:
+    """Ratings (file order) and movies of a MovieLens CSV release, from its zip or extracted folder.
+
+    ratings.csv is parsed a block at a time (`CSV_BLOCK_BYTES`) into four arrays, about 60 bytes a rating."""
+    path = os.fspath(path)
+    with _open_member(path, "ratings.csv") as (stream, name):
+        users, items, ratings, timestamps = _read_ratings(stream, f"{path}:ratings.csv")
     movies = {}
-    text, _ = _read_text(path, "movies.csv")
-    for movie_id, title, genres in _rows(text, MOVIES_HEADER, f"{path}:movies.csv"):
-        movies[movie_id] = (title, [] if genres == "(no genres listed)" else genres.split("|"))
-    missing = sorted(set(items.tolist()) - set(movies), key=lambda s: (len(s), s))
+    with _open_member(path, "movies.csv") as (stream, _):
+        for movie_id, title, genres in _rows(stream, MOVIES_HEADER, f"{path}:movies.csv"):
+            movies[movie_id] = (title, [] if genres == "(no genres listed)" else genres.split("|"))
+    missing = sorted(set(np.unique(items).tolist()) - set(movies), key=lambda s: (len(s), s))
     if missing:
         raise ValueError(f"{path}: ratings.csv rates movieIds missing from movies.csv: {missing[:5]}")
     return MovieLens(users, items, ratings, timestamps, movies, name)
@@ -141,19 +181,54 @@ class Case:
     history: list[int]    # indices into the ratings, oldest first
 
 
+def _case_positions(length: int, part: str) -> range:
+    """Positions in a user's sequence of `length` ratings of the targets of its `part` cases: every rating but
+    the first is a case; the last is test, the one before it validation (with 3 or more cases), the rest train."""
+    if part not in SPLIT_PARTS:
+        raise ValueError(f"part must be one of {SPLIT_PARTS}, got {part!r}")
+    cases = length - 1
+    end = length - (min(2, cases - 1) if cases > 0 else 0)  # the held-out cases start here
+    return {"train": range(1, end), "valid": range(end, length - 1), "test": range(max(end, length - 1), length)}[part]
+
+
 @dataclass
 class LeaveOneOutSplit:
-    """RecBole's chronological leave-one-out split: cases per split, each user's ordered ratings."""
+    """RecBole's chronological leave-one-out split: each user's ordered ratings, and the cases they make.
 
-    train: list[Case]
-    valid: list[Case]
-    test: list[Case]
-    sequences: dict[str, list[int]]  # user -> rating indices in RecBole's order
+    `train`, `valid` and `test` list every user's cases (built on first use and kept); `iter_cases` yields them
+    user by user. The MovieLens converter walks the users one at a time (`iter_training_records`,
+    `iter_case_records`), so it never holds every case.
+    """
+
+    sequences: dict[str, np.ndarray]  # user -> rating indices in RecBole's order
+    max_history: int = MAX_HISTORY
+
+    def iter_cases(self, part: str) -> Iterator[Case]:
+        """The cases of `part` (train, valid or test), user by user in `sequences` order; a case's history is the
+        (at most `max_history`) ratings before its target."""
+        for user, seq in self.sequences.items():
+            for i in _case_positions(len(seq), part):
+                yield Case(user, int(seq[i]), seq[max(0, i - self.max_history):i].tolist())
+
+    @functools.cached_property
+    def train(self) -> list[Case]:
+        """Every user's training cases (`iter_cases`), built on first use."""
+        return list(self.iter_cases("train"))
+
+    @functools.cached_property
+    def valid(self) -> list[Case]:
+        """Every user's validation case (`iter_cases`), built on first use."""
+        return list(self.iter_cases("valid"))
+
+    @functools.cached_property
+    def test(self) -> list[Case]:
+        """Every user's test case (`iter_cases`), built on first use."""
+        return list(self.iter_cases("test"))
 
     def seen_before(self, case: Case) -> list[int]:
         """Rating indices RecBole's general-model evaluation masks for `case`: all the user's earlier ones."""
         seq = self.sequences[case.user]
-        return seq[: seq.index(case.target)]
+        return seq[: int(np.flatnonzero(seq == case.target)[0])].tolist()
 
 
 def recbole_timestamps(timestamps: np.ndarray) -> np.ndarray:
@@ -176,23 +251,11 @@ def recbole_split(users: np.ndarray, timestamps: np.ndarray, max_history: int = 
     time32 = recbole_timestamps(timestamps)
     order = np.argsort(time32, kind="stable")          # Interaction.sort: the last key first ...
     order = order[np.argsort(uid[order], kind="stable")]  # ... then the user, both stable
-    splits: dict[str, list[Case]] = {"train": [], "valid": [], "test": []}
-    sequences: dict[str, list[int]] = {}
     bounds = np.flatnonzero(np.diff(uid[order])) + 1
-    for block in np.split(order, bounds):
-        seq = block.tolist()
-        user = str(users[seq[0]])
-        sequences[user] = seq
-        cases = [Case(user, seq[i], seq[max(0, i - max_history):i]) for i in range(1, len(seq))]
-        held = min(2, len(cases) - 1) if cases else 0
-        splits["train"] += cases[: len(cases) - held]
-        if held == 2:
-            splits["valid"].append(cases[-2])
-        if held >= 1:
-            splits["test"].append(cases[-1])
     # RecBole's leave-one-out walks users in the order of their first case after the global time sort;
-    # per-user results do not depend on it, so cases are kept grouped by user id order.
-    return LeaveOneOutSplit(splits["train"], splits["valid"], splits["test"], sequences)
+    # per-user results do not depend on it, so users are kept in id order (first appearance).
+    sequences = {str(users[block[0]]): block for block in np.split(order, bounds)}
+    return LeaveOneOutSplit(sequences, max_history)
 
 
 def split_movielens(data: MovieLens, max_history: int = MAX_HISTORY) -> LeaveOneOutSplit:
@@ -238,33 +301,38 @@ def _request(timestamp: int) -> dict:
 
 def context(data: MovieLens, user: str, history: Sequence[int], now: int) -> dict:
     """The context of a request by `user` at time `now` after the rated `history` (rating indices, oldest first)."""
+    history = np.asarray(history, dtype=np.int64)
     # RecBole's float32 ties can put a rating before one a few seconds older: a running maximum (capped at
     # `now`) keeps the history oldest first, as the record schema requires, in RecBole's order.
-    times = np.minimum(np.maximum.accumulate(data.timestamps[list(history)]), now) if len(history) else []
+    times = np.minimum(np.maximum.accumulate(data.timestamps[history]), now) if len(history) else history
     return {
         "user_id": f"u{user}", "timestamp": float(now),
         "profile": {"language": "en", "profile_type": "adult"}, "request": _request(now),
-        "history": [{"entity": entity_id(data.items[i]), "action": rating_action(float(data.ratings[i])),
-                     "timestamp": float(t), "duration": 0.0} for i, t in zip(history, times)],
+        "history": [{"entity": entity_id(m), "action": rating_action(r), "timestamp": float(t), "duration": 0.0}
+                    for m, r, t in zip(data.items[history].tolist(), data.ratings[history].tolist(),
+                                       times.tolist())],
         "impressions": [], "inject": [], "session": [],
     }
 
 
 def page_record(data: MovieLens, user: str, history: Sequence[int], targets: Sequence[int]) -> dict:
     """A record: the context before `targets[0]`, a page row of the `targets` titles in order, and their feedback."""
-    thumbs = [1 if data.ratings[i] >= 4 else -1 if data.ratings[i] <= 2 else 0 for i in targets]
+    targets = np.asarray(targets, dtype=np.int64)
+    ratings = data.ratings[targets]
+    thumbs = np.where(ratings >= 4, 1, np.where(ratings <= 2, -1, 0)).tolist()
     n = len(targets)
     return {
         "context": context(data, user, history, int(data.timestamps[targets[0]])),
-        "page": {"rows": [{"row": PAGE_ROW, "entities": [entity_id(data.items[i]) for i in targets]}]},
+        "page": {"rows": [{"row": PAGE_ROW, "entities": [entity_id(m) for m in data.items[targets].tolist()]}]},
         "feedback": {"impressed": [True] * n, "played": [True] * n, "play_duration": [2400.0] * n,
                      "thumbs": thumbs, "abandoned": [False] * n},
     }
 
 
-def training_records(data: MovieLens, split: LeaveOneOutSplit, page_size: int = 1,
-                     max_history: int = MAX_HISTORY) -> list[dict]:
-    """Records of the training cases: each user's training targets cut into pages of `page_size` consecutive titles.
+def iter_training_records(data: MovieLens, split: LeaveOneOutSplit, page_size: int = 1,
+                          max_history: int = MAX_HISTORY) -> Iterator[dict]:
+    """Records of the training cases, user by user: each user's training targets cut into pages of `page_size`
+    consecutive titles.
 
     A page's context is the (at most `max_history`) ratings before its first title, so with
     `page_size=1` there is one record per RecBole training case; larger pages train several next-title
@@ -272,17 +340,17 @@ def training_records(data: MovieLens, split: LeaveOneOutSplit, page_size: int = 
     """
     if page_size < 1 or max_history < 1:
         raise ValueError(f"page_size and max_history must be >= 1, got {page_size} and {max_history}")
-    by_user: dict[str, list[int]] = {}
-    for case in split.train:
-        by_user.setdefault(case.user, []).append(case.target)
-    out = []
-    for user, targets in by_user.items():
-        seq = split.sequences[user]
-        first = seq.index(targets[0])
-        for start in range(0, len(targets), page_size):
-            pos = first + start
-            out.append(page_record(data, user, seq[max(0, pos - max_history):pos], targets[start:start + page_size]))
-    return out
+    for user, seq in split.sequences.items():
+        targets = _case_positions(len(seq), "train")
+        for pos in targets[::page_size]:
+            yield page_record(data, user, seq[max(0, pos - max_history):pos],
+                              seq[pos:min(pos + page_size, targets.stop)])
+
+
+def training_records(data: MovieLens, split: LeaveOneOutSplit, page_size: int = 1,
+                     max_history: int = MAX_HISTORY) -> list[dict]:
+    """`iter_training_records` as a list."""
+    return list(iter_training_records(data, split, page_size, max_history))
 
 
 def case_record(data: MovieLens, case: Case, max_history: int = MAX_HISTORY) -> dict:
@@ -290,10 +358,16 @@ def case_record(data: MovieLens, case: Case, max_history: int = MAX_HISTORY) -> 
     return page_record(data, case.user, case.history[max(0, len(case.history) - max_history):], [case.target])
 
 
+def iter_case_records(data: MovieLens, split: LeaveOneOutSplit, part: str,
+                      max_history: int = MAX_HISTORY) -> Iterator[dict]:
+    """The records of the `part` (train, valid or test) cases, user by user (`case_record`: one title a page)."""
+    for case in split.iter_cases(part):
+        yield case_record(data, case, max_history)
+
+
 def movielens_catalog(data: MovieLens, content: Optional[np.ndarray] = None) -> Catalog:
     """Rated titles (movies.csv order) as entities, genres as rows plus the page row; optional content vectors."""
-    rated = set(data.items.tolist())
-    ids = [m for m in data.movies if m in rated]
+    ids = rated_titles(data)
     if content is not None and len(content) != len(ids):
         raise ValueError(f"content has {len(content)} vectors for {len(ids)} rated titles")
     entities, genres = [], {}
@@ -312,5 +386,5 @@ def movielens_catalog(data: MovieLens, content: Optional[np.ndarray] = None) -> 
 
 def rated_titles(data: MovieLens) -> list[str]:
     """movieIds of the rated titles, in movies.csv order (the catalog's entity order)."""
-    rated = set(data.items.tolist())
+    rated = set(np.unique(data.items).tolist())
     return [m for m in data.movies if m in rated]

@@ -36,7 +36,11 @@ class ConvertMovieLensArguments:
 
 
 def convert_movielens(args: ConvertMovieLensArguments) -> dict[str, str]:
-    """Write the catalog and the train/valid/test records of a MovieLens archive; returns the written paths."""
+    """Write the catalog and the train/valid/test records of a MovieLens archive; returns the written paths.
+
+    Records are generated user by user and written in batches (`records.save_parquet`), each file through a
+    temporary file renamed into place: memory holds the ratings' arrays and one batch of records, not every
+    record."""
     from .. import records
     from ..adapters import content as content_lib
     from ..adapters import movielens as ml
@@ -51,16 +55,17 @@ def convert_movielens(args: ConvertMovieLensArguments) -> dict[str, str]:
     os.makedirs(args.output_dir, exist_ok=True)
     paths = {"catalog": os.path.join(args.output_dir, "catalog.json")}
     ml.movielens_catalog(data, vectors).save(paths["catalog"])
-    parts = {"train": ml.training_records(data, split, args.page_size, args.max_history),
-             "valid": [ml.case_record(data, c, args.max_history) for c in split.valid],
-             "test": [ml.case_record(data, c, args.max_history) for c in split.test]}
+    parts = {"train": ml.iter_training_records(data, split, args.page_size, args.max_history),
+             "valid": ml.iter_case_records(data, split, "valid", args.max_history),
+             "test": ml.iter_case_records(data, split, "test", args.max_history)}
+    counts = {}
     for name, recs in parts.items():
         paths[name] = os.path.join(args.output_dir, f"{name}.parquet")
-        records.save_parquet(recs, paths[name])
+        counts[name] = records.save_parquet(recs, paths[name])
     if args.recbole_dataset:
         paths["recbole"] = ml.write_recbole_atomic(data, args.output_dir, args.recbole_dataset)
-    print(f"{data.name}: {len(data)} ratings -> {len(parts['train'])} train pages, {len(parts['valid'])} valid and "
-          f"{len(parts['test'])} test cases; wrote {', '.join(paths.values())}")
+    print(f"{data.name}: {len(data)} ratings -> {counts['train']} train pages, {counts['valid']} valid and "
+          f"{counts['test']} test cases; wrote {', '.join(paths.values())}")
     return paths
 
 

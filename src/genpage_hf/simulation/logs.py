@@ -4,7 +4,8 @@ Layout of a log directory (what `genpage simulate` writes and what training read
 - `impressions/day-XXXX.parquet`: one row per homepage request, columns context/page/feedback in the
   record schema (`genpage_hf.records.arrow_schema()`, the default spec), with pagination the day's second
   pages (their context's `previous_rows` = the session's first page) after its first pages; load with
-  `datasets.load_dataset("parquet", data_files=f"{DIR}/impressions/*.parquet")` or `load_logs`;
+  `datasets.load_dataset("parquet", data_files=f"{DIR}/impressions/*.parquet")`, `load_logs` (a list) or
+  `iter_log_records` (one record at a time, bounded memory);
 - `catalog.json`: every entity released up to the last logged day, and the rows (`genpage_hf.catalog`);
 - `rows.json`: the row catalog alone; `world_config.json`: world config, users, days, seed, policy, pagination.
 """
@@ -14,12 +15,10 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Optional
-
-import pyarrow.parquet as pq
+from typing import Iterator, Optional
 
 from ..catalog import Catalog
-from ..records import Impression, from_rows, to_arrow
+from ..records import Impression, iter_parquet, save_parquet
 from .engine import run_day
 from .policies import Policy, ProductionPolicy, check_probabilities
 from .users import UserPopulation
@@ -64,11 +63,9 @@ def write_logs(world: World, users: UserPopulation, days: int, seed: int, out_di
     for _ in range(days):
         day = users.next_day
         served = run_day(world, users, policy, seed, propensity_samples=propensity_samples, pagination=pagination)
-        records = [r for s in served for r in s.records()]
-        pq.write_table(
-            to_arrow(records, validate=False), os.path.join(out_dir, "impressions", f"day-{day:04d}.parquet")
-        )
-        n_records += len(records)
+        records = (r for s in served for r in s.records())
+        n_records += save_parquet(records, os.path.join(out_dir, "impressions", f"day-{day:04d}.parquet"),
+                                  validate=False)
     last = users.next_day - 1
     world.catalog(up_to_day=last).save(os.path.join(out_dir, "catalog.json"))
     with open(os.path.join(out_dir, "rows.json"), "w", encoding="utf-8") as f:
@@ -90,11 +87,17 @@ def impression_files(log_dir: str | os.PathLike) -> list[str]:
     return files
 
 
-def load_logs(log_dir: str | os.PathLike) -> tuple[list[Impression], Catalog, dict]:
-    """Validated records, the catalog and the metadata of a log directory."""
-    records = []
+def iter_log_records(log_dir: str | os.PathLike) -> Iterator[Impression]:
+    """The validated records of a log directory, day by day, read in batches (`records.iter_parquet`): memory
+    stays bounded however long the log; an invalid record raises a ValueError naming its file and row."""
     for path in impression_files(log_dir):
-        records.extend(from_rows(pq.read_table(path).to_pylist(), where=os.path.basename(path)))
+        yield from iter_parquet(path)
+
+
+def load_logs(log_dir: str | os.PathLike) -> tuple[list[Impression], Catalog, dict]:
+    """Validated records (a list: `iter_log_records` reads them one by one), the catalog and the metadata of a log
+    directory."""
+    records = list(iter_log_records(log_dir))
     catalog = Catalog.load(os.path.join(log_dir, "catalog.json"))
     with open(os.path.join(log_dir, "world_config.json"), encoding="utf-8") as f:
         meta = json.load(f)

@@ -43,6 +43,9 @@ SKIP_BAD_RECORDS_HELP = ("leave invalid records out of the examples and count th
 # transformers' train samplers; resuming from a checkpoint reproduces each one's order exactly (training/samplers.py).
 TRAIN_SAMPLING_STRATEGIES = ("random", "sequential", "group_by_length", "batch_rebalance")
 
+SHUFFLE_BUFFER_SIZE = 10_000
+"""Default `shuffle_buffer_size`: streamed records drawn at random from a buffer of this many (held in memory)."""
+
 
 def check_ranges(args: Any, positive: Sequence[str] = (), non_negative: Sequence[str] = (),
                  finite: Sequence[str] = ()) -> None:
@@ -124,7 +127,8 @@ class DataArguments:
     eval_file: Optional[str] = field(default=None, metadata={"help": "held-out records for evaluation"})
     streaming: bool = field(
         default=False, metadata={"help": "read Parquet logs as a streamed datasets.IterableDataset (logs larger than "
-                                         "memory); needs --max_steps"})
+                                         "memory), shuffled by --shuffle_buffer_size; needs --max_steps. Under "
+                                         "accelerate launch each process reads its own files (docs/training.md)"})
 
 
 @dataclass
@@ -157,6 +161,11 @@ class GenPageTrainingConfig(TrainingArguments):
                           "order depends only on the seed (data_seed, else seed) and the epoch, so "
                           "--resume_from_checkpoint continues exactly as the uninterrupted run with every strategy",
                   "choices": list(TRAIN_SAMPLING_STRATEGIES)})
+    shuffle_buffer_size: int = field(
+        default=SHUFFLE_BUFFER_SIZE,
+        metadata={"help": "--streaming: read the Parquet files in a random order and draw each record at random from "
+                          "a buffer of this many (held in memory), seeded by data_seed (else seed) and reshuffled on "
+                          "every pass, so day-sorted logs do not arrive in time order; 0 reads them in file order"})
 
     # ---- how records become examples
     max_history: Optional[int] = field(
@@ -224,8 +233,8 @@ class GenPageTrainingConfig(TrainingArguments):
             resolved = "bf16"
         self.resolved_dtype = resolved
         self.bf16 = resolved == "bf16"  # autocast with fp32 master weights; losses are computed in fp32
-        if self.bf16 and default_device() == "cpu":
-            self.use_cpu = True  # transformers refuses bf16 without a GPU unless CPU training is explicit
+        if default_device() == "cpu":
+            self.use_cpu = True  # explicit: transformers then allows bf16, and accelerate sets up gloo under torchrun
         check_ranges(self, non_negative=("learning_rate",))
         for name in ("fallback_prob", "eval_fraction"):
             value = getattr(self, name)
@@ -240,7 +249,8 @@ class GenPageTrainingConfig(TrainingArguments):
         check_training_loop(self)
         check_push_arguments(self)
         rewards = [f.name for f in fields(self) if f.name.startswith("reward_") and f.name != "reward_row_aggregate"]
-        check_ranges(self, positive=("lora_alpha",), non_negative=("example_seed",), finite=rewards)
+        check_ranges(self, positive=("lora_alpha",), non_negative=("example_seed", "shuffle_buffer_size"),
+                     finite=rewards)
         self.reward_config()  # RewardConfig's own checks (orderings, signs) before any training starts
         if self.train_sampling_strategy not in TRAIN_SAMPLING_STRATEGIES:
             raise ValueError(f"--train_sampling_strategy must be one of {TRAIN_SAMPLING_STRATEGIES}, got "
@@ -275,10 +285,14 @@ class NTPConfig(GenPageTrainingConfig):
     history_targets: bool = field(
         default=False, metadata={"help": "also predict the title of every history action from the actions before it "
                                          "(next-title prediction over the user's history, beside the page tokens)"})
+    loss_chunk_size: int = field(
+        default=0, metadata={"help": "compute the training loss this many target positions at a time, recomputing "
+                                     "each chunk's logits in backward: memory grows with the chunk times the "
+                                     "vocabulary, not the batch times it (catalogs of 10^5-10^6 titles); 0 = at once"})
     skip_bad_records: bool = field(default=False, metadata={"help": SKIP_BAD_RECORDS_HELP})
 
     def __post_init__(self) -> None:
-        check_ranges(self, finite=("min_page_reward",))
+        check_ranges(self, finite=("min_page_reward",), non_negative=("loss_chunk_size",))
         super().__post_init__()
 
 
@@ -427,8 +441,8 @@ class GenPageGRPOConfig(GRPOConfig):
             raise ValueError(f"--dtype must be one of {DTYPES}, got {self.dtype!r}")
         self.resolved_dtype = resolve_dtype(self.dtype, "cpu" if self.use_cpu else default_device())
         self.bf16 = self.resolved_dtype == "bf16"
-        if self.bf16 and default_device() == "cpu":
-            self.use_cpu = True
+        if default_device() == "cpu":
+            self.use_cpu = True  # as in GenPageTrainingConfig
         check_training_loop(self)
         check_push_arguments(self)
         check_ranges(self, positive=("temperature",))
@@ -447,5 +461,6 @@ class GenPageGRPOConfig(GRPOConfig):
         super().__post_init__()
 
 
-__all__ = ["DEFAULT_LORA_TARGETS", "TRAIN_SAMPLING_STRATEGIES", "DataArguments", "GenPageGRPOConfig",
-           "GenPageTrainingConfig", "ModelArguments", "NTPConfig", "RewardModelConfig", "WBCConfig"]
+__all__ = ["DEFAULT_LORA_TARGETS", "SHUFFLE_BUFFER_SIZE", "TRAIN_SAMPLING_STRATEGIES", "DataArguments",
+           "GenPageGRPOConfig", "GenPageTrainingConfig", "ModelArguments", "NTPConfig", "RewardModelConfig",
+           "WBCConfig"]

@@ -37,6 +37,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from trl import GRPOTrainer
+from trl.models import unwrap_model_for_generation
 
 from ..generation import GenPageLogitsProcessor, PageGenerator, PageRequest, RuleSet
 from ..generation.sampling import plan_log_probs, sampling_plan
@@ -207,13 +208,17 @@ class GenPageRollout:
         return sampling_plan(processor, prompts, completions, self.args.autoregressive_entities)
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
-        if self.generator is None:  # one generator for the run: its sampling stream continues across steps
-            model = trainer.accelerator.unwrap_model(trainer.model)
-            self.generator = PageGenerator(model, self.tokenizer, self.args.autoregressive_entities, do_sample=True,
-                                           temperature=self.args.temperature, seed=self.args.seed,
-                                           max_history=self.args.max_history)
         requests = [self.requests[p] for p in prompts]
-        pages = self.generator.generate(requests, errors="raise")
+        # TRL's unwrapping: a ZeRO-3 model has its parameters gathered for the rollout (FSDP2 gathers in forward)
+        with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator,
+                                         gather_deepspeed3_params=self.args.ds3_gather_for_generation) as model:
+            if self.generator is None:  # one generator for the run: its sampling stream continues across steps
+                # no prefix cache: the weights change every step, so no decoded sequence may be reused
+                self.generator = PageGenerator(model, self.tokenizer, self.args.autoregressive_entities,
+                                               do_sample=True, temperature=self.args.temperature, seed=self.args.seed,
+                                               max_history=self.args.max_history, prefix_cache_size=0)
+            self.generator.model = model
+            pages = self.generator.generate(requests, errors="raise")
         eos = self.tokenizer.eos_token_id
         prompt_ids = [self.generator.prompt_ids(r) for r in requests]
         self.rules_of.update((tuple(p), r.rules) for p, r in zip(prompt_ids, requests))

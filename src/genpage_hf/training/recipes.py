@@ -9,6 +9,7 @@ the Trainer and its `log_history` (loss curves for plots).
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -16,8 +17,11 @@ from typing import Any, Optional
 
 from ..data import records_dataset, split_records
 from ..model_card import describe_data
+from ..streaming import stream_split_warning
 from .configs import NTPConfig, WBCConfig
 from .trainers import NTPTrainer, WBCTrainer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,16 +47,23 @@ class TrainingRun:
         from ..checkpoint import save_genpage
         from ..model_card import stage_hyperparameters, write_model_card
 
-        if not self.trainer.is_world_process_zero():
+        trainer = self.trainer
+        # FSDP and ZeRO-3 shard the weights: every rank takes part in gathering the full state dict (rank 0 gets it)
+        state_dict = (trainer.accelerator.get_state_dict(trainer.model)
+                      if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled else None)
+        if not trainer.is_world_process_zero():
             return
-        args = self.trainer.args
+        args = trainer.args
         metadata = {
             "stage": type(self.trainer).__name__,
             "dtype": args.resolved_dtype,
+            "processes": args.world_size,
+            "distributed_type": trainer.accelerator.distributed_type.name,
             "log_history": self.log_history,
             "metrics": {"train": self.train_metrics, "eval": self.eval_metrics},
         }
-        save_genpage(self.trainer.model, self.trainer.processing_class, output_dir, catalog, metadata=metadata)
+        save_genpage(trainer.accelerator.unwrap_model(trainer.model), trainer.processing_class, output_dir, catalog,
+                     metadata=metadata, state_dict=state_dict)
         with open(os.path.join(output_dir, "log_history.json"), "w", encoding="utf-8") as f:
             json.dump(self.log_history, f, indent=1)
         with open(os.path.join(output_dir, "metrics.json"), "w", encoding="utf-8") as f:
@@ -79,7 +90,25 @@ def _train(trainer_class: type, model: Any, tokenizer: Any, records: Any, args: 
     if streaming and args.max_steps <= 0:
         raise ValueError("streamed records have no length: set max_steps")
     sources = records, eval_records
-    records = records_dataset(records, streaming=streaming)
+    if streaming:
+        records = records_dataset(records, streaming=True, shuffle_buffer_size=args.shuffle_buffer_size,
+                                  seed=args.data_seed if args.data_seed is not None else args.seed)
+        # Each process reads its own part of the stream (accelerate splits it), rather than process 0 reading
+        # every global batch and sending each process its share (accelerate's default for iterable datasets).
+        dispatch = args.accelerator_config.dispatch_batches
+        if dispatch is None:
+            args = replace(args, accelerator_config={**args.accelerator_config.to_dict(), "dispatch_batches": False})
+        if args.world_size > 1 and not dispatch:
+            by_epoch = [f"--{name} epoch" for name in ("eval_strategy", "save_strategy", "logging_strategy")
+                        if getattr(args, name) == "epoch"]
+            if by_epoch:
+                raise ValueError(f"{', '.join(by_epoch)}: with --streaming an epoch is one pass over each process's "
+                                 "own files, which ends at a different step in each process; use steps")
+            note = stream_split_warning(records, args.world_size)
+            if note and args.process_index == 0:
+                logger.warning("--streaming: %s", note)
+    else:
+        records = records_dataset(records)
     split = eval_records is None and args.eval_fraction > 0
     if split:
         if streaming:
@@ -98,8 +127,14 @@ def _train(trainer_class: type, model: Any, tokenizer: Any, records: Any, args: 
     loss = result.metrics.get("train_loss")
     if loss is not None and not math.isfinite(loss):
         raise FloatingPointError(f"training loss is {loss}: nothing was saved; check the learning rate and the data")
+    metrics = dict(result.metrics)
+    if streaming and args.world_size > 1:  # each process counted the invalid records it read: report them all
+        from accelerate.utils import gather_object
+
+        for part, skipped in trainer.skipped_records.items():
+            metrics[f"skipped_{part}_records"] = len(set().union(*gather_object([sorted(skipped.locations)])))
     eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
-    return TrainingRun(trainer, dict(result.metrics), eval_metrics, data)
+    return TrainingRun(trainer, metrics, eval_metrics, data)
 
 
 def pretrain(model: Any, tokenizer: Any, records: Any, args: Optional[NTPConfig] = None, eval_records: Any = None,

@@ -8,12 +8,13 @@ prepares its own examples and collator; already-built example datasets are used 
 Only `compute_loss` and `prediction_step` are overridden (and, for `group_by_length`, the train
 sampler is seeded per epoch so that resume is exact: `samplers.py`), so `TrainingArguments`,
 checkpointing, resume, logging and `accelerate launch` behave as for any Trainer. Both call the (possibly
-DDP-wrapped) model's own `forward`, which keeps distributed gradient synchronisation intact, and
-both avoid projecting every position onto the full vocabulary:
+DDP- or FSDP-wrapped) model's own `forward`, which keeps distributed gradient synchronisation intact and has
+a sharded model's parameters gathered, and both avoid projecting every position onto the full vocabulary:
 
-- NTP passes a boolean `logits_to_keep` mask, so logits are computed at page positions only;
-- WBC projects no position at all (an all-False mask) and scores each target by dot products of the
-  target position's final hidden state with the gathered `lm_head` rows of its candidate ids (a
+- NTP passes a boolean `logits_to_keep` mask, so logits are computed at page positions only (with
+  `loss_chunk_size`, the model computes the loss a chunk of positions at a time: large catalogs);
+- WBC passes the candidate ids (`candidate_ids`), and the model scores each target by dot products of the
+  target position's final hidden state with the `lm_head` rows of its candidates only (a
   fallback-replaced candidate adds `content_head_rows` of its entity: cold start from content).
 """
 
@@ -26,18 +27,12 @@ from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.tensor import DTensor, distribute_tensor
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from ..data import (
-    IGNORE_INDEX,
-    NTPCollator,
-    SkippedRecords,
-    WBCCollator,
-    build_ntp_dataset,
-    build_wbc_dataset,
-    is_records,
-)
+from ..collators import NTPCollator, WBCCollator
+from ..data import IGNORE_INDEX, SkippedRecords, build_ntp_dataset, build_wbc_dataset, is_records
 from ..evaluation import compute_ntp_metrics, compute_wbc_metrics
 from ..hub import without_push
 from .configs import GenPageTrainingConfig, NTPConfig, WBCConfig
@@ -161,6 +156,9 @@ class _GenPageTrainer(OwnForwardAfterTraining, ResumableSampling, Trainer):
             if getattr(self.accelerator.unwrap_model(self.model), "content_head_proj", None) is None:
                 raise ValueError(f"{type(self).__name__}: content_scoring needs a model with content vectors "
                                  "(GenPageConfig.content_dim > 0)")
+            if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+                raise ValueError(f"{type(self).__name__}: content_scoring edits the lm_head rows when training starts "
+                                 "and ends, which ZeRO-3's partitioned parameters do not allow; use FSDP2 or ZeRO-2")
             self.add_callback(_ContentFolding(self))
 
     def train(self, *args: Any, **kwargs: Any) -> Any:
@@ -172,21 +170,24 @@ class _GenPageTrainer(OwnForwardAfterTraining, ResumableSampling, Trainer):
             logger.log(logging.WARNING if skipped.count else logging.INFO, "skip_bad_records (%s): %s", split, skipped)
         return output
 
-    def content_rows(self, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
-        """(..., hidden) output-side content term of token `ids` (zero for tokens without content)."""
-        return self.accelerator.unwrap_model(model).content_head_rows(ids)
-
-    def head_and_content(self, model: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """The lm_head weight (vocab, hidden) and every token's content term, in the head's dtype."""
-        head = self.accelerator.unwrap_model(model).get_output_embeddings().weight
-        return head, self.content_rows(model, torch.arange(head.shape[0], device=head.device)).to(head.dtype)
-
     @torch.no_grad()
     def _fold_content(self, sign: float) -> None:
         """lm_head rows += sign * content term: -1 when training starts (training scores row + content),
-        +1 when it ends, so the saved and served head is plain `lm_head` scoring what training scored."""
-        head, content = self.head_and_content(self.model)
-        head += sign * content
+        +1 when it ends, so the saved and served head is plain `lm_head` scoring what training scored.
+
+        Under FSDP2 the head and projection are sharded `DTensor`s: the term is computed from the gathered
+        projection and added to the head shard by shard (`distribute_tensor` splits it as the head is split)."""
+        model = self.accelerator.unwrap_model(self.model)
+        head = model.get_output_embeddings().weight
+        embed = model.get_input_embeddings()
+        content = getattr(embed, "base_layer", embed).content  # a buffer: never sharded
+        proj = model.content_head_proj.weight
+        if isinstance(proj, DTensor):
+            proj = proj.full_tensor()
+        term = (content.to(proj.dtype) @ proj.T).to(head.dtype)  # content_head_rows of every token
+        if isinstance(head, DTensor):
+            term = distribute_tensor(term, head.device_mesh, head.placements)
+        head.add_(sign * term)
         self._unfolded = sign < 0
 
     def save_model(self, output_dir: Optional[str] = None, _internal_call: bool = False) -> None:
@@ -271,20 +272,20 @@ class NTPTrainer(_GenPageTrainer):
         )
 
     def _logits_and_targets(self, model: torch.nn.Module, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits at the page positions (content-scored while training keeps the content term apart) and their
+        targets."""
         labels = inputs["labels"]
         keep = _page_mask(labels)
-        if self._unfolded:  # content scoring: every token's row is its lm_head row + its content term
-            out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                        logits_to_keep=torch.zeros_like(keep), output_hidden_states=True, use_cache=False,
-                        **_content_kwargs(inputs))
-            head, content = self.head_and_content(model)
-            rows = head + content
-            return (out.hidden_states[-1][keep] @ rows.T).float(), labels[:, 1:][keep[:, :-1]]
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), logits_to_keep=keep,
-                    use_cache=False, **_content_kwargs(inputs))
+                    content_scoring=self._unfolded, use_cache=False, **_content_kwargs(inputs))
         return out.logits.float(), labels[:, 1:][keep[:, :-1]]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.args.loss_chunk_size and not return_outputs:  # large catalogs: no (positions, vocab) logits kept
+            out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                        labels=inputs["labels"], loss_chunk_size=self.args.loss_chunk_size,
+                        content_scoring=self._unfolded, use_cache=False, **_content_kwargs(inputs))
+            return self._finite(out.loss)
         logits, targets = self._logits_and_targets(model, inputs)
         loss = self._finite(F.cross_entropy(logits, targets))
         return (loss, {"logits": logits}) if return_outputs else loss
@@ -308,7 +309,7 @@ class NTPTrainer(_GenPageTrainer):
 class WBCTrainer(_GenPageTrainer):
     """Weighted binary classification: per-token sigmoid BCE on target and negative candidate logits.
 
-    Batches come from `data.WBCCollator`. Loss = sum(w * bce) / sum(w) over every candidate of the
+    Batches come from `collators.WBCCollator`. Loss = sum(w * bce) / sum(w) over every candidate of the
     batch. `evaluate()` also returns the logged targets' logits with (label, weight, is_row), which
     `evaluation.compute_wbc_metrics` turns into weighted BCE and row/entity weighted AUCs.
     """
@@ -333,26 +334,13 @@ class WBCTrainer(_GenPageTrainer):
                                  entity_targets_above=args.entity_targets_above, skipped=skipped)
 
     def candidate_logits(self, model: torch.nn.Module, inputs: dict) -> torch.Tensor:
-        """(batch, targets, candidates) logits: hidden state at each target position · lm_head row of each id."""
-        ids = inputs["input_ids"]
-        no_positions = torch.zeros_like(ids, dtype=torch.bool)
-        out = model(input_ids=ids, attention_mask=inputs.get("attention_mask"), logits_to_keep=no_positions,
-                    output_hidden_states=True, use_cache=False, **_content_kwargs(inputs))
-        hidden = out.hidden_states[-1]  # the final-norm output (transformers ties it to last_hidden_state)
-        at_targets = torch.take_along_dim(hidden, inputs["target_pos"][..., None], dim=1)
-        head = self.accelerator.unwrap_model(model).get_output_embeddings()
-        rows = head.weight[inputs["cand_ids"]]  # (B, T, C, H): only the candidates' rows of the projection
-        if self._unfolded:  # content scoring: every candidate adds its (pre-replacement) entity's content term
-            rows = rows + self.content_rows(model, inputs.get("cand_content_ids", inputs["cand_ids"])).to(rows.dtype)
-        elif "cand_content_ids" in inputs:  # fallback-replaced candidates: fallback row + projected content
-            from_content = (inputs["cand_content_ids"] != inputs["cand_ids"])[..., None]
-            rows = rows + from_content * self.content_rows(model, inputs["cand_content_ids"]).to(rows.dtype)
-        # A broadcast product summed over the hidden axis rather than einsum: under bf16 autocast einsum
-        # becomes many tiny matrix-vector products, a much slower forward+backward.
-        logits = (at_targets[:, :, None, :] * rows).sum(-1)
-        if head.bias is not None:
-            logits = logits + head.bias[inputs["cand_ids"]]
-        return logits.float()
+        """(batch, targets, candidates) logits: hidden state at each target position · lm_head row of each id,
+        computed in the model's forward (so a sharded head is gathered there)."""
+        content = {"candidate_content_ids": inputs["cand_content_ids"]} if "cand_content_ids" in inputs else {}
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                    candidate_ids=inputs["cand_ids"], candidate_positions=inputs["target_pos"],
+                    content_scoring=self._unfolded, use_cache=False, **content, **_content_kwargs(inputs))
+        return out.candidate_logits.float()
 
     @staticmethod
     def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
