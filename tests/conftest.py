@@ -66,3 +66,14 @@ def small_log(small_log_dir):
 
     records, catalog, _ = load_logs(small_log_dir)
     return [r.to_dict() for r in records], catalog, small_log_dir
+
+
+@pytest.fixture(scope="module")
+def warm_paginated_world():
+    """(world, users) of a small warmed-up world for the pagination tests (one per test module: days advance it)."""
+    from genpage_hf.simulation import UserPopulation, World, WorldConfig, warm_up
+
+    world = World(WorldConfig(seed=4, n_entities=600, horizon_days=12, warmup_days=3))
+    users = UserPopulation(world, 400, seed=4)
+    warm_up(world, users, seed=4)
+    return world, users

@@ -36,14 +36,12 @@ from genpage_hf.simulation import (
     session_continues,
     simulate_page_views,
     validate_pages,
-    warm_up,
     write_logs,
 )
 from genpage_hf.simulation.genpage_policy import GenPagePolicy
 from genpage_hf.simulation.sessions import SLOT_SECONDS, next_page_time, within_day
 from genpage_hf.validation import validate_records
 
-SMALL = dict(n_entities=600, horizon_days=12, warmup_days=3)
 FIRST_ROWS = [{"row": "genre_comedy", "entities": ["m7", "m8"]}, {"row": "trending", "entities": ["m9"]}]
 
 
@@ -152,12 +150,6 @@ def test_ntp_and_wbc_train_on_the_second_page_after_its_paginated_prompt(second_
 
 
 # ----- simulator -----------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def warm():
-    world = World(WorldConfig(seed=4, **SMALL))
-    users = UserPopulation(world, 400, seed=4)
-    warm_up(world, users, seed=4)
-    return world, users
 
 
 def _first_pages(world, users, policy, n=200, seed=0):
@@ -175,8 +167,8 @@ def _today(first):
 
 @pytest.mark.parametrize("make", [lambda w, u: ProductionPolicy(w, 0), lambda w, u: RandomPolicy(w, 0),
                                   lambda w, u: OraclePolicy(w, u)], ids=["production", "random", "oracle"])
-def test_second_pages_repeat_nothing_of_the_first_and_carry_the_session(warm, make):
-    world, users = warm
+def test_second_pages_repeat_nothing_of_the_first_and_carry_the_session(warm_paginated_world, make):
+    world, users = warm_paginated_world
     policy = make(world, users)
     first, noise = _first_pages(world, users, policy)
     which = _today(first)[::2]  # any sessions may go on
@@ -206,8 +198,8 @@ def test_second_pages_repeat_nothing_of_the_first_and_carry_the_session(warm, ma
     assert not set(eligibility(world, back)) & set(r["row"] for r in recs[0]["context"]["previous_rows"])
 
 
-def test_the_grammar_refuses_a_second_page_that_repeats_the_first(warm):
-    world, users = warm
+def test_the_grammar_refuses_a_second_page_that_repeats_the_first(warm_paginated_world):
+    world, users = warm_paginated_world
     policy = ProductionPolicy(world, 0)
     first, _ = _first_pages(world, users, policy, n=20)
     which = _today(first)
@@ -221,8 +213,8 @@ def test_the_grammar_refuses_a_second_page_that_repeats_the_first(warm):
         validate_pages(req, swapped)
 
 
-def test_satiation_from_the_first_page_lowers_second_page_plays(warm):
-    world, users = warm
+def test_satiation_from_the_first_page_lowers_second_page_plays(warm_paginated_world):
+    world, users = warm_paginated_world
     policy = ProductionPolicy(world, 0)
     first, noise = _first_pages(world, users, policy, n=400)
     which = _today(first)
@@ -236,8 +228,8 @@ def test_satiation_from_the_first_page_lowers_second_page_plays(warm):
     assert sated.played.sum() < fresh.played.sum()
 
 
-def test_a_play_on_the_first_page_raises_the_affinity_of_its_neighbours(warm):
-    world, users = warm
+def test_a_play_on_the_first_page_raises_the_affinity_of_its_neighbours(warm_paginated_world):
+    world, users = warm_paginated_world
     first, _ = _first_pages(world, users, ProductionPolicy(world, 0), n=400)
     b = np.intersect1d(np.flatnonzero(first.views.played.any((1, 2))), _today(first))
     played = np.array([first.pages.entities[i][first.views.played[i]][0] for i in b])
@@ -249,8 +241,8 @@ def test_a_play_on_the_first_page_raises_the_affinity_of_its_neighbours(warm):
     assert len(b) > 50 and (after[finite] > before[finite]).mean() > 0.95
 
 
-def test_a_session_ends_with_its_day(warm):
-    world, users = warm
+def test_a_session_ends_with_its_day(warm_paginated_world):
+    world, users = warm_paginated_world
     first, _ = _first_pages(world, users, ProductionPolicy(world, 0), n=100)
     req, v = first.requests, first.views
     day_end = world.config.start_timestamp + 86400.0 * (req.day + 1)
@@ -262,8 +254,8 @@ def test_a_session_ends_with_its_day(warm):
     assert (world.day_of(second.timestamp) == req.day).all() and len(_today(first)) > 80
 
 
-def test_who_asks_for_the_next_page(warm):
-    world, users = warm
+def test_who_asks_for_the_next_page(warm_paginated_world):
+    world, users = warm_paginated_world
     first, _ = _first_pages(world, users, ProductionPolicy(world, 0), n=400)
     v = first.views
     today = np.isin(np.arange(400), _today(first))
@@ -276,8 +268,8 @@ def test_who_asks_for_the_next_page(warm):
         session_continues(first.requests, v, more_rate=0.5)
 
 
-def test_run_day_with_pagination_logs_second_pages_after_first_pages_unchanged(warm):
-    world, users = warm
+def test_run_day_with_pagination_logs_second_pages_after_first_pages_unchanged(warm_paginated_world):
+    world, users = warm_paginated_world
     off_users, on_users = copy.deepcopy(users), copy.deepcopy(users)
     off = run_day(world, off_users, ProductionPolicy(world, 5), seed=5)
     on = run_day(world, on_users, ProductionPolicy(world, 5), seed=5, pagination=True)
@@ -317,8 +309,8 @@ def test_cli_simulate_with_pagination_writes_second_pages_the_datasets_loader_re
     assert json.loads((tmp_path / "world_config.json").read_text())["pagination"] is True
 
 
-def test_genpage_policy_second_page_reuses_the_first_page_cache(warm, spec):
-    world, users = warm
+def test_genpage_policy_second_page_reuses_the_first_page_cache(warm_paginated_world, spec):
+    world, users = warm_paginated_world
     model, tok = build_genpage(world.catalog(up_to_day=users.next_day), spec, seed=0, hidden_size=32,
                                intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
     policy = GenPagePolicy(world, model.eval(), tok, autoregressive_entities=0, batch_size=1)

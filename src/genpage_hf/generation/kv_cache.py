@@ -46,7 +46,8 @@ class PrefixCache:
     `PageGenerator` drops them when its model's parameters change in place (an optimizer step,
     `load_state_dict`).
     `hits` and `reused_tokens` count the sequences that decoded from stored states and the prompt
-    tokens they did not recompute (in a batch, as many as the batch's longest new part allows).
+    tokens they did not recompute (in a batch, as many as the batch's longest new part allows), out of
+    `prompt_tokens` looked up.
     """
 
     def __init__(self, max_entries: int = 8, min_tokens: int = 32) -> None:
@@ -55,8 +56,10 @@ class PrefixCache:
                 raise ValueError(f"PrefixCache: {name} must be an integer >= 0, got {value!r}")
         self.max_entries, self.min_tokens = max_entries, min_tokens
         self._entries: OrderedDict[tuple[int, ...], LayerStates] = OrderedDict()
+        # entries by their first `min_tokens` tokens: only those can share a prefix worth reusing
+        self._by_head: dict[tuple[int, ...], dict[tuple[int, ...], None]] = {}
         self.weights_version: Optional[tuple[tuple[int, int], ...]] = None
-        self.hits = self.reused_tokens = 0
+        self.hits = self.reused_tokens = self.prompt_tokens = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -64,14 +67,17 @@ class PrefixCache:
     def clear(self) -> None:
         """Drop every entry (the model's weights changed)."""
         self._entries.clear()
+        self._by_head.clear()
 
     def lookup(self, prompt: Sequence[int]) -> tuple[int, Optional[LayerStates]]:
         """(m, states): the longest common prefix m of `prompt` with a stored sequence, capped at
         len(prompt) - 1 (the last prompt token always runs, for its logits), and that sequence's
         states (whose first m tokens are the prompt's); (0, None) when nothing is shared."""
+        if len(prompt) - 1 < self.min_tokens:
+            return 0, None
         query = np.asarray(prompt[:-1], dtype=np.int64)
         best, best_key = 0, None
-        for key in self._entries:
+        for key in self._by_head.get(tuple(prompt[:self.min_tokens]), ()):
             n = min(len(key), len(query))
             differ = np.flatnonzero(np.asarray(key[:n], dtype=np.int64) != query[:n])
             m = int(differ[0]) if len(differ) else n
@@ -89,8 +95,13 @@ class PrefixCache:
         key = tuple(tokens)
         self._entries[key] = states
         self._entries.move_to_end(key)
+        self._by_head.setdefault(key[:self.min_tokens], {})[key] = None
         while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+            old, _ = self._entries.popitem(last=False)
+            bucket = self._by_head[old[:self.min_tokens]]
+            del bucket[old]
+            if not bucket:
+                del self._by_head[old[:self.min_tokens]]
 
 
 class _GrowingLayer(DynamicLayer):
@@ -173,6 +184,7 @@ def reuse_prefixes(prefix_cache: PrefixCache, model: Any, prompts: list[list[int
         prefix_cache.clear()
         prefix_cache.weights_version = version
     hits = [prefix_cache.lookup(p) for p in prompts]
+    prefix_cache.prompt_tokens += sum(len(p) for p in prompts)
     L0 = max(len(p) for p in prompts)
     S = max(len(p) - n for p, (n, _) in zip(prompts, hits))
     C = L0 - S

@@ -52,7 +52,7 @@ def affinity(world: World, users: UserPopulation, req: RequestBatch, ent: np.nda
         score += WEEKEND_SHOW * (etype == SHOW)
     content = world.content[e]
     score += np.clip(0.5 * np.einsum("bd,bsd->bs", req.recency_vector(), content), -1.0, 2.0)
-    score += 0.8 * np.einsum("bd,bsd->bs", req.session_vector(), content)
+    score += world.config.behavior.session_pull * np.einsum("bd,bsd->bs", req.session_vector(), content)
     prog = req.lookup(*req.progress, ent)
     score += np.where(prog > 0, RESUME, np.where(prog < 0, FINISHED, 0.0))
     ib, ik = np.nonzero(req.imp_entity >= 0)

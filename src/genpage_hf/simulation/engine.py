@@ -62,6 +62,12 @@ def serve(world: World, users: UserPopulation, requests: RequestBatch, policy: P
     pages = policy.pages(requests)
     if validate or not isinstance(pages, PageBatch):
         pages = validate_pages(requests, pages)
+    return browse(world, users, requests, pages, noise, seen)
+
+
+def browse(world: World, users: UserPopulation, requests: RequestBatch, pages: PageBatch, noise: Noise,
+           seen: Optional[np.ndarray] = None) -> Served:
+    """Simulated browsing and rewards of pages already checked against the grammar (`serve` after the policy)."""
     views = simulate_page_views(world, users, requests, pages.entities, pages.rows, noise, seen=seen)
     reward = batch_entity_rewards(
         views.impressed, views.played, views.play_duration, views.thumbs, world.config.rewards

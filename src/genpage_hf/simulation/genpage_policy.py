@@ -10,12 +10,17 @@ A session's later page (`sessions.py`) is a `PageRequest` with the context's `pr
 (the earlier pages' plays included): its prompt extends the earlier page's decoded sequence, so the
 generator's `PrefixCache` (`prefix_cache_size` sequences) reuses that page's keys and values (up to the first
 context token that changed: the later request may see a history action in an older age bucket), and the
-rules' de-duplication covers the earlier pages as the judge's grammar does.
+rules' de-duplication covers the earlier pages as the judge's grammar does. A batch reuses stored states only
+up to its longest new part, so later pages are decoded in batches of similar new parts (request order is kept
+in the output). `later_pages` counts what the prefix cache saved on later pages: their prompt tokens and the
+tokens reused from stored states (`later_page_reuse`, their share).
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
+
+import numpy as np
 
 from ..generation import DEFAULT_ROW_VALUE_OFFSET, PageGenerator, PageRequest, RuleSet
 from .rows import eligibility
@@ -40,6 +45,14 @@ class GenPagePolicy:
         self.generator = PageGenerator(model, tokenizer, autoregressive_entities, do_sample=do_sample, seed=seed,
                                        max_history=max_history, row_order=row_order,
                                        row_value_offset=row_value_offset, prefix_cache_size=prefix_cache_size)
+        self.later_pages = {"requests": 0, "prompt_tokens": 0, "reused_tokens": 0}
+
+    @property
+    def later_page_reuse(self) -> Optional[float]:
+        """Share of the later pages' prompt tokens taken from the prefix cache (None before any later page is
+        served with the cache on)."""
+        tokens = self.later_pages["prompt_tokens"]
+        return self.later_pages["reused_tokens"] / tokens if tokens else None
 
     def rules(self, requests: RequestBatch, index: int) -> RuleSet:
         """The RuleSet of request `index`: the world's layout and that request's eligibility mapping."""
@@ -60,9 +73,22 @@ class GenPagePolicy:
     def pages(self, requests: RequestBatch) -> list[dict]:
         """One record-schema page per request, in request order, decoded in batches."""
         todo = self.page_requests(requests)
-        out: list[dict] = []
+        cache = self.generator.prefix_cache
+        prompt_tokens, reused_tokens = cache.prompt_tokens, cache.reused_tokens
+        order = np.arange(len(todo))
+        if requests.prev_rows is not None and cache.max_entries:
+            # a batch reuses stored states only up to its longest new part: batch the requests by their new part
+            prompts = [self.generator.prompt_ids(r) for r in todo]
+            order = np.argsort([len(p) - cache.lookup(p)[0] for p in prompts], kind="stable")
+        out: list[Optional[dict]] = [None] * len(todo)
         for start in range(0, len(todo), self.batch_size):
-            out += [page.to_dict() for page in self.generator.generate(todo[start:start + self.batch_size])]
+            batch = order[start:start + self.batch_size]
+            for i, page in zip(batch, self.generator.generate([todo[i] for i in batch])):
+                out[i] = page.to_dict()
+        if requests.prev_rows is not None:
+            self.later_pages["requests"] += len(todo)
+            self.later_pages["prompt_tokens"] += cache.prompt_tokens - prompt_tokens
+            self.later_pages["reused_tokens"] += cache.reused_tokens - reused_tokens
         return out
 
 

@@ -8,7 +8,8 @@ column, row id and entity id):
 - every entity exists in the catalog and is eligible for its row (`rows.eligible_mask`); an off-genre
   entity in a genre row is REJECTED, not scored, because the product would never show it;
 - a row shows exactly `entities_per_row` entities unless fewer than that are eligible for it, in which
-  case it shows at least one. A page may have fewer rows than `rows_per_page`; it is scored as is;
+  case it shows at least one. A page may have fewer rows than `rows_per_page`, or none (a later page when
+  nothing its rules allow is left); it is scored as is;
 - a session's later page (requests with `prev_rows`) repeats no row and no entity of its earlier pages
   (what stays eligible is what they left: `rows.eligible_counts`).
 """
@@ -58,6 +59,8 @@ def pages_from_dicts(world: World, pages: list[dict], n_requests: int) -> PageBa
     ent = np.full((n_requests, R, W), -1, dtype=np.int64)
     rows = np.full((n_requests, R), -1, dtype=np.int64)
     for b, d in enumerate(pages):
+        if isinstance(d, dict) and d.get("rows") == []:  # nothing to show (a record's page has rows; a served one
+            continue  # may be empty, as a PageBatch page may): scored as is
         try:
             page = d if isinstance(d, Page) else Page.from_dict(d, f"page[{b}]")
         except ValueError as err:
@@ -81,12 +84,11 @@ def _first(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
 
 
-def validate_pages(req: RequestBatch, pages: PageBatch | list[dict]) -> PageBatch:
-    """Check pages against the grammar for their requests; return them as a PageBatch or raise PageGrammarError."""
-    world = req.world
-    cfg = world.config
+def page_arrays(req: RequestBatch, pages: PageBatch | list[dict]) -> PageBatch:
+    """A policy's pages as int64 index arrays of the right shapes for `req` (dicts parsed), or PageGrammarError."""
+    cfg = req.world.config
     if not isinstance(pages, PageBatch):
-        pages = pages_from_dicts(world, pages, len(req))
+        pages = pages_from_dicts(req.world, pages, len(req))
     ent, rows = np.asarray(pages.entities, dtype=np.int64), np.asarray(pages.rows, dtype=np.int64)
     B = len(req)
     if ent.ndim != 3 or rows.shape != ent.shape[:2] or len(rows) != B:
@@ -94,6 +96,26 @@ def validate_pages(req: RequestBatch, pages: PageBatch | list[dict]) -> PageBatc
     if ent.shape[1] > cfg.rows_per_page or ent.shape[2] > cfg.entities_per_row:
         raise PageGrammarError(f"pages are {ent.shape[1]}x{ent.shape[2]}; at most "
                                f"{cfg.rows_per_page}x{cfg.entities_per_row}")
+    return PageBatch(ent, rows)
+
+
+def shown_earlier(req: RequestBatch, pages: PageBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Masks of what `pages` (`page_arrays`) repeat of their session's earlier pages: entities (B, R, W), rows
+    (B, R); all False on first pages."""
+    ent, rows = pages.entities, pages.rows
+    if req.prev_rows is None:
+        return np.zeros(ent.shape, dtype=bool), np.zeros(rows.shape, dtype=bool)
+    entities = (ent >= 0) & req.table_lookup(req.shown_before, ent)
+    repeated_rows = ((rows[:, :, None] == req.prev_rows[:, None, :]) & (rows >= 0)[:, :, None]).any(2)
+    return entities, repeated_rows
+
+
+def validate_pages(req: RequestBatch, pages: PageBatch | list[dict]) -> PageBatch:
+    """Check pages against the grammar for their requests; return them as a PageBatch or raise PageGrammarError."""
+    world = req.world
+    pages = page_arrays(req, pages)
+    ent, rows = pages.entities, pages.rows
+    B = len(req)
     where = lambda b, r, w=None: f"page[{b}].rows[{r}]" + ("" if w is None else f".entities[{w}]")  # noqa: E731
     bad = (rows < -1) | (rows >= len(ROW_IDS))
     if bad.any():
@@ -124,17 +146,15 @@ def validate_pages(req: RequestBatch, pages: PageBatch | list[dict]) -> PageBatc
             b, i = _first(dup)
             label = ROW_IDS[s[b, i]] if name == "row" else world.ids[s[b, i]]
             raise PageGrammarError(f"page[{b}]: {name} {label!r} appears more than once")
-    if req.prev_rows is not None:
-        bad = has & req.table_lookup(req.shown_before, ent)
-        if bad.any():
-            b, r, w = _first(bad)
-            raise PageGrammarError(f"{where(b, r, w)}: entity {world.ids[ent[b, r, w]]!r} was shown on an earlier "
-                                   "page of this session")
-        bad = ((rows[:, :, None] == req.prev_rows[:, None, :]) & (rows >= 0)[:, :, None]).any(2)
-        if bad.any():
-            b, r = _first(bad)
-            raise PageGrammarError(f"{where(b, r)}: row {ROW_IDS[rows[b, r]]!r} was shown on an earlier page of "
-                                   "this session")
+    bad_entities, bad_rows = shown_earlier(req, pages)
+    if bad_entities.any():
+        b, r, w = _first(bad_entities)
+        raise PageGrammarError(f"{where(b, r, w)}: entity {world.ids[ent[b, r, w]]!r} was shown on an earlier "
+                               "page of this session")
+    if bad_rows.any():
+        b, r = _first(bad_rows)
+        raise PageGrammarError(f"{where(b, r)}: row {ROW_IDS[rows[b, r]]!r} was shown on an earlier page of "
+                               "this session")
     ok = eligible_mask(req, ent, rows)
     bad = has & ~ok
     if bad.any():

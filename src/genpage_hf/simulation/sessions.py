@@ -52,6 +52,17 @@ def session_continues(requests: RequestBatch, views: PageViews, more_rate: float
     return more & within_day(requests, next_page_time(requests, views.played.shape[1] * views.played.shape[2]))
 
 
+def first_page_context(context: dict, slots: int) -> dict:
+    """The context of a session's first page, read back from its second page's context (`next_page_requests`
+    undone): `slots` slots earlier, the engagements before that time only, no `previous_rows`. A first page's
+    context (no `previous_rows`) is returned as it is."""
+    if not context.get("previous_rows"):
+        return context
+    start = context["timestamp"] - SLOT_SECONDS * slots
+    return {**{k: v for k, v in context.items() if k != "previous_rows"}, "timestamp": start,
+            "session": [a for a in context.get("session", []) if a["timestamp"] < start]}
+
+
 def next_page_requests(requests: RequestBatch, pages: PageBatch, views: PageViews, which: np.ndarray) -> RequestBatch:
     """The next page's requests of the sessions `which` (indices into `requests`) after `pages` was served and
     browsed (`views`): see the module docstring. A session whose next page would fall on the next day raises."""
@@ -88,4 +99,5 @@ def next_page_requests(requests: RequestBatch, pages: PageBatch, views: PageView
                    prev_rows=shown_r)
 
 
-__all__ = ["SLOT_SECONDS", "next_page_requests", "next_page_time", "session_continues", "within_day"]
+__all__ = ["SLOT_SECONDS", "first_page_context", "next_page_requests", "next_page_time", "session_continues",
+           "within_day"]

@@ -53,6 +53,10 @@ class BehaviorConfig:
         default=0.0, metadata={"help": "pagination: probability a user who left a page early without a play asks "
                                        "for the next page (one who reached its end always does)"}
     )
+    session_pull: float = field(
+        default=0.8, metadata={"help": "affinity gain per unit of content similarity to the session's engagements "
+                                       "(in-session steering: what a play on page 1 does to page 2)"}
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.more_rate <= 1.0:

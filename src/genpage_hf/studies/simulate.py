@@ -74,14 +74,16 @@ def study_spec(world: World) -> dict:
 
 def simulate(users: int, days: int, seed: int = 0, entities: Optional[int] = None, row_explore: float = 0.0,
              catalog: str = "logged", log_dir: Optional[str] = None, slot_explore: float = 0.0,
-             **world: Any) -> Simulation:
+             pagination: bool = False, **world: Any) -> Simulation:
     """Production-policy logs of `days` days after the warm-up; the last logged day is held out.
 
     `entities`: back-catalog size (`WorldConfig.n_entities`); `world`: further WorldConfig fields.
     `row_explore`: share of logged pages served in a random row order; `slot_explore`: probability a logged
     slot holds a title drawn from its row's whole eligible pool (the warm-up stays unexplored).
     `catalog`: "logged" or "serving" (see `Simulation`). `log_dir`: write the logs there as Parquet
-    (`write_logs`) and train on what `load_logs` reads back.
+    (`write_logs`) and train on what `load_logs` reads back. `pagination`: sessions of two pages (the users who
+    reach the end of a page, or with `behavior={"more_rate": p}` leave it early without a play, get a second
+    page), whose second pages are logged too (warm-up included).
     """
     if days < 2:
         raise ValueError(f"days must be >= 2 (the last one is held out), got {days}")
@@ -95,7 +97,7 @@ def simulate(users: int, days: int, seed: int = 0, entities: Optional[int] = Non
     population = UserPopulation(w, n_users=users, seed=seed)
     if log_dir is not None:
         meta = write_logs(w, population, days=days, seed=seed, out_dir=log_dir, row_explore=row_explore,
-                          slot_explore=slot_explore)
+                          slot_explore=slot_explore, pagination=pagination)
         records, logged, _ = load_logs(log_dir)
         last_day = meta["first_day"] + meta["days"] - 1
         held = w.day_of(np.array([r.context.timestamp for r in records])) == last_day
@@ -103,13 +105,17 @@ def simulate(users: int, days: int, seed: int = 0, entities: Optional[int] = Non
         held_out = [r for r, h in zip(records, held) if h]
     else:
         policy = ProductionPolicy(w, seed)
-        warm_up(w, population, seed, policy)
+        warm_up(w, population, seed, policy, pagination)
         policy.row_explore, policy.slot_explore = row_explore, slot_explore
-        by_day = [[r for s in run_day(w, population, policy, seed) for r in s.records()] for _ in range(days)]
+        by_day = [[r for s in run_day(w, population, policy, seed, pagination=pagination) for r in s.records()]
+                  for _ in range(days)]
         train, held_out = [r for day in by_day[:-1] for r in day], by_day[-1]
         logged = w.catalog(up_to_day=population.next_day - 1)
     setup = {"users": users, "days": days, "seed": seed, "world": overrides, "row_explore": row_explore,
              "slot_explore": slot_explore,
              "catalog": catalog, "train_records": len(train), "held_out_records": len(held_out)}
+    if pagination:
+        setup.update(pagination=True, train_later_pages=sum(bool(record_dict(r)["context"].get("previous_rows"))
+                                                            for r in train))
     chosen = logged if catalog == "logged" else w.catalog(up_to_day=population.next_day)
     return Simulation(w, population, train, held_out, chosen, study_spec(w), setup)

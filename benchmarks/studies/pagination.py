@@ -1,0 +1,164 @@
+"""Does GenPage's second page gain from reading page 1 and the session (paper §2.3, pagination)?
+
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.pagination --seed 0
+    # screening (choices are made here): other requests of the judge's day, a smaller world if wanted
+    OMP_NUM_THREADS=1 python -m benchmarks.studies.pagination --judge screen --result_file runs/pagination-screen.json
+
+Protocol, one seed, at quickstart scale (the quickstart's world, logs and recipe):
+1. simulate production's logs with two-page sessions (`studies.simulate(pagination=True)`): a user who reaches
+   the end of page 1, or who left it early without a play (with probability `--more_rate`), asks for page 2,
+   which is logged with its `previous_rows` and a session holding page 1's plays and trailers;
+2. train NTP then WBC with the quickstart recipe on the page-1 and page-2 records (`studies.train`);
+3. judge (`studies.judge(pagination=True)`, `simulation.ab`): every judged session asks for a page 2, so every
+   arm serves the same sessions' second pages with the same draws (paired). Arms: production; `genpage`
+   (`page_value` decoding, as the quickstart; page 2 from the paginated prompt, page 1 rows and the session,
+   decoded from page 1's prefix cache); `genpage_no_page1`, the same model whose page 2 is prompted as its page
+   1 was (no page-1 rows, no session since: `simulation.first_page_context`) under page 2's rules; the oracle
+   (its page 2 by the true affinity too); and `production_then_genpage`, production's page 1 followed by
+   GenPage's page 2 (the same page 1 as production's: page 2 compared with production's own on equal terms, as
+   each arm's page 2 otherwise follows its own page 1). `--judge headline` serves requests drawn with seed + 100,
+   `--judge screen` with seed + 700: settings are chosen on screen runs, the headline is judged once.
+
+Reported: per arm page-1, page-2 and session reward with CIs, paired lifts and gap closed (page 1 and session),
+page-1 entities and rows repeated on page 2, and the share of page-2 prompt tokens taken from the prefix cache;
+the paired page-2 lifts of `genpage` over `genpage_no_page1` and over production; the logs' page-2 share.
+Writes `--result_file` (default benchmarks/results/pagination.json); `--output_dir` keeps the model.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from genpage_hf.checkpoint import save_genpage
+from genpage_hf.simulation import ProductionPolicy, first_page_context
+from genpage_hf.studies.judge import GenPageArm, arm_policy, grow_to_judge_day, judge
+from genpage_hf.studies.train import train
+
+from .common import (
+    DECODE_BATCH,
+    LoggedCatalogData,
+    RunOptions,
+    finish,
+    parse,
+    recipe,
+    recipe_options,
+    set_threads,
+    simulate_data,
+)
+
+PaginationRecipe = recipe_options("PaginationRecipe", __name__)
+JUDGE_OFFSETS = {"headline": 100, "screen": 700}
+ARMS = ("genpage", "genpage_no_page1")
+
+
+@dataclass
+class PaginationOptions:
+    """The seed, the sessions of the logs and the judge of the pagination study."""
+
+    seed: int = field(default=0, metadata={"help": "seed of the world, logs, model and judge requests"})
+    more_rate: float = field(default=1.0, metadata={
+        "help": "BehaviorConfig.more_rate of the logged world: probability a user who left page 1 early without a "
+                "play asks for page 2 (1.0: every one of them; the most page-2 records this world logs)"})
+    ab_requests: int = field(default=4000, metadata={"help": "judged sessions"})
+    request_batch: int = field(default=500, metadata={
+        "help": "judged sessions drawn and served at a time (each GenPage arm's prefix cache holds both pages of "
+                "a batch)"})
+    judge: str = field(default="headline", metadata={"help": "which requests the judge serves (see the docstring)",
+                                                     "choices": list(JUDGE_OFFSETS)})
+    output_dir: Optional[str] = field(default=None, metadata={
+        "help": "keep the trained model here (a checkpoint folder with the judge day's titles; default: not kept)"})
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.more_rate <= 1.0:
+            raise ValueError(f"--more_rate must be a probability in [0, 1], got {self.more_rate}")
+        for name in ("ab_requests", "request_batch"):
+            if getattr(self, name) < 2:
+                raise ValueError(f"--{name} must be >= 2, got {getattr(self, name)}")
+
+
+class ProductionThenGenPage:
+    """Production's page 1 and GenPage's page 2: GenPage's second page after the same first page as production's.
+
+    Production also computes the page 2 it would serve (unseen), so its random draws stay those of the production
+    arm, which is built with the same seed: every batch's page 1 is the production arm's."""
+
+    def __init__(self, name: str, production: Any, genpage: Any) -> None:
+        self.name, self.production, self.genpage = name, production, genpage
+
+    def pages(self, requests: Any) -> Any:
+        """Production's pages of first-page requests, GenPage's of later ones."""
+        first = self.production.pages(requests)
+        return first if requests.prev_rows is None else self.genpage.pages(requests)
+
+
+def paired(report: Any, arm: str, baseline: str, reward: str) -> list[float]:
+    """[mean, low, high] of `arm` minus `baseline` `reward`, paired over the judged sessions."""
+    mean, (low, high) = report.paired_lift(arm, baseline, reward)
+    return [float(mean), float(low), float(high)]
+
+
+def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict:
+    """Simulate with sessions, train, judge page 1, page 2 and the session; the study's metrics."""
+    start = time.time()
+    seconds: dict[str, float] = {}
+    sim = simulate_data(data, o.seed, pagination=True, behavior={"more_rate": o.more_rate})
+    seconds["simulate"] = time.time() - start
+    print(f"simulated: {sim.setup}", flush=True)
+    trained = train(sim, recipe(recipe_opts, o.seed))
+    seconds["train"] = trained.seconds
+    arm = functools.partial(GenPageArm, trained.model, trained.tokenizer, row_order="page_value",
+                            autoregressive_entities=None, max_history=recipe_opts.max_history,
+                            batch_size=DECODE_BATCH)
+    serving = grow_to_judge_day(sim, trained.model, trained.tokenizer)
+    cfg = sim.world.config
+    arms = {"genpage": arm(), "genpage_no_page1": arm(context_fn=functools.partial(
+        first_page_context, slots=cfg.rows_per_page * cfg.entities_per_row))}
+    seed = o.seed + JUDGE_OFFSETS[o.judge]
+    mixed = ProductionThenGenPage("production_then_genpage", ProductionPolicy(sim.world, seed),
+                                  arm_policy(sim, "genpage", arms["genpage"]))
+    judgment = judge(sim, arms, o.ab_requests, seed=seed, request_batch=o.request_batch, pagination=True,
+                     policies_before_oracle=[mixed])
+    seconds["judge"] = judgment.seconds
+    report = judgment.report
+    print(report.table(), flush=True)
+    per_arm = judgment.arms()
+    if o.output_dir:
+        save_genpage(trained.model, trained.tokenizer, o.output_dir, serving,
+                     metadata={"stage": "NTP + WBC on paginated logs (benchmarks.studies.pagination)"})
+    return {
+        "setup": sim.setup,
+        "page2_share_of_logs": sim.setup["train_later_pages"] / sim.setup["train_records"],
+        "model": trained.record(),
+        "page2_sessions": len(report.page2_sessions),
+        "arms": per_arm,
+        "page2_vs_no_page1": paired(report, "genpage", "genpage_no_page1", "page2"),
+        "page2_vs_production": paired(report, "genpage", "production", "page2"),
+        "page2_after_production_page1": {
+            "page1_is_production": bool((report.page_rewards[mixed.name] == report.page_rewards["production"]).all()),
+            "vs_production": paired(report, mixed.name, "production", "page2")},
+        "session_vs_no_page1": paired(report, "genpage", "genpage_no_page1", "session"),
+        "gap_closed": {name: {"page1": per_arm[name]["gap_closed"], "session": per_arm[name]["session"]["gap_closed"]}
+                       for name in per_arm},
+        "page2_violations": sum(a["page2_violations"] + a["page2_row_violations"] for a in per_arm.values()),
+        "page2_prefix_reuse": {name: per_arm[name]["page2_prefix_reuse"] for name in ARMS},
+        "seconds": {**seconds, "total": time.time() - start},
+    }
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    options, data, recipe_opts, run_options = parse((PaginationOptions, LoggedCatalogData, PaginationRecipe,
+                                                     RunOptions), argv)
+    set_threads(run_options)
+    torch.set_num_threads(run_options.threads or 1)
+    start = time.time()
+    metrics = run(options, data, recipe_opts)
+    finish(run_options, "pagination.json", (options, data, recipe_opts, run_options), metrics, start)
+
+
+if __name__ == "__main__":
+    main()
