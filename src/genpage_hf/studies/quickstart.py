@@ -46,7 +46,14 @@ class QuickstartConfig:
     content_scoring: bool = field(
         default=True, metadata={"help": "both stages score every entity with its lm_head row plus the output-side "
                                          "content term (NTPConfig/WBCConfig.content_scoring)"})
+    fallback_prob: float = field(
+        default=0.1, metadata={"help": "cold start: probability of replacing an entity/row token of a training "
+                                       "example by its fallback token, content kept (Recipe.fallback_prob; chosen "
+                                       "on screen requests, --judge_seed 700)"})
     ab_requests: int = field(default=4000, metadata={"help": "simulated A/B requests per arm"})
+    judge_seed: Optional[int] = field(
+        default=None, metadata={"help": "seed of the A/B's requests (default: --seed). Choose settings on requests "
+                                        "drawn with another seed than the headline's"})
     autoregressive_entities: Optional[int] = field(
         default=1, metadata={"help": "GenPage arm's entities decoded one by one per row before the rest of the row "
                                      "is filled from one pass (None: all)"})
@@ -82,6 +89,10 @@ class QuickstartConfig:
             raise ValueError(f"--autoregressive_entities must be >= 0, got {self.autoregressive_entities}")
         if not 0.0 <= self.learning_rate < float("inf"):
             raise ValueError(f"--learning_rate must be a finite number >= 0, got {self.learning_rate}")
+        if not 0.0 <= self.fallback_prob < 1.0:
+            raise ValueError(f"--fallback_prob must be in [0, 1), got {self.fallback_prob}")
+        if self.judge_seed is not None and self.judge_seed < 0:
+            raise ValueError(f"--judge_seed must be >= 0, got {self.judge_seed}")
         if not 0.0 <= self.row_explore <= 1.0:
             raise ValueError(f"--row_explore must be in [0, 1], got {self.row_explore}")
         if self.days < 2:
@@ -107,7 +118,8 @@ class QuickstartConfig:
         return Recipe(hidden_size=self.hidden_size, layers=self.layers, heads=self.heads, max_history=self.max_history,
                       batch_size=self.batch_size, ntp_steps=self.ntp_steps, wbc_steps=self.wbc_steps,
                       learning_rate=self.learning_rate, content_scoring=self.content_scoring,
-                      entity_targets_above=self.entity_targets_above, dtype=self.dtype, seed=self.seed)
+                      entity_targets_above=self.entity_targets_above, fallback_prob=self.fallback_prob,
+                      dtype=self.dtype, seed=self.seed)
 
     def resolved(self) -> "QuickstartConfig":
         """With `tiny`, the tiny_config() sizes for every setting left at its default; otherwise itself."""
@@ -250,7 +262,8 @@ def _run(out_dir: str, config: QuickstartConfig) -> dict:
     if config.rl:  # the GRPO policy decodes as its rollouts did: its own row values, hybrid rows
         arms["genpage_grpo"] = GenPageArm(grpo_model, grpo_tokenizer, autoregressive_entities=1,
                                           max_history=config.max_history)
-    judgment = judge(sim, arms, config.ab_requests, seed=config.seed, random_arm=True)
+    judge_seed = config.seed if config.judge_seed is None else config.judge_seed
+    judgment = judge(sim, arms, config.ab_requests, seed=judge_seed, random_arm=True)
     report = judgment.report
     ab_arms = {a.policy: {"mean_page_reward": a.page_reward, "ci95": list(a.page_reward_ci),
                           "plays_per_page": a.plays_per_page, "diversity": a.diversity, "coverage": a.coverage,

@@ -36,6 +36,11 @@ class Recipe:
     entity_targets_above: bool = field(
         default=True, metadata={"help": "WBC also scores every impressed entity at each row boundary at or above its "
                                         "row: page-level entity values (WBCConfig.entity_targets_above)"})
+    fallback_prob: float = field(
+        default=0.1, metadata={"help": "cold start (paper §6.1): probability of replacing each entity/row token of an "
+                                       "example by its type's fallback token, content kept (NTPConfig/WBCConfig."
+                                       "fallback_prob), so new titles grown from the fallback rows are served from "
+                                       "trained rows and their content"})
     content_fusion: bool = field(
         default=True, metadata={"help": "input embeddings add each entity's content vector (False: content zeroed)"})
     dtype: str = field(default="auto", metadata={"help": f"training precision, one of {list(DTYPES)}"})
@@ -56,6 +61,8 @@ class Recipe:
             raise ValueError(f"Recipe.hidden_size {self.hidden_size} is not divisible by Recipe.heads {self.heads}")
         if self.dtype not in DTYPES:
             raise ValueError(f"Recipe.dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
+        if not 0.0 <= self.fallback_prob < 1.0:
+            raise ValueError(f"Recipe.fallback_prob must be in [0, 1), got {self.fallback_prob}")
 
     def model_config(self) -> dict[str, int]:
         """The `build_genpage` overrides of this size (intermediate size 3x the width)."""
@@ -74,7 +81,8 @@ def stage_args(recipe: Recipe, stage: str, output_dir: str) -> Any:
                   learning_rate=recipe.learning_rate, warmup_steps=max(1, steps // 10),
                   logging_steps=max(1, steps // 30), disable_tqdm=True, seed=recipe.seed,
                   example_seed=recipe.example_seed, max_history=recipe.max_history, dtype=recipe.dtype,
-                  weight_decay=recipe.weight_decay, content_scoring=recipe.content_scoring)
+                  weight_decay=recipe.weight_decay, content_scoring=recipe.content_scoring,
+                  fallback_prob=recipe.fallback_prob)
     if stage == "ntp":
         return NTPConfig(**common)
     return WBCConfig(**common, num_negatives=recipe.num_negatives, negative_weight=recipe.negative_weight,

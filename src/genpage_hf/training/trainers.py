@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import replace
 from typing import Any, Optional
 
 import torch
@@ -130,8 +131,9 @@ class _GenPageTrainer(OwnForwardAfterTraining, ResumableSampling, Trainer):
         if is_records(train_dataset):
             train_dataset = self.build_examples(train_dataset, processing_class, args, args.example_seed,
                                                 skipped.get("train"))
-        if is_records(eval_dataset):  # its own seed, so eval negatives differ from training's
-            eval_dataset = self.build_examples(eval_dataset, processing_class, args, args.example_seed + 1,
+        if is_records(eval_dataset):  # its own seed, so eval negatives differ from training's; no fallback replacement
+            eval_args = replace(args, fallback_prob=0.0) if args.fallback_prob else args
+            eval_dataset = self.build_examples(eval_dataset, processing_class, eval_args, args.example_seed + 1,
                                                skipped.get("eval"))
         if peft_config is None and args.use_peft:
             peft_config = args.lora_config()
