@@ -77,3 +77,29 @@ def warm_paginated_world():
     users = UserPopulation(world, 400, seed=4)
     warm_up(world, users, seed=4)
     return world, users
+
+
+def checkpoint_losses(checkpoint: str) -> dict[int, float]:
+    """step -> training loss, from a checkpoint's trainer_state.json."""
+    import json
+
+    with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
+        return {h["step"]: h["loss"] for h in json.load(f)["log_history"] if "loss" in h}
+
+
+def check_resume_is_exact(train, tmp_path, label: str = "") -> str:
+    """`train(output_dir, *extra_args)` runs 6 steps saving every 2; a copy of its checkpoint-4 (what a kill after it
+    leaves) resumed with `--resume_from_checkpoint true` logs steps 5 and 6 with the uninterrupted run's losses.
+    Returns the uninterrupted run's folder."""
+    import shutil
+
+    full, resumed = str(tmp_path / "full"), str(tmp_path / "resumed")
+    train(full)
+    reference = checkpoint_losses(os.path.join(full, "checkpoint-6"))
+    shutil.copytree(os.path.join(full, "checkpoint-4"), os.path.join(resumed, "checkpoint-4"))
+    train(resumed, "--resume_from_checkpoint", "true")
+    after = checkpoint_losses(os.path.join(resumed, "checkpoint-6"))
+    assert sorted(after) == sorted(reference) == list(range(1, 7))
+    for step in (5, 6):
+        assert after[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), (label, step, after, reference)
+    return full

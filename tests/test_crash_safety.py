@@ -13,6 +13,7 @@ import time
 
 import pytest
 import torch
+from conftest import check_resume_is_exact, checkpoint_losses
 
 from genpage_hf.loading_genpage import is_complete_checkpoint, last_complete_checkpoint
 from genpage_hf.training.configs import TRAIN_SAMPLING_STRATEGIES
@@ -35,19 +36,12 @@ def _env() -> dict:
             "CUDA_VISIBLE_DEVICES": ""}
 
 
-def _losses(checkpoint: str) -> dict[int, float]:
-    """step -> training loss, from a checkpoint's trainer_state.json."""
-    with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
-        history = json.load(f)["log_history"]
-    return {h["step"]: h["loss"] for h in history if "loss" in h}
-
-
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(small_log_dir, tmp_path) -> None:
     """Kill a run as soon as checkpoint-4 appears (mid-save), resume with `true`, compare every loss."""
     full = str(tmp_path / "full")
     subprocess.run(_command(small_log_dir, full), check=True, env=_env(), capture_output=True, timeout=600)
-    reference = _losses(os.path.join(full, "checkpoint-8"))
+    reference = checkpoint_losses(os.path.join(full, "checkpoint-8"))
     assert sorted(reference) == list(range(1, 9))
 
     killed = str(tmp_path / "killed")
@@ -71,7 +65,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted_run(small_log_dir, tm
     resumed = subprocess.run(_command(small_log_dir, killed, "--resume_from_checkpoint", "true"), env=_env(),
                              capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    after = _losses(os.path.join(killed, "checkpoint-8"))
+    after = checkpoint_losses(os.path.join(killed, "checkpoint-8"))
     assert sorted(after) == list(range(1, 9))
     for step in range(1, 9):  # steps before the resume point come from the checkpoint, the rest are recomputed
         assert after[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), (step, after, reference)
@@ -90,19 +84,9 @@ def test_resume_after_an_epoch_boundary_is_exact_for_every_sampling_strategy(sma
         main(_command(small_log_dir, output_dir, "--train_sampling_strategy", strategy,
                       "--per_device_train_batch_size", "64", "--max_steps", "6", *extra)[3:])
 
-    full = str(tmp_path / "full")
-    train(full)
-    reference = _losses(os.path.join(full, "checkpoint-6"))
+    full = check_resume_is_exact(train, tmp_path, strategy)
     with open(os.path.join(full, "checkpoint-4", "trainer_state.json"), encoding="utf-8") as f:
         assert 1 < json.load(f)["epoch"] < 2  # the resume point lies inside the second epoch
-
-    resumed = str(tmp_path / "resumed")  # what a kill after checkpoint-4 leaves
-    shutil.copytree(os.path.join(full, "checkpoint-4"), os.path.join(resumed, "checkpoint-4"))
-    train(resumed, "--resume_from_checkpoint", "true")
-    after = _losses(os.path.join(resumed, "checkpoint-6"))
-    assert sorted(after) == sorted(reference) == list(range(1, 7))
-    for step in (5, 6):
-        assert after[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), (strategy, step, after, reference)
 
 
 def test_length_grouped_order_depends_on_seed_and_epoch_only() -> None:

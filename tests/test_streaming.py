@@ -12,6 +12,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 from accelerate.data_loader import prepare_data_loader
+from conftest import check_resume_is_exact
 from torch.utils.data import DataLoader
 
 from genpage_hf import load_spec
@@ -111,11 +112,6 @@ def test_streamed_examples_draw_per_process_and_count_each_invalid_record_once(s
     assert all(p.startswith("streamed record (user ") and "device must be one of" in p for p in skipped.problems)
 
 
-def _losses(checkpoint: str) -> dict[int, float]:
-    with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
-        return {h["step"]: h["loss"] for h in json.load(f)["log_history"] if "loss" in h}
-
-
 def test_streamed_resume_within_the_first_pass_is_exact(small_log_dir, tmp_path):
     """Resume replays the seeded stream and skips the trained batches: the same losses as the uninterrupted run."""
     from genpage_cli import main
@@ -127,16 +123,7 @@ def test_streamed_resume_within_the_first_pass_is_exact(small_log_dir, tmp_path)
               "--per_device_train_batch_size", "4", "--max_steps", "6", "--save_strategy", "steps", "--save_steps",
               "2", "--logging_steps", "1", "--warmup_steps", "0", "--dtype", "fp32", "--use_cpu", *extra])
 
-    full = str(tmp_path / "full")
-    train(full)
-    reference = _losses(os.path.join(full, "checkpoint-6"))
-    resumed = str(tmp_path / "resumed")  # what a kill after checkpoint-4 leaves
-    shutil.copytree(os.path.join(full, "checkpoint-4"), os.path.join(resumed, "checkpoint-4"))
-    train(resumed, "--resume_from_checkpoint", "true")
-    after = _losses(os.path.join(resumed, "checkpoint-6"))
-    assert sorted(after) == sorted(reference) == list(range(1, 7))
-    for step in (5, 6):
-        assert after[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), (step, after, reference)
+    check_resume_is_exact(train, tmp_path)
 
 
 SPY = """
