@@ -334,3 +334,30 @@ def test_convert_memory_does_not_grow_with_the_records(tmp_path: Path) -> None:
           f"+{growth:.1f} MiB; the {written[200] - written[50]} extra records as dicts: {extra_records_mib:.0f} MiB")
     assert extra_records_mib > 4 * growth_cap_mib  # the cap is meaningful: holding the records would break it
     assert growth < growth_cap_mib
+
+
+def test_leakfree_split_is_a_brute_force_sort_with_seeded_ties() -> None:
+    """Per user: the exact integer timestamp, then the seeded permutation's rank; never file order. RecBole fed
+    `leakfree_ranks` as timestamps (exact in float32) sorts into the same sequences."""
+    rng = np.random.default_rng(3)
+    n = 90
+    users = rng.choice(["u1", "u2", "u3", "u4", "u5"], n)
+    timestamps = 1_000_000_000 + rng.integers(0, 6, n).astype(np.int64)  # few distinct times: many true ties
+    for seed in (0, 1):
+        rank = np.random.default_rng(seed).permutation(n)  # rating i's tiebreak key: entry i
+        first = list(dict.fromkeys(users.tolist()))
+        brute = {u: sorted((i for i in range(n) if users[i] == u), key=lambda i: (timestamps[i], rank[i]))
+                 for u in first}
+        split = ml.leakfree_split(users, timestamps, seed=seed, max_history=3)
+        assert list(split.sequences) == first
+        assert {u: s.tolist() for u, s in split.sequences.items()} == brute
+        assert split.test[0].history == brute[first[0]][-4:-1]  # leave-one-out over that order, history capped at 3
+        ranks = ml.leakfree_ranks(split, n)
+        assert {u: s.tolist() for u, s in ml.recbole_split(users, ranks).sequences.items()} == brute
+    ties_in_file_order = [all(a < b for a, b in zip(s, s[1:]) if timestamps[a] == timestamps[b])
+                          for s in ml.leakfree_split(users, timestamps, seed=0).sequences.values()]
+    assert not all(ties_in_file_order)
+    orders = [ml.leakfree_order(users, timestamps, seed=s) for s in (0, 1)]
+    assert not np.array_equal(*orders) and np.array_equal(timestamps[orders[0]], timestamps[orders[1]])
+    with pytest.raises(ValueError, match="exact integer timestamps"):
+        ml.leakfree_order(users, timestamps.astype(np.float64))
