@@ -8,9 +8,10 @@ loss (`loss_chunk_size` 0) and with the chunked one, each setting in a fresh pro
 `--memory_limit_gib` (RLIMIT_AS): a setting that needs more fails at its first allocation past the cap, before it
 touches that memory, and is recorded as exceeding it.
 
-Each process builds the tokenizer with `GenPageTokenizer.from_spec` and the model as `build_genpage` does (random
-content vectors), without a `Catalog`: its Python objects cost gigabytes at 10^6 titles, which the `catalog_path`
-measurement (a `Catalog` + `build_genpage`, in a process of its own) reports. Batches are synthetic NTP examples
+Each process builds the tokenizer with `GenPageTokenizer.from_spec` and the model with `checkpoint.init_genpage`
+(what `build_genpage` does once it has the tokenizer; random content vectors), without a `Catalog`: its Python
+objects cost gigabytes at 10^6 titles, which the `catalog_path` measurement (a `Catalog` + `build_genpage`, in a
+process of its own) reports. Batches are synthetic NTP examples
 written by the tokenizer (`encode_prompt` + `encode_page`, as `build_ntp_dataset` writes them): a context of 1 to
 `--max_history` uniformly drawn history plays, then a page of 10 rows x 10 distinct uniformly drawn titles and
 `[EOS]` as labels (context labels -100).
@@ -168,10 +169,8 @@ def train_setting(setting: dict[str, Any]) -> dict[str, Any]:
     from transformers import TrainerCallback
 
     from genpage_hf import load_spec
-    from genpage_hf.checkpoint import page_generation_config
-    from genpage_hf.configuration_genpage import GenPageConfig
+    from genpage_hf.checkpoint import init_genpage
     from genpage_hf.data import IGNORE_INDEX
-    from genpage_hf.modeling_genpage import GenPageForPageGeneration
     from genpage_hf.tokenization_genpage import GenPageTokenizer
     from genpage_hf.training import NTPConfig, NTPTrainer
 
@@ -183,17 +182,13 @@ def train_setting(setting: dict[str, Any]) -> dict[str, Any]:
     out["tokenizer_seconds"] = round(time.perf_counter() - t0, 2)
     out["rss_after_tokenizer_gib"] = rss_gib()
     t0 = time.perf_counter()
-    torch.manual_seed(setting["seed"])
-    model = GenPageForPageGeneration(GenPageConfig(  # as build_genpage configures it
-        vocab_size=len(tokenizer), content_dim=setting["content_dim"], hidden_size=setting["hidden_size"],
-        intermediate_size=3 * setting["hidden_size"], num_hidden_layers=setting["layers"],
-        num_attention_heads=setting["heads"], max_position_embeddings=max(2048, tokenizer.model_max_length),
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id))
+    content = None
     if setting["content_dim"]:
-        content = np.random.default_rng(setting["seed"]).normal(size=(n, setting["content_dim"]))
-        model.set_content_vectors(tokenizer.entity_token_ids, torch.from_numpy(content.astype(np.float32)))
-    model.generation_config = page_generation_config(tokenizer)
+        vectors = np.random.default_rng(setting["seed"]).normal(size=(n, setting["content_dim"])).astype(np.float32)
+        content = (tokenizer.entity_token_ids, vectors)
+    model = init_genpage(tokenizer, content, setting["seed"], hidden_size=setting["hidden_size"],
+                         intermediate_size=3 * setting["hidden_size"], num_hidden_layers=setting["layers"],
+                         num_attention_heads=setting["heads"])
     out["model_seconds"] = round(time.perf_counter() - t0, 2)
     out.update(vocab_size=len(tokenizer), **state_memory(model))
     examples = synthetic_examples(tokenizer, n, total_steps * batch, setting["max_history"], setting["seed"])

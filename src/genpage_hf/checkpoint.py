@@ -17,8 +17,9 @@ import json
 import os
 import shutil
 import uuid
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 from transformers import GenerationConfig
 
@@ -58,19 +59,29 @@ def build_genpage(
     types and row kinds must be the spec's (a ValueError names the first that is not)."""
     catalog.check_schema(catalog_schema(spec))
     tokenizer = GenPageTokenizer.from_spec(spec, catalog.entity_ids, catalog.row_ids)
+    content = None
+    if catalog.content_dim:
+        content = ([tokenizer.entity_to_id(e) for e in catalog.entity_ids], catalog.content_matrix())
+    return init_genpage(tokenizer, content, seed, **config_overrides), tokenizer
+
+
+def init_genpage(tokenizer: GenPageTokenizer,
+                 content: Optional[tuple[Sequence[int] | torch.Tensor, np.ndarray]] = None, seed: int = 0,
+                 **config_overrides: Any) -> GenPageForPageGeneration:
+    """A freshly initialized page generator for `tokenizer` (`build_genpage` without a `Catalog`): `content` is
+    (token ids, (n, content_dim) float32 vectors) of the entities that have content, or None for no content."""
     config_values = dict(
-        vocab_size=len(tokenizer), content_dim=catalog.content_dim,
+        vocab_size=len(tokenizer), content_dim=0 if content is None else content[1].shape[1],
         max_position_embeddings=max(2048, tokenizer.model_max_length),
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     config_values.update(config_overrides)
     torch.manual_seed(seed)
     model = GenPageForPageGeneration(GenPageConfig(**config_values))
-    if catalog.content_dim:
-        ids = [tokenizer.entity_to_id(e) for e in catalog.entity_ids]
-        model.set_content_vectors(ids, torch.from_numpy(catalog.content_matrix()))
+    if content is not None:
+        model.set_content_vectors(content[0], torch.from_numpy(content[1]))
     model.generation_config = page_generation_config(tokenizer)
-    return model, tokenizer
+    return model
 
 
 def save_genpage(
