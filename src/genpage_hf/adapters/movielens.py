@@ -251,15 +251,19 @@ def recbole_split(users: np.ndarray, timestamps: np.ndarray, max_history: int = 
         raise ValueError(f"users ({len(users)}) and timestamps ({len(timestamps)}) differ in length")
     if max_history < 1:
         raise ValueError(f"max_history must be >= 1, got {max_history}")
-    uid = _user_ids(users)
     time32 = recbole_timestamps(timestamps)
     order = np.argsort(time32, kind="stable")          # Interaction.sort: the last key first ...
-    order = order[np.argsort(uid[order], kind="stable")]  # ... then the user, both stable
-    bounds = np.flatnonzero(np.diff(uid[order])) + 1
+    order = order[np.argsort(_user_ids(users)[order], kind="stable")]  # ... then the user, both stable
     # RecBole's leave-one-out walks users in the order of their first case after the global time sort;
     # per-user results do not depend on it, so users are kept in id order (first appearance).
-    sequences = {str(users[block[0]]): block for block in np.split(order, bounds)}
-    return LeaveOneOutSplit(sequences, max_history)
+    return _leave_one_out(users, order, max_history)
+
+
+def _leave_one_out(users: np.ndarray, order: np.ndarray, max_history: int) -> LeaveOneOutSplit:
+    """The split of the ratings in `order`, which holds each user's ratings together: one sequence per user."""
+    grouped = users[order]
+    bounds = np.flatnonzero(grouped[1:] != grouped[:-1]) + 1
+    return LeaveOneOutSplit({str(users[block[0]]): block for block in np.split(order, bounds)}, max_history)
 
 
 def _user_ids(users: np.ndarray) -> np.ndarray:
@@ -286,10 +290,7 @@ def leakfree_split(users: np.ndarray, timestamps: np.ndarray, seed: int = 0,
     file-order ties (which in MovieLens files put a user's same-second ratings in movieId order)."""
     if max_history < 1:
         raise ValueError(f"max_history must be >= 1, got {max_history}")
-    order = leakfree_order(users, timestamps, seed)
-    users = np.asarray(users)
-    bounds = np.flatnonzero(np.diff(_user_ids(users)[order])) + 1
-    return LeaveOneOutSplit({str(users[block[0]]): block for block in np.split(order, bounds)}, max_history)
+    return _leave_one_out(np.asarray(users), leakfree_order(users, timestamps, seed), max_history)
 
 
 def leakfree_ranks(split: LeaveOneOutSplit, n_ratings: int) -> np.ndarray:
