@@ -35,6 +35,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                                      "a catalog"),
     "convert events": ("convert", "flat impression, engagement and catalog tables (Parquet/CSV) as GenPage records + "
                                   "a catalog, with point-in-time joins in bounded memory"),
+    "loop": ("loop", "GenPage serves the simulated traffic it learns from, day after day: judged, served (with "
+                     "exploration and propensities), updated on its own logs; arms a-d"),
     "quickstart": ("quickstart", "simulate, pretrain, post-train, generate under rules, A/B, report (the main job)"),
 }
 
