@@ -1,9 +1,11 @@
 """Exploration on top of any page policy, with the propensities off-policy estimators need.
 
 `ExploringPolicy` serves its base policy's page (e.g. GenPage's greedy page) and then, in each slot
-independently with probability `slot_explore`, shows instead a title drawn uniformly from that row's whole
-eligible pool that is not on the page yet: what lets a model serving its own traffic learn about titles it
-would never rank (the GenPage loop, `genpage_hf.studies.loop`). The base page of a request batch is kept,
+independently with probability `slot_explore`, shows instead a title drawn uniformly (without replacement)
+from that row's whole eligible pool, among the titles on neither the base page nor the page served; a slot
+stays as it was only when its pool has nothing left (a Top 10 row showing its ten). That is what lets a
+model serving its own traffic learn about titles it would never rank (the GenPage loop,
+`genpage_hf.studies.loop`). The base page of a request batch is kept,
 so `propensity.page_propensities` redraws only the exploration, never the base policy's decoding: the
 propensities of a served GenPage day cost a few numpy passes, not extra forward passes.
 """
@@ -49,7 +51,7 @@ class ExploringPolicy:
         B, R, W = entities.shape
         pools = {}
         for k in range(R):  # row by row, so a title drawn for one row is on the page when the next row draws
-            draw_u, swap_u = self.rng.random((B, W)), self.rng.random((B, W))
+            swap_u = self.rng.random((B, W))
             for r in np.unique(base.rows[:, k]):
                 if r < 0:
                     continue
@@ -57,13 +59,16 @@ class ExploringPolicy:
                     pools[r] = row_candidates(requests, int(r))
                 at = np.flatnonzero(base.rows[:, k] == r)
                 pool = pools[r][at]
-                size = (pool >= 0).sum(1)
-                pick = np.minimum((draw_u[at] * size[:, None]).astype(np.int64), np.maximum(size - 1, 0)[:, None])
-                new = np.take_along_axis(pool, pick, 1)
-                page = entities[at].reshape(len(at), -1)
-                taken = (new[:, :, None] == page[:, None, :]).any(-1)
-                repeat = np.triu(new[:, :, None] == new[:, None, :], 1).any(1)  # drawn for an earlier slot too
-                swap = (swap_u[at] < self.slot_explore) & (new >= 0) & ~taken & ~repeat & (entities[at, k] >= 0)
+                page = np.concatenate([base.entities[at], entities[at]], 1).reshape(len(at), -1)
+                on_page = np.zeros((len(at), self.world.n + 1), dtype=bool)  # column n: empty slots and padding
+                on_page[np.arange(len(at))[:, None], np.where(page >= 0, page, self.world.n)] = True
+                free = (pool >= 0) & ~on_page[np.arange(len(at))[:, None], np.where(pool >= 0, pool, self.world.n)]
+                # W distinct titles drawn uniformly from the pool's titles on neither the base nor the served page
+                score = np.where(free, self.rng.random(pool.shape), -1.0)
+                top = np.argsort(-score, axis=1, kind="stable")[:, :W]
+                new = np.where(np.take_along_axis(free, top, 1), np.take_along_axis(pool, top, 1), -1)
+                new = np.pad(new, ((0, 0), (0, W - new.shape[1])), constant_values=-1)
+                swap = (swap_u[at] < self.slot_explore) & (new >= 0) & (entities[at, k] >= 0)
                 entities[at, k] = np.where(swap, new, entities[at, k])
         return PageBatch(entities, base.rows.copy())
 
