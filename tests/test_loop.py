@@ -125,7 +125,7 @@ def test_own_traffic_is_served_by_the_arms_model_and_explored_pages_log_propensi
     assert sorted(os.listdir(logs)) == ["own_logs", "own_logs_explore", "production"]
     explored = load_parquet(os.path.join(logs, "own_logs_explore", "day-0002.parquet"))
     assert explored and all(r.page.propensities is not None for r in explored)
-    assert all(len(r.page.propensities) == sum(len(row.entities) for row in r.page.rows) for r in explored)
+    assert all(len(r.page.propensities) == sum(len(e) for _, e in r.page.rows) for r in explored)
     dataset = records_dataset(os.path.join(logs, "own_logs_explore"))  # the datasets loader reads them back
     assert dataset[0]["page"]["propensities"] == explored[0].page.propensities
     greedy = load_parquet(os.path.join(logs, "own_logs", "day-0002.parquet"))

@@ -19,7 +19,6 @@ def loop(args: LoopArguments, recipe: Recipe) -> None:
 
 
 COMMANDS = {
-    "loop": Command("GenPage in the loop: each simulated day it is judged, serves its own traffic (optionally "
-                    "exploring, propensities logged) and is updated on those logs; arms stale, production_logs, "
-                    "own_logs, own_logs_explore", (LoopArguments, Recipe), loop),
+    "loop": Command("GenPage serves the simulated traffic it learns from, day after day: judged, served (with "
+                    "exploration and propensities), updated on its own logs; arms a-d", (LoopArguments, Recipe), loop),
 }
