@@ -33,7 +33,7 @@ from benchmarks.studies.common import (
     recipe_options,
     set_threads,
 )
-from genpage_hf.simulation.ab import Z95
+from genpage_hf.studies.judge import pooled
 from genpage_hf.studies.loop import LOOP_ARMS, LoopArguments, run_loop
 
 LoopRecipe = recipe_options("LoopRecipe", __name__)
@@ -67,14 +67,6 @@ def one_seed(seed: int, loop: LoopArguments, options: Any, threads: Optional[int
     return run_loop(args, r, log=lambda line: print(f"[seed {seed}] {line}", flush=True))
 
 
-def _pooled(means: Sequence[float], cis: Sequence[Sequence[float]]) -> dict:
-    """Mean over seeds of paired differences and its 95% CI from the per-seed standard errors."""
-    ses = [(ci[1] - ci[0]) / (2 * Z95) for ci in cis]
-    mean = float(np.mean(means))
-    half = Z95 * float(np.sqrt(sum(se ** 2 for se in ses))) / len(ses)
-    return {"mean": mean, "ci95": [mean - half, mean + half]}
-
-
 def summarize(runs: list[dict]) -> dict:
     """Per arm and day, each seed's figures and their mean; the last day's verdicts; costs."""
     days = [d["day"] for d in runs[0]["days"]]
@@ -93,8 +85,7 @@ def summarize(runs: list[dict]) -> dict:
     paired = {}
     for key in runs[0]["last_day_paired"]:
         per_seed = [run["last_day_paired"][key] for run in runs]
-        paired[key] = {"by_seed": per_seed, "pooled": _pooled([p["mean"] for p in per_seed],
-                                                              [p["ci95"] for p in per_seed])}
+        paired[key] = {"by_seed": per_seed, "pooled": pooled([(p["mean"], p["ci95"]) for p in per_seed])}
     traffic = {}
     for arm in runs[0]["costs"]:
         costs = [run["costs"][arm] for run in runs]

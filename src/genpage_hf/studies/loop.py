@@ -41,7 +41,7 @@ from ..checkpoint import build_genpage, load_genpage, save_genpage, update_genpa
 from ..generation import ROW_ORDERS
 from ..records import save_parquet
 from ..simulation import OraclePolicy, ProductionPolicy, UserPopulation, World, WorldConfig, run_day, serve, warm_up
-from ..simulation.ab import Z95, page_diversity, reward_stats
+from ..simulation.ab import page_diversity, reward_stats
 from ..simulation.behavior import Noise
 from ..simulation.exploration import ExploringPolicy, explored_slots
 from ..simulation.genpage_policy import GenPagePolicy
@@ -276,11 +276,6 @@ def _mkdir(path: str) -> str:
     return path
 
 
-def _ci(x: np.ndarray) -> list[float]:
-    half = Z95 * float(x.std(ddof=1)) / np.sqrt(len(x))
-    return [float(x.mean() - half), float(x.mean() + half)]
-
-
 def summarize_day(judged: dict[str, dict]) -> dict[str, dict]:
     """Per arm of one judged day: gap closed with its CI, page reward, and the day's aggregates."""
     rewards = {name: np.asarray(r["page_reward"]) for name, r in judged.items()}
@@ -296,8 +291,9 @@ def summarize_day(judged: dict[str, dict]) -> dict[str, dict]:
 
 def paired(judged: dict[str, dict], arm: str, other: str) -> dict:
     """`arm` minus `other` page reward over the same judge requests: mean and 95% CI."""
-    d = np.asarray(judged[arm]["page_reward"]) - np.asarray(judged[other]["page_reward"])
-    return {"mean": float(d.mean()), "ci95": _ci(d), "requests": len(d)}
+    stats = reward_stats({name: np.asarray(judged[name]["page_reward"]) for name in (arm, other)}, other,
+                         gap_closed=False)[arm]
+    return {"mean": stats.lift, "ci95": list(stats.lift_ci), "requests": len(judged[arm]["page_reward"])}
 
 
 def run_loop(a: LoopArguments, recipe: Recipe, log: Callable[[str], None] = print) -> dict:
