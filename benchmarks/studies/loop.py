@@ -114,14 +114,15 @@ def plot(result: dict, path: str) -> None:
 
     m = result["metrics"]
     fig, axes = plt.subplots(2, 4, figsize=(18, 7))
+    colors = {name: f"C{i}" for i, name in enumerate(m["arms"])}  # one color per arm in every panel
     for ax, key in zip(axes.flat, PER_DAY):
         for name, arm in m["arms"].items():
             if key == "gap_closed" and name in ("production", "oracle"):
                 continue
-            ax.plot(m["days"], arm[key]["mean"], marker="o", label=name)
+            ax.plot(m["days"], arm[key]["mean"], marker="o", label=name, color=colors[name])
         ax.set_title(key.replace("_", " "))
         ax.set_xlabel("simulated day")
-    axes.flat[0].legend(fontsize=8)
+    axes.flat[1].legend(fontsize=8)
     costs = m["costs"]
     names = list(costs)
     axes.flat[-1].bar(names, [costs[n].get("update_seconds", 0) + costs[n].get("serve_seconds", 0) for n in names])
