@@ -84,7 +84,7 @@ class LoopArguments:
     serve_batch_size: int = field(default=64, metadata={"help": "requests GenPage decodes at once"})
 
     def __post_init__(self) -> None:
-        for name in ("users", "entities", "init_days", "days", "judge_requests", "serve_batch_size", "daily_steps"):
+        for name in ("users", "entities", "init_days", "days", "serve_batch_size", "daily_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.judge_requests < 2:
