@@ -20,7 +20,7 @@ from accelerate.utils import DistributedType
 from safetensors.torch import save_file
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-from genpage_hf.commands.base import parse_command
+from genpage_hf.commands.base import end_processes, parse_command
 from genpage_hf.commands.train import COMMANDS, run_stage
 
 _accelerator_state_init = AcceleratorState.__init__
@@ -50,3 +50,4 @@ elif __name__ == "__main__":
         save_file({k: v.contiguous() for k, v in full.items()}, os.path.join(out, "gathered.safetensors"))
         with open(os.path.join(out, "shards.json"), "w") as f:
             json.dump({"model_class": type(model).__name__, "lm_head_shards": shards}, f)
+    end_processes()

@@ -12,8 +12,9 @@ GenPageGRPOConfig; `--config file.yaml` reads them from YAML), parsed by the sam
 
 import sys
 
-from genpage_hf.commands.base import parse_command
+from genpage_hf.commands.base import end_processes, parse_command
 from genpage_hf.commands.rl import COMMANDS, run_grpo
 
 if __name__ == "__main__":
     run_grpo(*parse_command("grpo", COMMANDS["grpo"], sys.argv[1:]))
+    end_processes()

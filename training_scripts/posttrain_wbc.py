@@ -12,8 +12,9 @@ WBCConfig; `--config file.yaml` reads them from YAML), parsed by the same code.
 
 import sys
 
-from genpage_hf.commands.base import parse_command
+from genpage_hf.commands.base import end_processes, parse_command
 from genpage_hf.commands.train import COMMANDS, run_stage
 
 if __name__ == "__main__":
     run_stage(*parse_command("wbc", COMMANDS["wbc"], sys.argv[1:]))
+    end_processes()

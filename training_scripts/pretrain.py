@@ -12,8 +12,9 @@ the same arguments. All logic lives in genpage_hf.commands.train and genpage_hf.
 
 import sys
 
-from genpage_hf.commands.base import parse_command
+from genpage_hf.commands.base import end_processes, parse_command
 from genpage_hf.commands.train import COMMANDS, run_stage
 
 if __name__ == "__main__":
     run_stage(*parse_command("pretrain", COMMANDS["pretrain"], sys.argv[1:]))
+    end_processes()

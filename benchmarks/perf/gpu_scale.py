@@ -108,16 +108,18 @@ def run_worker(args: GpuScaleArguments, stage: str, out_file: str) -> None:
                                 use_cpu=args.device == "cpu")
     from accelerate.state import AcceleratorState
 
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    result["parameters"] = parameters
-    result["distributed_type"] = AcceleratorState().distributed_type.name
-    if torch.cuda.is_available():
-        result["gpu"] = torch.cuda.get_device_name()
-        result["matmul_peak_bf16_flops"] = gpu_matmul_peak()
-        result["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    with open(out_file, "w", encoding="utf-8") as f:
-        json.dump(result, f)
+    from genpage_hf.commands.base import end_processes
+
+    if int(os.environ.get("RANK", "0")) == 0:
+        result["parameters"] = parameters
+        result["distributed_type"] = AcceleratorState().distributed_type.name
+        if torch.cuda.is_available():
+            result["gpu"] = torch.cuda.get_device_name()
+            result["matmul_peak_bf16_flops"] = gpu_matmul_peak()
+            result["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        with open(out_file, "w", encoding="utf-8") as f:
+            json.dump(result, f)
+    end_processes()
 
 
 def launch(args: GpuScaleArguments, strategy: str, stage: str, log_dir: str, out_file: str) -> dict:

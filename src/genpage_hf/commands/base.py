@@ -84,9 +84,24 @@ def parse_command(name: str, command: Command, argv: Sequence[str]) -> tuple[Any
     return tuple(parser.parse_args_into_dataclasses(args=rest))
 
 
+def end_processes() -> None:
+    """Wait for every process of a launched run, then destroy its process group (nothing to do in one process).
+
+    A rank that exits with the group alive can abort in gloo's threads at interpreter exit ("terminate called
+    without an active exception", pytorch/pytorch#190489), failing a run whose work is done.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def run_command(name: str, command: Command, argv: Sequence[str]) -> None:
-    """Parse `argv` and run the command; a user error (bad option, missing file, bad data) exits 2 in one line."""
+    """Parse `argv` and run the command, then end its processes; a user error (bad option, missing file, bad data)
+    exits 2 in one line."""
     try:
         command.run(*parse_command(name, command, argv))
     except USER_ERRORS as err:
         fail(name, err.args[0] if isinstance(err, KeyError) and err.args else err)
+    end_processes()
