@@ -266,6 +266,12 @@ def test_who_asks_for_the_next_page(warm_paginated_world):
     assert (everyone_idle == (v.reached_end | ~v.played.any((1, 2))) & today).all()
     with pytest.raises(ValueError, match="u_more"):
         session_continues(first.requests, v, more_rate=0.5)
+    played = v.played.any((1, 2))
+    assert v.stopped[played].any() and not v.stopped[~played].any() and not (v.stopped & v.reached_end).any()
+    after_play = session_continues(first.requests, v, u_more=np.zeros(400), more_after_play=1.0)
+    assert (after_play == (v.reached_end | played & ~v.stopped) & today).all() and (after_play & ~v.reached_end).any()
+    with pytest.raises(ValueError, match="u_more"):
+        session_continues(first.requests, v, more_after_play=0.5)
 
 
 def test_run_day_with_pagination_logs_second_pages_after_first_pages_unchanged(warm_paginated_world):
@@ -298,6 +304,8 @@ def test_write_logs_records_pagination_and_second_pages_load(tmp_path):
     assert not any(r.context.previous_rows for r in recs[:len(recs) - len(seconds)])  # logged after the first pages
     with pytest.raises(ValueError, match="more_rate must be a probability"):
         WorldConfig(behavior={"more_rate": 1.5})
+    with pytest.raises(ValueError, match="more_after_play must be a probability"):
+        WorldConfig(behavior={"more_after_play": -0.1})
 
 
 def test_cli_simulate_with_pagination_writes_second_pages_the_datasets_loader_reads(tmp_path):

@@ -64,6 +64,9 @@ class PaginationOptions:
     more_rate: float = field(default=1.0, metadata={
         "help": "BehaviorConfig.more_rate of the logged world: probability a user who left page 1 early without a "
                 "play asks for page 2 (1.0: every one of them; the most page-2 records this world logs)"})
+    more_after_play: float = field(default=0.0, metadata={
+        "help": "BehaviorConfig.more_after_play of the logged world: probability a user who played on page 1 (no play "
+                "ending the session) and then left it early asks for page 2"})
     ab_requests: int = field(default=4000, metadata={"help": "judged sessions"})
     request_batch: int = field(default=500, metadata={
         "help": "judged sessions drawn and served at a time (each GenPage arm's prefix cache holds both pages of "
@@ -74,8 +77,9 @@ class PaginationOptions:
         "help": "keep the trained model here (a checkpoint folder with the judge day's titles; default: not kept)"})
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.more_rate <= 1.0:
-            raise ValueError(f"--more_rate must be a probability in [0, 1], got {self.more_rate}")
+        for name in ("more_rate", "more_after_play"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"--{name} must be a probability in [0, 1], got {getattr(self, name)}")
         for name in ("ab_requests", "request_batch"):
             if getattr(self, name) < 2:
                 raise ValueError(f"--{name} must be >= 2, got {getattr(self, name)}")
@@ -106,7 +110,8 @@ def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict
     """Simulate with sessions, train, judge page 1, page 2 and the session; the study's metrics."""
     start = time.time()
     seconds: dict[str, float] = {}
-    sim = simulate_data(data, o.seed, pagination=True, behavior={"more_rate": o.more_rate})
+    behavior = {"more_rate": o.more_rate, "more_after_play": o.more_after_play}
+    sim = simulate_data(data, o.seed, pagination=True, behavior=behavior)
     seconds["simulate"] = time.time() - start
     print(f"simulated: {sim.setup}", flush=True)
     trained = train(sim, recipe(recipe_opts, o.seed))

@@ -90,6 +90,7 @@ class PageViews:
     trailer: np.ndarray
     rows_reached: np.ndarray  # (B,) number of rows the user scrolled to
     reached_end: np.ndarray  # (B,) browsed past the page's last row without a stop (would scroll on)
+    stopped: np.ndarray  # (B,) a play on the page ended the session
     seen: np.ndarray  # (B, D) content sum of the impressed entities, earlier pages' included: the satiation state
 
 
@@ -120,6 +121,7 @@ def simulate_page_views(world: World, users: UserPopulation, req: RequestBatch, 
     seen_sum = np.zeros((B, world.content.shape[1]), dtype=np.float32) if seen is None else seen.astype(np.float32)
     alive = rows[:, 0] >= 0
     reached_end = np.zeros(B, dtype=bool)
+    stopped = np.zeros(B, dtype=bool)
     reached = np.zeros(B, dtype=np.int64)
     impressed = np.zeros((B, R, W), dtype=bool)
     played = np.zeros((B, R, W), dtype=bool)
@@ -137,7 +139,8 @@ def simulate_page_views(world: World, users: UserPopulation, req: RequestBatch, 
         imp = exam & ~stopped_before
         impressed[:, r], played[:, r] = imp, play & imp
         seen_sum += (c * imp[..., None]).sum(1)
-        alive &= ~(stop & imp).any(1) & (noise.row[:B, r] < cfg.row_continue)
+        stopped |= (stop & imp).any(1)
+        alive &= ~stopped & (noise.row[:B, r] < cfg.row_continue)
         reached_end = np.where(rows[:, r] >= 0, alive, reached_end)  # set at the page's last row
     etype, runtime = world.etype[safe], world.runtime[safe]
     binge = users.binge[req.user][:, None, None]
@@ -153,4 +156,5 @@ def simulate_page_views(world: World, users: UserPopulation, req: RequestBatch, 
     thumbs = np.where(rated, np.where(up, 1, -1), 0).astype(np.int64)
     abandoned = impressed & ~played
     trailer = abandoned & (u_extra < cfg.trailer_rate * _sigmoid(aff + 2.0))
-    return PageViews(impressed, played, duration, thumbs, abandoned, trailer, reached, reached_end, seen_sum)
+    return PageViews(impressed, played, duration, thumbs, abandoned, trailer, reached, reached_end, stopped,
+                     seen_sum)

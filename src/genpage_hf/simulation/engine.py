@@ -140,7 +140,8 @@ def run_day(world: World, users: UserPopulation, policy: Policy, seed: int, batc
         for k, first in enumerate(list(out)):
             noise = Noise.draw(more_rng, len(first.requests), cfg.rows_per_page, cfg.entities_per_row)
             which = np.flatnonzero(session_continues(first.requests, first.views, cfg.behavior.more_rate,
-                                                     more_rng.random(len(first.requests))))
+                                                     more_rng.random(len(first.requests)),
+                                                     cfg.behavior.more_after_play))
             if not len(which):
                 continue
             second = serve_next_page(world, users, first, policy, noise, which)

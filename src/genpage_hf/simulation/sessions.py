@@ -3,8 +3,9 @@
 A homepage is served page by page. A user **reached the end** of a page when they browsed past its last row
 without a stop (`PageViews.reached_end`: no play that ended the session, and the scroll draw after the last
 row said "continue"); they request the next page. With `BehaviorConfig.more_rate` > 0, a user who left the
-page early without playing anything asks for more with that probability too. A session ends with its day:
-no next page is requested after midnight, so every page of a session has the day's popularity and
+page early without playing anything asks for more with that probability too; with `more_after_play` > 0, so does
+one who played something (no play ending the session: `PageViews.stopped`) and then left early. A session ends
+with its day: no next page is requested after midnight, so every page of a session has the day's popularity and
 availability, and `world.day_of` of its timestamp is the session's day. The next page's request is the
 same user and context a little later (once the earlier page's slot clock has run out: `SLOT_SECONDS` per
 slot of it), with `previous_rows` = every row shown so far in the session and a session that adds, to the
@@ -40,15 +41,18 @@ def within_day(requests: RequestBatch, timestamp: np.ndarray) -> np.ndarray:
 
 
 def session_continues(requests: RequestBatch, views: PageViews, more_rate: float = 0.0,
-                      u_more: Optional[np.ndarray] = None) -> np.ndarray:
-    """(B,) whether each user requests the next page: they reached the end of this one, or (with probability
-    `more_rate`, uniform draws `u_more` (B,)) they left it early without a play; and the next page is still on
-    the session's day."""
+                      u_more: Optional[np.ndarray] = None, more_after_play: float = 0.0) -> np.ndarray:
+    """(B,) whether each user requests the next page: they reached the end of this one, or they left it early
+    without a play (with probability `more_rate`) or after plays none of which ended the session (with probability
+    `more_after_play`; both against the uniform draws `u_more` (B,)); and the next page is still on the session's
+    day."""
     more = views.reached_end.copy()
-    if more_rate > 0:
+    if more_rate > 0 or more_after_play > 0:
         if u_more is None or len(u_more) != len(more):
-            raise ValueError(f"more_rate={more_rate} needs one uniform draw per request in u_more")
-        more |= ~views.played.any((1, 2)) & (u_more < more_rate)
+            raise ValueError(f"more_rate={more_rate}, more_after_play={more_after_play} need one uniform draw per "
+                             "request in u_more")
+        played = views.played.any((1, 2))
+        more |= np.where(played, ~views.stopped & (u_more < more_after_play), u_more < more_rate)
     return more & within_day(requests, next_page_time(requests, views.played.shape[1] * views.played.shape[2]))
 
 

@@ -53,6 +53,10 @@ class BehaviorConfig:
         default=0.0, metadata={"help": "pagination: probability a user who left a page early without a play asks "
                                        "for the next page (one who reached its end always does)"}
     )
+    more_after_play: float = field(
+        default=0.0, metadata={"help": "pagination: probability a user who played on a page, without the play ending "
+                                       "the session, and then left it early asks for the next page"}
+    )
     session_pull: float = field(
         default=0.8, metadata={"help": "affinity gain per unit of content similarity to the session's engagements "
                                        "(in-session steering: what a play on page 1 does to page 2)"}
@@ -61,6 +65,8 @@ class BehaviorConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.more_rate <= 1.0:
             raise ValueError(f"behavior.more_rate must be a probability in [0, 1], got {self.more_rate}")
+        if not 0.0 <= self.more_after_play <= 1.0:
+            raise ValueError(f"behavior.more_after_play must be a probability in [0, 1], got {self.more_after_play}")
 
 
 @dataclass
