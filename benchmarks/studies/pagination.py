@@ -6,8 +6,9 @@
 
 Protocol, one seed, at quickstart scale (the quickstart's world, logs and recipe):
 1. simulate production's logs with two-page sessions (`studies.simulate(pagination=True)`): a user who reaches
-   the end of page 1, or who left it early without a play (with probability `--more_rate`), asks for page 2,
-   which is logged with its `previous_rows` and a session holding page 1's plays and trailers;
+   the end of page 1, or who left it early without a play (with probability `--more_rate`) or after plays none of
+   which ended the session (`--more_after_play`; `--stop_after_play` sets how often a play ends it), asks for
+   page 2, which is logged with its `previous_rows` and a session holding page 1's plays and trailers;
 2. train NTP then WBC with the quickstart recipe on the page-1 and page-2 records (`studies.train`);
 3. judge (`studies.judge(pagination=True)`, `simulation.ab`): every judged session asks for a page 2, so every
    arm serves the same sessions' second pages with the same draws (paired). Arms: production; `genpage`
@@ -67,6 +68,9 @@ class PaginationOptions:
     more_after_play: float = field(default=0.0, metadata={
         "help": "BehaviorConfig.more_after_play of the logged world: probability a user who played on page 1 (no play "
                 "ending the session) and then left it early asks for page 2"})
+    stop_after_play: Optional[float] = field(default=None, metadata={
+        "help": "BehaviorConfig.stop_after_play of the world (logs and judge): probability a play ends the session "
+                "(default: the world's, 0.45); lower, more players browse on and ask for page 2"})
     ab_requests: int = field(default=4000, metadata={"help": "judged sessions"})
     request_batch: int = field(default=500, metadata={
         "help": "judged sessions drawn and served at a time (each GenPage arm's prefix cache holds both pages of "
@@ -77,8 +81,8 @@ class PaginationOptions:
         "help": "keep the trained model here (a checkpoint folder with the judge day's titles; default: not kept)"})
 
     def __post_init__(self) -> None:
-        for name in ("more_rate", "more_after_play"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
+        for name in ("more_rate", "more_after_play", "stop_after_play"):
+            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name} must be a probability in [0, 1], got {getattr(self, name)}")
         for name in ("ab_requests", "request_batch"):
             if getattr(self, name) < 2:
@@ -111,6 +115,8 @@ def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict
     start = time.time()
     seconds: dict[str, float] = {}
     behavior = {"more_rate": o.more_rate, "more_after_play": o.more_after_play}
+    if o.stop_after_play is not None:
+        behavior["stop_after_play"] = o.stop_after_play
     sim = simulate_data(data, o.seed, pagination=True, behavior=behavior)
     seconds["simulate"] = time.time() - start
     print(f"simulated: {sim.setup}", flush=True)
