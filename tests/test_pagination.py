@@ -334,3 +334,11 @@ def test_genpage_policy_second_page_reuses_the_first_page_cache(warm_paginated_w
     assert cache.hits == len(which) == 3 and cache.reused_tokens >= context_tokens
     for i, b in enumerate(which):
         assert not set(first.pages.entities[b].ravel()) - {-1} & set(second.pages.entities[i].ravel())
+
+
+@pytest.mark.parametrize("option", ["more_rate", "more_after_play", "stop_after_play"])
+def test_the_pagination_study_refuses_a_session_option_that_is_not_a_probability(option):
+    from benchmarks.studies.pagination import PaginationOptions
+
+    with pytest.raises(ValueError, match=f"--{option} must be a probability in \\[0, 1\\], got 1.5"):
+        PaginationOptions(**{option: 1.5})
