@@ -312,6 +312,21 @@ def test_prefix_reuse_gives_the_same_pages_and_skips_the_shared_prefix(catalog, 
     assert counted[0] < 10  # the page-2 prompt ran only its new tokens, not the ~100-token context
 
 
+@pytest.mark.parametrize("row_order", ["page_value", "entity_value"])
+def test_prefix_reuse_gives_the_same_pages_under_value_row_orders(catalog, spec, row_order):
+    """The judge's GenPage page 2 (`row_order="page_value"`, whole rows per step) decoded from page 1's cache is the
+    page decoding without the cache gives, with the same values."""
+    model, tok = tiny(catalog, spec, 1)
+    ctx, rules = context(catalog, 6, 1), RuleSet(rows_per_page=2, entities_per_row=4)
+    cold = _browse(PageGenerator(model, tok, row_order=row_order, prefix_cache_size=0), ctx, rules)
+    gen = PageGenerator(model, tok, row_order=row_order)
+    warm = _browse(gen, ctx, rules)
+    assert gen.prefix_cache.hits == 2 and [p.token_ids for p in warm] == [p.token_ids for p in cold]
+    for p, q in zip(warm, cold):
+        scores = lambda page: [s for r in page.rows for s in [r.row_score, *r.entity_scores]]  # noqa: E731
+        assert scores(p) == pytest.approx(scores(q), abs=1e-4)
+
+
 def test_prefix_reuse_in_a_batch_matches_decoding_without_it(catalog, spec):
     model, tok = tiny(catalog, spec, 2)
     rules = RuleSet(rows_per_page=2, entities_per_row=3)

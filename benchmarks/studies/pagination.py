@@ -17,8 +17,10 @@ Protocol, one seed, at quickstart scale (the quickstart's world, logs and recipe
    1 was (no page-1 rows, no session since: `simulation.first_page_context`) under page 2's rules; the oracle
    (its page 2 by the true affinity too); and `production_then_genpage`, production's page 1 followed by
    GenPage's page 2 (the same page 1 as production's: page 2 compared with production's own on equal terms, as
-   each arm's page 2 otherwise follows its own page 1). `--judge headline` serves requests drawn with seed + 100,
-   `--judge screen` with seed + 700: settings are chosen on screen runs, the headline is judged once.
+   each arm's page 2 otherwise follows its own page 1), and `production_then_genpage_no_page1`, the same with the
+   page-1 prompt on page 2 (the paginated prompt against the page-1 prompt where page 1 is what the logs hold).
+   `--judge headline` serves requests drawn with seed + 100, `--judge screen` with seed + 700: settings are
+   chosen on screen runs, the headline is judged once.
 
 Reported: per arm page-1, page-2 and session reward with CIs, paired lifts and gap closed (page 1 and session),
 page-1 entities and rows repeated on page 2, and the share of page-2 prompt tokens taken from the prefix cache;
@@ -130,10 +132,10 @@ def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict
     arms = {"genpage": arm(), "genpage_no_page1": arm(context_fn=functools.partial(
         first_page_context, slots=cfg.rows_per_page * cfg.entities_per_row))}
     seed = o.seed + JUDGE_OFFSETS[o.judge]
-    mixed = ProductionThenGenPage("production_then_genpage", ProductionPolicy(sim.world, seed),
-                                  arm_policy(sim, "genpage", arms["genpage"]))
+    mixed, mixed_no_page1 = (ProductionThenGenPage(f"production_then_{name}", ProductionPolicy(sim.world, seed),
+                                                   arm_policy(sim, name, arms[name])) for name in ARMS)
     judgment = judge(sim, arms, o.ab_requests, seed=seed, request_batch=o.request_batch, pagination=True,
-                     policies_before_oracle=[mixed])
+                     policies_before_oracle=[mixed, mixed_no_page1])
     seconds["judge"] = judgment.seconds
     report = judgment.report
     print(report.table(), flush=True)
@@ -150,8 +152,10 @@ def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict
         "page2_vs_no_page1": paired(report, "genpage", "genpage_no_page1", "page2"),
         "page2_vs_production": paired(report, "genpage", "production", "page2"),
         "page2_after_production_page1": {
-            "page1_is_production": bool((report.page_rewards[mixed.name] == report.page_rewards["production"]).all()),
-            "vs_production": paired(report, mixed.name, "production", "page2")},
+            "page1_is_production": all(bool((report.page_rewards[m.name] == report.page_rewards["production"]).all())
+                                       for m in (mixed, mixed_no_page1)),
+            "vs_production": paired(report, mixed.name, "production", "page2"),
+            "vs_no_page1": paired(report, mixed.name, mixed_no_page1.name, "page2")},
         "session_vs_no_page1": paired(report, "genpage", "genpage_no_page1", "session"),
         "gap_closed": {name: {"page1": per_arm[name]["gap_closed"], "session": per_arm[name]["session"]["gap_closed"]}
                        for name in per_arm},
