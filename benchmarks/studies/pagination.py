@@ -38,7 +38,7 @@ from typing import Any, Optional
 import torch
 
 from genpage_hf.checkpoint import save_genpage
-from genpage_hf.simulation import ProductionPolicy, first_page_context
+from genpage_hf.simulation import BehaviorConfig, ProductionPolicy, first_page_context
 from genpage_hf.studies.judge import GenPageArm, arm_policy, grow_to_judge_day, judge
 from genpage_hf.studies.train import train
 
@@ -70,9 +70,9 @@ class PaginationOptions:
     more_after_play: float = field(default=0.0, metadata={
         "help": "BehaviorConfig.more_after_play of the logged world: probability a user who played on page 1 (no play "
                 "ending the session) and then left it early asks for page 2"})
-    stop_after_play: Optional[float] = field(default=None, metadata={
-        "help": "BehaviorConfig.stop_after_play of the world (logs and judge): probability a play ends the session "
-                "(default: the world's, 0.45); lower, more players browse on and ask for page 2"})
+    stop_after_play: float = field(default=BehaviorConfig.stop_after_play, metadata={
+        "help": "BehaviorConfig.stop_after_play of the world (logs and judge): probability a play ends the session; "
+                "lower, more players browse on and ask for page 2"})
     ab_requests: int = field(default=4000, metadata={"help": "judged sessions"})
     request_batch: int = field(default=500, metadata={
         "help": "judged sessions drawn and served at a time (each GenPage arm's prefix cache holds both pages of "
@@ -84,7 +84,7 @@ class PaginationOptions:
 
     def __post_init__(self) -> None:
         for name in ("more_rate", "more_after_play", "stop_after_play"):
-            if getattr(self, name) is not None and not 0.0 <= getattr(self, name) <= 1.0:
+            if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name} must be a probability in [0, 1], got {getattr(self, name)}")
         for name in ("ab_requests", "request_batch"):
             if getattr(self, name) < 2:
@@ -116,10 +116,8 @@ def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict
     """Simulate with sessions, train, judge page 1, page 2 and the session; the study's metrics."""
     start = time.time()
     seconds: dict[str, float] = {}
-    behavior = {"more_rate": o.more_rate, "more_after_play": o.more_after_play}
-    if o.stop_after_play is not None:
-        behavior["stop_after_play"] = o.stop_after_play
-    sim = simulate_data(data, o.seed, pagination=True, behavior=behavior)
+    sim = simulate_data(data, o.seed, pagination=True, behavior={
+        "more_rate": o.more_rate, "more_after_play": o.more_after_play, "stop_after_play": o.stop_after_play})
     seconds["simulate"] = time.time() - start
     print(f"simulated: {sim.setup}", flush=True)
     trained = train(sim, recipe(recipe_opts, o.seed))
