@@ -31,15 +31,20 @@ Writes `--result_file` (default benchmarks/results/pagination.json); `--output_d
 from __future__ import annotations
 
 import functools
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from genpage_hf.checkpoint import save_genpage
-from genpage_hf.simulation import BehaviorConfig, ProductionPolicy, first_page_context
+from genpage_hf.simulation import BehaviorConfig, ProductionPolicy, first_page_context, run_day
+from genpage_hf.simulation.exploration import ExploringPolicy
 from genpage_hf.studies.judge import GenPageArm, arm_policy, grow_to_judge_day, judge
+from genpage_hf.studies.recipe import stage_args
+from genpage_hf.studies.simulate import record_dict
 from genpage_hf.studies.train import train
 
 from .common import (
@@ -79,31 +84,74 @@ class PaginationOptions:
                 "a batch)"})
     judge: str = field(default="headline", metadata={"help": "which requests the judge serves (see the docstring)",
                                                      "choices": list(JUDGE_OFFSETS)})
+    own_sessions: bool = field(default=False, metadata={
+        "help": "after training, GenPage serves the held-out day again to a copy of its users (page 1 greedy as "
+                "judged, page 2 with --own_slot_explore), and WBC continues --own_steps steps on those sessions' "
+                "page-2 records (GenPage's page 1 in their prompt) and as many replayed training records"})
+    own_slot_explore: float = field(default=0.1, metadata={
+        "help": "--own_sessions: probability each slot of a served page 2 shows a title drawn uniformly from its "
+                "row's eligible pool (simulation.ExploringPolicy)"})
+    own_steps: int = field(default=150, metadata={"help": "--own_sessions: WBC steps on the own-session records"})
+    own_learning_rate: float = field(default=3e-4, metadata={"help": "--own_sessions: peak learning rate of those "
+                                                                     "steps"})
     output_dir: Optional[str] = field(default=None, metadata={
         "help": "keep the trained model here (a checkpoint folder with the judge day's titles; default: not kept)"})
 
     def __post_init__(self) -> None:
-        for name in ("more_rate", "more_after_play", "stop_after_play"):
+        for name in ("more_rate", "more_after_play", "stop_after_play", "own_slot_explore"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name} must be a probability in [0, 1], got {getattr(self, name)}")
         for name in ("ab_requests", "request_batch"):
             if getattr(self, name) < 2:
                 raise ValueError(f"--{name} must be >= 2, got {getattr(self, name)}")
+        if self.own_steps < 1 or not self.own_learning_rate > 0:
+            raise ValueError(f"--own_steps must be >= 1 and --own_learning_rate > 0, got {self.own_steps} and "
+                             f"{self.own_learning_rate}")
 
 
-class ProductionThenGenPage:
-    """Production's page 1 and GenPage's page 2: GenPage's second page after the same first page as production's.
+class FirstThenLater:
+    """`first`'s pages for a session's first page, `later`'s for its later pages (named `name`).
 
-    Production also computes the page 2 it would serve (unseen), so its random draws stay those of the production
-    arm, which is built with the same seed: every batch's page 1 is the production arm's."""
+    `first` also computes the later pages it would serve (unseen), so its random draws stay those of its own arm
+    (production's, built with the same seed): with `first` production, every batch's page 1 is the production
+    arm's."""
 
-    def __init__(self, name: str, production: Any, genpage: Any) -> None:
-        self.name, self.production, self.genpage = name, production, genpage
+    def __init__(self, name: str, first: Any, later: Any) -> None:
+        self.name, self.first, self.later = name, first, later
 
     def pages(self, requests: Any) -> Any:
-        """Production's pages of first-page requests, GenPage's of later ones."""
-        first = self.production.pages(requests)
-        return first if requests.prev_rows is None else self.genpage.pages(requests)
+        """`first`'s pages of first-page requests, `later`'s of later ones."""
+        first = self.first.pages(requests)
+        return first if requests.prev_rows is None else self.later.pages(requests)
+
+
+def own_sessions(o: PaginationOptions, sim: Any, trained: Any, arm: GenPageArm, recipe_opts: Any) -> dict:
+    """`--own_sessions`: serve the held-out day again (GenPage's greedy page 1, its explored page 2), then continue
+    WBC on those page-2 records and as many replayed training records; what the stage did."""
+    from genpage_hf.training import posttrain_wbc
+
+    start = time.time()
+    genpage = arm_policy(sim, "genpage", arm, prefix_cache_size=0)
+    policy = FirstThenLater("genpage_then_explored", genpage, ExploringPolicy(genpage, o.own_slot_explore, o.seed))
+    served = [s for s in run_day(sim.world, sim.held_out_users, policy, o.seed, pagination=True)
+              if s.requests.prev_rows is not None]
+    page2 = [r for s in served for r in s.records()]
+    if not page2:
+        raise ValueError("--own_sessions: no session of the held-out day asked for a page 2")
+    serve_seconds = time.time() - start
+    rng = np.random.default_rng([o.seed, 34])
+    replay = [record_dict(sim.train[i]) for i in np.sort(rng.choice(len(sim.train), min(len(page2), len(sim.train)),
+                                                                    replace=False))]
+    r = recipe(recipe_opts, o.seed, wbc_steps=o.own_steps, learning_rate=o.own_learning_rate)
+    start = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        run = posttrain_wbc(trained.model.train(), trained.tokenizer, page2 + replay, stage_args(r, "wbc", tmp))
+    trained.model.eval()
+    return {"page2_records": len(page2), "replayed_records": len(replay),
+            "page2_reward": float(np.concatenate([s.page_reward for s in served]).mean()),
+            "steps": o.own_steps, "learning_rate": o.own_learning_rate, "slot_explore": o.own_slot_explore,
+            "curve": [[int(e["step"]), float(e["loss"])] for e in run.log_history if "loss" in e and "step" in e],
+            "serve_seconds": serve_seconds, "train_seconds": time.time() - start}
 
 
 def paired(report: Any, arm: str, baseline: str, reward: str) -> list[float]:
@@ -116,7 +164,7 @@ def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict
     """Simulate with sessions, train, judge page 1, page 2 and the session; the study's metrics."""
     start = time.time()
     seconds: dict[str, float] = {}
-    sim = simulate_data(data, o.seed, pagination=True, behavior={
+    sim = simulate_data(data, o.seed, pagination=True, keep_held_out_users=o.own_sessions, behavior={
         "more_rate": o.more_rate, "more_after_play": o.more_after_play, "stop_after_play": o.stop_after_play})
     seconds["simulate"] = time.time() - start
     print(f"simulated: {sim.setup}", flush=True)
@@ -125,12 +173,15 @@ def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict
     arm = functools.partial(GenPageArm, trained.model, trained.tokenizer, row_order="page_value",
                             autoregressive_entities=None, max_history=recipe_opts.max_history,
                             batch_size=DECODE_BATCH)
+    own = own_sessions(o, sim, trained, arm(), recipe_opts) if o.own_sessions else None
+    if own is not None:
+        seconds["own_sessions"] = own["serve_seconds"] + own["train_seconds"]
     serving = grow_to_judge_day(sim, trained.model, trained.tokenizer)
     cfg = sim.world.config
     arms = {"genpage": arm(), "genpage_no_page1": arm(context_fn=functools.partial(
         first_page_context, slots=cfg.rows_per_page * cfg.entities_per_row))}
     seed = o.seed + JUDGE_OFFSETS[o.judge]
-    mixed, mixed_no_page1 = (ProductionThenGenPage(f"production_then_{name}", ProductionPolicy(sim.world, seed),
+    mixed, mixed_no_page1 = (FirstThenLater(f"production_then_{name}", ProductionPolicy(sim.world, seed),
                                                    arm_policy(sim, name, arms[name])) for name in ARMS)
     judgment = judge(sim, arms, o.ab_requests, seed=seed, request_batch=o.request_batch, pagination=True,
                      policies_before_oracle=[mixed, mixed_no_page1])
@@ -145,6 +196,7 @@ def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict
         "setup": sim.setup,
         "page2_share_of_logs": sim.setup["train_later_pages"] / sim.setup["train_records"],
         "model": trained.record(),
+        "own_sessions": own,
         "page2_sessions": len(report.page2_sessions),
         "arms": per_arm,
         "page2_vs_no_page1": paired(report, "genpage", "genpage_no_page1", "page2"),

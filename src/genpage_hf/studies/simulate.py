@@ -7,6 +7,7 @@ with `load_logs` (what a user of the package does with real logs) when `log_dir`
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
@@ -28,7 +29,9 @@ class Simulation:
 
     `catalog` is what the tokenizer is built from: the titles released through the last logged day
     ("logged") or through the judge's day ("serving": titles announced before release, with content).
-    `setup` is the JSON-ready description of the run (sizes and record counts).
+    `setup` is the JSON-ready description of the run (sizes and record counts). `held_out_users`: a copy of the
+    users standing on the held-out day (`simulate(keep_held_out_users=True)`), to serve that day again with
+    another policy.
     """
 
     world: World
@@ -38,6 +41,7 @@ class Simulation:
     catalog: Catalog
     spec: dict
     setup: dict
+    held_out_users: Optional[UserPopulation] = None
 
     def judge_catalog(self) -> Catalog:
         """Every title released through the judge's day (the day after the logs)."""
@@ -74,7 +78,7 @@ def study_spec(world: World) -> dict:
 
 def simulate(users: int, days: int, seed: int = 0, entities: Optional[int] = None, row_explore: float = 0.0,
              catalog: str = "logged", log_dir: Optional[str] = None, slot_explore: float = 0.0,
-             pagination: bool = False, **world: Any) -> Simulation:
+             pagination: bool = False, keep_held_out_users: bool = False, **world: Any) -> Simulation:
     """Production-policy logs of `days` days after the warm-up; the last logged day is held out.
 
     `entities`: back-catalog size (`WorldConfig.n_entities`); `world`: further WorldConfig fields.
@@ -83,18 +87,22 @@ def simulate(users: int, days: int, seed: int = 0, entities: Optional[int] = Non
     `catalog`: "logged" or "serving" (see `Simulation`). `log_dir`: write the logs there as Parquet
     (`write_logs`) and train on what `load_logs` reads back. `pagination`: sessions of two pages (the users who
     reach the end of a page, or with `behavior={"more_rate": p}` leave it early without a play, get a second
-    page), whose second pages are logged too (warm-up included).
+    page), whose second pages are logged too (warm-up included). `keep_held_out_users`: keep a copy of the users
+    as they stand on the held-out day (`Simulation.held_out_users`; in-memory logs only).
     """
     if days < 2:
         raise ValueError(f"days must be >= 2 (the last one is held out), got {days}")
     check_probabilities(row_explore=row_explore, slot_explore=slot_explore)
     if catalog not in CATALOGS:
         raise ValueError(f"catalog must be one of {CATALOGS}, got {catalog!r}")
+    if keep_held_out_users and log_dir is not None:
+        raise ValueError("keep_held_out_users needs the logs in memory (log_dir=None)")
     overrides = dict(world)
     if entities is not None:
         overrides["n_entities"] = entities
     w = World(WorldConfig(seed=seed, **overrides))
     population = UserPopulation(w, n_users=users, seed=seed)
+    snapshot = None
     if log_dir is not None:
         meta = write_logs(w, population, days=days, seed=seed, out_dir=log_dir, row_explore=row_explore,
                           slot_explore=slot_explore, pagination=pagination)
@@ -107,8 +115,12 @@ def simulate(users: int, days: int, seed: int = 0, entities: Optional[int] = Non
         policy = ProductionPolicy(w, seed)
         warm_up(w, population, seed, policy, pagination)
         policy.row_explore, policy.slot_explore = row_explore, slot_explore
-        by_day = [[r for s in run_day(w, population, policy, seed, pagination=pagination) for r in s.records()]
-                  for _ in range(days)]
+        by_day = []
+        for day in range(days):
+            if keep_held_out_users and day == days - 1:
+                snapshot = copy.deepcopy(population, {id(w): w})  # the world is shared, not copied
+            by_day.append([r for s in run_day(w, population, policy, seed, pagination=pagination)
+                           for r in s.records()])
         train, held_out = [r for day in by_day[:-1] for r in day], by_day[-1]
         logged = w.catalog(up_to_day=population.next_day - 1)
     setup = {"users": users, "days": days, "seed": seed, "world": overrides, "row_explore": row_explore,
@@ -118,4 +130,4 @@ def simulate(users: int, days: int, seed: int = 0, entities: Optional[int] = Non
         setup.update(pagination=True, train_later_pages=sum(bool(record_dict(r)["context"].get("previous_rows"))
                                                             for r in train))
     chosen = logged if catalog == "logged" else w.catalog(up_to_day=population.next_day)
-    return Simulation(w, population, train, held_out, chosen, study_spec(w), setup)
+    return Simulation(w, population, train, held_out, chosen, study_spec(w), setup, snapshot)
