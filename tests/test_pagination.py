@@ -336,9 +336,17 @@ def test_genpage_policy_second_page_reuses_the_first_page_cache(warm_paginated_w
         assert not set(first.pages.entities[b].ravel()) - {-1} & set(second.pages.entities[i].ravel())
 
 
-@pytest.mark.parametrize("option", ["more_rate", "more_after_play", "stop_after_play"])
+@pytest.mark.parametrize("option", ["more_rate", "more_after_play", "stop_after_play", "own_slot_explore"])
 def test_the_pagination_study_refuses_a_session_option_that_is_not_a_probability(option):
     from benchmarks.studies.pagination import PaginationOptions
 
     with pytest.raises(ValueError, match=f"--{option} must be a probability in \\[0, 1\\], got 1.5"):
         PaginationOptions(**{option: 1.5})
+
+
+@pytest.mark.parametrize("options", [{"own_steps": 0}, {"own_learning_rate": 0.0}])
+def test_the_pagination_study_refuses_own_session_training_that_cannot_train(options):
+    from benchmarks.studies.pagination import PaginationOptions
+
+    with pytest.raises(ValueError, match="--own_steps must be >= 1 and --own_learning_rate > 0"):
+        PaginationOptions(**options)

@@ -51,11 +51,27 @@ def test_parquet_logs_read_back_as_the_in_memory_logs(sim, tmp_path):
     assert parquet.catalog.entity_ids == sim.catalog.entity_ids
 
 
+def test_the_held_out_users_serve_the_held_out_day_again(sim):
+    """A copy of the users standing on the held-out day: a day run on it at the same seed draws the held-out day's
+    requests again (the policy's own draws differ: its stream has moved on), and the simulation's users stay on the
+    judge's day."""
+    from genpage_hf.simulation import ProductionPolicy, run_day
+
+    kept = simulate(60, 2, seed=0, entities=100, keep_held_out_users=True)
+    assert sim.held_out_users is None and kept.held_out == sim.held_out
+    assert kept.held_out_users.world is kept.world and kept.users.next_day == kept.held_out_users.next_day + 1
+    again = run_day(kept.world, kept.held_out_users, ProductionPolicy(kept.world, 0), 0)
+    assert [r["context"] for s in again for r in s.records()] == [r["context"] for r in kept.held_out]
+    assert kept.users.next_day == kept.held_out_users.next_day  # the copy advanced, not the simulation's users
+
+
 def test_simulate_and_recipe_reject_bad_options():
     with pytest.raises(ValueError, match="days must be >= 2"):
         simulate(10, 1)
     with pytest.raises(ValueError, match="catalog must be one of"):
         simulate(10, 2, catalog="all")
+    with pytest.raises(ValueError, match="keep_held_out_users needs the logs in memory"):
+        simulate(10, 2, log_dir="/tmp/unused", keep_held_out_users=True)
     with pytest.raises(ValueError, match="Recipe.hidden_size 30 is not divisible by Recipe.heads 4"):
         Recipe(hidden_size=30)
     with pytest.raises(ValueError, match="Recipe.dtype"):

@@ -9,7 +9,11 @@ Protocol, one seed, at quickstart scale (the quickstart's world, logs and recipe
    the end of page 1, or who left it early without a play (with probability `--more_rate`) or after plays none of
    which ended the session (`--more_after_play`; `--stop_after_play` sets how often a play ends it), asks for
    page 2, which is logged with its `previous_rows` and a session holding page 1's plays and trailers;
-2. train NTP then WBC with the quickstart recipe on the page-1 and page-2 records (`studies.train`);
+2. train NTP then WBC with the quickstart recipe on the page-1 and page-2 records (`studies.train`); with
+   `--own_sessions`, the model then serves the held-out day again to a copy of the users standing on it (its
+   greedy page 1 as judged, its page 2 with `--own_slot_explore` slot exploration), and WBC continues `--own_steps`
+   steps on those sessions' page-2 records, whose prompts hold GenPage's own page 1 as no production log does, and
+   as many replayed training records (the held-out metrics reported are those before this stage);
 3. judge (`studies.judge(pagination=True)`, `simulation.ab`): every judged session asks for a page 2, so every
    arm serves the same sessions' second pages with the same draws (paired). Arms: production; `genpage`
    (`page_value` decoding, as the quickstart; page 2 from the paginated prompt, page 1 rows and the session,
