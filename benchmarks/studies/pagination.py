@@ -22,18 +22,22 @@ Protocol, one seed, at quickstart scale (the quickstart's world, logs and recipe
    (its page 2 by the true affinity too); and `production_then_genpage`, production's page 1 followed by
    GenPage's page 2 (the same page 1 as production's: page 2 compared with production's own on equal terms, as
    each arm's page 2 otherwise follows its own page 1), and `production_then_genpage_no_page1`, the same with the
-   page-1 prompt on page 2 (the paginated prompt against the page-1 prompt where page 1 is what the logs hold).
+   page-1 prompt on page 2 (the paginated prompt against the page-1 prompt where page 1 is what the logs hold);
+   with `--own_sessions`, `genpage_logs_only`: the model before the own-session stage, decoded as `genpage`.
    `--judge headline` serves requests drawn with seed + 100, `--judge screen` with seed + 700: settings are
    chosen on screen runs, the headline is judged once.
 
 Reported: per arm page-1, page-2 and session reward with CIs, paired lifts and gap closed (page 1 and session),
 page-1 entities and rows repeated on page 2, and the share of page-2 prompt tokens taken from the prefix cache;
-the paired page-2 lifts of `genpage` over `genpage_no_page1` and over production; the logs' page-2 share.
+the paired page-2 lifts of `genpage` over `genpage_no_page1` and over production; the logs' page-2 share; with
+`--own_sessions`, that stage (records, loss curve, seconds) and `genpage`'s paired page-1, page-2 and session lifts
+over `genpage_logs_only`.
 Writes `--result_file` (default benchmarks/results/pagination.json); `--output_dir` keeps the model.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import tempfile
 import time
@@ -66,6 +70,7 @@ from .common import (
 PaginationRecipe = recipe_options("PaginationRecipe", __name__)
 JUDGE_OFFSETS = {"headline": 100, "screen": 700}
 ARMS = ("genpage", "genpage_no_page1")
+LOGS_ONLY = "genpage_logs_only"
 
 
 @dataclass
@@ -174,9 +179,11 @@ def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict
     print(f"simulated: {sim.setup}", flush=True)
     trained = train(sim, recipe(recipe_opts, o.seed))
     seconds["train"] = trained.seconds
-    arm = functools.partial(GenPageArm, trained.model, trained.tokenizer, row_order="page_value",
-                            autoregressive_entities=None, max_history=recipe_opts.max_history,
-                            batch_size=DECODE_BATCH)
+    model_arm = functools.partial(GenPageArm, row_order="page_value", autoregressive_entities=None,
+                                  max_history=recipe_opts.max_history, batch_size=DECODE_BATCH)
+    arm = functools.partial(model_arm, trained.model, trained.tokenizer)
+    # with --own_sessions, the model as the logs alone trained it is judged too (its own tokenizer: each grows)
+    logs_only = model_arm(copy.deepcopy(trained.model), copy.deepcopy(trained.tokenizer)) if o.own_sessions else None
     own = own_sessions(o, sim, trained, arm(), recipe_opts) if o.own_sessions else None
     if own is not None:
         seconds["own_sessions"] = own["serve_seconds"] + own["train_seconds"]
@@ -184,6 +191,8 @@ def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict
     cfg = sim.world.config
     arms = {"genpage": arm(), "genpage_no_page1": arm(context_fn=functools.partial(
         first_page_context, slots=cfg.rows_per_page * cfg.entities_per_row))}
+    if logs_only is not None:
+        arms[LOGS_ONLY] = logs_only
     seed = o.seed + JUDGE_OFFSETS[o.judge]
     mixed, mixed_no_page1 = (FirstThenLater(f"production_then_{name}", ProductionPolicy(sim.world, seed),
                                                    arm_policy(sim, name, arms[name])) for name in ARMS)
@@ -201,6 +210,8 @@ def run(o: PaginationOptions, data: LoggedCatalogData, recipe_opts: Any) -> dict
         "page2_share_of_logs": sim.setup["train_later_pages"] / sim.setup["train_records"],
         "model": trained.record(),
         "own_sessions": own,
+        "own_sessions_vs_logs_only": None if own is None else {
+            reward: paired(report, "genpage", LOGS_ONLY, reward) for reward in ("page", "page2", "session")},
         "page2_sessions": len(report.page2_sessions),
         "arms": per_arm,
         "page2_vs_no_page1": paired(report, "genpage", "genpage_no_page1", "page2"),
