@@ -42,6 +42,7 @@ import functools
 import tempfile
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any, Optional
 
 import numpy as np
@@ -53,7 +54,7 @@ from genpage_hf.simulation.exploration import ExploringPolicy
 from genpage_hf.studies.judge import GenPageArm, arm_policy, grow_to_judge_day, judge
 from genpage_hf.studies.recipe import stage_args
 from genpage_hf.studies.simulate import record_dict
-from genpage_hf.studies.train import train
+from genpage_hf.studies.train import loss_curve, train
 
 from .common import (
     DECODE_BATCH,
@@ -140,8 +141,10 @@ def own_sessions(o: PaginationOptions, sim: Any, trained: Any, arm: GenPageArm, 
     from genpage_hf.training import posttrain_wbc
 
     start = time.time()
-    genpage = arm_policy(sim, "genpage", arm, prefix_cache_size=0)
-    policy = FirstThenLater("genpage_then_explored", genpage, ExploringPolicy(genpage, o.own_slot_explore, o.seed))
+    explore = ExploringPolicy(arm_policy(sim, "genpage", arm, prefix_cache_size=0), o.own_slot_explore, o.seed)
+    # page 1 is the explorer's base (greedy) page; the base page 2 FirstThenLater computes is the one the explorer
+    # then explores (its base pages are kept per request batch), so each page is decoded once
+    policy = FirstThenLater("genpage_then_explored", SimpleNamespace(pages=explore.base_pages), explore)
     served = [s for s in run_day(sim.world, sim.held_out_users, policy, o.seed, pagination=True)
               if s.requests.prev_rows is not None]
     page2 = [r for s in served for r in s.records()]
@@ -159,7 +162,7 @@ def own_sessions(o: PaginationOptions, sim: Any, trained: Any, arm: GenPageArm, 
     return {"page2_records": len(page2), "replayed_records": len(replay),
             "page2_reward": float(np.concatenate([s.page_reward for s in served]).mean()),
             "steps": o.own_steps, "learning_rate": o.own_learning_rate, "slot_explore": o.own_slot_explore,
-            "curve": [[int(e["step"]), float(e["loss"])] for e in run.log_history if "loss" in e and "step" in e],
+            "curve": loss_curve(run.log_history),
             "serve_seconds": serve_seconds, "train_seconds": time.time() - start}
 
 

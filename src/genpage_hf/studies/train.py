@@ -84,6 +84,11 @@ def build_model(sim: Simulation, recipe: Recipe) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def loss_curve(log_history: list[dict]) -> list[list[float]]:
+    """[step, training loss] of every logged training step of a trainer's `log_history`."""
+    return [[int(e["step"]), float(e["loss"])] for e in log_history if "loss" in e and "step" in e]
+
+
 def _stage(train_fn: Callable, model: Any, tokenizer: Any, train: list, held_out: list, args: Any,
            eval_mode: bool = False) -> StageRun:
     from ..training import evaluate
@@ -91,7 +96,7 @@ def _stage(train_fn: Callable, model: Any, tokenizer: Any, train: list, held_out
     start = time.perf_counter()
     run = train_fn(model, tokenizer, train, args)
     seconds = time.perf_counter() - start
-    curve = [[int(e["step"]), float(e["loss"])] for e in run.log_history if "loss" in e and "step" in e]
+    curve = loss_curve(run.log_history)
     start = time.perf_counter()
     if eval_mode:
         model.eval()
