@@ -255,8 +255,13 @@ def test_rl_study_runs_grpo_from_both_checkpoints_and_reuses_them(tmp_path):
     runs = tmp_path / "runs"
     args = [*DATA, *MODEL, "--seeds", "0", "--rm_steps", "2", "--rm_batch_size", "4", "--grpo_steps", "1",
             "--grpo_batch_size", "4", "--num_generations", "2", "--truth_requests", "4", "--truth_draws", "2",
-            "--ab_requests", "8", "--output_dir", str(runs), "--compare_rms", "ntp:page"]
+            "--ab_requests", "8", "--output_dir", str(runs), "--compare_rms", "ntp:page", "--group_samples", "3"]
     seed = _study("rl", tmp_path, *args)["metrics"]["per_seed"][0]
+    group = seed["reward_models"]["within_sampled_group"]  # RMs and ceilings ranking WBC's own sampled pages
+    assert group["samples"] == 3 and group["truth_std_within"] >= 0
+    assert {"train", "heldout", "compare_ntp:page", "true_affinity_sum",
+            "true_affinity_browse_no_satiation"} <= set(group)
+    assert all(-1 <= group[k]["spearman_within_group"] <= 1 for k in ("train", "true_affinity_sum"))
     grpo = {"grpo_wbc", "grpo_ntp", "grpo_wbc_page_value"}
     assert set(seed["arms"]) == {"production", "wbc", "wbc_page_value", "oracle"} | grpo
     assert set(seed["vs_wbc_page_value"]) == grpo and seed["arms"]["wbc_page_value"]["vs_paired"] == [0.0, 0.0, 0.0]
@@ -269,7 +274,9 @@ def test_rl_study_runs_grpo_from_both_checkpoints_and_reuses_them(tmp_path):
     assert (runs / "seed0" / "runs" / "ntp" / "checkpoint" / "config.json").is_file()
     assert "| grpo_ntp |" in (tmp_path / "rl.md").read_text() and (tmp_path / "rl.png").stat().st_size > 1000
     again = _study("rl", tmp_path, *args, "--reuse", "true", "--grpo_inits", "ntp", "--judge", "screen")
+    truth = seed["reward_models"]["truth_by_policy"]
     seed = again["metrics"]["per_seed"][0]
+    assert seed["reward_models"]["truth_by_policy"]["production"] != truth["production"]  # screens: other requests
     assert "ntp_wbc" not in seed["seconds"] and seed["reward_models"]["training"]["train"] == {
         "reused_from": str(runs / "seed0" / "rm_train-ntp-position-row_boundary-2steps-1neg-lr0.0003")}
     assert set(seed["vs_wbc_page_value"]) == {"grpo_ntp", "grpo_ntp_page_value"}

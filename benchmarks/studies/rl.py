@@ -17,9 +17,11 @@ Protocol, per seed, at quickstart scale (the quickstart's world, logs and recipe
    scoring each token under the distribution it was drawn from) from each of `--grpo_inits` (wbc: today's
    recipe; ntp: the paper's), on the last logged day's requests, rewarded by the training RM; logged per
    step at weight 0: the held-out RM, page diversity, the share of distinct titles, KL and entropy;
-4. reward-model quality, on fresh next-day requests (not the judge's): pages of random, production, WBC,
-   WBC page_value, each GRPO policy and the oracle scored by both RMs and by the simulator's expected page
-   reward (many-draw average): Spearman pooled and within request, and the policies' mean order;
+4. reward-model quality, on fresh next-day requests (not the judge's; screens draw other ones): pages of random,
+   production, WBC, WBC page_value, each GRPO policy and the oracle scored by both RMs and by the simulator's
+   expected page reward (many-draw average): Spearman pooled and within request, and the policies' mean order;
+   and within each request's group of `--group_samples` pages sampled from WBC as GRPO's rollouts are (the
+   ranking GRPO's advantages read), beside two ceilings that know the simulator's true affinities;
 5. the A/B judge (common random numbers, every request's rules): production, WBC decoded as it samples and
    with `row_order="page_value"`, each GRPO policy decoded as it samples (greedy, rows by the model, hybrid
    rows: `--autoregressive_entities`) and, as a separate arm, the first GRPO policy with page_value;
@@ -44,6 +46,9 @@ from genpage_hf.checkpoint import load_genpage, save_genpage
 from genpage_hf.data import records_dataset, split_records
 from genpage_hf.modeling_genpage import REWARD_SLOT_MODELS
 from genpage_hf.simulation import OraclePolicy, ProductionPolicy, RandomPolicy
+from genpage_hf.simulation.behavior import affinity
+from genpage_hf.simulation.genpage_policy import GenPagePolicy
+from genpage_hf.simulation.pages import validate_pages
 from genpage_hf.simulation.truth import expected_page_rewards
 from genpage_hf.studies.judge import GenPageArm, arm_policy, grow_to_judge_day, judge, pooled
 from genpage_hf.studies.rl import grpo, grpo_prompts, reward_model
@@ -69,6 +74,9 @@ from .common import (
 
 RLRecipe = recipe_options("RLRecipe", __name__)
 JUDGE_OFFSETS = {"headline": 100, "screen": 700}
+CEILINGS = {"true_affinity_sum": "the sum of the true play probabilities of the page's titles (no browsing)",
+            "true_affinity_browse_no_satiation": "the expected reward under the true browse model without satiation"}
+TRUTH_STREAMS = {"headline": 1999, "screen": 999}  # RM-vs-truth requests: screens choose RM settings on their own
 GRPO_INITS = ("wbc", "ntp", "wbc_free", "ntp_free")
 FORMAT_KEYS = {f"format_{k}": f"rewards/format_{k}/mean" for k in FORMAT_KINDS}
 CURVE_KEYS = {"rm_train": "rewards/page_reward_model/mean", "rm_heldout": "rewards/heldout_reward_model/mean",
@@ -114,6 +122,9 @@ class RLOptions:
         "help": "entities per row sampled one by one (hybrid rows) in rollouts and in the judged GRPO/WBC arms"})
     truth_requests: int = field(default=96, metadata={"help": "fresh requests for RM-vs-truth (not the judge's)"})
     truth_draws: int = field(default=128, metadata={"help": "browses averaged per page for the expected reward"})
+    group_samples: int = field(default=8, metadata={
+        "help": "pages the WBC policy samples per RM-vs-truth request (as GRPO's rollouts do): the RMs' ranking "
+                "within those groups is what GRPO's advantages read (0: skip)"})
     ab_requests: int = field(default=2000, metadata={"help": "A/B judge requests per seed"})
     judge: str = field(default="headline", metadata={"help": "which requests the judge serves (see the docstring)",
                                                      "choices": list(JUDGE_OFFSETS)})
@@ -177,20 +188,26 @@ def policies_and_rms(seed: int, o: RLOptions, sim: Any, recipe_opts: Any, out: s
     return folders, tok, rms, {"reward_models": rm_record, "seconds": seconds}
 
 
-def rm_quality(sim: Any, seed: int, o: RLOptions, tok: Any, policies: dict, rms: dict, max_history: Any) -> dict:
-    """Both reward models against the simulator's expected page reward on fresh next-day requests."""
-    fresh = sim.users.sample_requests(sim.users.next_day, np.random.default_rng([seed, 999]))
+def rm_quality(sim: Any, seed: int, o: RLOptions, tok: Any, policies: dict, rms: dict, max_history: Any,
+               sampler: Optional[GenPageArm] = None) -> dict:
+    """The reward models against the simulator's expected page reward on fresh next-day requests (another stream on
+    screens): across policies, and within each request's group of pages `sampler` samples."""
+    fresh = sim.users.sample_requests(sim.users.next_day, np.random.default_rng([seed, TRUTH_STREAMS[o.judge]]))
     fresh = fresh.subset(np.arange(min(o.truth_requests, len(fresh))))
     contexts = fresh.contexts()
-    truth, scores = {}, {name: {} for name in rms}
-    for name, p in policies.items():
-        pages = p.pages(fresh)
+
+    def truth_and_scores(pages: Any) -> tuple[np.ndarray, dict]:
         pages = pages if isinstance(pages, list) else pages.to_dicts(sim.world)
-        truth[name] = expected_page_rewards(sim.world, sim.users, fresh, pages, draws=o.truth_draws, seed=seed)
         seqs = [tok.encode_prompt(c, max_history=max_history) + tok.encode_page(pg, add_eos=True)
                 for c, pg in zip(contexts, pages)]
-        for rm_name, rm in rms.items():
-            scores[rm_name][name] = np.array(PageRewardFunction(rm, tok).score(seqs))
+        return (expected_page_rewards(sim.world, sim.users, fresh, pages, draws=o.truth_draws, seed=seed),
+                {r: np.array(PageRewardFunction(rm, tok).score(seqs)) for r, rm in rms.items()})
+
+    truth, scores = {}, {name: {} for name in rms}
+    for name, p in policies.items():
+        truth[name], by_rm = truth_and_scores(p.pages(fresh))
+        for rm_name, s in by_rm.items():
+            scores[rm_name][name] = s
     names = list(policies)
     truth_order = sorted(names, key=lambda n: truth[n].mean())
     out: dict[str, Any] = {"truth_by_policy": {n: float(truth[n].mean()) for n in names},
@@ -207,11 +224,53 @@ def rm_quality(sim: Any, seed: int, o: RLOptions, tok: Any, policies: dict, rms:
             "spearman_of_policy_means": rank_correlation([means[n] for n in names], [truth[n].mean() for n in names]),
             "same_order_as_truth": sorted(names, key=lambda n: means[n]) == truth_order,
             "oracle_above_production": means["oracle"] > means["production"]}
+    if sampler is not None and o.group_samples > 1:
+        out["within_sampled_group"] = group_ranking(sim, fresh, o, sampler, truth_and_scores, list(rms), seed)
     base = "wbc_page_value"
     out["gains_over_wbc_page_value"] = {  # does the held-out RM (and the truth) confirm what the training RM saw?
         n: {"truth": float(truth[n].mean() - truth[base].mean()),
             **{f"rm_{r}": float(scores[r][n].mean() - scores[r][base].mean()) for r in rms}}
         for n in names if n.startswith("grpo_")}
+    return out
+
+
+def group_ranking(sim: Any, fresh: Any, o: RLOptions, sampler: GenPageArm, truth_and_scores: Any,
+                  rm_names: list[str], seed: int) -> dict:
+    """Each RM's Spearman with the truth within every request's group of `o.group_samples` pages sampled by the
+    sampler (temperature 1, hybrid rows: GRPO's rollouts), and the truth of the page it ranks first; beside them
+    the `CEILINGS`, scorers that know the simulator's true affinities."""
+    truth, scores = [], {r: [] for r in rm_names + list(CEILINGS)}
+    behavior = sim.world.config.behavior
+    for k in range(o.group_samples):
+        policy = GenPagePolicy(sim.world, sampler.model, sampler.tokenizer, name=f"sample{k}",
+                               autoregressive_entities=sampler.autoregressive_entities, do_sample=True, seed=k,
+                               max_history=sampler.max_history, batch_size=sampler.batch_size, prefix_cache_size=0)
+        pages = policy.pages(fresh)
+        t, by_rm = truth_and_scores(pages)
+        truth.append(t)
+        for r in rm_names:
+            scores[r].append(by_rm[r])
+        # ceilings from the simulator's own affinities: what a reward model that knew every title's worth would read
+        batch = validate_pages(fresh, pages)
+        B, R, W = batch.entities.shape
+        aff = affinity(sim.world, sim.users, fresh, batch.entities.reshape(B, R * W))
+        play = np.where(np.isfinite(aff), 1 / (1 + np.exp(-(behavior.play_bias + aff))), 0.0)
+        scores["true_affinity_sum"].append(play.sum(1))
+        satiation, behavior.satiation = behavior.satiation, 0.0
+        try:
+            scores["true_affinity_browse_no_satiation"].append(
+                expected_page_rewards(sim.world, sim.users, fresh, pages, draws=o.truth_draws, seed=seed + 1))
+        finally:
+            behavior.satiation = satiation
+    truth_k = np.array(truth)  # (samples, requests)
+    cols = np.arange(truth_k.shape[1])
+    out: dict[str, Any] = {"samples": o.group_samples, "truth_mean": float(truth_k.mean()),
+                           "truth_std_within": float(truth_k.std(0).mean()),
+                           "truth_best_minus_mean": float((truth_k.max(0) - truth_k.mean(0)).mean())}
+    for r in scores:
+        s = np.array(scores[r])
+        out[r] = {"spearman_within_group": float(np.nanmean([rank_correlation(s[:, i], truth_k[:, i]) for i in cols])),
+                  "truth_of_top_minus_mean": float((truth_k[s.argmax(0), cols] - truth_k.mean(0)).mean())}
     return out
 
 
@@ -270,7 +329,7 @@ def run_seed(seed: int, o: RLOptions, data: LoggedCatalogData, recipe_opts: Any,
                                              **{n: arm_policy(sim, n, arms[n])
                                                 for n in ("wbc", "wbc_page_value", *grpo_names)},
                                              "oracle": OraclePolicy(sim.world, sim.users)}, rms,
-                         recipe_opts.max_history)
+                         recipe_opts.max_history, sampler=arms["wbc"])
     seconds["rm_quality"] = time.perf_counter() - t
     judgment = judge(sim, arms, o.ab_requests, seed=seed + JUDGE_OFFSETS[o.judge], baseline="wbc_page_value",
                      random_arm=False)
@@ -337,14 +396,17 @@ def render(result: dict, path: str) -> None:
             lines.append(f"| {s['seed']} | {name} | {a['gap_closed']:+.1%} | "
                          + (f"{vs[0]:+.3f} [{vs[1]:+.3f}, {vs[2]:+.3f}]" if vs else "-")
                          + f" | {s['diversity'][name]:.3f} |")
-    lines += ["", "| seed | RM | pooled Spearman | within-request | oracle > production | policy order = truth |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| seed | RM | pooled Spearman | within-request | within sampled group | oracle > production | "
+              "policy order = truth |", "|---|---|---|---|---|---|---|"]
     for s in seeds:
+        groups = s["reward_models"].get("within_sampled_group", {})
         for rm, q in s["reward_models"].items():
             if not isinstance(q, dict) or "spearman_pooled" not in q:
                 continue
+            group = groups.get(rm, {}).get("spearman_within_group")
             lines.append(f"| {s['seed']} | {rm} | {q['spearman_pooled']:.3f} | {q['spearman_within_request']:.3f} | "
-                         f"{q['oracle_above_production']} | {q['same_order_as_truth']} |")
+                         + ("-" if group is None else f"{group:.3f}")
+                         + f" | {q['oracle_above_production']} | {q['same_order_as_truth']} |")
     lines += ["", f"![per-step curves]({os.path.basename(stem)}.png)", ""]
     with open(stem + ".md", "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
