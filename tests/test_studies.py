@@ -255,21 +255,25 @@ def test_rl_study_runs_grpo_from_both_checkpoints_and_reuses_them(tmp_path):
     runs = tmp_path / "runs"
     args = [*DATA, *MODEL, "--seeds", "0", "--rm_steps", "2", "--rm_batch_size", "4", "--grpo_steps", "1",
             "--grpo_batch_size", "4", "--num_generations", "2", "--truth_requests", "4", "--truth_draws", "2",
-            "--ab_requests", "8", "--output_dir", str(runs), "--compare_rms", "ntp:page", "--group_samples", "3"]
+            "--ab_requests", "8", "--output_dir", str(runs), "--compare_rms", "ntp:page", "--group_samples", "3",
+            "--grpo_inits", "wbc,ntp,wbc_truth"]
     seed = _study("rl", tmp_path, *args)["metrics"]["per_seed"][0]
     group = seed["reward_models"]["within_sampled_group"]  # RMs and ceilings ranking WBC's own sampled pages
     assert group["samples"] == 3 and group["truth_std_within"] >= 0
     assert {"train", "heldout", "compare_ntp:page", "true_affinity_sum",
             "true_affinity_browse_no_satiation"} <= set(group)
     assert all(-1 <= group[k]["spearman_within_group"] <= 1 for k in ("train", "true_affinity_sum"))
-    grpo = {"grpo_wbc", "grpo_ntp", "grpo_wbc_page_value"}
+    grpo = {"grpo_wbc", "grpo_ntp", "grpo_wbc_truth", "grpo_wbc_page_value"}
     assert set(seed["arms"]) == {"production", "wbc", "wbc_page_value", "oracle"} | grpo
     assert set(seed["vs_wbc_page_value"]) == grpo and seed["arms"]["wbc_page_value"]["vs_paired"] == [0.0, 0.0, 0.0]
+    truth_curve = seed["grpo_curves"]["grpo_wbc_truth"][0]  # rewarded by the simulator, the RM logged beside it
+    assert truth_curve["truth"] > 0 and truth_curve["rm_train"] is not None
+    assert seed["grpo_curves"]["grpo_wbc"][0]["truth"] is None
     curve = seed["grpo_curves"]["grpo_ntp"]
     assert len(curve) == 1 and 0 < curve[0]["distinct_share"] <= 1 and curve[0]["diversity"] >= 0
     quality = seed["reward_models"]["train"]
     assert set(quality["mean_score_by_policy"]) == {"random", "production", "wbc", "wbc_page_value", "grpo_wbc",
-                                                    "grpo_ntp", "oracle"}
+                                                    "grpo_ntp", "grpo_wbc_truth", "oracle"}
     assert -1 <= seed["reward_models"]["compare_ntp:page"]["spearman_pooled"] <= 1
     assert (runs / "seed0" / "runs" / "ntp" / "checkpoint" / "config.json").is_file()
     assert "| grpo_ntp |" in (tmp_path / "rl.md").read_text() and (tmp_path / "rl.png").stat().st_size > 1000

@@ -77,11 +77,11 @@ JUDGE_OFFSETS = {"headline": 100, "screen": 700}
 CEILINGS = {"true_affinity_sum": "the sum of the true play probabilities of the page's titles (no browsing)",
             "true_affinity_browse_no_satiation": "the expected reward under the true browse model without satiation"}
 TRUTH_STREAMS = {"headline": 1999, "screen": 999}  # RM-vs-truth requests: screens choose RM settings on their own
-GRPO_INITS = ("wbc", "ntp", "wbc_free", "ntp_free")
+GRPO_INITS = ("wbc", "ntp", "wbc_free", "ntp_free", "wbc_truth")
 FORMAT_KEYS = {f"format_{k}": f"rewards/format_{k}/mean" for k in FORMAT_KINDS}
 CURVE_KEYS = {"rm_train": "rewards/page_reward_model/mean", "rm_heldout": "rewards/heldout_reward_model/mean",
               "diversity": "rewards/page_diversity/mean", "distinct_share": "rewards/distinct_share/mean",
-              "kl": "kl", "entropy": "entropy"}
+              "kl": "kl", "entropy": "entropy", "truth": "rewards/truth_reward/mean"}
 
 
 @dataclass
@@ -111,7 +111,8 @@ class RLOptions:
     rm_negative_pages: int = field(default=1, metadata={"help": "counterfactual negative pages per logged page"})
     grpo_inits: str = field(default="wbc,ntp", metadata={
         "help": "GRPO runs, each from one checkpoint: wbc, ntp; a _free suffix (wbc_free) samples rollouts under "
-                "the page grammar alone, so the format rewards (weight 1) carry the rules"})
+                "the page grammar alone, so the format rewards (weight 1) carry the rules; wbc_truth (a diagnostic, "
+                "never the learned policy) is rewarded by the simulator's expected page reward instead of the RM"})
     grpo_steps: int = field(default=150, metadata={"help": "GRPO steps"})
     grpo_batch_size: int = field(default=16, metadata={"help": "pages per GRPO step"})
     num_generations: int = field(default=4, metadata={"help": "pages sampled per request (GRPO group)"})
@@ -138,6 +139,26 @@ class RLOptions:
         bad = [i for i in self.grpo_inits.split(",") if i not in GRPO_INITS]
         if bad or not self.grpo_inits:
             raise ValueError(f"--grpo_inits is a comma list of {GRPO_INITS}, got {self.grpo_inits!r}")
+
+
+class TruthReward:
+    """TRL reward function for the `wbc_truth` diagnostic: each rollout's expected page reward under the simulator
+    (`expected_page_rewards` of its request, rebuilt from the prompt's context): the ceiling of what GRPO reaches in
+    these steps when its reward ranks pages perfectly, which separates a weak RM from weak RL."""
+
+    __name__ = "truth_reward"
+
+    def __init__(self, sim: Any, tokenizer: Any, draws: int, seed: int) -> None:
+        self.sim, self.tokenizer, self.draws, self.seed = sim, tokenizer, draws, seed
+
+    def __call__(self, prompts: list[str], completion_ids: list[list[int]], context: list[str],
+                 **kwargs: Any) -> list[float]:
+        from genpage_hf.simulation.rows import requests_from_contexts
+
+        requests = requests_from_contexts(self.sim.world, [json.loads(c) for c in context])
+        pages = [self.tokenizer.decode_page(ids) for ids in completion_ids]
+        return expected_page_rewards(self.sim.world, self.sim.users, requests, pages, draws=self.draws,
+                                     seed=self.seed).tolist()
 
 
 def rm_tag(o: RLOptions, init: Optional[str] = None, slot_model: Optional[str] = None) -> str:
@@ -305,7 +326,11 @@ def run_seed(seed: int, o: RLOptions, data: LoggedCatalogData, recipe_opts: Any,
             with open(os.path.join(folder, "curve.json"), encoding="utf-8") as f:
                 curves[f"grpo_{init}"] = json.load(f)
             continue
-        models[f"grpo_{init}"], _, history = grpo(folders[init.split("_")[0]], rms["train"], prompts, args, monitors)
+        extra = monitors
+        if init.endswith("_truth"):  # the truth is the reward; the training RM is logged at weight 0
+            extra = [TruthReward(sim, tok, o.truth_draws, seed), *monitors]
+            args.reward_weights = [0.0, *[args.format_reward_weight] * len(FORMAT_KINDS), 1.0, *[0.0] * len(monitors)]
+        models[f"grpo_{init}"], _, history = grpo(folders[init.split("_")[0]], rms["train"], prompts, args, extra)
         keys = {**CURVE_KEYS, **FORMAT_KEYS}
         curves[f"grpo_{init}"] = [{"step": e["step"], **{k: e.get(v) for k, v in keys.items()}} for e in history]
         seconds[f"grpo_{init}"] = time.perf_counter() - t
