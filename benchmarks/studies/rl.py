@@ -118,6 +118,10 @@ class RLOptions:
     num_generations: int = field(default=4, metadata={"help": "pages sampled per request (GRPO group)"})
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient"})
+    scale_rewards: str = field(default="none", metadata={
+        "help": "GRPO advantage scaling (GenPageGRPOConfig.scale_rewards): none (Dr. GRPO: the reward's own scale "
+                "sets the step), group (divided by the group's standard deviation) or batch",
+        "choices": ["none", "group", "batch"]})
     grpo_learning_rate: float = field(default=1e-4, metadata={"help": "GRPO learning rate"})
     autoregressive_entities: int = field(default=1, metadata={
         "help": "entities per row sampled one by one (hybrid rows) in rollouts and in the judged GRPO/WBC arms"})
@@ -316,11 +320,13 @@ def run_seed(seed: int, o: RLOptions, data: LoggedCatalogData, recipe_opts: Any,
         args = GenPageGRPOConfig(output_dir=os.path.join(out, f"grpo_{init}"), max_steps=o.grpo_steps,
                                  per_device_train_batch_size=o.grpo_batch_size, num_generations=o.num_generations,
                                  temperature=o.temperature, beta=o.beta, learning_rate=o.grpo_learning_rate,
+                                 scale_rewards=o.scale_rewards,
                                  max_history=recipe_opts.max_history, seed=seed, use_cpu=True, disable_tqdm=True,
                                  autoregressive_entities=o.autoregressive_entities,
                                  unconstrained_rollouts=init.endswith("_free"))
         folder = os.path.join(out, f"grpo_{init}_policy-{rm_tag(o)}-{o.grpo_steps}steps-lr{o.grpo_learning_rate:g}-"
-                                   f"T{o.temperature:g}-beta{o.beta:g}")
+                                   f"T{o.temperature:g}-beta{o.beta:g}"
+                                   + ("" if o.scale_rewards == "none" else f"-scale_{o.scale_rewards}"))
         if o.reuse and os.path.isfile(os.path.join(folder, "curve.json")):
             models[f"grpo_{init}"] = load_genpage(folder)[0].eval()
             with open(os.path.join(folder, "curve.json"), encoding="utf-8") as f:
