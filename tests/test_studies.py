@@ -277,8 +277,8 @@ def test_rl_study_runs_grpo_from_both_checkpoints_and_reuses_them(tmp_path):
     assert -1 <= seed["reward_models"]["compare_ntp:page"]["spearman_pooled"] <= 1
     assert (runs / "seed0" / "runs" / "ntp" / "checkpoint" / "config.json").is_file()
     assert "| grpo_ntp |" in (tmp_path / "rl.md").read_text() and (tmp_path / "rl.png").stat().st_size > 1000
-    again = _study("rl", tmp_path, *args, "--reuse", "true", "--grpo_inits", "ntp", "--judge", "screen")
     truth = seed["reward_models"]["truth_by_policy"]
+    again = _study("rl", tmp_path, *args, "--reuse", "true", "--grpo_inits", "ntp", "--judge", "screen")
     seed = again["metrics"]["per_seed"][0]
     assert seed["reward_models"]["truth_by_policy"]["production"] != truth["production"]  # screens: other requests
     assert "ntp_wbc" not in seed["seconds"] and seed["reward_models"]["training"]["train"] == {

@@ -75,8 +75,9 @@ from .common import (
 
 RLRecipe = recipe_options("RLRecipe", __name__)
 JUDGE_OFFSETS = {"headline": 100, "screen": 700}
-CEILINGS = {"true_affinity_sum": "the sum of the true play probabilities of the page's titles (no browsing)",
-            "true_affinity_browse_no_satiation": "the expected reward under the true browse model without satiation"}
+# scorers that know the simulator's true affinities: the sum of the page's true play probabilities (no browsing),
+# and the expected reward under the true browse model without satiation
+CEILINGS = ("true_affinity_sum", "true_affinity_browse_no_satiation")
 TRUTH_STREAMS = {"headline": 1999, "screen": 999}  # RM-vs-truth requests: screens choose RM settings on their own
 GRPO_INITS = ("wbc", "ntp", "wbc_free", "ntp_free", "wbc_truth")
 FORMAT_KEYS = {f"format_{k}": f"rewards/format_{k}/mean" for k in FORMAT_KINDS}
@@ -215,7 +216,7 @@ def policies_and_rms(seed: int, o: RLOptions, sim: Any, recipe_opts: Any, out: s
 
 
 def rm_quality(sim: Any, seed: int, o: RLOptions, tok: Any, policies: dict, rms: dict, max_history: Any,
-               sampler: Optional[GenPageArm] = None) -> dict:
+               sampler: GenPageArm) -> dict:
     """The reward models against the simulator's expected page reward on fresh next-day requests (another stream on
     screens): across policies, and within each request's group of pages `sampler` samples."""
     fresh = sim.users.sample_requests(sim.users.next_day, np.random.default_rng([seed, TRUTH_STREAMS[o.judge]]))
@@ -250,7 +251,7 @@ def rm_quality(sim: Any, seed: int, o: RLOptions, tok: Any, policies: dict, rms:
             "spearman_of_policy_means": rank_correlation([means[n] for n in names], [truth[n].mean() for n in names]),
             "same_order_as_truth": sorted(names, key=lambda n: means[n]) == truth_order,
             "oracle_above_production": means["oracle"] > means["production"]}
-    if sampler is not None and o.group_samples > 1:
+    if o.group_samples > 1:
         out["within_sampled_group"] = group_ranking(sim, fresh, o, sampler, truth_and_scores, list(rms), seed)
     base = "wbc_page_value"
     out["gains_over_wbc_page_value"] = {  # does the held-out RM (and the truth) confirm what the training RM saw?
@@ -265,7 +266,7 @@ def group_ranking(sim: Any, fresh: Any, o: RLOptions, sampler: GenPageArm, truth
     """Each RM's Spearman with the truth within every request's group of `o.group_samples` pages sampled by the
     sampler (temperature 1, hybrid rows: GRPO's rollouts), and the truth of the page it ranks first; beside them
     the `CEILINGS`, scorers that know the simulator's true affinities."""
-    truth, scores = [], {r: [] for r in rm_names + list(CEILINGS)}
+    truth, scores = [], {r: [] for r in (*rm_names, *CEILINGS)}
     behavior = sim.world.config.behavior
     for k in range(o.group_samples):
         policy = GenPagePolicy(sim.world, sampler.model, sampler.tokenizer, name=f"sample{k}",
