@@ -31,9 +31,10 @@ def tiny(catalog, spec):
     return model.eval(), tok
 
 
-def _brute_force(model, tok, prompt, completion, rules, a):
+def _brute_force(model, tok, prompt, completion, rules, a, sampled="all"):
     """Each token's log-prob from scratch: a cache-free forward of its whole prefix, a fresh processor's mask,
-    and for a hybrid fill the product of its picks' softmaxes over the still-allowed entities at the fill's start."""
+    and for a hybrid fill the product of its picks' softmaxes over the still-allowed entities at the fill's start.
+    With `sampled="rows"` an entity must be the greedy pick among what is still allowed, and is certain (0)."""
     out, j = [], 0
     n_rows = rules.rows_per_page
     width = rules.entities_per_row
@@ -46,22 +47,27 @@ def _brute_force(model, tok, prompt, completion, rules, a):
     def allowed(prefix):
         return GenPageLogitsProcessor(rules, tok).allowed(torch.tensor([prefix]))[0]
 
+    def log_prob(scores, mask, token, is_row):
+        log_p = scores.masked_fill(~mask, -np.inf).log_softmax(-1)
+        if sampled == "rows" and not is_row:
+            assert token == int(log_p.argmax()), "an entity that is not the greedy pick"
+            return 0.0
+        return float(log_p[token])
+
     for _ in range(n_rows):
-        for _ in range(1 + min(width, a if a is not None else width)):  # the row token, its autoregressive entities
-            mask = allowed(seq)
-            out.append(float(logits_after(seq).masked_fill(~mask, -np.inf).log_softmax(-1)[completion[j]]))
+        for k in range(1 + min(width, a if a is not None else width)):  # the row token, its autoregressive entities
+            out.append(log_prob(logits_after(seq), allowed(seq), completion[j], k == 0))
             seq.append(completion[j])
             j += 1
         rest = width - min(width, a if a is not None else width)
         if rest == 1:  # a one-slot fill is one autoregressive step
-            mask = allowed(seq)
-            out.append(float(logits_after(seq).masked_fill(~mask, -np.inf).log_softmax(-1)[completion[j]]))
+            out.append(log_prob(logits_after(seq), allowed(seq), completion[j], False))
             seq.append(completion[j])
             j += 1
         elif rest > 1:
             scores, mask = logits_after(seq), allowed(seq)
             for _ in range(rest):
-                out.append(float(scores.masked_fill(~mask, -np.inf).log_softmax(-1)[completion[j]]))
+                out.append(log_prob(scores, mask, completion[j], False))
                 seq.append(completion[j])
                 mask = mask & allowed(seq)
                 mask[completion[j]] = False
@@ -70,8 +76,8 @@ def _brute_force(model, tok, prompt, completion, rules, a):
     return out + [0.0]  # [EOS] is the only token the rules leave
 
 
-def _plan_logps(model, tok, prompts, completions, rules, a):
-    source, allowed, valid = sampling_plan(GenPageLogitsProcessor(rules, tok), prompts, completions, a)
+def _plan_logps(model, tok, prompts, completions, rules, a, sampled="all"):
+    source, allowed, valid = sampling_plan(GenPageLogitsProcessor(rules, tok), prompts, completions, a, sampled)
     logps = []
     for b, (p, c) in enumerate(zip(prompts, completions)):
         with torch.no_grad():
@@ -82,20 +88,23 @@ def _plan_logps(model, tok, prompts, completions, rules, a):
     return logps
 
 
-@pytest.mark.parametrize("a", [None, 1, 0])
-def test_sampled_pages_log_probs_match_a_brute_force_recomputation(tiny, a):
+@pytest.mark.parametrize("a,sampled", [(None, "all"), (1, "all"), (0, "all"), (None, "rows"), (1, "rows")])
+def test_sampled_pages_log_probs_match_a_brute_force_recomputation(tiny, a, sampled):
     model, tok = tiny
     rules = _rules(tok)
     requests = [PageRequest(demo_context(tok, seed=s), rules) for s in range(6)]
-    gen = PageGenerator(model, tok, autoregressive_entities=a, do_sample=True, temperature=T, seed=3)
+    gen = PageGenerator(model, tok, autoregressive_entities=a, do_sample=True, temperature=T, seed=3,
+                        sampled_tokens=sampled)
     pages = gen.generate(requests) + gen.generate(requests)
     prompts = [gen.prompt_ids(r) for r in requests] * 2
     completions = [list(p.token_ids) + [tok.eos_token_id] for p in pages]
-    planned = _plan_logps(model, tok, prompts, completions, [rules] * len(prompts), a)
+    planned = _plan_logps(model, tok, prompts, completions, [rules] * len(prompts), a, sampled)
     for p, c, got in zip(prompts, completions, planned):
-        want = _brute_force(model, tok, p, c, rules, a)
+        want = _brute_force(model, tok, p, c, rules, a, sampled)
         np.testing.assert_allclose(got, want, atol=1e-5)
     assert len({tuple(c) for c in completions}) > 1
+    row_ids = set(tok.row_token_ids.tolist())
+    assert len({tuple(t for t in c if t in row_ids) for c in completions}) > 1  # the rows are drawn
 
 
 def test_sampler_frequencies_match_the_planned_probabilities_which_sum_to_one(tiny):
@@ -122,6 +131,14 @@ def test_sampler_frequencies_match_the_planned_probabilities_which_sum_to_one(ti
     assert (np.abs(counts - n * probs) <= 4.5 * np.sqrt(n * probs * (1 - probs)) + 1).all()
 
 
+def test_an_unknown_sampled_tokens_is_named(tiny, tmp_path):
+    model, tok = tiny
+    with pytest.raises(ValueError, match="sampled_tokens must be one of"):
+        PageGenerator(model, tok, do_sample=True, sampled_tokens="entities")
+    with pytest.raises(ValueError, match="--sampled_tokens must be all or rows"):
+        GenPageGRPOConfig(output_dir=str(tmp_path), sampled_tokens="entities", use_cpu=True)
+
+
 def test_a_completion_the_sampler_cannot_draw_is_named(tiny):
     model, tok = tiny
     rules = _rules(tok)
@@ -132,7 +149,8 @@ def test_a_completion_the_sampler_cannot_draw_is_named(tiny):
         sampling_plan(GenPageLogitsProcessor(rules, tok), [prompt], [wrong_row], 1)
 
 
-def test_grpo_trainer_scores_rollouts_with_the_sampler_log_probs(tmp_path, tiny):
+@pytest.mark.parametrize("sampled", ["all", "rows"])
+def test_grpo_trainer_scores_rollouts_with_the_sampler_log_probs(tmp_path, tiny, sampled):
     """The log-probs GenPageGRPOTrainer's loss and KL read, on TRL's padded batch layout, equal the brute force."""
     model, tok = tiny
     save_genpage(model, tok, tmp_path / "policy")
@@ -143,7 +161,8 @@ def test_grpo_trainer_scores_rollouts_with_the_sampler_log_probs(tmp_path, tiny)
     rules = _rules(tok)
     data = build_grpo_dataset([{"context": demo_context(tok, seed=s), "rules": rules} for s in range(4)], tok)
     args = GenPageGRPOConfig(output_dir=str(tmp_path / "grpo"), max_steps=1, per_device_train_batch_size=8,
-                             num_generations=4, use_cpu=True, seed=0, temperature=T, autoregressive_entities=1)
+                             num_generations=4, use_cpu=True, seed=0, temperature=T, autoregressive_entities=1,
+                             sampled_tokens=sampled)
     trainer = GenPageGRPOTrainer(policy, rm, args, train_dataset=data, processing_class=tok)
     out = trainer.rollout_func(list(data["prompt"]) * 2, trainer)
     prompts, completions = out["prompt_ids"], out["completion_ids"]
@@ -157,7 +176,8 @@ def test_grpo_trainer_scores_rollouts_with_the_sampler_log_probs(tmp_path, tiny)
     with torch.no_grad():
         logps, entropy, _ = trainer._get_per_token_logps_and_entropies(policy, ids, mask, C, compute_entropy=True)
     for b, (p, c) in enumerate(zip(prompts, completions)):
-        want = _brute_force(policy, tok, p, c, rules, 1)
+        want = _brute_force(policy, tok, p, c, rules, 1, sampled)
         np.testing.assert_allclose(logps[b, :len(c)].tolist(), want, atol=1e-5)
         assert (logps[b, len(c):] == 0).all() and (entropy[b, :len(c) - 1] >= 0).all()
-    assert (entropy[:, 0] == 0).all() and (entropy[:, 1] > 0).all()  # the pinned row is certain, its first title not
+    assert (entropy[:, 0] == 0).all()  # the pinned row is certain; its first title is not when titles are sampled
+    assert ((entropy[:, 1] > 0) == (sampled == "all")).all()

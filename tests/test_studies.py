@@ -278,9 +278,12 @@ def test_rl_study_runs_grpo_from_both_checkpoints_and_reuses_them(tmp_path):
     assert (runs / "seed0" / "runs" / "ntp" / "checkpoint" / "config.json").is_file()
     assert "| grpo_ntp |" in (tmp_path / "rl.md").read_text() and (tmp_path / "rl.png").stat().st_size > 1000
     truth = seed["reward_models"]["truth_by_policy"]
-    again = _study("rl", tmp_path, *args, "--reuse", "true", "--grpo_inits", "ntp", "--judge", "screen")
+    again = _study("rl", tmp_path, *args, "--reuse", "true", "--grpo_inits", "ntp", "--judge", "screen",
+                   "--sampled_tokens", "rows")
     seed = again["metrics"]["per_seed"][0]
     assert seed["reward_models"]["truth_by_policy"]["production"] != truth["production"]  # screens: other requests
     assert "ntp_wbc" not in seed["seconds"] and seed["reward_models"]["training"]["train"] == {
         "reused_from": str(runs / "seed0" / "rm_train-ntp-position-row_boundary-2steps-1neg-lr0.0003")}
     assert set(seed["vs_wbc_page_value"]) == {"grpo_ntp", "grpo_ntp_page_value"}
+    assert [p.name.split("-")[-1] for p in (runs / "seed0").glob("grpo_ntp_policy-*")] in (
+        ["sample_rows", "beta0.04"], ["beta0.04", "sample_rows"])  # rows-only rollouts trained their own policy

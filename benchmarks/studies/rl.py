@@ -119,6 +119,9 @@ class RLOptions:
     grpo_batch_size: int = field(default=16, metadata={"help": "pages per GRPO step"})
     num_generations: int = field(default=4, metadata={"help": "pages sampled per request (GRPO group)"})
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
+    sampled_tokens: str = field(default="all", metadata={
+        "help": "GenPageGRPOConfig.sampled_tokens: all (the paper's rollouts) or rows (rows drawn, entities greedy); "
+                "the RM-vs-truth groups are sampled the same way", "choices": ["all", "rows"]})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient"})
     scale_rewards: str = field(default="none", metadata={
         "help": "GRPO advantage scaling (GenPageGRPOConfig.scale_rewards): none (Dr. GRPO: the reward's own scale "
@@ -264,14 +267,15 @@ def rm_quality(sim: Any, seed: int, o: RLOptions, tok: Any, policies: dict, rms:
 def group_ranking(sim: Any, fresh: Any, o: RLOptions, sampler: GenPageArm, truth_and_scores: Any,
                   rm_names: list[str], seed: int) -> dict:
     """Each RM's Spearman with the truth within every request's group of `o.group_samples` pages sampled by the
-    sampler (temperature 1, hybrid rows: GRPO's rollouts), and the truth of the page it ranks first; beside them
-    the `CEILINGS`, scorers that know the simulator's true affinities."""
+    sampler (temperature 1, hybrid rows, `o.sampled_tokens`: GRPO's rollouts), and the truth of the page it ranks
+    first; beside them the `CEILINGS`, scorers that know the simulator's true affinities."""
     truth, scores = [], {r: [] for r in (*rm_names, *CEILINGS)}
     behavior = sim.world.config.behavior
     for k in range(o.group_samples):
         policy = GenPagePolicy(sim.world, sampler.model, sampler.tokenizer, name=f"sample{k}",
                                autoregressive_entities=sampler.autoregressive_entities, do_sample=True, seed=k,
-                               max_history=sampler.max_history, batch_size=sampler.batch_size, prefix_cache_size=0)
+                               max_history=sampler.max_history, batch_size=sampler.batch_size, prefix_cache_size=0,
+                               sampled_tokens=o.sampled_tokens)
         pages = policy.pages(fresh)
         t, by_rm = truth_and_scores(pages)
         truth.append(t)
@@ -322,13 +326,15 @@ def run_seed(seed: int, o: RLOptions, data: LoggedCatalogData, recipe_opts: Any,
         args = GenPageGRPOConfig(output_dir=os.path.join(out, f"grpo_{init}"), max_steps=o.grpo_steps,
                                  per_device_train_batch_size=o.grpo_batch_size, num_generations=o.num_generations,
                                  temperature=o.temperature, beta=o.beta, learning_rate=o.grpo_learning_rate,
+                                 sampled_tokens=o.sampled_tokens,
                                  scale_rewards=o.scale_rewards,
                                  max_history=recipe_opts.max_history, seed=seed, use_cpu=True, disable_tqdm=True,
                                  autoregressive_entities=o.autoregressive_entities,
                                  unconstrained_rollouts=init.endswith("_free"))
         folder = os.path.join(out, f"grpo_{init}_policy-{rm_tag(o)}-{o.grpo_steps}steps-lr{o.grpo_learning_rate:g}-"
                                    f"T{o.temperature:g}-beta{o.beta:g}"
-                                   + ("" if o.scale_rewards == "none" else f"-scale_{o.scale_rewards}"))
+                                   + ("" if o.scale_rewards == "none" else f"-scale_{o.scale_rewards}")
+                                   + ("" if o.sampled_tokens == "all" else f"-sample_{o.sampled_tokens}"))
         if o.reuse and os.path.isfile(os.path.join(folder, "curve.json")):
             models[f"grpo_{init}"] = load_genpage(folder)[0].eval()
             with open(os.path.join(folder, "curve.json"), encoding="utf-8") as f:

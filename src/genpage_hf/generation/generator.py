@@ -42,6 +42,7 @@ from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageStep, RuleS
 from .sampling import left_padded, narrowed, step_sizes
 
 ROW_ORDERS = ("model", "entity_value", "page_value")
+SAMPLED_TOKENS = ("all", "rows")
 # page_value/entity_value decoding: sigmoid(value - offset) turns WBC's weighted log-odds into expected plays;
 # 3.0 ~ log(1.0 / 0.05), WBC's default positive weight over its abandon weight.
 DEFAULT_ROW_VALUE_OFFSET = 3.0
@@ -63,6 +64,9 @@ class PageGenerator:
             0 fills the whole row from the pass that follows its row token.
         do_sample: sample (temperature-scaled softmax over the allowed tokens) instead of greedy.
         temperature: sampling temperature, a finite number > 0.
+        sampled_tokens: with `do_sample`, which decisions are drawn: "all", or "rows" (each row token and
+            the page's end are sampled at row boundaries; the entities that fill a row are its greedy
+            choice, so an RL rollout varies the page's rows and their order, and its loss credits them).
         seed: seed of the sampling generator (sampling is reproducible for a given seed).
         max_history: history actions kept in prompts (default: the tokenizer spec's).
         prefix_cache_size: decoded sequences kept for prompts that extend them (pagination); 0 turns
@@ -88,6 +92,7 @@ class PageGenerator:
         self, model: Any, tokenizer: Any, autoregressive_entities: Optional[int] = None, do_sample: bool = False,
         temperature: float = 1.0, seed: Optional[int] = None, max_history: Optional[int] = None,
         prefix_cache_size: int = 8, row_order: str = "model", row_value_offset: float = DEFAULT_ROW_VALUE_OFFSET,
+        sampled_tokens: str = "all",
     ) -> None:
         for name, value in (("autoregressive_entities", autoregressive_entities), ("max_history", max_history),
                             ("seed", seed), ("prefix_cache_size", prefix_cache_size)):
@@ -102,6 +107,8 @@ class PageGenerator:
             or temperature <= 0
         ):
             raise ValueError(f"PageGenerator: temperature must be a finite number > 0, got {temperature!r}")
+        if sampled_tokens not in SAMPLED_TOKENS:
+            raise ValueError(f"PageGenerator: sampled_tokens must be one of {SAMPLED_TOKENS}, got {sampled_tokens!r}")
         if row_order not in ROW_ORDERS:
             raise ValueError(f"PageGenerator: row_order must be one of {ROW_ORDERS}, got {row_order!r}")
         if row_order != "model" and do_sample:
@@ -117,7 +124,7 @@ class PageGenerator:
         self.model, self.tokenizer = model, tokenizer
         self.autoregressive_entities = autoregressive_entities
         self.do_sample, self.temperature, self.max_history = do_sample, float(temperature), max_history
-        self.seed = seed
+        self.seed, self.sampled_tokens = seed, sampled_tokens
         self.row_order, self.row_value_offset = row_order, float(row_value_offset)
         self.prefix_cache = PrefixCache(prefix_cache_size)
         self._rngs: dict[torch.device, torch.Generator] = {}
@@ -275,6 +282,9 @@ class PageGenerator:
         K = int(count.max())
         masked = logits.masked_fill(~step.allowed, float("-inf"))
         ranked = self._perturbed(masked) if self.do_sample else masked
+        sample_entities = self.do_sample and self.sampled_tokens == "all"
+        if self.do_sample and not sample_entities:  # rows only: entity steps keep the greedy scores
+            ranked = torch.where(torch.from_numpy(step.open_slots == 0).to(device)[:, None], ranked, masked)
         scored = logits
         if self.row_order == "entity_value":
             by_value = self._row_values(ids, attn, cache, step, processor)
@@ -288,7 +298,7 @@ class PageGenerator:
             # one-token steps keep argmax (generate()'s tie-breaking) so greedy matches it exactly
             picks[:, 0] = torch.where(torch.from_numpy(fill).to(device), picks[:, 0], ranked.argmax(1))
             unsafe = fill & ~step.fill_safe
-            if self.do_sample and unsafe.any():
+            if sample_entities and unsafe.any():
                 # a fill some of whose entities cannot share the row is drawn pick by pick under narrowing masks:
                 # the distribution `sampling.sampling_plan` scores (a safe fill's top-k is that draw already)
                 picks = self._pick_one_by_one(ids, ranked, step, processor, count, only=unsafe, picks=picks)
@@ -446,4 +456,5 @@ class PageGenerator:
         return GeneratedPage(rows, page_ids)
 
 
-__all__ = ["GeneratedPage", "GeneratedRow", "PageGenerator", "PageRequest", "PrefixCache", "ROW_ORDERS"]
+__all__ = ["GeneratedPage", "GeneratedRow", "PageGenerator", "PageRequest", "PrefixCache", "ROW_ORDERS",
+           "SAMPLED_TOKENS"]

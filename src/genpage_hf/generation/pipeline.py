@@ -24,7 +24,7 @@ from .generate import page_dict, page_request, rules_per_prompt
 from .generator import PageGenerator
 
 GENERATOR_OPTIONS = ("autoregressive_entities", "do_sample", "temperature", "seed", "max_history", "row_order",
-                     "row_value_offset")
+                     "row_value_offset", "sampled_tokens")
 
 
 class PageGenerationPipeline(Pipeline):

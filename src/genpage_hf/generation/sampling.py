@@ -10,6 +10,8 @@ scored it and under which mask; `plan_log_probs` turns teacher-forced logits int
 (differentiable), so an RL loss and its KL describe the sampler, not the unmasked autoregressive model.
 
 The step sizes and mask narrowing are the generator's own (`step_sizes`, `narrowed`), shared by both.
+With `sampled_tokens="rows"` only the row boundaries are drawn; an entity is the greedy choice, a certain
+token whose mask is itself alone (log-prob 0, no gradient), as the final `[EOS]` is.
 """
 
 from __future__ import annotations
@@ -56,8 +58,9 @@ def left_padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, 
 
 def sampling_plan(processor: GenPageLogitsProcessor, prompts: Sequence[Sequence[int]],
                   completions: Sequence[Sequence[int]],
-                  autoregressive_entities: Optional[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """How `PageGenerator(do_sample=True)` drew each completion (page tokens, then `[EOS]`).
+                  autoregressive_entities: Optional[int],
+                  sampled_tokens: str = "all") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """How `PageGenerator(do_sample=True, sampled_tokens=...)` drew each completion (page tokens, then `[EOS]`).
 
     `processor` holds one RuleSet per prompt. Returns `source` (B, C): the completion index whose logits
     scored each token (its own for one-token steps, the fill's first slot for a hybrid fill), `allowed`
@@ -65,6 +68,8 @@ def sampling_plan(processor: GenPageLogitsProcessor, prompts: Sequence[Sequence[
     The final `[EOS]`, which the generator appends when the rules leave nothing else, has the mask {[EOS]}
     (log-prob 0). A completion the sampler could not have drawn raises ValueError naming it.
     """
+    if sampled_tokens not in ("all", "rows"):
+        raise ValueError(f"sampling_plan: sampled_tokens must be 'all' or 'rows', got {sampled_tokens!r}")
     if len(prompts) != len(completions) or not prompts:
         raise ValueError(f"sampling_plan: {len(prompts)} prompts for {len(completions)} completions")
     tok = processor.tokenizer
@@ -93,11 +98,14 @@ def sampling_plan(processor: GenPageLogitsProcessor, prompts: Sequence[Sequence[
                 raise ValueError(f"completion {b} ends at token {ptr[b] + len(part)} inside a {count[b]}-token step")
             picks[b, :count[b]] = torch.tensor(part)
         mask = step.allowed
+        greedy = (step.open_slots > 0) if sampled_tokens == "rows" else np.zeros(B, dtype=bool)
         sub_ids = ids
         for j in range(K):
             for b in np.flatnonzero(count > j).tolist():
                 source[b, ptr[b] + j], allowed[b, ptr[b] + j], valid[b, ptr[b] + j] = ptr[b], mask[b], True
                 check(b, ptr[b] + j, mask[b])
+                if greedy[b]:  # checked against the rules above; drawn with certainty
+                    allowed[b, ptr[b] + j] = torch.nn.functional.one_hot(picks[b, j], V).bool()
             if j + 1 < K:  # the generator's narrowing: safe fills only lose their picks, others re-ask the rules
                 sub_ids = torch.cat([sub_ids, picks[:, j:j + 1].masked_fill(torch.from_numpy(count <= j + 1)[:, None],
                                                                            pad)], 1)

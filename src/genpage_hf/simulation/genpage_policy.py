@@ -31,20 +31,22 @@ from .world import World
 class GenPagePolicy:
     """Serves pages from a GenPage model through `PageGenerator` (greedy or sampled, full or hybrid rows,
     rows by the model's row values or by their entities' values: `row_order`, with `row_value_offset` as
-    in `PageGenerator`; `prefix_cache_size` decoded sequences kept for the sessions' next pages)."""
+    in `PageGenerator`, and its `sampled_tokens`; `prefix_cache_size` decoded sequences kept for the sessions'
+    next pages)."""
 
     def __init__(
         self, world: World, model: Any, tokenizer: Any, name: str = "genpage",
         autoregressive_entities: Optional[int] = None, do_sample: bool = False, seed: int = 0,
         batch_size: int = 32, max_history: Optional[int] = None, row_order: str = "model",
-        row_value_offset: float = DEFAULT_ROW_VALUE_OFFSET, prefix_cache_size: int = 8,
+        row_value_offset: float = DEFAULT_ROW_VALUE_OFFSET, prefix_cache_size: int = 8, sampled_tokens: str = "all",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         self.world, self.name, self.batch_size = world, name, batch_size
         self.generator = PageGenerator(model, tokenizer, autoregressive_entities, do_sample=do_sample, seed=seed,
                                        max_history=max_history, row_order=row_order,
-                                       row_value_offset=row_value_offset, prefix_cache_size=prefix_cache_size)
+                                       row_value_offset=row_value_offset, prefix_cache_size=prefix_cache_size,
+                                       sampled_tokens=sampled_tokens)
         self.later_pages = {"requests": 0, "prompt_tokens": 0, "reused_tokens": 0}
 
     @property

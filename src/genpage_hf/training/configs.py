@@ -432,6 +432,11 @@ class GenPageGRPOConfig(GRPOConfig):
                                         "matches the loss's autoregressive log-probs"})
     format_reward_weight: float = field(
         default=1.0, metadata={"help": "weight of each format reward (grammar, dedup, pins, eligibility)"})
+    sampled_tokens: str = field(
+        default="all", metadata={"help": "rollouts: all (every token sampled, the paper's) or rows (row tokens and "
+                                         "the page's end sampled, each row's entities its greedy choice: the "
+                                         "rollouts of a group differ in their rows, which the loss then credits)",
+                                 "choices": ["all", "rows"]})
     unconstrained_rollouts: bool = field(
         default=False, metadata={"help": "sample rollouts under the page grammar only, not each request's rules "
                                          "(the format rewards then carry the rules)"})
@@ -457,6 +462,8 @@ class GenPageGRPOConfig(GRPOConfig):
             raise ValueError(f"--autoregressive_entities must be >= 0, got {self.autoregressive_entities}")
         if self.max_history is not None and self.max_history < 0:
             raise ValueError(f"--max_history must be >= 0, got {self.max_history}")
+        if self.sampled_tokens not in ("all", "rows"):
+            raise ValueError(f"--sampled_tokens must be all or rows, got {self.sampled_tokens!r}")
         check_ranges(self, non_negative=("format_reward_weight",))
         super().__post_init__()
 

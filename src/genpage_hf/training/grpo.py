@@ -12,10 +12,12 @@ through TRL's public arguments only:
   `_get_per_token_logps_and_entropies`, the one method through which `GRPOTrainer` scores completions
   (for the policy and the reference alike); `GenPageGRPOTrainer` overrides it so each token is scored
   under the distribution the rollout drew it from: the request's rules mask, the temperature, and a
-  hybrid fill's draw without replacement read from the fill's first position
-  (`generation.sampling`). TRL's own version scores the unmasked, fully autoregressive softmax, whose
-  gradient pushes on tokens the sampler could never emit. (`rollout_func` may also return sampling
-  log-probs, but TRL only uses them for vLLM's importance-sampling correction, not in the loss.)
+  hybrid fill's draw without replacement read from the fill's first position (`generation.sampling`);
+  with `sampled_tokens="rows"` only the row boundaries are drawn and the greedy entities are certain
+  (log-prob 0), so the advantage credits the rows. TRL's own version scores the unmasked, fully
+  autoregressive softmax, whose gradient pushes on tokens the sampler could never emit. (`rollout_func`
+  may also return sampling log-probs, but TRL only uses them for vLLM's importance-sampling correction,
+  not in the loss.)
 - **Rewards** (plain callables, scored from `completion_ids`, never from decoded text, which drops the
   special tokens): the page reward model (`PageRewardFunction`) and four rule-based format rewards
   (`FormatReward`: grammar, dedup, pins, eligibility), 1.0 for a compliant page and 0.0 otherwise.
@@ -205,7 +207,8 @@ class GenPageRollout:
         if missing:
             raise ValueError(f"completion {missing[0]}'s prompt was not rolled out by this GenPageRollout")
         processor = GenPageLogitsProcessor([self.rules_of[tuple(p)] for p in prompts], self.tokenizer)
-        return sampling_plan(processor, prompts, completions, self.args.autoregressive_entities)
+        return sampling_plan(processor, prompts, completions, self.args.autoregressive_entities,
+                             self.args.sampled_tokens)
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, Any]:
         requests = [self.requests[p] for p in prompts]
@@ -216,7 +219,8 @@ class GenPageRollout:
                 # no prefix cache: the weights change every step, so no decoded sequence may be reused
                 self.generator = PageGenerator(model, self.tokenizer, self.args.autoregressive_entities,
                                                do_sample=True, temperature=self.args.temperature, seed=self.args.seed,
-                                               max_history=self.args.max_history, prefix_cache_size=0)
+                                               max_history=self.args.max_history, prefix_cache_size=0,
+                                               sampled_tokens=self.args.sampled_tokens)
             self.generator.model = model
             pages = self.generator.generate(requests, errors="raise")
         eos = self.tokenizer.eos_token_id
