@@ -14,9 +14,9 @@ Protocol, per seed, at quickstart scale (the quickstart's world, logs and recipe
    checkpoint) with `--rm_slot_model` (position: a position-based click model over per-slot values; page:
    the paper's page-level head);
 3. GRPO (`GenPageGRPOTrainer`: Dr. GRPO, beta > 0, rollouts sampled under each request's rules, the loss
-   scoring each token under the distribution it was drawn from) from each of `--grpo_inits` (wbc: today's
-   recipe; ntp: the paper's; wbc_truth, a diagnostic: rewarded by the simulator's truth), on the last logged
-   day's requests, rewarded by the training RM; logged per step at weight 0: the held-out RM, page diversity,
+   scoring each token under the distribution it was drawn from; `--sampled_tokens rows` draws only the rows) from
+   each of `--grpo_inits` (wbc: today's recipe; ntp: the paper's; wbc_truth, a diagnostic: rewarded by the
+   simulator's truth), on the last logged day's requests, rewarded by the training RM; logged per step at weight 0: the held-out RM, page diversity,
    the share of distinct titles, KL and entropy;
 4. reward-model quality, on fresh next-day requests (not the judge's; screens draw other ones): pages of random,
    production, WBC, WBC page_value, each GRPO policy and the oracle scored by both RMs and by the simulator's
