@@ -16,8 +16,8 @@ Protocol, per seed, at quickstart scale (the quickstart's world, logs and recipe
 3. GRPO (`GenPageGRPOTrainer`: Dr. GRPO, beta > 0, rollouts sampled under each request's rules, the loss
    scoring each token under the distribution it was drawn from; `--sampled_tokens rows` draws only the rows) from
    each of `--grpo_inits` (wbc: today's recipe; ntp: the paper's; wbc_truth, a diagnostic: rewarded by the
-   simulator's truth), on the last logged day's requests, rewarded by the training RM; logged per step at weight 0: the held-out RM, page diversity,
-   the share of distinct titles, KL and entropy;
+   simulator's truth), on the last logged day's requests, rewarded by the training RM; logged per step at
+   weight 0: the held-out RM, page diversity, the share of distinct titles, KL and entropy;
 4. reward-model quality, on fresh next-day requests (not the judge's; screens draw other ones): pages of random,
    production, WBC, WBC page_value, each GRPO policy and the oracle scored by both RMs and by the simulator's
    expected page reward (many-draw average): Spearman pooled and within request, and the policies' mean order;
