@@ -243,6 +243,9 @@ def test_pipeline_batches_requests_and_checks_its_arguments(model_and_tokenizer,
     assert got == [page_dict(p) for p in want]
     shown = {e for row in first["rows"] for e in row["entities"]}
     assert not shown & {e for row in got[1]["rows"] for e in row["entities"]}  # de-duplicated across pages
+    rows_drawn = dict(autoregressive_entities=1, do_sample=True, sampled_tokens="rows", seed=3)
+    drawn = PageGenerator(model, tokenizer, **rows_drawn).generate_page(context, RuleSet.from_dict(pins))
+    assert pipe(context, rules=pins, **rows_drawn) == page_dict(drawn)
     with pytest.raises(ValueError, match=r"unknown arguments \['num_beams'\]"):
         pipe(context, num_beams=2)
     with pytest.raises(ValueError, match="2 rule sets for 3 contexts"):
