@@ -45,6 +45,7 @@ import torch
 
 from genpage_hf.checkpoint import load_genpage, save_genpage
 from genpage_hf.data import records_dataset, split_records
+from genpage_hf.generation.sampling import SAMPLED_TOKENS
 from genpage_hf.modeling_genpage import REWARD_SLOT_MODELS
 from genpage_hf.simulation import OraclePolicy, ProductionPolicy, RandomPolicy
 from genpage_hf.simulation.behavior import affinity
@@ -121,7 +122,7 @@ class RLOptions:
     temperature: float = field(default=1.0, metadata={"help": "rollout sampling temperature"})
     sampled_tokens: str = field(default="all", metadata={
         "help": "GenPageGRPOConfig.sampled_tokens: all (the paper's rollouts) or rows (rows drawn, entities greedy); "
-                "the RM-vs-truth groups are sampled the same way", "choices": ["all", "rows"]})
+                "the RM-vs-truth groups are sampled the same way", "choices": list(SAMPLED_TOKENS)})
     beta: float = field(default=0.04, metadata={"help": "KL coefficient"})
     scale_rewards: str = field(default="none", metadata={
         "help": "GRPO advantage scaling (GenPageGRPOConfig.scale_rewards): none (Dr. GRPO: the reward's own scale "

@@ -39,10 +39,9 @@ from transformers import Cache
 from .kv_cache import PrefixCache, _GrowingLayer, cache_kwargs, reuse_prefixes, store_prefixes, write_left_padded
 from .pages import GeneratedPage, GeneratedRow, PageRequest
 from .rules import GenPageLogitsProcessor, InfeasibleRulesError, PageStep, RuleSet
-from .sampling import left_padded, narrowed, step_sizes
+from .sampling import SAMPLED_TOKENS, drawn_at, left_padded, narrowed, step_sizes
 
 ROW_ORDERS = ("model", "entity_value", "page_value")
-SAMPLED_TOKENS = ("all", "rows")
 # page_value/entity_value decoding: sigmoid(value - offset) turns WBC's weighted log-odds into expected plays;
 # 3.0 ~ log(1.0 / 0.05), WBC's default positive weight over its abandon weight.
 DEFAULT_ROW_VALUE_OFFSET = 3.0
@@ -281,10 +280,10 @@ class PageGenerator:
         fill, count = step_sizes(step, self.autoregressive_entities)
         K = int(count.max())
         masked = logits.masked_fill(~step.allowed, float("-inf"))
-        ranked = self._perturbed(masked) if self.do_sample else masked
-        sample_entities = self.do_sample and self.sampled_tokens == "all"
-        if self.do_sample and not sample_entities:  # rows only: entity steps keep the greedy scores
-            ranked = torch.where(torch.from_numpy(step.open_slots == 0).to(device)[:, None], ranked, masked)
+        drawn = drawn_at(step, self.sampled_tokens) & self.do_sample
+        ranked = masked
+        if drawn.any():  # Gumbel scores where this step draws; greedy scores elsewhere
+            ranked = torch.where(torch.from_numpy(drawn).to(device)[:, None], self._perturbed(masked), masked)
         scored = logits
         if self.row_order == "entity_value":
             by_value = self._row_values(ids, attn, cache, step, processor)
@@ -298,12 +297,12 @@ class PageGenerator:
             # one-token steps keep argmax (generate()'s tie-breaking) so greedy matches it exactly
             picks[:, 0] = torch.where(torch.from_numpy(fill).to(device), picks[:, 0], ranked.argmax(1))
             unsafe = fill & ~step.fill_safe
-            if sample_entities and unsafe.any():
+            if (unsafe & drawn).any():
                 # a fill some of whose entities cannot share the row is drawn pick by pick under narrowing masks:
                 # the distribution `sampling.sampling_plan` scores (a safe fill's top-k is that draw already)
-                picks = self._pick_one_by_one(ids, ranked, step, processor, count, only=unsafe, picks=picks)
+                picks = self._pick_one_by_one(ids, ranked, step, processor, count, only=unsafe & drawn, picks=picks)
             # Greedy: the top entities are the one-by-one choice whenever the page stays completable with all of them.
-            elif unsafe.any() and not processor.completable(
+            elif (unsafe & ~drawn).any() and not processor.completable(
                     torch.cat([ids, self._step_tokens(picks.cpu().tolist(), count)[0].to(device)], 1)).all():
                 picks = self._pick_one_by_one(ids, ranked, step, processor, count)
         return picks, count, scored.gather(1, picks).cpu().tolist()

@@ -23,6 +23,8 @@ import torch
 
 from .rules import GenPageLogitsProcessor, PageStep
 
+SAMPLED_TOKENS = ("all", "rows")  # what a sampling PageGenerator draws: every token, or the row boundaries only
+
 
 def step_sizes(step: PageStep, autoregressive_entities: Optional[int]) -> tuple[np.ndarray, np.ndarray]:
     """(fill, count): which sequences fill the rest of their row in this step, and how many tokens each appends.
@@ -34,6 +36,12 @@ def step_sizes(step: PageStep, autoregressive_entities: Optional[int]) -> tuple[
     active = ~step.done
     fill = active & (step.open_slots > 1) & (a is not None) & (step.n_in_row >= (a or 0))
     return fill, np.where(fill, step.open_slots, active.astype(int))
+
+
+def drawn_at(step: PageStep, sampled_tokens: str) -> np.ndarray:
+    """(B,) the sequences whose tokens at this step a sampling generator draws: all of them, or with "rows" those
+    at a row boundary (a row token or the page's end); the others take the greedy choice, a certain token."""
+    return step.open_slots == 0 if sampled_tokens == "rows" else np.ones(len(step.open_slots), dtype=bool)
 
 
 def narrowed(processor: GenPageLogitsProcessor, ids: torch.Tensor, allowed: torch.Tensor,
@@ -68,8 +76,8 @@ def sampling_plan(processor: GenPageLogitsProcessor, prompts: Sequence[Sequence[
     The final `[EOS]`, which the generator appends when the rules leave nothing else, has the mask {[EOS]}
     (log-prob 0). A completion the sampler could not have drawn raises ValueError naming it.
     """
-    if sampled_tokens not in ("all", "rows"):
-        raise ValueError(f"sampling_plan: sampled_tokens must be 'all' or 'rows', got {sampled_tokens!r}")
+    if sampled_tokens not in SAMPLED_TOKENS:
+        raise ValueError(f"sampling_plan: sampled_tokens must be one of {SAMPLED_TOKENS}, got {sampled_tokens!r}")
     if len(prompts) != len(completions) or not prompts:
         raise ValueError(f"sampling_plan: {len(prompts)} prompts for {len(completions)} completions")
     tok = processor.tokenizer
@@ -98,7 +106,7 @@ def sampling_plan(processor: GenPageLogitsProcessor, prompts: Sequence[Sequence[
                 raise ValueError(f"completion {b} ends at token {ptr[b] + len(part)} inside a {count[b]}-token step")
             picks[b, :count[b]] = torch.tensor(part)
         mask = step.allowed
-        greedy = (step.open_slots > 0) if sampled_tokens == "rows" else np.zeros(B, dtype=bool)
+        greedy = ~drawn_at(step, sampled_tokens)
         sub_ids = ids
         for j in range(K):
             for b in np.flatnonzero(count > j).tolist():
@@ -139,4 +147,4 @@ def plan_log_probs(logits: torch.Tensor, tokens: torch.Tensor, source: torch.Ten
     return logps, entropy
 
 
-__all__ = ["left_padded", "narrowed", "plan_log_probs", "sampling_plan", "step_sizes"]
+__all__ = ["SAMPLED_TOKENS", "drawn_at", "left_padded", "narrowed", "plan_log_probs", "sampling_plan", "step_sizes"]

@@ -20,6 +20,7 @@ from transformers.trainer_utils import HubStrategy, SaveStrategy, SchedulerType
 from trl import GRPOConfig
 
 from ..data import ROW_TARGETS
+from ..generation.sampling import SAMPLED_TOKENS
 from ..hub import check_push_arguments
 from ..modeling_genpage import REWARD_SLOT_MODELS, REWARD_VALUE_AT
 from ..precision import DTYPES, default_device, resolve_dtype
@@ -436,7 +437,7 @@ class GenPageGRPOConfig(GRPOConfig):
         default="all", metadata={"help": "rollouts: all (every token sampled, the paper's) or rows (row tokens and "
                                          "the page's end sampled, each row's entities its greedy choice: the "
                                          "rollouts of a group differ in their rows, which the loss then credits)",
-                                 "choices": ["all", "rows"]})
+                                 "choices": list(SAMPLED_TOKENS)})
     unconstrained_rollouts: bool = field(
         default=False, metadata={"help": "sample rollouts under the page grammar only, not each request's rules "
                                          "(the format rewards then carry the rules)"})
@@ -462,7 +463,7 @@ class GenPageGRPOConfig(GRPOConfig):
             raise ValueError(f"--autoregressive_entities must be >= 0, got {self.autoregressive_entities}")
         if self.max_history is not None and self.max_history < 0:
             raise ValueError(f"--max_history must be >= 0, got {self.max_history}")
-        if self.sampled_tokens not in ("all", "rows"):
+        if self.sampled_tokens not in SAMPLED_TOKENS:
             raise ValueError(f"--sampled_tokens must be all or rows, got {self.sampled_tokens!r}")
         check_ranges(self, non_negative=("format_reward_weight",))
         super().__post_init__()
